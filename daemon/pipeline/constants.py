@@ -1,0 +1,62 @@
+"""Every number of the pipeline, in one place.
+
+The module-level constants are the seed's values (`bg-removal-pipeline.md`,
+"Configuration reference") plus the details the seed leaves open, each named and
+explained. `PipelineParams` bundles them; the config file's `pipeline:` section
+overrides any field.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# --- The seed's values -------------------------------------------------------
+TARGET_SIZE = 1088
+"""Model input square size; the model's matte is forced to this size too."""
+PAD_COLOR = 127
+"""RGB value of the padding around the resized image."""
+ALPHA_THRESHOLD = 0.05
+"""Foreground threshold: largest component, crop box and foreground check."""
+CROP_PADDING = 50
+"""Pixels added on each side of the foreground box (clamped to the image)."""
+EDGE_BLUR_RADIUS = 1
+"""Edge-only smoothing radius (0 disables edge smoothing)."""
+ERODE_KERNEL_SIZE = 3
+"""Square erosion kernel of the matte (0 disables erosion)."""
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+MIN_FOREGROUND_FRACTION = 0.001
+"""Below this fraction of pixels with matte > ALPHA_THRESHOLD there is no foreground."""
+
+# --- Details the seed leaves open: our choices --------------------------------
+CANNY_LOW = 50
+CANNY_HIGH = 150
+"""Canny hysteresis thresholds on the 8-bit matte (OpenCV's customary 1:3 pair).
+The binary matte's edges do not depend on them (0/255 steps always pass)."""
+EDGE_BAND_RADIUS = 1
+"""The edge band is the Canny edges dilated by a (2r+1)-square kernel: r = 1 gives
+a 3-pixel band, the same reach as the 3x3 blur it confines."""
+# The Gaussian kernel is (2 * EDGE_BLUR_RADIUS + 1) square, sigma chosen by OpenCV
+# from the size (0.8 for 3x3); inside the band the blurred matte replaces the matte.
+PNG_COMPRESSION = 3
+"""zlib level of the output PNG (lossless at any level; 3 trades size for speed)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class PipelineParams:
+    """The tunable numbers of one pipeline run; defaults are the constants above."""
+
+    target_size: int = TARGET_SIZE
+    pad_color: int = PAD_COLOR
+    alpha_threshold: float = ALPHA_THRESHOLD
+    crop_padding: int = CROP_PADDING
+    edge_blur_radius: int = EDGE_BLUR_RADIUS
+    erode_kernel_size: int = ERODE_KERNEL_SIZE
+    imagenet_mean: tuple[float, float, float] = IMAGENET_MEAN
+    imagenet_std: tuple[float, float, float] = IMAGENET_STD
+    min_foreground_fraction: float = MIN_FOREGROUND_FRACTION
+    fail_fast: bool = True
+    canny_low: int = CANNY_LOW
+    canny_high: int = CANNY_HIGH
+    edge_band_radius: int = EDGE_BAND_RADIUS
+    png_compression: int = PNG_COMPRESSION

@@ -1,0 +1,67 @@
+"""Recognise image files and tell whether their bytes are complete.
+
+OpenCV decodes a half-written JPEG as a full-size image with the missing part
+grey, with only a warning on stderr. So completeness is checked here, from the
+file's own structure, before anything is decoded: the JPEG end-of-image marker
+found by walking the segments (so an EXIF thumbnail's marker cannot fool it and
+trailing data after the image is allowed), the PNG `IEND` chunk by walking the
+chunks.
+"""
+
+from __future__ import annotations
+
+import re
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp"})
+
+JPEG_SIGNATURE = b"\xff\xd8"
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+# A marker is 0xFF followed by anything but a stuffed zero, a restart marker
+# (both occur inside entropy-coded data) or another 0xFF (fill byte).
+_JPEG_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
+_JPEG_EOI = 0xD9
+_JPEG_STANDALONE = frozenset({0x01, _JPEG_EOI})
+
+
+def jpeg_is_complete(data: bytes) -> bool:
+    """True when the JPEG's segments lead to an end-of-image marker."""
+    pos = len(JPEG_SIGNATURE)
+    while (match := _JPEG_MARKER.search(data, pos)) is not None:
+        marker = data[match.start() + 1]
+        if marker == _JPEG_EOI:
+            return True
+        pos = match.end()
+        if marker not in _JPEG_STANDALONE:
+            if pos + 2 > len(data):
+                return False
+            pos += int.from_bytes(data[pos : pos + 2], "big")
+    return False
+
+
+def png_is_complete(data: bytes) -> bool:
+    """True when the PNG's chunks lead to an `IEND` chunk."""
+    pos = len(PNG_SIGNATURE)
+    while pos + 8 <= len(data):
+        length = int.from_bytes(data[pos : pos + 4], "big")
+        if data[pos + 4 : pos + 8] == b"IEND":
+            return True
+        pos += 12 + length
+    return False
+
+
+def truncation(data: bytes) -> str | None:
+    """Why `data` is an incomplete JPEG or PNG, or None when it is not one of those or complete."""
+    if data.startswith(JPEG_SIGNATURE) and not jpeg_is_complete(data):
+        return "JPEG has no end-of-image marker (file is incomplete)"
+    if data.startswith(PNG_SIGNATURE) and not png_is_complete(data):
+        return "PNG has no IEND chunk (file is incomplete)"
+    return None
+
+
+def is_image_name(name: str) -> bool:
+    """An image by extension (any case), and not a hidden or AppleDouble (`._x`) file."""
+    if name.startswith("."):
+        return False
+    dot = name.rfind(".")
+    return dot > 0 and name[dot:].lower() in IMAGE_SUFFIXES

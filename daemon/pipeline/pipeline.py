@@ -1,0 +1,120 @@
+"""`process_image()`: the seed's linear pipeline, with stage timings.
+
+The work is split in three calls so the daemon can run them on different
+threads (CPU before, model, CPU after) and still produce the same bytes:
+`prepare()` -> `MatteModel.predict()` -> `finish()`. `process_image()` runs them
+in a row.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from daemon.atomic import write_atomic
+from daemon.errors import NoForeground
+from daemon.pipeline.composite import CropBox, compose_rgba, crop_box, encode_png, foreground_fraction
+from daemon.pipeline.constants import PipelineParams
+from daemon.pipeline.inference import MatteModel
+from daemon.pipeline.postprocess import postprocess
+from daemon.pipeline.preprocess import FloatArray, PadMeta, RGBImage, load_image, normalize, resize_and_pad
+
+STAGES = ("load", "preprocess", "inference", "postprocess", "composite", "save")
+
+
+@dataclass
+class StageTimer:
+    """Seconds spent per stage, filled in as the stages run."""
+
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """An image decoded and turned into the model's input."""
+
+    rgb: RGBImage
+    batch: FloatArray
+    meta: PadMeta
+
+
+@dataclass(frozen=True)
+class Cutout:
+    """The finished cutout: PNG bytes and what is worth reporting about it."""
+
+    png: bytes
+    width: int
+    height: int
+    box: CropBox
+    foreground_fraction: float
+
+
+@dataclass(frozen=True)
+class ProcessResult:
+    cutout: Cutout
+    timings: dict[str, float]
+
+
+def prepare(path: Path, *, params: PipelineParams, timer: StageTimer) -> Prepared:
+    """Stages 1-3: load, resize + pad, normalise."""
+    with timer.stage("load"):
+        rgb = load_image(path)
+    with timer.stage("preprocess"):
+        padded, meta = resize_and_pad(rgb, params=params)
+        batch = normalize(padded, params=params)
+    return Prepared(rgb, batch, meta)
+
+
+def check_foreground(matte: FloatArray, *, params: PipelineParams) -> float:
+    """The seed's sanity check: too little foreground is an error when fail_fast is on."""
+    fraction = foreground_fraction(matte, threshold=params.alpha_threshold)
+    if fraction < params.min_foreground_fraction and params.fail_fast:
+        raise NoForeground(
+            f"no foreground found: {fraction:.4%} of pixels above alpha {params.alpha_threshold} "
+            f"(minimum {params.min_foreground_fraction:.2%})"
+        )
+    return fraction
+
+
+def finish(prepared: Prepared, matte: FloatArray, *, params: PipelineParams, timer: StageTimer) -> Cutout:
+    """Stages 5-6: restore and clean the matte, check it, crop and encode."""
+    with timer.stage("postprocess"):
+        full = postprocess(matte, meta=prepared.meta, params=params)
+        fraction = check_foreground(full, params=params)
+    with timer.stage("composite"):
+        box = crop_box(full, threshold=params.alpha_threshold, padding=params.crop_padding)
+        rgba = compose_rgba(prepared.rgb, full, box=box)
+        png = encode_png(rgba, compression=params.png_compression)
+    return Cutout(png, box.width, box.height, box, fraction)
+
+
+def process_image(
+    path: Path,
+    *,
+    model: MatteModel,
+    params: PipelineParams | None = None,
+    output: Path | None = None,
+) -> ProcessResult:
+    """The whole seed pipeline for one file; writes `output` atomically when given."""
+    params = params or PipelineParams()
+    timer = StageTimer()
+    prepared = prepare(path, params=params, timer=timer)
+    with timer.stage("inference"):
+        matte = model.predict(prepared.batch)
+    cutout = finish(prepared, matte, params=params, timer=timer)
+    if output is not None:
+        with timer.stage("save"):
+            output.parent.mkdir(parents=True, exist_ok=True)
+            write_atomic(output, cutout.png)
+    return ProcessResult(cutout, timer.seconds)

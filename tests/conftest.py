@@ -1,0 +1,84 @@
+"""Shared fixtures: images made on the spot, a fast numpy model, and the tiny real models."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+# Before anything imports transformers / huggingface_hub: a private cache, and no network.
+os.environ["HF_HOME"] = tempfile.mkdtemp(prefix="cutout-test-hf-")
+os.environ["HF_HUB_OFFLINE"] = "1"
+
+from collections.abc import Callable
+from pathlib import Path
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+import pytest
+
+from daemon.pipeline.constants import IMAGENET_MEAN, IMAGENET_STD
+from tests import tiny_models
+
+DARK, BRIGHT = 20, 230
+"""Background and subject grey levels: the tiny models call > 0.6 * 255 foreground."""
+
+
+def subject_image(
+    height: int, width: int, box: tuple[int, int, int, int], *, background: int = DARK
+) -> npt.NDArray[np.uint8]:
+    """An RGB image, dark but for a bright rectangle (left, top, right, bottom), with texture."""
+    rgb = np.full((height, width, 3), background, np.uint8)
+    left, top, right, bottom = box
+    rgb[top:bottom, left:right] = BRIGHT
+    rgb[top:bottom, left:right, 0] = BRIGHT + 10  # colour, so RGB order mistakes show
+    return rgb
+
+
+def write_image(path: Path, rgb: npt.NDArray[np.uint8], **params: int) -> Path:
+    """Write an RGB array with OpenCV (which wants BGR); format from the suffix."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    flags = [item for pair in params.items() for item in (getattr(cv2, pair[0]), pair[1])]
+    assert cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), flags)
+    return path
+
+
+class BrightModel:
+    """The tiny models' rule in plain numpy, behind the MatteModel Protocol: fast and exact."""
+
+    def __init__(self, *, threshold: float = tiny_models.THRESHOLD, scale: float = tiny_models.SCALE) -> None:
+        self.threshold, self.scale = threshold, scale
+        self.calls = 0
+
+    def predict(self, batch: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        self.calls += 1
+        mean = np.asarray(IMAGENET_MEAN, np.float32).reshape(3, 1, 1)
+        std = np.asarray(IMAGENET_STD, np.float32).reshape(3, 1, 1)
+        brightness = (batch[0] * std + mean).mean(axis=0)
+        logits = self.scale * (brightness - self.threshold)
+        return (1.0 / (1.0 + np.exp(-logits))).astype(np.float32)
+
+
+@pytest.fixture
+def bright_model() -> BrightModel:
+    return BrightModel()
+
+
+@pytest.fixture
+def image_factory(tmp_path: Path) -> Callable[..., Path]:
+    """`make("a/b.jpg", box=(...), size=(h, w))` writes a subject image under tmp_path/in."""
+
+    def make(rel: str, *, size: tuple[int, int] = (300, 400), box: tuple[int, int, int, int] = (100, 80, 300, 220)) -> Path:
+        return write_image(tmp_path / "in" / rel, subject_image(*size, box))
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def torchscript_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tiny_models.build_torchscript_model(tmp_path_factory.mktemp("ts") / "tiny.torchscript")
+
+
+@pytest.fixture(scope="session")
+def hf_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tiny_models.build_hf_model_dir(tmp_path_factory.mktemp("hf") / "tiny-birefnet")

@@ -1,0 +1,76 @@
+"""Completeness checks from the file's own structure (JPEG segments, PNG chunks)."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from daemon.pipeline.formats import is_image_name, jpeg_is_complete, png_is_complete, truncation
+
+
+def _jpeg(quality: int = 90) -> bytes:
+    rng = np.random.default_rng(0)
+    image = cv2.GaussianBlur(rng.integers(0, 256, (120, 160, 3), dtype=np.uint8), (5, 5), 0)
+    return cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])[1].tobytes()
+
+
+def _png() -> bytes:
+    return cv2.imencode(".png", np.zeros((20, 30, 3), np.uint8))[1].tobytes()
+
+
+def _with_app1(jpeg: bytes, payload: bytes) -> bytes:
+    """Insert an APP1 segment (where EXIF and its thumbnail live) after SOI."""
+    segment = b"\xff\xe1" + (len(payload) + 2).to_bytes(2, "big") + payload
+    return jpeg[:2] + segment + jpeg[2:]
+
+
+def test_a_whole_jpeg_is_complete_and_every_cut_of_it_is_not() -> None:
+    data = _jpeg()
+    assert jpeg_is_complete(data)
+    for end in (3, 100, len(data) // 2, len(data) - 2, len(data) - 1):
+        assert not jpeg_is_complete(data[:end]), end
+
+
+def test_data_after_the_end_marker_is_allowed() -> None:
+    assert jpeg_is_complete(_jpeg() + b"trailing maker notes or a motion-photo video")
+
+
+def test_an_embedded_thumbnail_end_marker_does_not_make_a_cut_jpeg_complete() -> None:
+    thumbnail = _jpeg(quality=30)
+    data = _with_app1(_jpeg(), b"Exif\x00\x00" + thumbnail)
+    assert jpeg_is_complete(data)
+    assert not jpeg_is_complete(data[: len(data) - 500])
+
+
+def test_png_needs_its_iend_chunk() -> None:
+    data = _png()
+    assert png_is_complete(data)
+    assert not png_is_complete(data[:-12]) and not png_is_complete(data[: len(data) // 2])
+
+
+def test_truncation_names_the_format_and_ignores_other_formats() -> None:
+    assert "JPEG" in (truncation(_jpeg()[:-40]) or "")
+    assert "PNG" in (truncation(_png()[:-5]) or "")
+    assert truncation(_jpeg()) is None and truncation(b"BM not checked") is None
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("a.jpg", True),
+        ("B.JPEG", True),
+        ("c.Png", True),
+        ("d.webp", True),
+        ("e.TIF", True),
+        ("f.tiff", True),
+        ("g.bmp", True),
+        (".hidden.jpg", False),
+        ("._a.jpg", False),
+        ("notes.txt", False),
+        ("raw.CR3", False),
+        ("jpg", False),
+    ],
+)
+def test_image_names_by_extension_in_any_case_without_hidden_files(name: str, expected: bool) -> None:
+    assert is_image_name(name) is expected
