@@ -1,0 +1,65 @@
+"""Which files are inputs, and where each one's output goes.
+
+An input `a/b/c.jpg` becomes `a/b/c.png`. Two inputs of one folder can share a
+stem (`x.jpg`, `x.png`); they must not share an output. The rule: the first to
+claim `x.png` keeps it, every later one gets its own extension in the name
+(`x.png.png`, then a counter should even that be taken). "First" is sorted path
+order in `cutout process` and arrival order in the daemon, whose queue remembers
+every claim, so an output name never changes once given. Names are compared
+case-insensitively because the default macOS filesystem is.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path, PurePosixPath
+
+from daemon.pipeline.formats import is_image_name
+
+OUTPUT_SUFFIX = ".png"
+
+
+def is_input_name(name: str) -> bool:
+    """Image extensions only; hidden files and AppleDouble `._*` files never are inputs."""
+    return is_image_name(name)
+
+
+def iter_inputs(root: Path) -> Iterator[PurePosixPath]:
+    """Every input under `root`, as a relative POSIX path, skipping hidden folders."""
+    for folder, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        relative = PurePosixPath(Path(folder).relative_to(root).as_posix())
+        for name in sorted(filenames):
+            if is_input_name(name):
+                yield relative / name
+
+
+def claim_key(rel: PurePosixPath) -> str:
+    """How two output names are compared: case-insensitively."""
+    return rel.as_posix().casefold()
+
+
+def candidate_outputs(rel: PurePosixPath) -> Iterator[PurePosixPath]:
+    """`x.png`, then `x.<ext>.png`, then `x.<ext>.2.png`, ... for input `x.<ext>`."""
+    yield rel.with_suffix(OUTPUT_SUFFIX)
+    yield rel.with_name(rel.name + OUTPUT_SUFFIX)
+    count = 2
+    while True:
+        yield rel.with_name(f"{rel.name}.{count}{OUTPUT_SUFFIX}")
+        count += 1
+
+
+def output_name(rel: PurePosixPath, *, is_taken: Callable[[str], bool]) -> PurePosixPath:
+    """The first candidate output name that nobody else has claimed."""
+    return next(c for c in candidate_outputs(rel) if not is_taken(claim_key(c)))
+
+
+def plan_outputs(inputs: Iterable[PurePosixPath]) -> dict[PurePosixPath, PurePosixPath]:
+    """Output names for a whole batch, claimed in sorted order."""
+    claimed: set[str] = set()
+    plan: dict[PurePosixPath, PurePosixPath] = {}
+    for rel in sorted(inputs):
+        plan[rel] = output_name(rel, is_taken=claimed.__contains__)
+        claimed.add(claim_key(plan[rel]))
+    return plan

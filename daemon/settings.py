@@ -1,0 +1,235 @@
+"""The one settings object: typed, frozen, built and validated once at the entry point.
+
+Sources, later ones winning: the code defaults below (mirrored, with comments, in
+`config/default.yaml`), the YAML file given with `--config`, then command-line
+flags. Every problem is a `ConfigError` that names the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import yaml
+
+from daemon.errors import ConfigError
+from daemon.pipeline.constants import PipelineParams
+from daemon.pipeline.model import DEFAULT_MODEL, DeviceName
+
+T = TypeVar("T")
+OriginalsPolicy = Literal["keep", "archive", "delete"]
+LogFormat = Literal["auto", "json", "console"]
+LogLevel = Literal["debug", "info", "warning", "error"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class FolderSettings:
+    input: Path | None = None
+    """The hot folder, watched recursively."""
+    output: Path | None = None
+    """Cutouts appear here at the same relative path, as .png."""
+    quarantine: Path | None = None
+    """Failed originals and their .error.json; default: `quarantine` beside the output folder."""
+    archive: Path | None = None
+    """Where `originals: archive` moves processed originals; default: `archive` beside the output."""
+    state: Path | None = None
+    """The queue database and the daemon's lock; default: the platform's user state folder."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelSettings:
+    name: str = DEFAULT_MODEL
+    revision: str | None = None
+    device: DeviceName = "auto"
+    offline: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class WatchSettings:
+    settle_seconds: float = 1.0
+    incomplete_timeout_seconds: float = 600.0
+    polling: bool = False
+    poll_interval_seconds: float = 1.0
+    reconcile_interval_seconds: float = 300.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class QueueSettings:
+    max_attempts: int = 3
+    retry_base_seconds: float = 5.0
+    retry_max_seconds: float = 600.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class WorkerSettings:
+    in_flight: int = 3
+    """Images between decode and write at once: bounds memory, keeps the model busy."""
+    cpu_threads: int = 0
+    """Threads for decode/postprocess/encode; 0 = one per CPU core."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class LoggingSettings:
+    level: LogLevel = "info"
+    format: LogFormat = "auto"
+    file: Path | None = None
+    """JSON-lines log file (rotated by size); none = stdout only."""
+    max_bytes: int = 10_000_000
+    backups: int = 5
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    folders: FolderSettings = field(default_factory=FolderSettings)
+    model: ModelSettings = field(default_factory=ModelSettings)
+    pipeline: PipelineParams = field(default_factory=PipelineParams)
+    watch: WatchSettings = field(default_factory=WatchSettings)
+    queue: QueueSettings = field(default_factory=QueueSettings)
+    worker: WorkerSettings = field(default_factory=WorkerSettings)
+    logging: LoggingSettings = field(default_factory=LoggingSettings)
+    originals: OriginalsPolicy = "keep"
+
+
+# --- Loading -------------------------------------------------------------------
+def load_settings(path: Path | None = None, *, overrides: dict[str, object] | None = None) -> Settings:
+    """Defaults, then the YAML file, then `overrides` (dotted keys, None = not given)."""
+    data = read_yaml(path) if path is not None else {}
+    for dotted, value in (overrides or {}).items():
+        if value is not None:
+            _set_dotted(data, dotted, value)
+    settings = build(Settings, data, prefix="")
+    return validate(settings)
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"config file {path} must be a mapping of sections, got {type(loaded).__name__}")
+    return loaded
+
+
+def _set_dotted(data: dict[str, Any], dotted: str, value: object) -> None:
+    *sections, key = dotted.split(".")
+    for section in sections:
+        data = data.setdefault(section, {})
+    data[key] = value
+
+
+def build(cls: type[T], data: object, *, prefix: str) -> T:
+    """An instance of dataclass `cls` from a mapping, every value converted and checked."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'}: expected a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(f"unknown setting {prefix + str(unknown[0])!r} (known: {', '.join(sorted(names))})")
+    values = {name: _convert(hints[name], data[name], key=prefix + name) for name in names if name in data}
+    return cls(**values)
+
+
+def _convert(hint: Any, value: object, *, key: str) -> object:
+    """`value` as type `hint`, or a ConfigError naming `key`."""
+    if dataclasses.is_dataclass(hint):
+        return build(typing.cast(type, hint), value, prefix=f"{key}.")
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        return _convert(next(a for a in args if a is not type(None)), value, key=key)
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{key}: {value!r} is not one of {', '.join(map(str, args))}")
+        return value
+    if origin is tuple:
+        return _convert_tuple(args, value, key=key)
+    return _convert_scalar(hint, value, key=key)
+
+
+def _convert_tuple(args: tuple[Any, ...], value: object, *, key: str) -> tuple[object, ...]:
+    if not isinstance(value, (list, tuple)) or len(value) != len(args):
+        raise ConfigError(f"{key}: expected a list of {len(args)} numbers, got {value!r}")
+    return tuple(_convert(arg, item, key=key) for arg, item in zip(args, value, strict=True))
+
+
+_SCALAR_NAMES = {bool: "true or false", int: "a whole number", float: "a number", str: "a string", Path: "a path"}
+
+
+def _convert_scalar(hint: type, value: object, *, key: str) -> object:
+    ok = {
+        bool: isinstance(value, bool),
+        int: isinstance(value, int) and not isinstance(value, bool),
+        float: isinstance(value, (int, float)) and not isinstance(value, bool),
+        str: isinstance(value, str),
+        Path: isinstance(value, (str, Path)),
+    }[hint]
+    if not ok:
+        raise ConfigError(f"{key}: expected {_SCALAR_NAMES[hint]}, got {value!r}")
+    if hint is Path:
+        return Path(str(value)).expanduser()
+    return float(typing.cast(float, value)) if hint is float else value
+
+
+# --- Validation ------------------------------------------------------------------
+_POSITIVE = (
+    "watch.settle_seconds",
+    "watch.poll_interval_seconds",
+    "watch.reconcile_interval_seconds",
+    "watch.incomplete_timeout_seconds",
+    "queue.max_attempts",
+    "queue.retry_base_seconds",
+    "queue.retry_max_seconds",
+    "worker.in_flight",
+    "pipeline.target_size",
+    "logging.max_bytes",
+)
+_NON_NEGATIVE = (
+    "worker.cpu_threads",
+    "pipeline.crop_padding",
+    "pipeline.edge_blur_radius",
+    "pipeline.erode_kernel_size",
+    "pipeline.edge_band_radius",
+    "logging.backups",
+)
+_RANGES: dict[str, tuple[float, float]] = {
+    "pipeline.pad_color": (0, 255),
+    "pipeline.alpha_threshold": (0.0, 1.0),
+    "pipeline.min_foreground_fraction": (0.0, 1.0),
+    "pipeline.png_compression": (0, 9),
+    "pipeline.canny_low": (0, 255),
+    "pipeline.canny_high": (0, 255),
+}
+
+
+def lookup(settings: Settings, dotted: str) -> Any:
+    value: Any = settings
+    for part in dotted.split("."):
+        value = getattr(value, part)
+    return value
+
+
+def validate(settings: Settings) -> Settings:
+    """Range checks that types alone cannot express."""
+    for key in _POSITIVE:
+        if lookup(settings, key) <= 0:
+            raise ConfigError(f"{key}: must be greater than 0, got {lookup(settings, key)!r}")
+    for key in _NON_NEGATIVE:
+        if lookup(settings, key) < 0:
+            raise ConfigError(f"{key}: must be 0 or more, got {lookup(settings, key)!r}")
+    for key, (low, high) in _RANGES.items():
+        if not low <= lookup(settings, key) <= high:
+            raise ConfigError(f"{key}: must be between {low} and {high}, got {lookup(settings, key)!r}")
+    if any(s <= 0 for s in settings.pipeline.imagenet_std):
+        raise ConfigError("pipeline.imagenet_std: every value must be greater than 0")
+    return settings

@@ -1,0 +1,120 @@
+"""`cutout process` end to end, with both tiny real models, on real folders."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from daemon.cli import main
+from tests.conftest import subject_image, write_image
+
+BOX = (100, 80, 300, 220)
+"""Subject in a 300x400 image; its cutout is 300x240 (50 px padding, clamped)."""
+
+
+def _tree(root: Path) -> None:
+    """Good images in nested folders, plus the bad cases a studio really produces."""
+    write_image(root / "a.jpg", subject_image(300, 400, BOX), IMWRITE_JPEG_QUALITY=95)
+    write_image(root / "shoot" / "day1" / "b.png", subject_image(300, 400, BOX))
+    write_image(root / "shoot" / "c.TIF", subject_image(300, 400, BOX))
+    write_image(root / "dark.png", np.full((300, 400, 3), 20, np.uint8))
+    (root / "garbage.jpg").write_bytes(b"not an image")
+    (root / "empty.png").write_bytes(b"")
+    whole = write_image(root / "cut.jpg", subject_image(300, 400, BOX)).read_bytes()
+    (root / "cut.jpg").write_bytes(whole[: len(whole) // 2])
+    (root / ".hidden.jpg").write_bytes(whole)
+    (root / "._a.jpg").write_bytes(b"AppleDouble")
+    (root / "readme.txt").write_text("not an image")
+
+
+def _rgba(path: Path) -> np.ndarray:
+    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    assert image is not None and image.shape[2] == 4, path
+    return image
+
+
+@pytest.fixture(params=["torchscript", "hf"])
+def model_arg(request: pytest.FixtureRequest, torchscript_model: Path, hf_model_dir: Path) -> str:
+    return str(torchscript_model) if request.param == "torchscript" else f"hf:{hf_model_dir}"
+
+
+def test_process_mirrors_the_tree_and_reports_every_failure(
+    tmp_path: Path, model_arg: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _tree(tmp_path / "in")
+    code = main(["process", str(tmp_path / "in"), str(tmp_path / "out"), "--model", model_arg, "--device", "cpu"])
+    out = capsys.readouterr().out
+    assert code == 1
+    outputs = sorted(p.relative_to(tmp_path / "out").as_posix() for p in (tmp_path / "out").rglob("*.png"))
+    assert outputs == ["a.png", "shoot/c.png", "shoot/day1/b.png"]
+    for name in outputs:
+        assert _rgba(tmp_path / "out" / name).shape == (240, 300, 4)
+    assert "done: 3  failed: 4" in out
+    for failure in ("dark.png: no_foreground", "garbage.jpg: undecodable", "empty.png: undecodable", "cut.jpg: truncated"):
+        assert f"FAILED {failure}" in out
+    assert f"left in place: {tmp_path / 'in' / 'cut.jpg'}" in out
+
+
+def test_process_is_deterministic_byte_for_byte(tmp_path: Path, torchscript_model: Path) -> None:
+    write_image(tmp_path / "in" / "a.jpg", subject_image(300, 400, BOX))
+    for run in ("one", "two"):
+        assert main(["process", str(tmp_path / "in"), str(tmp_path / run), "--model", str(torchscript_model)]) == 0
+    assert (tmp_path / "one" / "a.png").read_bytes() == (tmp_path / "two" / "a.png").read_bytes()
+
+
+def test_inputs_sharing_a_stem_do_not_overwrite_each_other(tmp_path: Path, torchscript_model: Path) -> None:
+    write_image(tmp_path / "in" / "x.jpg", subject_image(300, 400, BOX))
+    write_image(tmp_path / "in" / "x.png", subject_image(200, 300, (50, 50, 250, 150)))
+    assert main(["process", str(tmp_path / "in"), str(tmp_path / "out"), "--model", str(torchscript_model)]) == 0
+    assert _rgba(tmp_path / "out" / "x.png").shape == (240, 300, 4)
+    assert _rgba(tmp_path / "out" / "x.png.png").shape == (200, 300, 4)
+
+
+def test_a_bad_model_is_a_clear_usage_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "in").mkdir()
+    assert main(["process", str(tmp_path / "in"), str(tmp_path / "out"), "--model", str(tmp_path / "nope.pt")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_model_export_writes_a_torchscript_file_that_process_can_use(
+    tmp_path: Path, hf_model_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    exported = tmp_path / "tiny.torchscript"
+    assert main(["model", "export", "--out", str(exported), "--model", f"hf:{hf_model_dir}", "--input-res", "1088"]) == 0
+    assert f"wrote {exported}" in capsys.readouterr().out
+    write_image(tmp_path / "in" / "a.jpg", subject_image(300, 400, BOX))
+    assert main(["process", str(tmp_path / "in"), str(tmp_path / "out"), "--model", str(exported)]) == 0
+    assert _rgba(tmp_path / "out" / "a.png").shape == (240, 300, 4)
+
+
+def test_doctor_reports_the_device_and_where_the_model_loads_from(
+    torchscript_model: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["doctor", "--model", str(torchscript_model)]) == 0
+    out = capsys.readouterr().out
+    assert "torch 2." in out and "transformers" in out and "opencv-python-headless" in out
+    assert "[ok] device: cpu (auto: no MPS or CUDA GPU found" in out
+    assert f"[ok] model: {torchscript_model} loads on cpu from TorchScript file" in out
+
+
+def test_doctor_fails_with_a_fix_when_the_model_cannot_load(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["doctor", "--model", "hf:cutout-tests/absent", "--device", "cpu"]) == 1
+    out = capsys.readouterr().out
+    assert "[FAIL] model" in out and "fix:" in out
+
+
+@pytest.mark.slow
+def test_the_console_entry_point_runs_as_python_dash_m_daemon(tmp_path: Path, torchscript_model: Path) -> None:
+    write_image(tmp_path / "in" / "deep" / "a.jpg", subject_image(300, 400, BOX))
+    completed = subprocess.run(
+        [sys.executable, "-m", "daemon", "process", str(tmp_path / "in"), str(tmp_path / "out"), "--model", str(torchscript_model)],
+        capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert completed.returncode == 0, completed.stderr
+    assert "done: 1  failed: 0" in completed.stdout
+    assert _rgba(tmp_path / "out" / "deep" / "a.png").shape == (240, 300, 4)

@@ -1,0 +1,82 @@
+"""The settings object: defaults, the YAML file, flags, and errors that name the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from daemon.errors import ConfigError
+from daemon.settings import Settings, load_settings
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_config_default_yaml_equals_the_code_defaults() -> None:
+    assert load_settings(ROOT / "config" / "default.yaml") == Settings()
+
+
+def test_config_default_yaml_lists_every_setting() -> None:
+    import yaml
+
+    def keys(value: object, prefix: str = "") -> set[str]:
+        if isinstance(value, dict):
+            return {k for key, item in value.items() for k in keys(item, f"{prefix}{key}.")}
+        return {prefix.rstrip(".")}
+
+    listed = keys(yaml.safe_load((ROOT / "config" / "default.yaml").read_text()))
+    import dataclasses
+
+    def fields(obj: object, prefix: str = "") -> set[str]:
+        if dataclasses.is_dataclass(obj):
+            return {k for f in dataclasses.fields(obj) for k in fields(getattr(obj, f.name), f"{prefix}{f.name}.")}
+        return {prefix.rstrip(".")}
+
+    assert listed == fields(Settings())
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "config.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_file_values_override_defaults_and_flags_override_the_file(tmp_path: Path) -> None:
+    path = _write(tmp_path, "model:\n  name: hf:/x\n  device: cpu\nwatch:\n  settle_seconds: 2\n")
+    settings = load_settings(path, overrides={"model.device": "cuda", "model.name": None})
+    assert settings.model.name == "hf:/x" and settings.model.device == "cuda"
+    assert settings.watch.settle_seconds == 2.0 and isinstance(settings.watch.settle_seconds, float)
+
+
+def test_paths_expand_the_home_folder(tmp_path: Path) -> None:
+    settings = load_settings(_write(tmp_path, "folders:\n  input: ~/Hot\n"))
+    assert settings.folders.input == Path.home() / "Hot"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("watch:\n  setle_seconds: 1\n", "unknown setting 'watch.setle_seconds'"),
+        ("colour: red\n", "unknown setting 'colour'"),
+        ("watch:\n  settle_seconds: soon\n", "watch.settle_seconds: expected a number, got 'soon'"),
+        ("watch:\n  polling: 1\n", "watch.polling: expected true or false"),
+        ("queue:\n  max_attempts: 2.5\n", "queue.max_attempts: expected a whole number"),
+        ("queue:\n  max_attempts: 0\n", "queue.max_attempts: must be greater than 0"),
+        ("model:\n  device: gpu\n", "model.device: 'gpu' is not one of auto, mps, cuda, cpu"),
+        ("originals: shred\n", "originals: 'shred' is not one of keep, archive, delete"),
+        ("pipeline:\n  png_compression: 12\n", "pipeline.png_compression: must be between 0 and 9"),
+        ("pipeline:\n  imagenet_mean: [1, 2]\n", "pipeline.imagenet_mean: expected a list of 3 numbers"),
+        ("watch: 5\n", "watch: expected a mapping"),
+        ("- a\n- b\n", "must be a mapping of sections"),
+        ("model: [unclosed\n", "not valid YAML"),
+    ],
+)
+def test_an_invalid_config_names_the_key_and_the_problem(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(_write(tmp_path, text))
+    assert message in str(caught.value)
+
+
+def test_a_missing_config_file_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read config file"):
+        load_settings(tmp_path / "nope.yaml")
