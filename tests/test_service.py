@@ -1,0 +1,766 @@
+"""The launchd/systemd service layer: rendering, and driving fake launchctl/systemctl on PATH.
+
+The fakes are real executables (Python scripts) written into tmp_path/bin and put first on
+PATH: they record their argv, one JSON list per line, and fail on demand through
+FAKE_LAUNCHCTL_FAIL / FAKE_SYSTEMCTL_FAIL (comma-separated subcommands). The launchctl fake
+keeps a "loaded" state file whose text is what `launchctl print` shows.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import plistlib
+import shutil
+import stat
+import subprocess
+import sys
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from daemon import service
+from daemon.service import (
+    AgentSpec,
+    AgentStatus,
+    Launchctl,
+    ServiceError,
+    Systemctl,
+    agent_plist_path,
+    default_spec,
+    install,
+    install_systemd,
+    privacy_grant_target,
+    render_plist,
+    render_systemd_unit,
+    status,
+    systemd_unit_path,
+    uninstall,
+    uninstall_systemd,
+)
+
+UID = 501
+LABEL = "com.cutout.daemon"
+TARGET = f"gui/{UID}/{LABEL}"
+
+RUNNING_PRINT = """\
+gui/501/com.cutout.daemon = {
+	active count = 1
+	path = /Users/me/Library/LaunchAgents/com.cutout.daemon.plist
+	type = LaunchAgent
+	state = running
+
+	program = /Users/me/cutout/.venv/bin/python
+	arguments = {
+		/Users/me/cutout/.venv/bin/python
+		-m
+		daemon
+		watch
+		--config
+		/Users/me/cutout/config.yaml
+	}
+
+	working directory = /Users/me/Library/Logs/com.cutout.daemon
+
+	stdout path = /Users/me/Library/Logs/com.cutout.daemon/stdout.log
+	stderr path = /Users/me/Library/Logs/com.cutout.daemon/stderr.log
+	default environment = {
+		PATH => /usr/bin:/bin:/usr/sbin:/sbin
+	}
+
+	environment = {
+		PYTHONUNBUFFERED => 1
+		HF_HOME => /Users/me/.cache/huggingface
+		XPC_SERVICE_NAME => com.cutout.daemon
+	}
+
+	domain = gui/501 [100008]
+	asid = 100008
+	minimum runtime = 10
+	exit timeout = 60
+	runs = 3
+	pid = 4242
+	immediate reason = inefficient
+	forks = 2
+	execs = 1
+	initialized = 1
+	trampolined = 1
+	started suspended = 0
+	proxy started suspended = 0
+	checked allocations = 0 (queried = 1)
+	last exit code = 1
+
+	semaphores = {
+		successful exit => 0
+	}
+
+	event triggers = {
+		com.cutout.daemon.268435462 => {
+			keepalive = 1
+			service = com.cutout.daemon
+			stream = com.apple.launchd.keepalive
+			descriptor = {
+				"state" => 0
+			}
+			state = waiting
+			pid = 99
+		}
+	}
+
+	spawn type = interactive (3)
+	jetsam priority = 40
+	probabilistic guard malloc policy = {
+		activation rate = 1/1000
+		sample rate = 1/0
+	}
+
+	properties = keepalive | runatload | inferred program
+}
+"""
+
+STOPPED_PRINT = """\
+gui/501/com.cutout.daemon = {
+	active count = 0
+	path = /Users/me/Library/LaunchAgents/com.cutout.daemon.plist
+	type = LaunchAgent
+	state = not running
+
+	program = /Users/me/cutout/.venv/bin/python
+	runs = 7
+	last exit code = 78: EX_CONFIG
+	spawn type = interactive (3)
+	properties = keepalive | runatload | inferred program
+}
+"""
+
+NEVER_EXITED_PRINT = RUNNING_PRINT.replace(
+    "last exit code = 1", "last exit code = (never exited)"
+)
+
+FAKE_LAUNCHCTL = """\
+#!{python}
+import json, os, sys
+from pathlib import Path
+
+state = Path({state!r})
+with open({log!r}, "a") as log:
+    log.write(json.dumps(sys.argv[1:]) + "\\n")
+command = sys.argv[1] if len(sys.argv) > 1 else ""
+if command in os.environ.get("FAKE_LAUNCHCTL_FAIL", "").split(","):
+    sys.stderr.write(command.capitalize() + " failed: 5: Input/output error\\n")
+    sys.exit(5)
+if command == "bootstrap":
+    state.write_text({running!r})
+elif command == "print" and state.exists():
+    sys.stdout.write(state.read_text())
+elif command == "print":
+    sys.stderr.write('Bad request.\\nCould not find service "{label}" in domain for user gui: {uid}\\n')
+    sys.exit(113)
+elif command == "bootout" and state.exists():
+    state.unlink()
+elif command == "bootout":
+    sys.stderr.write("Boot-out failed: 3: No such process\\n")
+    sys.exit(3)
+"""
+
+FAKE_SYSTEMCTL = """\
+#!{python}
+import json, os, sys
+
+with open({log!r}, "a") as log:
+    log.write(json.dumps(sys.argv[1:]) + "\\n")
+command = sys.argv[2] if len(sys.argv) > 2 else ""
+if command in os.environ.get("FAKE_SYSTEMCTL_FAIL", "").split(","):
+    sys.stderr.write("Failed to " + command + " unit: Unit cutout.service has a bad setting.\\n")
+    sys.exit(1)
+"""
+
+
+@dataclass(frozen=True)
+class FakeTool:
+    log: Path
+    state: Path
+
+    def calls(self) -> list[list[str]]:
+        if not self.log.exists():
+            return []
+        return [json.loads(line) for line in self.log.read_text().splitlines()]
+
+    def changes(self) -> list[list[str]]:
+        """The calls that change something (every call but launchctl's read-only print)."""
+        return [call for call in self.calls() if call[:1] != ["print"]]
+
+    def set_loaded(self, print_text: str) -> None:
+        self.state.write_text(print_text)
+
+
+def _write_executable(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    path.chmod(0o755)
+
+
+@pytest.fixture
+def fake_bin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    return bin_dir
+
+
+@pytest.fixture
+def fake_launchctl(tmp_path: Path, fake_bin: Path) -> FakeTool:
+    tool = FakeTool(log=tmp_path / "launchctl.log", state=tmp_path / "launchctl.loaded")
+    script = FAKE_LAUNCHCTL.format(
+        python=sys.executable,
+        state=str(tool.state),
+        log=str(tool.log),
+        running=RUNNING_PRINT,
+        label=LABEL,
+        uid=UID,
+    )
+    _write_executable(fake_bin / "launchctl", script)
+    return tool
+
+
+@pytest.fixture
+def fake_systemctl(tmp_path: Path, fake_bin: Path) -> FakeTool:
+    tool = FakeTool(log=tmp_path / "systemctl.log", state=tmp_path / "unused")
+    _write_executable(
+        fake_bin / "systemctl",
+        FAKE_SYSTEMCTL.format(python=sys.executable, log=str(tool.log)),
+    )
+    return tool
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    return tmp_path / "home"
+
+
+@pytest.fixture
+def spec(tmp_path: Path, home: Path) -> AgentSpec:
+    log_dir = home / "Library" / "Logs" / LABEL
+    return AgentSpec(
+        label=LABEL,
+        python=tmp_path / "venv" / "bin" / "python",
+        config=tmp_path / "hot folder" / "config.yaml",
+        log_dir=log_dir,
+        working_dir=log_dir,
+        path_env="/venv/bin:/usr/bin:/bin",
+        hf_home=home / ".cache" / "huggingface",
+        offline=False,
+    )
+
+
+def _parse(spec: AgentSpec) -> dict[str, Any]:
+    parsed = plistlib.loads(render_plist(spec), fmt=plistlib.FMT_XML)
+    assert isinstance(parsed, dict)
+    return parsed
+
+
+def _files_under(root: Path) -> list[Path]:
+    return sorted(p for p in root.rglob("*") if p.is_file()) if root.exists() else []
+
+
+# --- rendering the plist ------------------------------------------------------------------
+
+
+def test_rendered_plist_is_xml_with_every_key_and_the_right_types(
+    spec: AgentSpec,
+) -> None:
+    data = render_plist(spec)
+    parsed = plistlib.loads(
+        data, fmt=plistlib.FMT_XML
+    )  # strict XML parse, not auto-detect
+    assert data.startswith(b"<?xml")
+    expected_types = {
+        "Label": str,
+        "ProgramArguments": list,
+        "RunAtLoad": bool,
+        "KeepAlive": dict,
+        "ThrottleInterval": int,
+        "ExitTimeOut": int,
+        "ProcessType": str,
+        "LowPriorityIO": bool,
+        "WorkingDirectory": str,
+        "StandardOutPath": str,
+        "StandardErrorPath": str,
+        "EnvironmentVariables": dict,
+    }
+    assert {key: type(parsed[key]) for key in expected_types} == expected_types
+    assert parsed["Label"] == LABEL and parsed["RunAtLoad"] is True
+    assert parsed["ProcessType"] in {"Standard", "Interactive"}
+    assert parsed["ExitTimeOut"] >= 60 and parsed["ThrottleInterval"] == 10
+
+
+def test_rendered_plist_runs_the_absolute_interpreter_on_the_absolute_config(
+    spec: AgentSpec,
+) -> None:
+    arguments = _parse(spec)["ProgramArguments"]
+    assert arguments == [
+        str(spec.python),
+        "-m",
+        "daemon",
+        "watch",
+        "--config",
+        str(spec.config),
+    ]
+    assert Path(arguments[0]).is_absolute() and Path(arguments[-1]).is_absolute()
+
+
+def test_keepalive_restarts_after_failure_or_crash_but_not_after_clean_exit(
+    spec: AgentSpec,
+) -> None:
+    assert _parse(spec)["KeepAlive"] == {"SuccessfulExit": False, "Crashed": True}
+
+
+def test_rendered_plist_logs_environment_and_directory_come_from_the_spec(
+    spec: AgentSpec,
+) -> None:
+    parsed = _parse(spec)
+    assert parsed["StandardOutPath"] == f"{spec.log_dir}/stdout.log"
+    assert parsed["StandardErrorPath"] == f"{spec.log_dir}/stderr.log"
+    assert parsed["WorkingDirectory"] == str(spec.working_dir)
+    assert parsed["EnvironmentVariables"] == {
+        "PATH": spec.path_env,
+        "HF_HOME": str(spec.hf_home),
+        "PYTHONUNBUFFERED": "1",
+    }
+
+
+def test_offline_spec_adds_hf_hub_offline(spec: AgentSpec) -> None:
+    assert (
+        _parse(replace(spec, offline=True))["EnvironmentVariables"]["HF_HUB_OFFLINE"]
+        == "1"
+    )
+
+
+def test_rendered_plist_has_no_placeholder_left(spec: AgentSpec) -> None:
+    assert b"@" not in render_plist(spec)
+
+
+def test_placeholder_text_inside_a_path_is_kept_literally(spec: AgentSpec) -> None:
+    odd = replace(spec, config=Path("/Users/me/@LABEL@ & <shots>/config.yaml"))
+    assert (
+        _parse(odd)["ProgramArguments"][-1] == "/Users/me/@LABEL@ & <shots>/config.yaml"
+    )
+
+
+@pytest.mark.parametrize(
+    "field", ["python", "config", "log_dir", "working_dir", "hf_home"]
+)
+def test_render_refuses_relative_paths(spec: AgentSpec, field: str) -> None:
+    with pytest.raises(ServiceError, match=f"{field} must be an absolute path"):
+        render_plist(replace(spec, **{field: Path("relative/thing")}))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("label", ["", "com/cutout", "../evil", "com.cutout\nx"])
+def test_render_refuses_labels_unfit_for_a_file_name_and_service_target(
+    spec: AgentSpec, label: str
+) -> None:
+    with pytest.raises(ServiceError, match="invalid service label"):
+        render_plist(replace(spec, label=label))
+
+
+def test_render_refuses_a_newline_in_a_path(spec: AgentSpec) -> None:
+    with pytest.raises(ServiceError, match="control character"):
+        render_plist(replace(spec, config=Path("/a\nb/config.yaml")))
+
+
+def test_template_is_found_through_the_installed_launchd_package(
+    spec: AgentSpec, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # not from the source tree by accident
+    assert _parse(spec)["Label"] == LABEL
+
+
+def test_default_spec_keeps_the_venv_python_unresolved_and_makes_config_absolute(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    venv_python = tmp_path / "venv" / "bin" / "python"
+    venv_python.parent.mkdir(parents=True)
+    venv_python.symlink_to(os.path.realpath(sys.executable))
+    monkeypatch.setattr(sys, "executable", str(venv_python))
+    monkeypatch.chdir(tmp_path)
+    made = default_spec(
+        config=Path("config.yaml"), offline=False, home=Path("/Users/me")
+    )
+    assert made.python == venv_python
+    assert privacy_grant_target(made) == Path(os.path.realpath(sys.executable))
+    assert made.config == Path(os.getcwd()) / "config.yaml"
+    assert made.log_dir == Path("/Users/me/Library/Logs") / LABEL
+    assert made.path_env.split(os.pathsep)[0] == str(venv_python.parent)
+
+
+# --- launchd install / uninstall / status --------------------------------------------------
+
+
+def test_install_writes_the_plist_then_enables_bootstraps_and_kickstarts(
+    spec: AgentSpec, home: Path, fake_launchctl: FakeTool
+) -> None:
+    change = install(spec=spec, home=home, uid=UID, launchctl=Launchctl())
+    plist = agent_plist_path(label=LABEL, home=home)
+    assert plist.read_bytes() == render_plist(spec)
+    assert fake_launchctl.calls() == [
+        ["print", TARGET],
+        ["enable", TARGET],
+        ["bootstrap", f"gui/{UID}", str(plist)],
+        ["kickstart", TARGET],
+    ]
+    assert change.commands == (
+        f"launchctl enable {TARGET}",
+        f"launchctl bootstrap gui/{UID} {plist}",
+        f"launchctl kickstart {TARGET}",
+    )
+
+
+def test_install_creates_the_log_dir_and_a_readable_plist_without_temp_files(
+    spec: AgentSpec, home: Path, fake_launchctl: FakeTool
+) -> None:
+    install(spec=spec, home=home, uid=UID, launchctl=Launchctl())
+    plist = agent_plist_path(label=LABEL, home=home)
+    assert spec.log_dir.is_dir()
+    assert stat.S_IMODE(plist.stat().st_mode) == 0o644
+    assert list(plist.parent.iterdir()) == [plist]
+
+
+def test_reinstall_boots_out_the_loaded_agent_first_and_rewrites_the_same_bytes(
+    spec: AgentSpec, home: Path, fake_launchctl: FakeTool
+) -> None:
+    install(spec=spec, home=home, uid=UID, launchctl=Launchctl())
+    first = agent_plist_path(label=LABEL, home=home).read_bytes()
+    fake_launchctl.log.unlink()
+    change = install(spec=spec, home=home, uid=UID, launchctl=Launchctl())
+    plist = agent_plist_path(label=LABEL, home=home)
+    assert plist.read_bytes() == first
+    assert fake_launchctl.changes() == [
+        ["bootout", TARGET],
+        ["enable", TARGET],
+        ["bootstrap", f"gui/{UID}", str(plist)],
+        ["kickstart", TARGET],
+    ]
+    assert change.commands[0] == f"launchctl bootout {TARGET}"
+
+
+def test_failing_launchctl_raises_service_error_with_command_code_and_stderr(
+    spec: AgentSpec,
+    home: Path,
+    fake_launchctl: FakeTool,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("FAKE_LAUNCHCTL_FAIL", "bootstrap")
+    plist = agent_plist_path(label=LABEL, home=home)
+    with pytest.raises(ServiceError) as caught:
+        install(spec=spec, home=home, uid=UID, launchctl=Launchctl())
+    message = str(caught.value)
+    assert f"launchctl bootstrap gui/{UID} {plist}" in message
+    assert (
+        "exit code 5" in message
+        and "Bootstrap failed: 5: Input/output error" in message
+    )
+
+
+def test_a_job_that_will_not_boot_out_stops_the_reinstall_with_the_reason(
+    spec: AgentSpec,
+    home: Path,
+    fake_launchctl: FakeTool,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(
+        service, "_BOOTOUT_PAUSE_S", 0.0
+    )  # the retry pause, not the behaviour
+    fake_launchctl.set_loaded(RUNNING_PRINT)
+    monkeypatch.setenv("FAKE_LAUNCHCTL_FAIL", "bootout")
+    with pytest.raises(ServiceError, match="still loaded.*Bootout failed: 5"):
+        install(spec=spec, home=home, uid=UID, launchctl=Launchctl())
+    assert [
+        "bootstrap",
+        f"gui/{UID}",
+        str(agent_plist_path(label=LABEL, home=home)),
+    ] not in fake_launchctl.calls()
+
+
+def test_missing_launchctl_says_launchd_is_macos_only(
+    spec: AgentSpec, home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    empty = tmp_path / "empty-bin"
+    empty.mkdir()
+    monkeypatch.setenv("PATH", str(empty))
+    with pytest.raises(
+        ServiceError,
+        match="launchctl not found on PATH: launchd services are macOS-only",
+    ):
+        install(spec=spec, home=home, uid=UID, launchctl=Launchctl())
+    assert not home.exists()  # nothing half-installed on a machine without launchd
+
+
+def test_dry_run_install_writes_nothing_runs_nothing_and_shows_plist_and_commands(
+    spec: AgentSpec, home: Path, tmp_path: Path, fake_launchctl: FakeTool
+) -> None:
+    before = _files_under(tmp_path)
+    change = install(spec=spec, home=home, uid=UID, launchctl=Launchctl(), dry_run=True)
+    plist = agent_plist_path(label=LABEL, home=home)
+    assert _files_under(tmp_path) == before and not spec.log_dir.exists()
+    assert fake_launchctl.calls() == []
+    assert change.dry_run and change.path == plist
+    assert change.content == render_plist(spec).decode()
+    assert change.commands == (
+        f"launchctl bootout {TARGET}  # only if already loaded",
+        f"launchctl enable {TARGET}",
+        f"launchctl bootstrap gui/{UID} {plist}",
+        f"launchctl kickstart {TARGET}",
+    )
+    assert change.lines()[0] == f"would write {plist}"
+
+
+def test_dry_run_install_works_where_launchctl_is_missing(
+    spec: AgentSpec, home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path / "nowhere"))
+    change = install(spec=spec, home=home, uid=UID, launchctl=Launchctl(), dry_run=True)
+    assert change.content is not None and not home.exists()
+
+
+def test_uninstall_boots_out_the_loaded_agent_and_removes_the_plist(
+    spec: AgentSpec, home: Path, fake_launchctl: FakeTool
+) -> None:
+    install(spec=spec, home=home, uid=UID, launchctl=Launchctl())
+    fake_launchctl.log.unlink()
+    change = uninstall(label=LABEL, home=home, uid=UID, launchctl=Launchctl())
+    assert not agent_plist_path(label=LABEL, home=home).exists()
+    assert fake_launchctl.changes() == [["bootout", TARGET]]
+    assert (
+        change.commands == (f"launchctl bootout {TARGET}",) and change.content is None
+    )
+
+
+def test_uninstall_of_an_agent_that_is_not_loaded_still_removes_the_plist(
+    spec: AgentSpec, home: Path, fake_launchctl: FakeTool
+) -> None:
+    plist = agent_plist_path(label=LABEL, home=home)
+    plist.parent.mkdir(parents=True)
+    plist.write_bytes(render_plist(spec))
+    change = uninstall(label=LABEL, home=home, uid=UID, launchctl=Launchctl())
+    assert not plist.exists()
+    assert fake_launchctl.changes() == [] and change.commands == ()
+
+
+def test_dry_run_uninstall_keeps_the_plist_and_runs_nothing(
+    spec: AgentSpec, home: Path, fake_launchctl: FakeTool
+) -> None:
+    install(spec=spec, home=home, uid=UID, launchctl=Launchctl())
+    fake_launchctl.log.unlink()
+    change = uninstall(
+        label=LABEL, home=home, uid=UID, launchctl=Launchctl(), dry_run=True
+    )
+    assert agent_plist_path(label=LABEL, home=home).exists()
+    assert fake_launchctl.calls() == []
+    assert change.lines() == [
+        f"would remove {agent_plist_path(label=LABEL, home=home)}",
+        f"would run launchctl bootout {TARGET}  # only if loaded",
+    ]
+
+
+def test_status_reads_state_pid_and_last_exit_from_launchctl_print(
+    home: Path, fake_launchctl: FakeTool
+) -> None:
+    fake_launchctl.set_loaded(RUNNING_PRINT)
+    got = status(label=LABEL, home=home, uid=UID, launchctl=Launchctl())
+    # The nested "state = waiting" / "pid = 99" of the event trigger must not win.
+    assert got == AgentStatus(
+        installed=False, loaded=True, state="running", pid=4242, last_exit_status=1
+    )
+    assert fake_launchctl.calls() == [["print", TARGET]]
+
+
+def test_status_of_a_stopped_agent_has_no_pid_and_the_numeric_exit_code(
+    spec: AgentSpec, home: Path, fake_launchctl: FakeTool
+) -> None:
+    install(spec=spec, home=home, uid=UID, launchctl=Launchctl())
+    fake_launchctl.set_loaded(STOPPED_PRINT)
+    got = status(label=LABEL, home=home, uid=UID, launchctl=Launchctl())
+    assert got == AgentStatus(
+        installed=True, loaded=True, state="not running", pid=None, last_exit_status=78
+    )
+
+
+def test_status_of_a_job_that_never_exited_has_no_exit_status(
+    home: Path, fake_launchctl: FakeTool
+) -> None:
+    fake_launchctl.set_loaded(NEVER_EXITED_PRINT)
+    assert (
+        status(label=LABEL, home=home, uid=UID, launchctl=Launchctl()).last_exit_status
+        is None
+    )
+
+
+def test_status_when_print_fails_is_not_loaded(
+    home: Path, fake_launchctl: FakeTool
+) -> None:
+    got = status(label=LABEL, home=home, uid=UID, launchctl=Launchctl())
+    assert got == AgentStatus(
+        installed=False, loaded=False, state=None, pid=None, last_exit_status=None
+    )
+
+
+# --- systemd ---------------------------------------------------------------------------------
+
+
+def _unit_lines(spec: AgentSpec) -> list[str]:
+    return render_systemd_unit(spec).splitlines()
+
+
+def test_systemd_unit_runs_the_absolute_python_and_restarts_only_on_failure(
+    spec: AgentSpec,
+) -> None:
+    lines = _unit_lines(spec)
+    assert (
+        f'ExecStart="{spec.python}" "-m" "daemon" "watch" "--config" "{spec.config}"'
+        in lines
+    )
+    for expected in (
+        "Restart=on-failure",
+        "RestartSec=10",
+        "TimeoutStopSec=60",
+        "KillSignal=SIGTERM",
+        "WantedBy=default.target",
+        f"WorkingDirectory={spec.working_dir}",
+    ):
+        assert expected in lines
+    assert [line.split("=", 1)[0] for line in lines if line.startswith("[")] == [
+        "[Unit]",
+        "[Service]",
+        "[Install]",
+    ]
+
+
+def test_systemd_unit_sets_the_environment_and_hf_hub_offline_only_when_offline(
+    spec: AgentSpec,
+) -> None:
+    online = [line for line in _unit_lines(spec) if line.startswith("Environment=")]
+    assert online == [
+        f'Environment="PATH={spec.path_env}"',
+        f'Environment="HF_HOME={spec.hf_home}"',
+        'Environment="PYTHONUNBUFFERED=1"',
+    ]
+    assert 'Environment="HF_HUB_OFFLINE=1"' in _unit_lines(replace(spec, offline=True))
+
+
+def test_systemd_unit_escapes_specifiers_variables_and_quotes(spec: AgentSpec) -> None:
+    odd = replace(spec, config=Path('/home/me/100% "raw" $HOME/config.yaml'))
+    exec_start = next(
+        line for line in _unit_lines(odd) if line.startswith("ExecStart=")
+    )
+    assert exec_start.endswith('"/home/me/100%% \\"raw\\" $$HOME/config.yaml"')
+
+
+@pytest.mark.skipif(
+    shutil.which("systemd-analyze") is None, reason="needs systemd-analyze"
+)
+def test_systemd_accepts_the_rendered_unit_with_odd_characters(
+    spec: AgentSpec, tmp_path: Path
+) -> None:
+    odd = replace(
+        spec,
+        python=Path(sys.executable),
+        config=Path('/srv/100% "raw" $HOME/config.yaml'),
+    )
+    unit = tmp_path / f"{LABEL}.service"
+    unit.write_text(render_systemd_unit(odd))
+    verified = subprocess.run(
+        ["systemd-analyze", "verify", str(unit)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert verified.returncode == 0, verified.stderr
+    assert (
+        unit.name not in verified.stdout + verified.stderr
+    )  # no warning about our file
+
+
+def test_systemd_unit_path_is_a_user_unit(home: Path) -> None:
+    assert (
+        systemd_unit_path(label=LABEL, home=home)
+        == home / ".config/systemd/user" / f"{LABEL}.service"
+    )
+
+
+def test_install_systemd_writes_the_unit_then_reloads_enables_and_restarts(
+    spec: AgentSpec, home: Path, fake_systemctl: FakeTool
+) -> None:
+    change = install_systemd(spec=spec, home=home, systemctl=Systemctl())
+    unit = systemd_unit_path(label=LABEL, home=home)
+    assert unit.read_text() == render_systemd_unit(spec)
+    assert fake_systemctl.calls() == [
+        ["--user", "daemon-reload"],
+        ["--user", "enable", f"{LABEL}.service"],
+        ["--user", "restart", f"{LABEL}.service"],
+    ]
+    assert change.commands[1] == f"systemctl --user enable {LABEL}.service"
+    assert spec.working_dir.is_dir()
+
+
+def test_dry_run_install_systemd_writes_nothing_and_runs_nothing(
+    spec: AgentSpec, home: Path, fake_systemctl: FakeTool
+) -> None:
+    change = install_systemd(spec=spec, home=home, systemctl=Systemctl(), dry_run=True)
+    assert not home.exists() and fake_systemctl.calls() == []
+    assert change.content == render_systemd_unit(spec) and len(change.commands) == 3
+
+
+def test_failing_systemctl_raises_service_error_with_command_and_stderr(
+    spec: AgentSpec,
+    home: Path,
+    fake_systemctl: FakeTool,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("FAKE_SYSTEMCTL_FAIL", "restart")
+    with pytest.raises(
+        ServiceError, match=rf"systemctl --user restart {LABEL}\.service.*bad setting"
+    ):
+        install_systemd(spec=spec, home=home, systemctl=Systemctl())
+
+
+def test_uninstall_systemd_disables_removes_the_unit_and_reloads(
+    spec: AgentSpec, home: Path, fake_systemctl: FakeTool
+) -> None:
+    install_systemd(spec=spec, home=home, systemctl=Systemctl())
+    fake_systemctl.log.unlink()
+    uninstall_systemd(label=LABEL, home=home, systemctl=Systemctl())
+    assert not systemd_unit_path(label=LABEL, home=home).exists()
+    assert fake_systemctl.calls() == [
+        ["--user", "disable", "--now", f"{LABEL}.service"],
+        ["--user", "daemon-reload"],
+    ]
+
+
+def test_dry_run_uninstall_systemd_keeps_the_unit_and_runs_nothing(
+    spec: AgentSpec, home: Path, fake_systemctl: FakeTool
+) -> None:
+    install_systemd(spec=spec, home=home, systemctl=Systemctl())
+    fake_systemctl.log.unlink()
+    change = uninstall_systemd(
+        label=LABEL, home=home, systemctl=Systemctl(), dry_run=True
+    )
+    assert (
+        systemd_unit_path(label=LABEL, home=home).exists()
+        and fake_systemctl.calls() == []
+    )
+    assert change.commands == (
+        f"systemctl --user disable --now {LABEL}.service",
+        "systemctl --user daemon-reload",
+    )
+
+
+def test_missing_systemctl_says_systemd_needs_linux(
+    spec: AgentSpec, home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path / "nowhere"))
+    with pytest.raises(ServiceError, match="systemctl not found on PATH"):
+        install_systemd(spec=spec, home=home, systemctl=Systemctl())
+    assert not home.exists()
