@@ -11,7 +11,10 @@
         │   ├── Truncated            truncated
         │   ├── TooLarge             too_large
         │   ├── Unsupported          unsupported
-        │   └── ModelError           model_error
+        │   ├── ModelError           model_error
+        │   ├── Crashed              crashed (the process died on it max_attempts times)
+        │   ├── RetriesExhausted     internal_error (an unexpected error, max_attempts times)
+        │   └── Vanished             vanished (removed before it was processed; nothing to move)
         └── TransientError           io_error: the machine is the problem, retry with backoff
             ├── DeviceError          device_error
             ├── DiskFull             disk_full
@@ -79,6 +82,18 @@ class Unsupported(PermanentError):
 
 class ModelError(PermanentError):
     reason = "model_error"
+
+
+class Crashed(PermanentError):
+    reason = "crashed"
+
+
+class RetriesExhausted(PermanentError):
+    reason = "internal_error"
+
+
+class Vanished(PermanentError):
+    reason = "vanished"
 
 
 class TransientError(JobError):

@@ -8,6 +8,7 @@ in a row.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,7 +21,7 @@ from daemon.pipeline.composite import CropBox, compose_rgba, crop_box, encode_pn
 from daemon.pipeline.constants import PipelineParams
 from daemon.pipeline.inference import MatteModel
 from daemon.pipeline.postprocess import postprocess
-from daemon.pipeline.preprocess import FloatArray, PadMeta, RGBImage, load_image, normalize, resize_and_pad
+from daemon.pipeline.preprocess import FloatArray, PadMeta, RGBImage, decode_image, normalize, read_file, resize_and_pad
 
 STAGES = ("load", "preprocess", "inference", "postprocess", "composite", "save")
 
@@ -47,6 +48,8 @@ class Prepared:
     rgb: RGBImage
     batch: FloatArray
     meta: PadMeta
+    sha256: str
+    """Of the bytes that were decoded: how the queue knows a re-drop is the same file."""
 
 
 @dataclass(frozen=True)
@@ -69,11 +72,12 @@ class ProcessResult:
 def prepare(path: Path, *, params: PipelineParams, timer: StageTimer) -> Prepared:
     """Stages 1-3: load, resize + pad, normalise."""
     with timer.stage("load"):
-        rgb = load_image(path)
+        data = read_file(path)
+        rgb = decode_image(data)
     with timer.stage("preprocess"):
         padded, meta = resize_and_pad(rgb, params=params)
         batch = normalize(padded, params=params)
-    return Prepared(rgb, batch, meta)
+    return Prepared(rgb, batch, meta, hashlib.sha256(data).hexdigest())
 
 
 def check_foreground(matte: FloatArray, *, params: PipelineParams) -> float:

@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from daemon.errors import Truncated, Undecodable
+from daemon.errors import Truncated, Undecodable, Vanished, from_os_error
 from daemon.pipeline.constants import PipelineParams
 from daemon.pipeline.formats import truncation
 
@@ -33,7 +33,12 @@ class PadMeta:
 
 def read_file(path: Path) -> bytes:
     """The file's bytes, refusing empty and incomplete JPEG/PNG files."""
-    data = path.read_bytes()
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError as exc:
+        raise Vanished("the file disappeared before it could be read") from exc
+    except OSError as exc:
+        raise from_os_error(exc, doing=f"reading {path}") from exc
     if not data:
         raise Undecodable("file is empty (0 bytes)")
     if (why := truncation(data)) is not None:

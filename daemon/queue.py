@@ -1,0 +1,318 @@
+"""The persistent job queue: one SQLite database in WAL mode, the source of truth.
+
+A job is one input file, keyed by its path relative to the hot folder:
+
+    pending ──claim──▶ running ──▶ done
+       ▲                  │
+       └── retry_at ◀─────┤  transient error, unexpected error, interrupted
+                          └──▶ failed (quarantined, with reason)
+
+- A job row exists before any work on its file happens, and is never deleted:
+  `done` rows are how a restart knows not to redo a file.
+- `attempts` counts *starts*, so a file that kills the process (segfault, OOM
+  kill) leaves `running` rows behind; start-up turns them back to `pending`,
+  and a file whose starts never finished `max_attempts` times is given up on.
+- Every statement runs through `db()`: one lock, `BEGIN IMMEDIATE`, commit or
+  roll back.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Literal
+
+from daemon.errors import ConfigError
+from daemon.layout import claim_key, output_name
+
+State = Literal["pending", "running", "done", "failed"]
+STATES: tuple[State, ...] = ("pending", "running", "done", "failed")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS jobs (
+    id INTEGER PRIMARY KEY,
+    source TEXT NOT NULL UNIQUE,          -- path relative to the hot folder, POSIX
+    output TEXT NOT NULL,                 -- output path relative to the output folder
+    output_key TEXT NOT NULL UNIQUE,      -- case-folded output: claims never collide
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    content_hash TEXT,                    -- sha256 of the bytes that were processed
+    state TEXT NOT NULL CHECK (state IN ('pending', 'running', 'done', 'failed')),
+    attempts INTEGER NOT NULL DEFAULT 0,  -- starts, counted when a job starts
+    finished_attempts INTEGER NOT NULL DEFAULT 0,  -- starts that ended in a retryable error
+    retry_at REAL NOT NULL DEFAULT 0,
+    reason TEXT,
+    message TEXT,
+    quarantine TEXT,                      -- where the original went, relative to quarantine
+    first_seen REAL NOT NULL,
+    queued_at REAL NOT NULL,
+    started_at REAL,
+    finished_at REAL
+);
+CREATE INDEX IF NOT EXISTS jobs_ready ON jobs (state, retry_at, id);
+"""
+
+
+@dataclass(frozen=True)
+class Job:
+    id: int
+    source: PurePosixPath
+    output: PurePosixPath
+    size: int
+    mtime_ns: int
+    content_hash: str | None
+    state: State
+    attempts: int
+    finished_attempts: int
+    reason: str | None
+    message: str | None
+    quarantine: PurePosixPath | None
+    first_seen: float
+    queued_at: float
+    started_at: float | None
+    finished_at: float | None
+
+    @property
+    def unfinished_starts(self) -> int:
+        """Starts that never came back: the process died while running this job."""
+        return self.attempts - self.finished_attempts
+
+
+def _job(row: sqlite3.Row) -> Job:
+    quarantine = row["quarantine"]
+    return Job(
+        id=row["id"],
+        source=PurePosixPath(row["source"]),
+        output=PurePosixPath(row["output"]),
+        size=row["size"],
+        mtime_ns=row["mtime_ns"],
+        content_hash=row["content_hash"],
+        state=row["state"],
+        attempts=row["attempts"],
+        finished_attempts=row["finished_attempts"],
+        reason=row["reason"],
+        message=row["message"],
+        quarantine=PurePosixPath(quarantine) if quarantine else None,
+        first_seen=row["first_seen"],
+        queued_at=row["queued_at"],
+        started_at=row["started_at"],
+        finished_at=row["finished_at"],
+    )
+
+
+@dataclass(frozen=True)
+class Fingerprint:
+    """What a file looks like from outside: enough to notice it changed."""
+
+    size: int
+    mtime_ns: int
+
+    @classmethod
+    def of(cls, path: Path) -> Fingerprint:
+        stat = path.stat()
+        return cls(stat.st_size, stat.st_mtime_ns)
+
+
+Offer = Literal["queued", "requeued", "unchanged", "busy"]
+
+
+class JobQueue:
+    """All access to the state database; safe to share between threads."""
+
+    def __init__(self, path: Path, *, clock: Callable[[], float] = time.time) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self.clock = clock
+        self._lock = threading.RLock()
+        self._conn = sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=False)
+        self._conn.row_factory = sqlite3.Row
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        # FULL: a committed "done" must survive power loss, or a cutout could be redone
+        # after an archive/delete of its original. One fsync per job is cheap next to a model run.
+        self._conn.execute("PRAGMA synchronous=FULL")
+        self._conn.execute("PRAGMA fullfsync=ON")  # macOS: flush the drive cache too
+        self._conn.execute("PRAGMA busy_timeout=30000")
+        self._conn.executescript(SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    @contextmanager
+    def db(self) -> Iterator[sqlite3.Connection]:
+        """One transaction: lock, BEGIN IMMEDIATE, commit on success, roll back on error."""
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+
+    # --- ownership --------------------------------------------------------------
+    def bind_input(self, root: Path) -> None:
+        """Remember which hot folder these jobs belong to; refuse another one."""
+        with self.db() as conn:
+            row = conn.execute("SELECT value FROM meta WHERE key = 'input'").fetchone()
+            if row is None:
+                conn.execute("INSERT INTO meta VALUES ('input', ?)", (str(root),))
+            elif row["value"] != str(root):
+                raise ConfigError(
+                    f"state folder {self.path.parent} belongs to hot folder {row['value']}, not {root}: "
+                    "set folders.state to another folder for this hot folder"
+                )
+
+    # --- adding work ------------------------------------------------------------
+    def get(self, source: PurePosixPath) -> Job | None:
+        with self.db() as conn:
+            row = conn.execute("SELECT * FROM jobs WHERE source = ?", (source.as_posix(),)).fetchone()
+        return _job(row) if row else None
+
+    def offer(
+        self, source: PurePosixPath, fingerprint: Fingerprint, *, content_hash: Callable[[], str] | None = None
+    ) -> Offer:
+        """Record a settled file: a new job, a job to redo (new content), or nothing to do."""
+        with self.db() as conn:
+            row = conn.execute("SELECT * FROM jobs WHERE source = ?", (source.as_posix(),)).fetchone()
+            if row is None:
+                self._insert(conn, source, fingerprint)
+                return "queued"
+            return self._reoffer(conn, _job(row), fingerprint, content_hash)
+
+    def _insert(self, conn: sqlite3.Connection, source: PurePosixPath, fingerprint: Fingerprint) -> None:
+        def taken(key: str) -> bool:
+            return conn.execute("SELECT 1 FROM jobs WHERE output_key = ?", (key,)).fetchone() is not None
+
+        output = output_name(source, is_taken=taken)
+        now = self.clock()
+        conn.execute(
+            "INSERT INTO jobs (source, output, output_key, size, mtime_ns, state, first_seen, queued_at)"
+            " VALUES (?, ?, ?, ?, ?, 'pending', ?, ?)",
+            (source.as_posix(), output.as_posix(), claim_key(output), fingerprint.size, fingerprint.mtime_ns, now, now),
+        )
+
+    def _reoffer(
+        self, conn: sqlite3.Connection, job: Job, fingerprint: Fingerprint, content_hash: Callable[[], str] | None
+    ) -> Offer:
+        same_stat = (job.size, job.mtime_ns) == (fingerprint.size, fingerprint.mtime_ns)
+        if job.state in ("pending", "running"):
+            return "busy"
+        if job.state == "done" and (same_stat or (content_hash is not None and content_hash() == job.content_hash)):
+            self._update_fingerprint(conn, job, fingerprint)
+            return "unchanged"
+        now = self.clock()
+        conn.execute(
+            "UPDATE jobs SET state = 'pending', size = ?, mtime_ns = ?, attempts = 0, finished_attempts = 0,"
+            " retry_at = 0, reason = NULL, message = NULL, queued_at = ? WHERE id = ?",
+            (fingerprint.size, fingerprint.mtime_ns, now, job.id),
+        )
+        return "requeued"
+
+    def _update_fingerprint(self, conn: sqlite3.Connection, job: Job, fingerprint: Fingerprint) -> None:
+        conn.execute(
+            "UPDATE jobs SET size = ?, mtime_ns = ? WHERE id = ?", (fingerprint.size, fingerprint.mtime_ns, job.id)
+        )
+
+    def requeue(self, job_id: int) -> None:
+        """Send a job back through the queue from scratch (`cutout retry`)."""
+        with self.db() as conn:
+            conn.execute(
+                "UPDATE jobs SET state = 'pending', attempts = 0, finished_attempts = 0, retry_at = 0,"
+                " queued_at = ? WHERE id = ?",
+                (self.clock(), job_id),
+            )
+
+    # --- running work -----------------------------------------------------------
+    def recover(self) -> int:
+        """At start-up: jobs left `running` by a dead process go back to `pending`."""
+        with self.db() as conn:
+            return conn.execute("UPDATE jobs SET state = 'pending' WHERE state = 'running'").rowcount
+
+    def claim(self) -> Job | None:
+        """The oldest ready pending job, now `running`, its attempt counted."""
+        now = self.clock()
+        with self.db() as conn:
+            row = conn.execute(
+                "SELECT id FROM jobs WHERE state = 'pending' AND retry_at <= ? ORDER BY retry_at, id LIMIT 1", (now,)
+            ).fetchone()
+            if row is None:
+                return None
+            conn.execute(
+                "UPDATE jobs SET state = 'running', attempts = attempts + 1, started_at = ? WHERE id = ?",
+                (now, row["id"]),
+            )
+            return _job(conn.execute("SELECT * FROM jobs WHERE id = ?", (row["id"],)).fetchone())
+
+    def next_retry_in(self) -> float | None:
+        """Seconds until the earliest pending job becomes ready (0 if one is ready now)."""
+        with self.db() as conn:
+            row = conn.execute("SELECT MIN(retry_at) AS at FROM jobs WHERE state = 'pending'").fetchone()
+        return None if row["at"] is None else max(0.0, row["at"] - self.clock())
+
+    def mark_done(self, job: Job, *, content_hash: str, fingerprint: Fingerprint) -> None:
+        with self.db() as conn:
+            conn.execute(
+                "UPDATE jobs SET state = 'done', content_hash = ?, size = ?, mtime_ns = ?, reason = NULL,"
+                " message = NULL, quarantine = NULL, finished_at = ? WHERE id = ?",
+                (content_hash, fingerprint.size, fingerprint.mtime_ns, self.clock(), job.id),
+            )
+
+    def mark_failed(self, job: Job, *, reason: str, message: str, quarantine: PurePosixPath | None) -> None:
+        with self.db() as conn:
+            conn.execute(
+                "UPDATE jobs SET state = 'failed', reason = ?, message = ?, quarantine = ?, finished_at = ?"
+                " WHERE id = ?",
+                (reason, message, quarantine.as_posix() if quarantine else None, self.clock(), job.id),
+            )
+
+    def mark_retry(self, job: Job, *, reason: str, message: str, delay: float, counts: bool) -> None:
+        """Back to pending after `delay`; `counts=False` for errors that are not the file's fault."""
+        with self.db() as conn:
+            conn.execute(
+                "UPDATE jobs SET state = 'pending', reason = ?, message = ?, retry_at = ?,"
+                " finished_attempts = finished_attempts + ? WHERE id = ?",
+                (reason, message, self.clock() + delay, 0 if counts else 1, job.id),
+            )
+
+    def release(self, job: Job) -> None:
+        """Put a claimed job back untouched (shutdown before it ran): the start does not count."""
+        with self.db() as conn:
+            conn.execute(
+                "UPDATE jobs SET state = 'pending', attempts = MAX(0, attempts - 1) WHERE id = ? AND state = 'running'",
+                (job.id,),
+            )
+
+    # --- reporting --------------------------------------------------------------
+    def counts(self) -> dict[State, int]:
+        with self.db() as conn:
+            rows = conn.execute("SELECT state, COUNT(*) AS n FROM jobs GROUP BY state").fetchall()
+        found = {row["state"]: row["n"] for row in rows}
+        return {state: found.get(state, 0) for state in STATES}
+
+    def jobs(self, *, state: State, limit: int = 20, newest_first: bool = False) -> list[Job]:
+        order = "DESC" if newest_first else "ASC"
+        with self.db() as conn:
+            rows = conn.execute(
+                f"SELECT * FROM jobs WHERE state = ? ORDER BY COALESCE(finished_at, queued_at) {order}, id {order}"
+                " LIMIT ?",
+                (state, limit),
+            ).fetchall()
+        return [_job(row) for row in rows]
+
+    def oldest_pending_since(self) -> float | None:
+        with self.db() as conn:
+            row = conn.execute("SELECT MIN(queued_at) AS at FROM jobs WHERE state = 'pending'").fetchone()
+        return None if row["at"] is None else float(row["at"])
+
+    def known(self) -> dict[str, tuple[State, int, int]]:
+        """Every job's state and fingerprint by source, for the reconciliation scan."""
+        with self.db() as conn:
+            rows = conn.execute("SELECT source, state, size, mtime_ns FROM jobs").fetchall()
+        return {row["source"]: (row["state"], row["size"], row["mtime_ns"]) for row in rows}

@@ -1,0 +1,206 @@
+"""`cutout watch`: the daemon's life, from start-up checks to a clean exit.
+
+    setup()      lock the state folder, open the queue, recover jobs a dead
+                 process left running, start the observer, reconcile
+    run_once()   (main thread, owns the model) one image through inference
+    watch loop   (own thread) settle files, rescan every few minutes, notice
+                 a vanished hot folder
+    teardown()   always: put unstarted jobs back, finish the rest, close
+
+Signal handlers only set the stop event; a second signal exits at once, which
+loses nothing either: the queue is on disk and outputs are written atomically.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import IO, Protocol
+
+import structlog
+
+from daemon.errors import ConfigError
+from daemon.outputs import Folders
+from daemon.pipeline import MatteModel
+from daemon.queue import JobQueue
+from daemon.settings import Settings
+from daemon.watch import Settler, reconcile, start_observer
+from daemon.worker import Worker
+
+log = structlog.get_logger("cutout.daemon")
+
+QUEUE_FILE = "queue.sqlite3"
+LOCK_FILE = "daemon.lock"
+EXIT_ROOT_GONE = 3
+EXIT_SECOND_SIGNAL = 130
+
+
+class StopEvent(Protocol):
+    def is_set(self) -> bool: ...
+
+
+# --- The lock: one daemon per state folder -------------------------------------
+def acquire_lock(state: Path) -> IO[str]:
+    """Hold an exclusive lock on the state folder for the life of the process."""
+    state.mkdir(parents=True, exist_ok=True)
+    handle = open(state / LOCK_FILE, "a+", encoding="utf-8")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError as exc:
+        handle.seek(0)
+        owner = handle.read().strip() or "another process"
+        handle.close()
+        raise ConfigError(f"a daemon (pid {owner}) is already running on {state}") from exc
+    handle.seek(0)
+    handle.truncate()
+    handle.write(str(os.getpid()))
+    handle.flush()
+    return handle
+
+
+def daemon_pid(state: Path) -> int | None:
+    """The pid of the daemon holding the state folder's lock, or None when none runs."""
+    path = state / LOCK_FILE
+    if not path.exists():
+        return None
+    with open(path, encoding="utf-8") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            text = handle.read().strip()
+            return int(text) if text.isdigit() else -1
+    return None
+
+
+# --- The daemon ------------------------------------------------------------------
+@dataclass
+class Daemon:
+    settings: Settings
+    folders: Folders
+    model: MatteModel
+    stop: threading.Event = field(default_factory=threading.Event)
+    clock: Callable[[], float] = time.time
+    monotonic: Callable[[], float] = time.monotonic
+    exit_code: int = 0
+
+    def run(self) -> int:
+        """setup(); while not stopped: run_once(); teardown() in finally."""
+        lock = acquire_lock(self.folders.state)
+        try:
+            self.setup()
+            try:
+                while not self.stop.is_set():
+                    self.worker.run_once()
+            finally:
+                self.teardown()
+        finally:
+            lock.close()
+        return self.exit_code
+
+    def setup(self) -> None:
+        self.queue = JobQueue(self.folders.state / QUEUE_FILE, clock=self.clock)
+        self.queue.bind_input(self.folders.input)
+        recovered = self.queue.recover()
+        self.worker = self._worker()
+        self.settler = self._settler()
+        self.observer = start_observer(
+            root=self.folders.input,
+            settler=self.settler,
+            polling=self.settings.watch.polling,
+            poll_interval=self.settings.watch.poll_interval_seconds,
+            on_root_gone=self._root_gone,
+        )
+        self._watch_thread = threading.Thread(target=self._watch_loop, name="cutout-watch", daemon=True)
+        self._watch_thread.start()
+        log.info("daemon_started", recovered_running_jobs=recovered, **self._describe())
+
+    def _worker(self) -> Worker:
+        worker = self.settings.worker
+        return Worker(
+            model=self.model,
+            params=self.settings.pipeline,
+            folders=self.folders,
+            queue=self.queue,
+            queue_settings=self.settings.queue,
+            policy=self.settings.originals,
+            in_flight=worker.in_flight,
+            cpu_threads=worker.cpu_threads or os.cpu_count() or 2,
+            clock=self.clock,
+        )
+
+    def _settler(self) -> Settler:
+        return Settler(
+            root=self.folders.input,
+            queue=self.queue,
+            settle_seconds=self.settings.watch.settle_seconds,
+            incomplete_timeout=self.settings.watch.incomplete_timeout_seconds,
+            clock=self.monotonic,
+            on_queued=self.worker.wake.set,
+        )
+
+    def _describe(self) -> dict[str, object]:
+        folders = {name: str(getattr(self.folders, name)) for name in ("input", "output", "quarantine", "state")}
+        return {"folders": folders, "originals": self.settings.originals, "watch": vars(self.settings.watch)}
+
+    # --- the watch thread -----------------------------------------------------------
+    def _watch_loop(self) -> None:
+        """Settle files; reconcile on start and every interval; stop if the hot folder goes."""
+        next_scan = self.monotonic()
+        tick = min(0.2, self.settings.watch.settle_seconds / 4)
+        while not self.stop.is_set():
+            try:
+                next_scan = self._watch_once(next_scan)
+            except Exception:  # a failed scan is retried next tick; the daemon keeps running
+                log.exception("watch_error")
+            self.stop.wait(tick)
+
+    def _watch_once(self, next_scan: float) -> float:
+        if not self.folders.input.is_dir():
+            self._root_gone()
+            return next_scan
+        if self.monotonic() >= next_scan:
+            hinted = reconcile(root=self.folders.input, queue=self.queue, settler=self.settler)
+            log.info("reconciled", new_or_changed=hinted)
+            next_scan = self.monotonic() + self.settings.watch.reconcile_interval_seconds
+        self.settler.run_once()
+        return next_scan
+
+    def _root_gone(self) -> None:
+        """Exit non-zero so launchd restarts us and start-up reports the missing folder."""
+        log.error("hot_folder_gone", input=str(self.folders.input))
+        self.exit_code = EXIT_ROOT_GONE
+        self.stop.set()
+        self.worker.wake.set()
+
+    def teardown(self) -> None:
+        self.stop.set()
+        self.observer.stop()
+        self.worker.close()
+        self._watch_thread.join(timeout=5)
+        self.observer.join(timeout=5)
+        counts = self.queue.counts()
+        self.queue.close()
+        log.info("daemon_stopped", exit_code=self.exit_code, **counts)
+
+
+# --- Signals ---------------------------------------------------------------------
+def install_signal_handlers(daemon: Daemon) -> None:
+    """First SIGTERM/SIGINT: stop gracefully. Second: exit now (the queue loses nothing)."""
+
+    def handle(signum: int, frame: FrameType | None) -> None:
+        if daemon.stop.is_set():
+            os._exit(EXIT_SECOND_SIGNAL)
+        log.info("stopping", signal=signal.Signals(signum).name)
+        daemon.stop.set()
+        if hasattr(daemon, "worker"):
+            daemon.worker.wake.set()
+
+    signal.signal(signal.SIGTERM, handle)
+    signal.signal(signal.SIGINT, handle)
