@@ -26,6 +26,7 @@ from typing import IO, Protocol
 
 import structlog
 
+from daemon.atomic import is_temp_name
 from daemon.errors import ConfigError
 from daemon.outputs import Folders
 from daemon.pipeline import MatteModel
@@ -79,6 +80,17 @@ def daemon_pid(state: Path) -> int | None:
     return None
 
 
+def sweep_temp_files(root: Path) -> int:
+    """Remove temp files a killed process left behind (never a final name)."""
+    removed = 0
+    for folder, _, names in os.walk(root):
+        for name in names:
+            if is_temp_name(name):
+                (Path(folder) / name).unlink(missing_ok=True)
+                removed += 1
+    return removed
+
+
 # --- The daemon ------------------------------------------------------------------
 @dataclass
 class Daemon:
@@ -108,6 +120,7 @@ class Daemon:
         self.queue = JobQueue(self.folders.state / QUEUE_FILE, clock=self.clock)
         self.queue.bind_input(self.folders.input)
         recovered = self.queue.recover()
+        swept = sweep_temp_files(self.folders.output)
         self.worker = self._worker()
         self.settler = self._settler()
         self.observer = start_observer(
@@ -119,7 +132,7 @@ class Daemon:
         )
         self._watch_thread = threading.Thread(target=self._watch_loop, name="cutout-watch", daemon=True)
         self._watch_thread.start()
-        log.info("daemon_started", recovered_running_jobs=recovered, **self._describe())
+        log.info("daemon_started", recovered_running_jobs=recovered, stale_temp_files=swept, **self._describe())
 
     def _worker(self) -> Worker:
         worker = self.settings.worker

@@ -16,6 +16,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import Protocol
 
 import structlog
 from watchdog.events import DirCreatedEvent, DirMovedEvent, FileSystemEvent, FileSystemEventHandler
@@ -48,6 +49,12 @@ def content_hash(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+class HintSink(Protocol):
+    """Where the observer sends paths that may have changed (the Settler)."""
+
+    def hint(self, rel: PurePosixPath) -> None: ...
 
 
 @dataclass
@@ -185,7 +192,7 @@ def _accounted_for(record: tuple[str, int, int] | None, path: Path) -> bool:
 class _Hints(FileSystemEventHandler):
     """Turns watchdog events into hints; does no I/O beyond what a new folder needs."""
 
-    def __init__(self, *, root: Path, settler: Settler, on_root_gone: Callable[[], None]) -> None:
+    def __init__(self, *, root: Path, settler: HintSink, on_root_gone: Callable[[], None]) -> None:
         self.root, self.settler, self.on_root_gone = root, settler, on_root_gone
 
     def on_any_event(self, event: FileSystemEvent) -> None:
@@ -210,7 +217,7 @@ class _Hints(FileSystemEventHandler):
 
 
 def start_observer(
-    *, root: Path, settler: Settler, polling: bool, poll_interval: float, on_root_gone: Callable[[], None]
+    *, root: Path, settler: HintSink, polling: bool, poll_interval: float, on_root_gone: Callable[[], None]
 ) -> BaseObserver:
     """A running recursive observer: native events, or polling for network volumes."""
     observer: BaseObserver = PollingObserver(timeout=poll_interval) if polling else Observer()

@@ -9,7 +9,8 @@ import tempfile
 os.environ["HF_HOME"] = tempfile.mkdtemp(prefix="cutout-test-hf-")
 os.environ["HF_HUB_OFFLINE"] = "1"
 
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import cv2
@@ -57,6 +58,16 @@ class BrightModel:
         brightness = (batch[0] * std + mean).mean(axis=0)
         logits = self.scale * (brightness - self.threshold)
         return (1.0 / (1.0 + np.exp(-logits))).astype(np.float32)
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    """`main()` points logging at the (captured) stream of its test; undo that afterwards."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 @pytest.fixture

@@ -273,3 +273,32 @@ def expected_foreground(image_uint8: torch.Tensor) -> torch.Tensor:
     """``(H, W)`` bool mask every tiny model must produce for ``image_uint8``."""
     brightness = image_uint8.to(torch.float64).mean(dim=2) / 255.0
     return brightness > THRESHOLD
+
+
+# --- A model that kills its process ---------------------------------------------
+
+#: An image whose top-left corner is this colour makes the poison model SIGKILL its process.
+POISON_RGB: Final[tuple[int, int, int]] = (255, 0, 255)
+
+_POISON_CHECK: Final[str] = """\
+    def forward(self, x):
+        # Magenta top-left corner (normalised R > 2.2, G < -2.0): die like a segfault would.
+        if bool((x[0, 0, :8, :8] > 2.2).all()) and bool((x[0, 1, :8, :8] < -2.0).all()):
+            import os
+            import signal
+
+            os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def build_poison_hf_model_dir(path: Path) -> Path:
+    """The bright-pixel HF model, except that a `POISON_RGB` corner kills the process.
+
+    Stands in for an input that crashes the worker (a segfault in a decoder or
+    the GPU driver, an OOM kill), so crash-loop protection is tested for real.
+    """
+    build_hf_model_dir(path)
+    modeling = path / f"{HF_MODEL_MODULE}.py"
+    source = modeling.read_text()
+    modeling.write_text(source.replace("    def forward(self, x):\n", _POISON_CHECK, 1))
+    return path

@@ -1,0 +1,81 @@
+"""`cutout status` and `cutout retry` against a queue the worker filled."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from daemon.cli import main
+from daemon.outputs import Folders
+from daemon.queue import JobQueue
+from tests.test_worker import Clock, add, drain, make_worker
+
+
+@pytest.fixture
+def filled(tmp_path: Path) -> tuple[Folders, list[str]]:
+    folders = Folders(
+        input=tmp_path / "in", output=tmp_path / "out", quarantine=tmp_path / "q",
+        archive=tmp_path / "a", state=tmp_path / "state",
+    )
+    for path in (folders.input, folders.output, folders.quarantine, folders.state):
+        path.mkdir()
+    clock = Clock()
+    clock.now = time.time()
+    queue = JobQueue(folders.state / "queue.sqlite3", clock=clock)
+    add(folders, queue, "good.jpg")
+    add(folders, queue, "sub/dark.png", np.full((100, 100, 3), 20, np.uint8))
+    worker = make_worker(folders, queue, clock)
+    drain(worker, queue)
+    worker.close()
+    add(folders, queue, "waiting.jpg")
+    queue.close()
+    flags = ["--input", str(folders.input), "--output", str(folders.output),
+             "--quarantine", str(folders.quarantine), "--state", str(folders.state)]
+    return folders, flags
+
+
+def test_status_json_counts_states_and_lists_failures_with_reasons(
+    filled: tuple[Folders, list[str]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    folders, flags = filled
+    assert main(["status", "--json", *flags]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["counts"] == {"pending": 1, "running": 0, "done": 1, "failed": 1}
+    assert report["failures"] == [{
+        "file": "sub/dark.png", "reason": "no_foreground", "message": report["failures"][0]["message"],
+        "quarantined_as": str(folders.quarantine / "sub" / "dark.png"),
+    }]
+    assert report["daemon_pid"] is None and report["oldest_pending_age"] >= 0
+
+
+def test_status_text_says_whether_a_daemon_runs(filled: tuple[Folders, list[str]], capsys: pytest.CaptureFixture[str]) -> None:
+    _, flags = filled
+    assert main(["status", *flags]) == 0
+    out = capsys.readouterr().out
+    assert "daemon: not running" in out and "pending 1" in out and "sub/dark.png: no_foreground" in out
+
+
+def test_retry_moves_the_file_back_and_queues_it(filled: tuple[Folders, list[str]], capsys: pytest.CaptureFixture[str]) -> None:
+    folders, flags = filled
+    assert main(["retry", str(folders.quarantine / "sub" / "dark.png"), *flags]) == 0
+    assert "queued again: sub/dark.png" in capsys.readouterr().out
+    assert (folders.input / "sub" / "dark.png").exists()
+    queue = JobQueue(folders.state / "queue.sqlite3")
+    assert queue.counts()["pending"] == 2
+
+
+def test_retry_of_an_unknown_file_is_a_clear_error(filled: tuple[Folders, list[str]], capsys: pytest.CaptureFixture[str]) -> None:
+    _, flags = filled
+    assert main(["retry", "nope.jpg", *flags]) == 2
+    assert "is not a quarantined file" in capsys.readouterr().err
+
+
+def test_status_without_a_queue_says_so(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "in").mkdir()
+    assert main(["status", "--input", str(tmp_path / "in"), "--output", str(tmp_path / "o"),
+                 "--state", str(tmp_path / "s")]) == 2
+    assert "no queue" in capsys.readouterr().err

@@ -1,0 +1,188 @@
+"""Settled files only: the settle window, end markers, temp names, and the real observer."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path, PurePosixPath
+
+import pytest
+
+from daemon.queue import Fingerprint, JobQueue
+from daemon.watch import Settler, is_candidate_name, reconcile, start_observer
+from tests.conftest import subject_image, write_image
+
+P = PurePosixPath
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def hot(tmp_path: Path) -> Path:
+    (tmp_path / "hot").mkdir()
+    return tmp_path / "hot"
+
+
+@pytest.fixture
+def queue(tmp_path: Path) -> JobQueue:
+    return JobQueue(tmp_path / "queue.sqlite3")
+
+
+@pytest.fixture
+def settler(hot: Path, queue: JobQueue, clock: Clock) -> Settler:
+    return Settler(root=hot, queue=queue, settle_seconds=1.0, incomplete_timeout=30.0, clock=clock, on_queued=lambda: None)
+
+
+def _jpeg_bytes(tmp_path: Path) -> bytes:
+    return write_image(tmp_path / "source.jpg", subject_image(300, 400, (100, 80, 300, 220))).read_bytes()
+
+
+def test_a_file_written_in_chunks_is_queued_once_after_the_last_chunk(
+    tmp_path: Path, hot: Path, queue: JobQueue, settler: Settler, clock: Clock
+) -> None:
+    data = _jpeg_bytes(tmp_path)
+    target = hot / "slow.jpg"
+    chunks = [data[i : i + 700] for i in range(0, len(data), 700)]
+    for chunk in chunks:
+        with open(target, "ab") as handle:
+            handle.write(chunk)
+        settler.hint(P("slow.jpg"))
+        settler.run_once()
+        clock.now += 0.9  # pauses shorter than the settle window
+        settler.run_once()
+        assert queue.counts()["pending"] == 0
+    clock.now += 1.1
+    settler.run_once()
+    job = queue.get(P("slow.jpg"))
+    assert job is not None and job.size == len(data)
+
+
+def test_an_unchanged_but_incomplete_jpeg_waits_then_is_queued_after_the_timeout(
+    tmp_path: Path, hot: Path, queue: JobQueue, settler: Settler, clock: Clock
+) -> None:
+    (hot / "half.jpg").write_bytes(_jpeg_bytes(tmp_path)[:2000])
+    settler.hint(P("half.jpg"))
+    settler.run_once()
+    clock.now += 5
+    settler.run_once()
+    assert queue.get(P("half.jpg")) is None and settler.pending() == 1
+    clock.now += 30
+    settler.run_once()
+    assert queue.get(P("half.jpg")) is not None  # the worker will quarantine it as truncated
+
+
+def test_a_file_that_disappears_while_settling_is_forgotten(hot: Path, settler: Settler, clock: Clock) -> None:
+    (hot / "gone.png").write_bytes(b"x")
+    settler.hint(P("gone.png"))
+    settler.run_once()
+    (hot / "gone.png").unlink()
+    clock.now += 2
+    settler.run_once()
+    assert settler.pending() == 0
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("a.jpg", True),
+        ("~$a.jpg", False),
+        ("a.jpg.tmp", False),
+        ("a.part", False),
+        ("a.jpg.crdownload", False),
+        (".DS_Store", False),
+        ("._a.jpg", False),
+        (".a.jpg", False),
+        ("a.txt", False),
+    ],
+)
+def test_temp_hidden_and_non_image_names_are_ignored(name: str, expected: bool) -> None:
+    assert is_candidate_name(name) is expected
+
+
+def test_reconcile_hints_new_and_changed_files_but_not_done_ones(
+    tmp_path: Path, hot: Path, queue: JobQueue, settler: Settler, clock: Clock
+) -> None:
+    data = _jpeg_bytes(tmp_path)
+    for rel in ("a.jpg", "sub/b.jpg"):
+        (hot / rel).parent.mkdir(parents=True, exist_ok=True)
+        (hot / rel).write_bytes(data)
+    assert reconcile(root=hot, queue=queue, settler=settler) == 2
+    settler.run_once()
+    clock.now += 2
+    settler.run_once()
+    for _ in range(2):
+        job = queue.claim()
+        assert job is not None
+        queue.mark_done(job, content_hash="h", fingerprint=Fingerprint.of(hot / job.source))
+    assert reconcile(root=hot, queue=queue, settler=settler) == 0
+    (hot / "a.jpg").write_bytes(data + b"changed")
+    assert reconcile(root=hot, queue=queue, settler=settler) == 1
+
+
+def _wait_for(condition: Callable[[], bool], *, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+def write_soon(path: Path, data: bytes, *, delay: float = 0.1) -> threading.Thread:
+    """Write a file from another thread a moment from now, as an exporting app would."""
+
+    def write() -> None:
+        time.sleep(delay)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+
+    thread = threading.Thread(target=write)
+    thread.start()
+    return thread
+
+
+class Recorder:
+    """Collects the settler's hints from the real observer thread."""
+
+    def __init__(self) -> None:
+        self.hints: set[PurePosixPath] = set()
+        self.root_gone = threading.Event()
+
+    def hint(self, rel: PurePosixPath) -> None:
+        self.hints.add(rel)
+
+
+@pytest.mark.parametrize("polling", [False, True], ids=["native", "polling"])
+def test_the_real_observer_hints_new_nested_renamed_and_moved_in_files(
+    tmp_path: Path, hot: Path, polling: bool
+) -> None:
+    recorder = Recorder()
+    observer = start_observer(
+        root=hot, settler=recorder, polling=polling, poll_interval=0.1, on_root_gone=recorder.root_gone.set
+    )
+    try:
+        write_soon(hot / "new" / "deep" / "a.jpg", b"data").join()
+        (hot / "export.tmp").write_bytes(b"data")
+        (hot / "export.tmp").rename(hot / "renamed.png")
+        outside = tmp_path / "outside"
+        (outside / "inner").mkdir(parents=True)
+        (outside / "inner" / "c.tif").write_bytes(b"data")
+        shutil.move(str(outside), str(hot / "moved-in"))
+        (hot / "notes.txt").write_bytes(b"text")
+        expected = {P("new/deep/a.jpg"), P("renamed.png"), P("moved-in/inner/c.tif")}
+        _wait_for(lambda: expected <= recorder.hints)
+        assert not any(hint.name in ("notes.txt", "export.tmp") for hint in recorder.hints)
+    finally:
+        observer.stop()
+        observer.join()

@@ -1,0 +1,255 @@
+"""The worker on real folders and a real queue, with the fast numpy model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+
+from daemon.errors import ModelError
+from daemon.outputs import Folders
+from daemon.pipeline import PipelineParams, process_image
+from daemon.queue import Fingerprint, JobQueue
+from daemon.settings import OriginalsPolicy, QueueSettings
+from daemon.status import retry
+from daemon.worker import Worker, backoff
+from tests.conftest import BrightModel, subject_image, write_image
+
+P = PurePosixPath
+BOX = (100, 80, 300, 220)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 10_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def folders(tmp_path: Path) -> Folders:
+    made = Folders(
+        input=tmp_path / "in", output=tmp_path / "out", quarantine=tmp_path / "q",
+        archive=tmp_path / "archive", state=tmp_path / "state",
+    )
+    for path in (made.input, made.output, made.quarantine, made.state):
+        path.mkdir()
+    return made
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def queue(folders: Folders, clock: Clock) -> JobQueue:
+    return JobQueue(folders.state / "queue.sqlite3", clock=clock)
+
+
+def make_worker(
+    folders: Folders, queue: JobQueue, clock: Clock, *, model: object | None = None,
+    policy: OriginalsPolicy = "keep", in_flight: int = 3,
+) -> Worker:
+    return Worker(
+        model=model or BrightModel(),  # type: ignore[arg-type]
+        params=PipelineParams(), folders=folders, queue=queue,
+        queue_settings=QueueSettings(max_attempts=3, retry_base_seconds=5, retry_max_seconds=60),
+        policy=policy, in_flight=in_flight, cpu_threads=2, clock=clock,
+    )
+
+
+def add(folders: Folders, queue: JobQueue, rel: str, rgb: npt.NDArray[np.uint8] | None = None) -> Path:
+    path = write_image(folders.input / rel, subject_image(300, 400, BOX) if rgb is None else rgb)
+    queue.offer(P(rel), Fingerprint.of(path))
+    return path
+
+
+def drain(worker: Worker, queue: JobQueue, *, rounds: int = 200) -> None:
+    """Run until nothing is ready or in flight (prepared futures finish on the pool)."""
+    for _ in range(rounds):
+        worker.run_once(idle_wait=0.02)
+        counts = queue.counts()
+        if counts["running"] == 0 and (counts["pending"] == 0 or queue.next_retry_in()):
+            return
+    raise AssertionError(f"worker did not drain: {queue.counts()}")
+
+
+def test_good_files_become_outputs_and_bad_ones_land_in_quarantine_with_a_reason(
+    folders: Folders, queue: JobQueue, clock: Clock
+) -> None:
+    add(folders, queue, "shoot/a.jpg")
+    add(folders, queue, "dark.png", np.full((200, 200, 3), 20, np.uint8))
+    whole = write_image(folders.input / "cut.jpg", subject_image(300, 400, BOX)).read_bytes()
+    (folders.input / "cut.jpg").write_bytes(whole[:1000])
+    queue.offer(P("cut.jpg"), Fingerprint.of(folders.input / "cut.jpg"))
+    worker = make_worker(folders, queue, clock)
+    drain(worker, queue)
+    worker.close()
+    assert (folders.output / "shoot" / "a.png").exists()
+    assert (folders.input / "shoot" / "a.jpg").exists()  # originals: keep
+    for name, reason in (("dark.png", "no_foreground"), ("cut.jpg", "truncated")):
+        assert not (folders.input / name).exists() and (folders.quarantine / name).exists()
+        report = json.loads((folders.quarantine / f"{name}.error.json").read_text())
+        assert report["reason"] == reason and report["file"] == name and report["attempts"] == 1
+        assert report["version"] and report["first_seen"] and report["last_attempt"] and report["message"]
+    assert queue.counts() == {"pending": 0, "running": 0, "done": 1, "failed": 2}
+
+
+def test_the_pipelined_worker_writes_the_same_bytes_as_process_image(
+    folders: Folders, queue: JobQueue, clock: Clock, tmp_path: Path
+) -> None:
+    rng = np.random.default_rng(7)
+    for index in range(6):
+        rgb = subject_image(240 + 20 * index, 400, (60 + index, 50, 300, 200))
+        rgb = np.clip(rgb.astype(np.int16) + rng.integers(-15, 16, rgb.shape), 0, 255).astype(np.uint8)
+        add(folders, queue, f"img{index}.png", rgb)
+    worker = make_worker(folders, queue, clock, in_flight=3)
+    drain(worker, queue)
+    worker.close()
+    for index in range(6):
+        expected = process_image(folders.input / f"img{index}.png", model=BrightModel()).cutout.png
+        assert (folders.output / f"img{index}.png").read_bytes() == expected
+
+
+def test_a_missing_output_folder_is_retried_with_backoff_and_then_succeeds(
+    folders: Folders, queue: JobQueue, clock: Clock
+) -> None:
+    add(folders, queue, "a.jpg")
+    folders.output.rmdir()
+    worker = make_worker(folders, queue, clock)
+    drain(worker, queue)
+    job = queue.get(P("a.jpg"))
+    assert job is not None and job.state == "pending" and job.reason == "output_missing"
+    assert queue.next_retry_in() == 5.0
+    folders.output.mkdir()
+    clock.now += 5
+    drain(worker, queue)
+    worker.close()
+    assert (folders.output / "a.png").exists() and queue.counts()["done"] == 1
+
+
+def test_backoff_doubles_and_is_capped() -> None:
+    settings = QueueSettings(retry_base_seconds=5, retry_max_seconds=30)
+    assert [backoff(retries=n, settings=settings) for n in range(1, 6)] == [5, 10, 20, 30, 30]
+
+
+class ExplodingModel:
+    """A model with a bug: not a JobError, so it is retried, then given up on."""
+
+    calls = 0
+
+    def predict(self, batch: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        self.calls += 1
+        raise ZeroDivisionError("bug in the model wrapper")
+
+
+def test_an_unexpected_error_is_retried_then_quarantined_and_the_worker_keeps_going(
+    folders: Folders, queue: JobQueue, clock: Clock
+) -> None:
+    add(folders, queue, "a.jpg")
+    model = ExplodingModel()
+    worker = make_worker(folders, queue, clock, model=model)
+    for _ in range(3):
+        drain(worker, queue)
+        clock.now += 100
+    worker.close()
+    assert model.calls == 3
+    report = json.loads((folders.quarantine / "a.jpg.error.json").read_text())
+    assert report["reason"] == "internal_error" and "ZeroDivisionError" in report["message"]
+
+
+def test_a_file_that_killed_the_process_max_attempts_times_is_quarantined_unrun(
+    folders: Folders, queue: JobQueue, clock: Clock
+) -> None:
+    add(folders, queue, "poison.jpg")
+    for _ in range(3):  # three starts that never came back
+        assert queue.claim() is not None
+        queue.recover()
+    model = BrightModel()
+    worker = make_worker(folders, queue, clock, model=model)
+    drain(worker, queue)
+    worker.close()
+    assert model.calls == 0
+    report = json.loads((folders.quarantine / "poison.jpg.error.json").read_text())
+    assert report["reason"] == "crashed" and "stopped 3 times" in report["message"]
+
+
+@pytest.mark.parametrize("policy", ["archive", "delete"])
+def test_originals_are_archived_or_deleted_only_after_the_output_exists(
+    folders: Folders, queue: JobQueue, clock: Clock, policy: OriginalsPolicy
+) -> None:
+    add(folders, queue, "sub/a.jpg")
+    worker = make_worker(folders, queue, clock, policy=policy)
+    drain(worker, queue)
+    worker.close()
+    assert (folders.output / "sub" / "a.png").exists() and not (folders.input / "sub" / "a.jpg").exists()
+    assert (folders.archive / "sub" / "a.jpg").exists() is (policy == "archive")
+
+
+def test_a_file_removed_before_processing_is_recorded_as_vanished(
+    folders: Folders, queue: JobQueue, clock: Clock
+) -> None:
+    add(folders, queue, "a.jpg").unlink()
+    worker = make_worker(folders, queue, clock)
+    drain(worker, queue)
+    worker.close()
+    job = queue.get(P("a.jpg"))
+    assert job is not None and job.state == "failed" and job.reason == "vanished" and job.quarantine is None
+
+
+class FlakyModel(BrightModel):
+    """Fails with a model error until told to work."""
+
+    broken = True
+
+    def predict(self, batch: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        if self.broken:
+            raise ModelError("model failed on this image: simulated")
+        return super().predict(batch)
+
+
+def test_retry_sends_a_quarantined_file_back_and_success_removes_its_error_file(
+    folders: Folders, queue: JobQueue, clock: Clock
+) -> None:
+    add(folders, queue, "sub/a.jpg")
+    model = FlakyModel()
+    worker = make_worker(folders, queue, clock, model=model)
+    drain(worker, queue)
+    assert (folders.quarantine / "sub" / "a.jpg.error.json").exists()
+    assert retry(folders, target=folders.quarantine / "sub" / "a.jpg", every=False) == ["sub/a.jpg"]
+    assert (folders.input / "sub" / "a.jpg").exists() and not (folders.quarantine / "sub" / "a.jpg").exists()
+    model.broken = False
+    drain(worker, queue)
+    worker.close()
+    assert (folders.output / "sub" / "a.png").exists()
+    assert not (folders.quarantine / "sub" / "a.jpg.error.json").exists()
+
+
+def test_a_retried_file_that_fails_again_returns_to_its_quarantine_place(
+    folders: Folders, queue: JobQueue, clock: Clock
+) -> None:
+    add(folders, queue, "a.jpg")
+    worker = make_worker(folders, queue, clock, model=FlakyModel())
+    drain(worker, queue)
+    retry(folders, target=None, every=True)
+    drain(worker, queue)
+    worker.close()
+    assert sorted(p.name for p in folders.quarantine.iterdir()) == ["a.jpg", "a.jpg.error.json"]
+
+
+def test_closing_puts_prefetched_jobs_back_without_counting_them(
+    folders: Folders, queue: JobQueue, clock: Clock
+) -> None:
+    for index in range(3):
+        add(folders, queue, f"{index}.jpg")
+    worker = make_worker(folders, queue, clock, in_flight=3)
+    worker._top_up()  # claimed and decoding, none through the model yet
+    worker.close()
+    assert queue.counts()["pending"] == 3
+    job = queue.claim()
+    assert job is not None and job.attempts == 1
