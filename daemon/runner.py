@@ -14,13 +14,14 @@ loses nothing either: the queue is on disk and outputs are written atomically.
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import signal
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import asdict, dataclass, field
+from pathlib import Path, PurePosixPath
 from types import FrameType
 from typing import IO, Protocol
 
@@ -28,7 +29,7 @@ import structlog
 
 from daemon.atomic import is_temp_name
 from daemon.errors import ConfigError
-from daemon.outputs import Folders
+from daemon.outputs import Folders, apply_originals_policy
 from daemon.pipeline import MatteModel
 from daemon.queue import JobQueue
 from daemon.settings import Settings
@@ -121,6 +122,7 @@ class Daemon:
         self.queue.bind_input(self.folders.input)
         recovered = self.queue.recover()
         swept = sweep_temp_files(self.folders.output)
+        self._finish_originals()
         self.worker = self._worker()
         self.settler = self._settler()
         self.observer = start_observer(
@@ -133,6 +135,15 @@ class Daemon:
         self._watch_thread = threading.Thread(target=self._watch_loop, name="cutout-watch", daemon=True)
         self._watch_thread.start()
         log.info("daemon_started", recovered_running_jobs=recovered, stale_temp_files=swept, **self._describe())
+
+    def _finish_originals(self) -> None:
+        """A crash between "done" and archiving/deleting the original leaves it behind: finish that."""
+        if self.settings.originals == "keep":
+            return
+        for source, (state, size, mtime_ns) in self.queue.known().items():
+            path = self.folders.input / source
+            if state == "done" and _same_file(path, size, mtime_ns):
+                apply_originals_policy(self.folders, PurePosixPath(source), policy=self.settings.originals)
 
     def _worker(self) -> Worker:
         worker = self.settings.worker
@@ -159,8 +170,8 @@ class Daemon:
         )
 
     def _describe(self) -> dict[str, object]:
-        folders = {name: str(getattr(self.folders, name)) for name in ("input", "output", "quarantine", "state")}
-        return {"folders": folders, "originals": self.settings.originals, "watch": vars(self.settings.watch)}
+        folders = {name: str(getattr(self.folders, name)) for name in ("input", "output", "quarantine", "archive", "state")}
+        return {"folders": folders, "settings": json.loads(json.dumps(asdict(self.settings), default=str))}
 
     # --- the watch thread -----------------------------------------------------------
     def _watch_loop(self) -> None:
@@ -201,6 +212,14 @@ class Daemon:
         counts = self.queue.counts()
         self.queue.close()
         log.info("daemon_stopped", exit_code=self.exit_code, **counts)
+
+
+def _same_file(path: Path, size: int, mtime_ns: int) -> bool:
+    try:
+        stat = path.stat()
+    except OSError:
+        return False
+    return (stat.st_size, stat.st_mtime_ns) == (size, mtime_ns)
 
 
 # --- Signals ---------------------------------------------------------------------

@@ -19,7 +19,7 @@ START_TIMEOUT = 60.0
 class DaemonProcess:
     """One `python -m daemon watch --config ...` process and its JSON-lines log."""
 
-    def __init__(self, root: Path, *, model: str, settings: dict[str, dict[str, object]] | None = None) -> None:
+    def __init__(self, root: Path, *, model: str, settings: dict[str, object] | None = None) -> None:
         self.root = root
         self.input, self.output, self.quarantine = root / "in", root / "out", root / "quarantine"
         self.state, self.archive = root / "state", root / "archive"
@@ -31,10 +31,9 @@ class DaemonProcess:
             "watch": {"settle_seconds": 0.3, "reconcile_interval_seconds": 60.0},
             "logging": {"format": "json"},
         }
-        for section, values in (settings or {}).items():
-            merged = dict(config.get(section, {}) or {})  # type: ignore[call-overload]
-            merged.update(values)
-            config[section] = merged
+        for key, value in (settings or {}).items():
+            section = config.get(key)
+            config[key] = {**section, **value} if isinstance(section, dict) and isinstance(value, dict) else value
         self.config = root / "config.yaml"
         self.config.write_text(yaml.safe_dump(config))
         self.log = root / "daemon.log"

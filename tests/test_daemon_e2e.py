@@ -42,7 +42,7 @@ def _no_daemon_outlives_its_test(monkeypatch: pytest.MonkeyPatch) -> Iterator[No
 DaemonProcess = harness.DaemonProcess
 
 BOX = (100, 80, 300, 220)
-FAST = {"pipeline": {"target_size": 256}}
+FAST: dict[str, object] = {"pipeline": {"target_size": 256}}
 """The scripted tiny model takes any size: a small square keeps bursts quick."""
 
 
@@ -222,6 +222,22 @@ def test_a_burst_of_500_files_is_processed_once_each(tmp_path: Path, torchscript
     assert len(done) == 500 and len(set(done)) == 500
 
 
+def test_the_daemon_exits_non_zero_when_the_hot_folder_disappears(tmp_path: Path, torchscript_model: Path) -> None:
+    daemon = DaemonProcess(tmp_path / "d", model=str(torchscript_model)).start()
+    shutil.rmtree(daemon.input)
+    assert daemon.wait_for_exit(timeout=30) == 3
+    assert daemon.events("hot_folder_gone")
+
+
+def test_archived_originals_leave_the_hot_folder_after_their_cutout(tmp_path: Path, torchscript_model: Path) -> None:
+    daemon = DaemonProcess(tmp_path / "d", model=str(torchscript_model), settings={**FAST, "originals": "archive"})
+    write_image(daemon.input / "shoot" / "a.png", subject_image(60, 80, (20, 15, 60, 45)))
+    daemon.start()
+    daemon.wait_for(lambda: (daemon.archive / "shoot" / "a.png").exists(), what="archived original")
+    assert daemon.stop() == 0
+    assert daemon.outputs() == ["shoot/a.png"] and not (daemon.input / "shoot" / "a.png").exists()
+
+
 def _refusal(config: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "daemon", "watch", "--config", str(config)],
@@ -240,7 +256,7 @@ def _refusal(config: Path) -> subprocess.CompletedProcess[str]:
     ],
 )
 def test_start_up_refuses_bad_folders_and_configs_naming_the_problem(
-    tmp_path: Path, torchscript_model: Path, change: dict[str, dict[str, object]], message: str
+    tmp_path: Path, torchscript_model: Path, change: dict[str, dict[str, str]], message: str
 ) -> None:
     daemon = DaemonProcess(tmp_path / "d", model=str(torchscript_model))
     names = {"input": str(daemon.input), "root": str(daemon.root)}
