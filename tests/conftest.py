@@ -60,6 +60,21 @@ class BrightModel:
         return (1.0 / (1.0 + np.exp(-logits))).astype(np.float32)
 
 
+class FakeClock:
+    """A clock the test moves by hand: `clock.now += 5` instead of sleeping."""
+
+    def __init__(self, start: float = 10_000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
 @pytest.fixture(autouse=True)
 def _restore_logging() -> Iterator[None]:
     """`main()` points logging at the (captured) stream of its test; undo that afterwards."""

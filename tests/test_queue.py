@@ -10,24 +10,13 @@ import pytest
 from daemon.errors import ConfigError
 from daemon.queue import Fingerprint, JobQueue
 
+from tests.conftest import FakeClock
+
 P = PurePosixPath
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-def queue(tmp_path: Path, clock: Clock) -> JobQueue:
+def queue(tmp_path: Path, clock: FakeClock) -> JobQueue:
     return JobQueue(tmp_path / "state" / "queue.sqlite3", clock=clock)
 
 
@@ -56,7 +45,7 @@ def test_jobs_left_running_by_a_dead_process_go_back_to_pending_with_their_attem
 
 
 def test_a_retry_waits_for_its_time_and_transient_errors_do_not_count_as_crashes(
-    queue: JobQueue, clock: Clock
+    queue: JobQueue, clock: FakeClock
 ) -> None:
     queue.offer(P("a.jpg"), FP)
     job = queue.claim()

@@ -12,7 +12,8 @@ import pytest
 from daemon.cli import main
 from daemon.outputs import Folders
 from daemon.queue import JobQueue
-from tests.test_worker import Clock, add, drain, make_worker
+from tests.conftest import FakeClock
+from tests.test_worker import add, drain, make_worker
 
 
 @pytest.fixture
@@ -23,8 +24,7 @@ def filled(tmp_path: Path) -> tuple[Folders, list[str]]:
     )
     for path in (folders.input, folders.output, folders.quarantine, folders.state):
         path.mkdir()
-    clock = Clock()
-    clock.now = time.time()
+    clock = FakeClock(time.time())
     queue = JobQueue(folders.state / "queue.sqlite3", clock=clock)
     add(folders, queue, "good.jpg")
     add(folders, queue, "sub/dark.png", np.full((100, 100, 3), 20, np.uint8))

@@ -12,22 +12,9 @@ import pytest
 
 from daemon.queue import Fingerprint, JobQueue
 from daemon.watch import Settler, is_candidate_name, reconcile, start_observer
-from tests.conftest import subject_image, write_image
+from tests.conftest import FakeClock, subject_image, write_image
 
 P = PurePosixPath
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
 
 
 @pytest.fixture
@@ -42,7 +29,7 @@ def queue(tmp_path: Path) -> JobQueue:
 
 
 @pytest.fixture
-def settler(hot: Path, queue: JobQueue, clock: Clock) -> Settler:
+def settler(hot: Path, queue: JobQueue, clock: FakeClock) -> Settler:
     return Settler(root=hot, queue=queue, settle_seconds=1.0, incomplete_timeout=30.0, clock=clock, on_queued=lambda: None)
 
 
@@ -51,7 +38,7 @@ def _jpeg_bytes(tmp_path: Path) -> bytes:
 
 
 def test_a_file_written_in_chunks_is_queued_once_after_the_last_chunk(
-    tmp_path: Path, hot: Path, queue: JobQueue, settler: Settler, clock: Clock
+    tmp_path: Path, hot: Path, queue: JobQueue, settler: Settler, clock: FakeClock
 ) -> None:
     data = _jpeg_bytes(tmp_path)
     target = hot / "slow.jpg"
@@ -71,7 +58,7 @@ def test_a_file_written_in_chunks_is_queued_once_after_the_last_chunk(
 
 
 def test_an_unchanged_but_incomplete_jpeg_waits_then_is_queued_after_the_timeout(
-    tmp_path: Path, hot: Path, queue: JobQueue, settler: Settler, clock: Clock
+    tmp_path: Path, hot: Path, queue: JobQueue, settler: Settler, clock: FakeClock
 ) -> None:
     (hot / "half.jpg").write_bytes(_jpeg_bytes(tmp_path)[:2000])
     settler.hint(P("half.jpg"))
@@ -84,7 +71,7 @@ def test_an_unchanged_but_incomplete_jpeg_waits_then_is_queued_after_the_timeout
     assert queue.get(P("half.jpg")) is not None  # the worker will quarantine it as truncated
 
 
-def test_a_file_that_disappears_while_settling_is_forgotten(hot: Path, settler: Settler, clock: Clock) -> None:
+def test_a_file_that_disappears_while_settling_is_forgotten(hot: Path, settler: Settler, clock: FakeClock) -> None:
     (hot / "gone.png").write_bytes(b"x")
     settler.hint(P("gone.png"))
     settler.run_once()
@@ -113,7 +100,7 @@ def test_temp_hidden_and_non_image_names_are_ignored(name: str, expected: bool) 
 
 
 def test_reconcile_hints_new_and_changed_files_but_not_done_ones(
-    tmp_path: Path, hot: Path, queue: JobQueue, settler: Settler, clock: Clock
+    tmp_path: Path, hot: Path, queue: JobQueue, settler: Settler, clock: FakeClock
 ) -> None:
     data = _jpeg_bytes(tmp_path)
     for rel in ("a.jpg", "sub/b.jpg"):

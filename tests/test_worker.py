@@ -16,18 +16,10 @@ from daemon.queue import Fingerprint, JobQueue
 from daemon.settings import OriginalsPolicy, QueueSettings
 from daemon.status import retry
 from daemon.worker import Worker, backoff
-from tests.conftest import BrightModel, subject_image, write_image
+from tests.conftest import BrightModel, FakeClock, subject_image, write_image
 
 P = PurePosixPath
 BOX = (100, 80, 300, 220)
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 10_000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture
@@ -42,17 +34,12 @@ def folders(tmp_path: Path) -> Folders:
 
 
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-def queue(folders: Folders, clock: Clock) -> JobQueue:
+def queue(folders: Folders, clock: FakeClock) -> JobQueue:
     return JobQueue(folders.state / "queue.sqlite3", clock=clock)
 
 
 def make_worker(
-    folders: Folders, queue: JobQueue, clock: Clock, *, model: object | None = None,
+    folders: Folders, queue: JobQueue, clock: FakeClock, *, model: object | None = None,
     policy: OriginalsPolicy = "keep", in_flight: int = 3,
 ) -> Worker:
     return Worker(
@@ -80,7 +67,7 @@ def drain(worker: Worker, queue: JobQueue, *, rounds: int = 200) -> None:
 
 
 def test_good_files_become_outputs_and_bad_ones_land_in_quarantine_with_a_reason(
-    folders: Folders, queue: JobQueue, clock: Clock
+    folders: Folders, queue: JobQueue, clock: FakeClock
 ) -> None:
     add(folders, queue, "shoot/a.jpg")
     add(folders, queue, "dark.png", np.full((200, 200, 3), 20, np.uint8))
@@ -101,7 +88,7 @@ def test_good_files_become_outputs_and_bad_ones_land_in_quarantine_with_a_reason
 
 
 def test_the_pipelined_worker_writes_the_same_bytes_as_process_image(
-    folders: Folders, queue: JobQueue, clock: Clock, tmp_path: Path
+    folders: Folders, queue: JobQueue, clock: FakeClock, tmp_path: Path
 ) -> None:
     rng = np.random.default_rng(7)
     for index in range(6):
@@ -117,7 +104,7 @@ def test_the_pipelined_worker_writes_the_same_bytes_as_process_image(
 
 
 def test_a_missing_output_folder_is_retried_with_backoff_and_then_succeeds(
-    folders: Folders, queue: JobQueue, clock: Clock
+    folders: Folders, queue: JobQueue, clock: FakeClock
 ) -> None:
     add(folders, queue, "a.jpg")
     folders.output.rmdir()
@@ -149,7 +136,7 @@ class ExplodingModel:
 
 
 def test_an_unexpected_error_is_retried_then_quarantined_and_the_worker_keeps_going(
-    folders: Folders, queue: JobQueue, clock: Clock
+    folders: Folders, queue: JobQueue, clock: FakeClock
 ) -> None:
     add(folders, queue, "a.jpg")
     model = ExplodingModel()
@@ -164,7 +151,7 @@ def test_an_unexpected_error_is_retried_then_quarantined_and_the_worker_keeps_go
 
 
 def test_a_file_that_killed_the_process_max_attempts_times_is_quarantined_unrun(
-    folders: Folders, queue: JobQueue, clock: Clock
+    folders: Folders, queue: JobQueue, clock: FakeClock
 ) -> None:
     add(folders, queue, "poison.jpg")
     for _ in range(3):  # three starts that never came back
@@ -181,7 +168,7 @@ def test_a_file_that_killed_the_process_max_attempts_times_is_quarantined_unrun(
 
 @pytest.mark.parametrize("policy", ["archive", "delete"])
 def test_originals_are_archived_or_deleted_only_after_the_output_exists(
-    folders: Folders, queue: JobQueue, clock: Clock, policy: OriginalsPolicy
+    folders: Folders, queue: JobQueue, clock: FakeClock, policy: OriginalsPolicy
 ) -> None:
     add(folders, queue, "sub/a.jpg")
     worker = make_worker(folders, queue, clock, policy=policy)
@@ -192,7 +179,7 @@ def test_originals_are_archived_or_deleted_only_after_the_output_exists(
 
 
 def test_a_file_removed_before_processing_is_recorded_as_vanished(
-    folders: Folders, queue: JobQueue, clock: Clock
+    folders: Folders, queue: JobQueue, clock: FakeClock
 ) -> None:
     add(folders, queue, "a.jpg").unlink()
     worker = make_worker(folders, queue, clock)
@@ -214,7 +201,7 @@ class FlakyModel(BrightModel):
 
 
 def test_retry_sends_a_quarantined_file_back_and_success_removes_its_error_file(
-    folders: Folders, queue: JobQueue, clock: Clock
+    folders: Folders, queue: JobQueue, clock: FakeClock
 ) -> None:
     add(folders, queue, "sub/a.jpg")
     model = FlakyModel()
@@ -231,7 +218,7 @@ def test_retry_sends_a_quarantined_file_back_and_success_removes_its_error_file(
 
 
 def test_a_retried_file_that_fails_again_returns_to_its_quarantine_place(
-    folders: Folders, queue: JobQueue, clock: Clock
+    folders: Folders, queue: JobQueue, clock: FakeClock
 ) -> None:
     add(folders, queue, "a.jpg")
     worker = make_worker(folders, queue, clock, model=FlakyModel())
@@ -243,7 +230,7 @@ def test_a_retried_file_that_fails_again_returns_to_its_quarantine_place(
 
 
 def test_closing_puts_prefetched_jobs_back_without_counting_them(
-    folders: Folders, queue: JobQueue, clock: Clock
+    folders: Folders, queue: JobQueue, clock: FakeClock
 ) -> None:
     for index in range(3):
         add(folders, queue, f"{index}.jpg")
