@@ -18,7 +18,8 @@ from tqdm import tqdm
 
 from daemon.errors import JobError
 from daemon.layout import iter_inputs, plan_outputs
-from daemon.pipeline import MatteModel, PipelineParams, process_image
+from daemon.pipeline import ImageOptions, MatteModel, PipelineParams, process_image
+from daemon.pipeline.pipeline import DEFAULTS
 
 log = structlog.get_logger("cutout.process")
 
@@ -55,6 +56,7 @@ def run_batch(
     model: MatteModel,
     params: PipelineParams,
     progress: bool,
+    options: ImageOptions = DEFAULTS,
     clock: Callable[[], float] = time.perf_counter,
 ) -> BatchReport:
     """Process every input under `input_dir` into `output_dir`; never stops on a bad file."""
@@ -62,7 +64,8 @@ def run_batch(
     report = BatchReport()
     start = clock()
     for rel in tqdm(sorted(plan), unit="img", disable=not progress, dynamic_ncols=True):
-        _process_one(rel, plan[rel], input_dir=input_dir, output_dir=output_dir, model=model, params=params, report=report)
+        _process_one(rel, plan[rel], input_dir=input_dir, output_dir=output_dir, model=model, params=params,
+                     options=options, report=report)
     report.seconds = clock() - start
     return report
 
@@ -75,17 +78,19 @@ def _process_one(
     output_dir: Path,
     model: MatteModel,
     params: PipelineParams,
+    options: ImageOptions,
     report: BatchReport,
 ) -> None:
     try:
-        result = process_image(input_dir / rel, model=model, params=params, output=output_dir / out_rel)
+        result = process_image(input_dir / rel, model=model, params=params, options=options, output=output_dir / out_rel)
     except Exception as exc:  # one bad file is reported, never fatal to the batch
         reason, message = describe_failure(exc)
         report.failed.append(Failure(rel, reason, message))
         log.warning("image_failed", path=str(rel), reason=reason, message=message, traceback=_trace(exc))
         return
     report.done.append(rel)
-    log.info("image_done", path=str(rel), output=str(out_rel), timings=_rounded(result.timings))
+    log.info("image_done", path=str(rel), output=str(out_rel), timings=_rounded(result.timings),
+             notes=list(result.cutout.notes))
 
 
 def _trace(exc: BaseException) -> str | None:

@@ -32,7 +32,7 @@ from daemon.errors import ConfigError
 from daemon.outputs import Folders, apply_originals_policy
 from daemon.pipeline import MatteModel
 from daemon.queue import JobQueue
-from daemon.settings import Settings
+from daemon.settings import Settings, image_options
 from daemon.watch import Settler, reconcile, start_observer
 from daemon.worker import Worker
 
@@ -156,6 +156,7 @@ class Daemon:
             policy=self.settings.originals,
             in_flight=worker.in_flight,
             cpu_threads=worker.cpu_threads or os.cpu_count() or 2,
+            options=image_options(self.settings),
             clock=self.clock,
         )
 

@@ -19,6 +19,7 @@ import yaml
 from daemon.errors import ConfigError
 from daemon.pipeline.constants import PipelineParams
 from daemon.pipeline.model import DEFAULT_MODEL, DeviceName
+from daemon.pipeline.source import BitDepth, ImageOptions
 
 T = TypeVar("T")
 OriginalsPolicy = Literal["keep", "archive", "delete"]
@@ -73,6 +74,27 @@ class WorkerSettings:
 
 
 @dataclass(frozen=True, kw_only=True)
+class ColorSettings:
+    convert_to_srgb: bool = False
+    """False: embed the source's ICC profile unchanged. True: convert pixels to sRGB and tag sRGB."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class OutputSettings:
+    bit_depth: BitDepth = 8
+    """8 (the seed), or `source`: a 16-bit input gives a 16-bit RGBA PNG."""
+    keep_metadata: bool = False
+    """Copy EXIF (orientation reset to 1), XMP and capture time into the PNG."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class LimitsSettings:
+    max_pixels: int = 120_000_000
+    """Larger images are quarantined as too_large before they are decoded."""
+    max_file_bytes: int = 1_000_000_000
+
+
+@dataclass(frozen=True, kw_only=True)
 class LoggingSettings:
     level: LogLevel = "info"
     format: LogFormat = "auto"
@@ -90,6 +112,9 @@ class Settings:
     watch: WatchSettings = field(default_factory=WatchSettings)
     queue: QueueSettings = field(default_factory=QueueSettings)
     worker: WorkerSettings = field(default_factory=WorkerSettings)
+    color: ColorSettings = field(default_factory=ColorSettings)
+    output: OutputSettings = field(default_factory=OutputSettings)
+    limits: LimitsSettings = field(default_factory=LimitsSettings)
     logging: LoggingSettings = field(default_factory=LoggingSettings)
     originals: OriginalsPolicy = "keep"
 
@@ -193,6 +218,8 @@ _POSITIVE = (
     "worker.in_flight",
     "pipeline.target_size",
     "logging.max_bytes",
+    "limits.max_pixels",
+    "limits.max_file_bytes",
 )
 _NON_NEGATIVE = (
     "worker.cpu_threads",
@@ -232,4 +259,19 @@ def validate(settings: Settings) -> Settings:
             raise ConfigError(f"{key}: must be between {low} and {high}, got {lookup(settings, key)!r}")
     if any(s <= 0 for s in settings.pipeline.imagenet_std):
         raise ConfigError("pipeline.imagenet_std: every value must be greater than 0")
+    if settings.color.convert_to_srgb and settings.output.bit_depth == "source":
+        raise ConfigError(
+            "color.convert_to_srgb: true needs output.bit_depth: 8 (the sRGB conversion is done in 8 bits)"
+        )
     return settings
+
+
+def image_options(settings: Settings) -> ImageOptions:
+    """The reading and output choices the pipeline needs, from their three sections."""
+    return ImageOptions(
+        convert_to_srgb=settings.color.convert_to_srgb,
+        bit_depth=settings.output.bit_depth,
+        keep_metadata=settings.output.keep_metadata,
+        max_pixels=settings.limits.max_pixels,
+        max_file_bytes=settings.limits.max_file_bytes,
+    )

@@ -31,7 +31,8 @@ from daemon.outputs import (
     quarantine_file,
     write_output,
 )
-from daemon.pipeline import MatteModel, PipelineParams, Prepared, StageTimer, finish, prepare
+from daemon.pipeline import ImageOptions, MatteModel, PipelineParams, Prepared, StageTimer, finish, prepare
+from daemon.pipeline.pipeline import DEFAULTS
 from daemon.pipeline.preprocess import FloatArray
 from daemon.queue import Fingerprint, Job, JobQueue
 from daemon.settings import OriginalsPolicy, QueueSettings
@@ -66,9 +67,11 @@ class Worker:
         policy: OriginalsPolicy,
         in_flight: int,
         cpu_threads: int,
+        options: ImageOptions = DEFAULTS,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.model, self.params, self.folders, self.queue = model, params, folders, queue
+        self.options = options
         self.queue_settings, self.policy, self.clock = queue_settings, policy, clock
         self.in_flight = in_flight
         self.wake = threading.Event()
@@ -112,7 +115,9 @@ class Worker:
     def _start(self, job: Job) -> _Claimed:
         timer = StageTimer()
         fingerprint = _fingerprint(self.folders, job)
-        future = self._pool.submit(prepare, self.folders.input / job.source, params=self.params, timer=timer)
+        future = self._pool.submit(
+            prepare, self.folders.input / job.source, params=self.params, timer=timer, options=self.options
+        )
         return _Claimed(job, fingerprint, future, timer)
 
     def _gave_up(self, job: Job) -> bool:
@@ -135,7 +140,7 @@ class Worker:
         except BaseException as exc:
             self._settle_failure(claimed, exc)
             return
-        self._log(claimed, "done", output=str(written), size=f"{cutout.width}x{cutout.height}")
+        self._log(claimed, "done", output=str(written), size=f"{cutout.width}x{cutout.height}", notes=list(cutout.notes))
         self._release()
 
     def _record_done(self, claimed: _Claimed, sha256: str) -> None:

@@ -68,7 +68,9 @@ def test_truncation_names_the_format_and_ignores_other_formats() -> None:
         (".hidden.jpg", False),
         ("._a.jpg", False),
         ("notes.txt", False),
-        ("raw.CR3", False),
+        ("raw.CR3", True),  # taken, to be refused with the export step
+        ("iphone.HEIC", True),
+        ("anim.gif", True),
         ("jpg", False),
     ],
 )

@@ -16,11 +16,13 @@ from daemon.pipeline.model import (
     load_model,
     parse_model_spec,
 )
+from daemon.pipeline.source import ImageOptions
 from daemon.pipeline.pipeline import Cutout, Prepared, ProcessResult, StageTimer, finish, prepare, process_image
 
 __all__ = [
     "DEFAULT_MODEL",
     "Cutout",
+    "ImageOptions",
     "LoadedModel",
     "MatteModel",
     "ModelSpec",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import cv2
 import numpy as np
@@ -10,7 +11,9 @@ import numpy.typing as npt
 
 from daemon.errors import NoForeground
 from daemon.pipeline.postprocess import matte_to_uint8
+from daemon.pipeline import pngchunks
 from daemon.pipeline.preprocess import FloatArray, RGBImage
+from daemon.pipeline.source import SourceImage
 
 RGBAImage = npt.NDArray[np.uint8]
 
@@ -63,8 +66,42 @@ def compose_rgba(rgb: RGBImage, matte: FloatArray, *, box: CropBox) -> RGBAImage
     return np.dstack((rgb_crop, alpha))
 
 
-def encode_png(rgba: RGBAImage, *, compression: int) -> bytes:
-    """Lossless RGBA PNG bytes (OpenCV's encoder wants BGRA)."""
+def compose_rgba16(rgb: npt.NDArray[np.uint16], matte: FloatArray, *, box: CropBox) -> npt.NDArray[np.uint16]:
+    """16-bit colour kept at full precision, alpha scaled to 16 bits."""
+    rgb_crop = rgb[box.top : box.bottom, box.left : box.right]
+    scaled = np.clip(matte[box.top : box.bottom, box.left : box.right] * np.float32(65535.0) + np.float32(0.5), 0, 65535)
+    return np.dstack((rgb_crop, scaled.astype(np.uint16)))
+
+
+def combine_alpha(matte: FloatArray, source_alpha: FloatArray | None) -> FloatArray:
+    """Existing transparency is kept: the output alpha is the lower of the two."""
+    return matte if source_alpha is None else np.minimum(matte, source_alpha)
+
+
+def metadata_chunks(source: SourceImage) -> list[bytes]:
+    """The colour tag, then EXIF, XMP and capture time when they are to be kept."""
+    chunks = [pngchunks.iccp(source.icc_profile)] if source.icc_profile else []
+    chunks += [pngchunks.srgb()] if source.srgb else []
+    meta = source.metadata
+    chunks += [pngchunks.exif(meta.exif)] if meta.exif else []
+    chunks += [pngchunks.xmp(meta.xmp)] if meta.xmp else []
+    chunks += [pngchunks.text("Creation Time", meta.capture_time)] if meta.capture_time else []
+    return chunks
+
+
+def encode_cutout(source: SourceImage, matte: FloatArray, *, box: CropBox, compression: int) -> bytes:
+    """The cropped cutout at the source's kept depth, with its profile and metadata."""
+    if source.deep is not None:
+        pixels: npt.NDArray[np.unsignedinteger[Any]] = compose_rgba16(source.deep, matte, box=box)
+    else:
+        pixels = compose_rgba(source.rgb, matte, box=box)
+    png = encode_png(pixels, compression=compression)
+    chunks = metadata_chunks(source)
+    return pngchunks.insert_after_header(png, chunks) if chunks else png
+
+
+def encode_png(rgba: npt.NDArray[np.unsignedinteger[Any]], *, compression: int) -> bytes:
+    """Lossless RGBA PNG bytes, 8 or 16 bits per channel (OpenCV's encoder wants BGRA)."""
     bgra = cv2.cvtColor(rgba, cv2.COLOR_RGBA2BGRA)
     ok, encoded = cv2.imencode(".png", bgra, [cv2.IMWRITE_PNG_COMPRESSION, compression])
     if not ok:

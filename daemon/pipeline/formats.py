@@ -12,7 +12,14 @@ from __future__ import annotations
 
 import re
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp"})
+IMAGE_SUFFIXES = frozenset(
+    {".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp", ".gif", ".heic", ".heif", ".hif"}
+)
+RAW_SUFFIXES = frozenset(
+    {".cr2", ".cr3", ".crw", ".nef", ".nrw", ".arw", ".srf", ".sr2", ".dng", ".raf", ".orf", ".rw2",
+     ".pef", ".srw", ".3fr", ".fff", ".iiq", ".erf", ".mos", ".mrw", ".x3f", ".rwl"}
+)
+"""Camera RAW files: taken as inputs only to be refused with the export step to take instead."""
 
 JPEG_SIGNATURE = b"\xff\xd8"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -60,8 +67,8 @@ def truncation(data: bytes) -> str | None:
 
 
 def is_image_name(name: str) -> bool:
-    """An image by extension (any case), and not a hidden or AppleDouble (`._x`) file."""
+    """An image (or RAW) by extension, any case, and not a hidden or AppleDouble (`._x`) file."""
     if name.startswith("."):
         return False
     dot = name.rfind(".")
-    return dot > 0 and name[dot:].lower() in IMAGE_SUFFIXES
+    return dot > 0 and name[dot:].lower() in IMAGE_SUFFIXES | RAW_SUFFIXES

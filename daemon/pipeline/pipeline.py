@@ -17,11 +17,14 @@ from pathlib import Path
 
 from daemon.atomic import write_atomic
 from daemon.errors import NoForeground
-from daemon.pipeline.composite import CropBox, compose_rgba, crop_box, encode_png, foreground_fraction
+from daemon.pipeline.composite import CropBox, combine_alpha, crop_box, encode_cutout, foreground_fraction
 from daemon.pipeline.constants import PipelineParams
 from daemon.pipeline.inference import MatteModel
 from daemon.pipeline.postprocess import postprocess
-from daemon.pipeline.preprocess import FloatArray, PadMeta, RGBImage, decode_image, normalize, read_file, resize_and_pad
+from daemon.pipeline.preprocess import FloatArray, PadMeta, normalize, read_file, resize_and_pad
+from daemon.pipeline.source import ImageOptions, SourceImage, read_source
+
+DEFAULTS = ImageOptions()
 
 STAGES = ("load", "preprocess", "inference", "postprocess", "composite", "save")
 
@@ -45,7 +48,7 @@ class StageTimer:
 class Prepared:
     """An image decoded and turned into the model's input."""
 
-    rgb: RGBImage
+    source: SourceImage
     batch: FloatArray
     meta: PadMeta
     sha256: str
@@ -61,6 +64,8 @@ class Cutout:
     height: int
     box: CropBox
     foreground_fraction: float
+    notes: tuple[str, ...] = ()
+    """What was worth knowing about the input (animated, EXIF ignored, ...)."""
 
 
 @dataclass(frozen=True)
@@ -69,15 +74,15 @@ class ProcessResult:
     timings: dict[str, float]
 
 
-def prepare(path: Path, *, params: PipelineParams, timer: StageTimer) -> Prepared:
-    """Stages 1-3: load, resize + pad, normalise."""
+def prepare(path: Path, *, params: PipelineParams, timer: StageTimer, options: ImageOptions = DEFAULTS) -> Prepared:
+    """Stages 1-3: load (upright, with profile and metadata), resize + pad, normalise."""
     with timer.stage("load"):
-        data = read_file(path)
-        rgb = decode_image(data)
+        data = read_file(path, max_bytes=options.max_file_bytes)
+        source = read_source(data, name=path.name, options=options)
     with timer.stage("preprocess"):
-        padded, meta = resize_and_pad(rgb, params=params)
+        padded, meta = resize_and_pad(source.rgb, params=params)
         batch = normalize(padded, params=params)
-    return Prepared(rgb, batch, meta, hashlib.sha256(data).hexdigest())
+    return Prepared(source, batch, meta, hashlib.sha256(data).hexdigest())
 
 
 def check_foreground(matte: FloatArray, *, params: PipelineParams) -> float:
@@ -94,13 +99,12 @@ def check_foreground(matte: FloatArray, *, params: PipelineParams) -> float:
 def finish(prepared: Prepared, matte: FloatArray, *, params: PipelineParams, timer: StageTimer) -> Cutout:
     """Stages 5-6: restore and clean the matte, check it, crop and encode."""
     with timer.stage("postprocess"):
-        full = postprocess(matte, meta=prepared.meta, params=params)
+        full = combine_alpha(postprocess(matte, meta=prepared.meta, params=params), prepared.source.alpha)
         fraction = check_foreground(full, params=params)
     with timer.stage("composite"):
         box = crop_box(full, threshold=params.alpha_threshold, padding=params.crop_padding)
-        rgba = compose_rgba(prepared.rgb, full, box=box)
-        png = encode_png(rgba, compression=params.png_compression)
-    return Cutout(png, box.width, box.height, box, fraction)
+        png = encode_cutout(prepared.source, full, box=box, compression=params.png_compression)
+    return Cutout(png, box.width, box.height, box, fraction, prepared.source.notes)
 
 
 def process_image(
@@ -108,12 +112,13 @@ def process_image(
     *,
     model: MatteModel,
     params: PipelineParams | None = None,
+    options: ImageOptions = DEFAULTS,
     output: Path | None = None,
 ) -> ProcessResult:
     """The whole seed pipeline for one file; writes `output` atomically when given."""
     params = params or PipelineParams()
     timer = StageTimer()
-    prepared = prepare(path, params=params, timer=timer)
+    prepared = prepare(path, params=params, timer=timer, options=options)
     with timer.stage("inference"):
         matte = model.predict(prepared.batch)
     cutout = finish(prepared, matte, params=params, timer=timer)

@@ -9,9 +9,10 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from daemon.errors import Truncated, Undecodable, Vanished, from_os_error
+from daemon.errors import TooLarge, Truncated, Undecodable, Vanished, from_os_error
 from daemon.pipeline.constants import PipelineParams
 from daemon.pipeline.formats import truncation
+from daemon.pipeline.source import ImageOptions, SourceImage, read_source
 
 RGBImage = npt.NDArray[np.uint8]
 """(H, W, 3) uint8, RGB order."""
@@ -31,9 +32,12 @@ class PadMeta:
     scale: float
 
 
-def read_file(path: Path) -> bytes:
-    """The file's bytes, refusing empty and incomplete JPEG/PNG files."""
+def read_file(path: Path, *, max_bytes: int | None = None) -> bytes:
+    """The file's bytes, refusing oversized, empty and incomplete JPEG/PNG files."""
     try:
+        size = path.stat().st_size
+        if max_bytes is not None and size > max_bytes:
+            raise TooLarge(f"file is {size / 1e6:.0f} MB, above limits.max_file_bytes ({max_bytes / 1e6:.0f} MB)")
         data = path.read_bytes()
     except FileNotFoundError as exc:
         raise Vanished("the file disappeared before it could be read") from exc
@@ -46,17 +50,15 @@ def read_file(path: Path) -> bytes:
     return data
 
 
-def decode_image(data: bytes) -> RGBImage:
-    """Decode like the seed's `cv2.imread(IMREAD_COLOR)` + BGR->RGB, from bytes."""
-    bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-    if bgr is None or bgr.size == 0:
-        raise Undecodable("not a readable image (OpenCV could not decode it)")
-    return np.ascontiguousarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), dtype=np.uint8)
+def load_source(path: Path, *, options: ImageOptions | None = None) -> SourceImage:
+    """Stage 1: the file at `path`, upright, with its profile, depth, alpha and metadata."""
+    options = options or ImageOptions()
+    return read_source(read_file(path, max_bytes=options.max_file_bytes), name=path.name, options=options)
 
 
 def load_image(path: Path) -> RGBImage:
-    """Stage 1: the image at `path` as (H, W, 3) uint8 RGB."""
-    return decode_image(read_file(path))
+    """Stage 1 as the seed has it: (H, W, 3) uint8 RGB."""
+    return load_source(path).rgb
 
 
 def pad_meta(orig_h: int, orig_w: int, *, target: int) -> PadMeta:

@@ -1,0 +1,306 @@
+"""Reading a photographer's file: upright pixels, its colour profile, depth, alpha and metadata.
+
+OpenCV decodes the pixels wherever it can, so that an 8-bit sRGB JPEG gives
+exactly the seed's pixels; Pillow reads the header first (size limits before
+any pixel is decoded, orientation, ICC profile, EXIF, XMP, frames) and decodes
+what OpenCV cannot (CMYK with its profile, GIF, animations, HEIC).
+
+    bytes ─▶ probe (Pillow, header only) ─▶ limits ─▶ decode (OpenCV | Pillow)
+          ─▶ orient (EXIF 1-8) ─▶ colour (keep the profile | convert to sRGB) ─▶ SourceImage
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass, field
+from typing import Literal
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+from PIL import Image, ImageCms, UnidentifiedImageError
+
+from daemon.errors import TooLarge, Undecodable, Unsupported
+from daemon.pipeline.formats import RAW_SUFFIXES
+
+try:  # HEIC/HEIF through the optional `heif` extra
+    from pillow_heif import register_heif_opener
+
+    register_heif_opener()
+    HEIF_AVAILABLE = True
+except ImportError:
+    HEIF_AVAILABLE = False
+
+# Our own limit (ImageOptions.max_pixels) is checked from the header before decoding;
+# Pillow's global bomb check would otherwise refuse or warn on 100 MP medium-format files.
+Image.MAX_IMAGE_PIXELS = None
+
+BitDepth = Literal[8, "source"]
+UInt8Array = npt.NDArray[np.uint8]
+UInt16Array = npt.NDArray[np.uint16]
+AlphaArray = npt.NDArray[np.float32]
+
+ORIENTATION_TAG = 0x0112
+EXIF_IFD = 0x8769
+DATETIME_ORIGINAL = 0x9003
+_OPENCV_FORMATS = frozenset({"JPEG", "PNG", "TIFF", "WEBP", "BMP", "MPO"})
+_OPENCV_MODES = frozenset({"1", "L", "LA", "P", "PA", "RGB", "RGBA", "RGBX", "I;16", "I;16B", "I;16L", "I;16N"})
+_SRGB = ImageCms.createProfile("sRGB")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ImageOptions:
+    """How to read inputs and what to keep in the output (config: color, output, limits)."""
+
+    convert_to_srgb: bool = False
+    bit_depth: BitDepth = 8
+    keep_metadata: bool = False
+    max_pixels: int = 120_000_000
+    max_file_bytes: int = 1_000_000_000
+
+
+@dataclass(frozen=True)
+class Metadata:
+    """What the output PNG carries besides pixels (EXIF orientation already reset to 1)."""
+
+    exif: bytes | None = None
+    xmp: bytes | None = None
+    capture_time: str | None = None
+
+
+@dataclass(frozen=True)
+class SourceImage:
+    rgb: UInt8Array
+    """(H, W, 3) upright 8-bit RGB: what the model sees and, at 8 bits, the output colours."""
+    deep: UInt16Array | None = None
+    """(H, W, 3) upright 16-bit RGB when the output keeps the source depth."""
+    alpha: AlphaArray | None = None
+    """(H, W) the source's own transparency in [0, 1], if it has any."""
+    icc_profile: bytes | None = None
+    """The profile to embed unchanged; None with `srgb` after a conversion."""
+    srgb: bool = False
+    metadata: Metadata = field(default_factory=Metadata)
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class _Header:
+    format: str
+    mode: str
+    width: int
+    height: int
+    frames: int
+    icc_profile: bytes | None
+    orientation: int
+    metadata: Metadata
+    notes: tuple[str, ...]
+
+
+# --- Probe ----------------------------------------------------------------------------
+def _open(data: bytes) -> Image.Image:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Pillow warns on odd headers; the decode decides
+            return Image.open(io.BytesIO(data))
+    except UnidentifiedImageError as exc:
+        raise Undecodable("not a readable image (unknown or damaged format)") from exc
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise Undecodable(f"not a readable image: {exc}") from exc
+
+
+def _exif(image: Image.Image) -> tuple[Image.Exif | None, str | None]:
+    """The EXIF block, or None and why, for a broken one (never fatal)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return image.getexif(), None
+    except Exception as exc:  # a corrupt EXIF block must never fail the image
+        return None, f"EXIF block unreadable, ignored ({type(exc).__name__})"
+
+
+def _orientation(exif: Image.Exif | None) -> int:
+    value = exif.get(ORIENTATION_TAG, 1) if exif is not None else 1
+    return value if isinstance(value, int) and 1 <= value <= 8 else 1
+
+
+def _metadata(image: Image.Image, exif: Image.Exif | None) -> tuple[Metadata, str | None]:
+    xmp = image.info.get("xmp") or image.info.get("XML:com.adobe.xmp")
+    xmp_bytes = xmp.encode() if isinstance(xmp, str) else xmp if isinstance(xmp, bytes) else None
+    if exif is None or len(exif) == 0:
+        return Metadata(xmp=xmp_bytes), None
+    try:
+        capture = exif.get_ifd(EXIF_IFD).get(DATETIME_ORIGINAL)
+        exif[ORIENTATION_TAG] = 1  # the pixels are made upright: the tag must not rotate them again
+        raw = exif.tobytes()
+    except Exception as exc:  # unserialisable EXIF: keep the image, drop the block
+        return Metadata(xmp=xmp_bytes), f"EXIF not copied ({type(exc).__name__})"
+    return Metadata(exif=raw.removeprefix(b"Exif\x00\x00"), xmp=xmp_bytes, capture_time=_iso(capture)), None
+
+
+def _iso(value: object) -> str | None:
+    """EXIF 'YYYY:MM:DD HH:MM:SS' as 'YYYY-MM-DDTHH:MM:SS'."""
+    if not isinstance(value, str) or len(value) < 19:
+        return None
+    return value[:10].replace(":", "-") + "T" + value[11:19]
+
+
+def probe(data: bytes) -> _Header:
+    """Everything but the pixels, from the header."""
+    image = _open(data)
+    exif, exif_note = _exif(image)
+    metadata, metadata_note = _metadata(image, exif)
+    return _Header(
+        format=image.format or "",
+        mode=image.mode,
+        width=image.width,
+        height=image.height,
+        frames=getattr(image, "n_frames", 1),
+        icc_profile=image.info.get("icc_profile") or None,
+        orientation=_orientation(exif),
+        metadata=metadata,
+        notes=tuple(note for note in (exif_note, metadata_note) if note),
+    )
+
+
+def check_limits(header: _Header, *, options: ImageOptions) -> None:
+    """Refuse decompression bombs from the header alone."""
+    pixels = header.width * header.height
+    if pixels > options.max_pixels:
+        raise TooLarge(
+            f"{header.width}x{header.height} is {pixels / 1e6:.0f} MP, above limits.max_pixels "
+            f"({options.max_pixels / 1e6:.0f} MP); it was not decoded"
+        )
+
+
+def check_name(name: str) -> None:
+    """RAW camera files are refused by name, with the export step to take instead."""
+    suffix = name[name.rfind(".") :].lower() if "." in name else ""
+    if suffix in RAW_SUFFIXES:
+        raise Unsupported(
+            f"{suffix} is a camera RAW file, which cannot be cut out directly: export it as JPEG or "
+            "TIFF (Capture One: Export Variants; Lightroom: File > Export) into the hot folder"
+        )
+
+
+# --- Decode ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _Pixels:
+    color: UInt8Array | UInt16Array
+    """(H, W, 3) RGB, uint8 or uint16, as stored (not yet upright)."""
+    alpha: AlphaArray | None
+    converted_to_srgb: bool = False
+
+
+def _split_opencv(decoded: npt.NDArray[np.generic]) -> _Pixels:
+    """OpenCV's gray / gray+alpha / BGR / BGRA arrays as RGB and alpha."""
+    if decoded.ndim == 2:
+        decoded = decoded[..., np.newaxis]
+    channels = decoded.shape[2]
+    color = decoded[..., :1].repeat(3, axis=2) if channels <= 2 else decoded[..., 2::-1]
+    alpha = decoded[..., -1] if channels in (2, 4) else None
+    scale = 65535.0 if decoded.dtype == np.uint16 else 255.0
+    alpha_float = None if alpha is None else (alpha.astype(np.float32) / np.float32(scale))
+    return _Pixels(np.ascontiguousarray(color), alpha_float)
+
+
+def _decode_opencv(data: bytes) -> _Pixels:
+    decoded = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if decoded is None or decoded.size == 0 or decoded.dtype not in (np.uint8, np.uint16):
+        raise Undecodable("not a readable image (OpenCV could not decode it)")
+    return _split_opencv(decoded)
+
+
+def _decode_pillow(data: bytes, header: _Header) -> _Pixels:
+    """First frame, through LittleCMS to sRGB when the colour space is not RGB (CMYK, gray profile)."""
+    image = _open(data)
+    try:
+        image.seek(0)
+        image.load()
+    except (OSError, ValueError, EOFError) as exc:
+        raise Undecodable(f"not a readable image: {exc}") from exc
+    if header.mode == "CMYK" or _profile_space(header.icc_profile) not in (None, "RGB "):
+        return _to_srgb_pixels(image, header.icc_profile)
+    rgba = np.asarray(image.convert("RGBA"))
+    has_alpha = "A" in image.mode or "transparency" in image.info
+    alpha = rgba[..., 3].astype(np.float32) / np.float32(255.0) if has_alpha else None
+    return _Pixels(np.ascontiguousarray(rgba[..., :3]), alpha)
+
+
+def _to_srgb_pixels(image: Image.Image, profile: bytes | None) -> _Pixels:
+    if profile is not None:
+        try:
+            source = ImageCms.ImageCmsProfile(io.BytesIO(profile))
+            converted = ImageCms.profileToProfile(image, source, _SRGB, outputMode="RGB")
+            if converted is not None:
+                return _Pixels(np.asarray(converted, dtype=np.uint8), None, converted_to_srgb=True)
+        except ImageCms.PyCMSError:
+            pass  # a broken profile: fall back to Pillow's plain conversion below
+    return _Pixels(np.asarray(image.convert("RGB"), dtype=np.uint8), None, converted_to_srgb=True)
+
+
+def _profile_space(profile: bytes | None) -> str | None:
+    """The ICC header's data colour space ('RGB ', 'GRAY', 'CMYK'), if there is a profile."""
+    return profile[16:20].decode("latin-1") if profile and len(profile) >= 20 else None
+
+
+def decode_pixels(data: bytes, header: _Header) -> _Pixels:
+    use_opencv = header.format in _OPENCV_FORMATS and header.mode in _OPENCV_MODES and header.frames == 1
+    if use_opencv and _profile_space(header.icc_profile) in (None, "RGB "):
+        return _decode_opencv(data)
+    return _decode_pillow(data, header)
+
+
+# --- Orientation ------------------------------------------------------------------------
+def orient(array: npt.NDArray[np.generic], orientation: int) -> npt.NDArray[np.generic]:
+    """EXIF orientation 1-8 applied to an (H, W, ...) array, so the result is upright."""
+    transposed = np.swapaxes(array, 0, 1)
+    upright = {
+        1: array,
+        2: array[:, ::-1],
+        3: array[::-1, ::-1],
+        4: array[::-1],
+        5: transposed,
+        6: transposed[:, ::-1],
+        7: transposed[::-1, ::-1],
+        8: transposed[::-1],
+    }[orientation]
+    return np.ascontiguousarray(upright)
+
+
+# --- Colour -------------------------------------------------------------------------------
+def _convert_rgb_to_srgb(rgb: UInt8Array, profile: bytes) -> UInt8Array | None:
+    try:
+        source = ImageCms.ImageCmsProfile(io.BytesIO(profile))
+        converted = ImageCms.profileToProfile(Image.fromarray(rgb), source, _SRGB, outputMode="RGB")
+    except ImageCms.PyCMSError:
+        return None
+    return None if converted is None else np.asarray(converted, dtype=np.uint8)
+
+
+def _eight_bit(color: UInt8Array | UInt16Array) -> UInt8Array:
+    """16-bit to 8-bit like OpenCV's IMREAD_COLOR (the high byte), so the model input matches."""
+    if color.dtype == np.uint16:
+        return (color >> 8).astype(np.uint8)
+    return color.astype(np.uint8, copy=False)
+
+
+# --- Together -----------------------------------------------------------------------------
+def read_source(data: bytes, *, name: str, options: ImageOptions) -> SourceImage:
+    """The file's bytes as an upright SourceImage, or a JobError that says why not."""
+    check_name(name)
+    header = probe(data)
+    check_limits(header, options=options)
+    pixels = decode_pixels(data, header)
+    notes = header.notes + (("animated: first frame only",) if header.frames > 1 else ())
+    color = orient(pixels.color, header.orientation)
+    alpha = None if pixels.alpha is None else orient(pixels.alpha, header.orientation)
+    rgb = _eight_bit(color)  # type: ignore[arg-type]
+    deep = color if options.bit_depth == "source" and color.dtype == np.uint16 else None
+    icc, srgb = (None, True) if pixels.converted_to_srgb else (header.icc_profile, False)
+    if options.convert_to_srgb and icc is not None:
+        converted = _convert_rgb_to_srgb(rgb, icc)
+        if converted is not None:
+            rgb, icc, srgb, deep = converted, None, True, None
+    metadata = header.metadata if options.keep_metadata else Metadata()
+    return SourceImage(rgb, deep, alpha, icc, srgb, metadata, notes)  # type: ignore[arg-type]
