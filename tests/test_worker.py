@@ -240,3 +240,20 @@ def test_closing_puts_prefetched_jobs_back_without_counting_them(
     assert queue.counts()["pending"] == 3
     job = queue.claim()
     assert job is not None and job.attempts == 1
+
+
+def test_a_decompression_bomb_and_a_raw_file_are_quarantined_with_their_reasons(
+    folders: Folders, queue: JobQueue, clock: FakeClock
+) -> None:
+    from tests.test_photo_files import _png_claiming
+
+    (folders.input / "bomb.png").write_bytes(_png_claiming(100_000, 100_000))
+    (folders.input / "IMG_1.NEF").write_bytes(b"II*\x00" + b"\x00" * 64)
+    for name in ("bomb.png", "IMG_1.NEF"):
+        queue.offer(P(name), Fingerprint.of(folders.input / name))
+    worker = make_worker(folders, queue, clock)
+    drain(worker, queue)
+    worker.close()
+    reasons = {name: json.loads((folders.quarantine / f"{name}.error.json").read_text())["reason"]
+               for name in ("bomb.png", "IMG_1.NEF")}
+    assert reasons == {"bomb.png": "too_large", "IMG_1.NEF": "unsupported"}

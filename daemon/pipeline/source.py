@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import io
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import cv2
@@ -149,6 +149,7 @@ def probe(data: bytes) -> _Header:
     """Everything but the pixels, from the header."""
     image = _open(data)
     exif, exif_note = _exif(image)
+    orientation = _orientation(exif)  # before _metadata, which resets the tag for the copy
     metadata, metadata_note = _metadata(image, exif)
     return _Header(
         format=image.format or "",
@@ -157,7 +158,7 @@ def probe(data: bytes) -> _Header:
         height=image.height,
         frames=getattr(image, "n_frames", 1),
         icc_profile=image.info.get("icc_profile") or None,
-        orientation=_orientation(exif),
+        orientation=orientation,
         metadata=metadata,
         notes=tuple(note for note in (exif_note, metadata_note) if note),
     )
@@ -190,6 +191,8 @@ class _Pixels:
     """(H, W, 3) RGB, uint8 or uint16, as stored (not yet upright)."""
     alpha: AlphaArray | None
     converted_to_srgb: bool = False
+    upright: bool = False
+    """True when the decoder already applied the orientation (OpenCV does for TIFF)."""
 
 
 def _split_opencv(decoded: npt.NDArray[np.generic]) -> _Pixels:
@@ -247,7 +250,9 @@ def _profile_space(profile: bytes | None) -> str | None:
 def decode_pixels(data: bytes, header: _Header) -> _Pixels:
     use_opencv = header.format in _OPENCV_FORMATS and header.mode in _OPENCV_MODES and header.frames == 1
     if use_opencv and _profile_space(header.icc_profile) in (None, "RGB "):
-        return _decode_opencv(data)
+        pixels = _decode_opencv(data)
+        # OpenCV's TIFF decoder orients the image itself, whatever the flags (tested for all 8).
+        return replace(pixels, upright=header.format == "TIFF")
     return _decode_pillow(data, header)
 
 
@@ -293,8 +298,9 @@ def read_source(data: bytes, *, name: str, options: ImageOptions) -> SourceImage
     check_limits(header, options=options)
     pixels = decode_pixels(data, header)
     notes = header.notes + (("animated: first frame only",) if header.frames > 1 else ())
-    color = orient(pixels.color, header.orientation)
-    alpha = None if pixels.alpha is None else orient(pixels.alpha, header.orientation)
+    orientation = 1 if pixels.upright else header.orientation
+    color = orient(pixels.color, orientation)
+    alpha = None if pixels.alpha is None else orient(pixels.alpha, orientation)
     rgb = _eight_bit(color)  # type: ignore[arg-type]
     deep = color if options.bit_depth == "source" and color.dtype == np.uint16 else None
     icc, srgb = (None, True) if pixels.converted_to_srgb else (header.icc_profile, False)
