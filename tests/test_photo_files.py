@@ -152,6 +152,36 @@ def test_a_16_bit_gradient_keeps_its_depth_with_bit_depth_source(tmp_path: Path,
     assert _rgba(_cut(path)).dtype == np.uint8  # the default stays 8-bit, as the seed
 
 
+def _packed_12_bit_tiff(rgb12: npt.NDArray[np.uint16]) -> bytes:
+    """An uncompressed RGB TIFF with 12-bit samples packed MSB-first, as some scanners and backs write."""
+    height, width, _ = rgb12.shape
+    rows = []
+    for row in rgb12.reshape(height, width * 3):
+        bits = int("".join(f"{int(v):012b}" for v in row) + "0" * (-12 * len(row) % 8), 2)
+        rows.append(bits.to_bytes((12 * len(row) + 7) // 8, "big"))
+    pixels = b"".join(rows)
+    entries = [(256, 3, 1, width), (257, 3, 1, height), (258, 3, 3, 0), (259, 3, 1, 1), (262, 3, 1, 2),
+               (273, 4, 1, 0), (277, 3, 1, 3), (278, 3, 1, height), (279, 4, 1, len(pixels)), (284, 3, 1, 1)]
+    bits_at = 8 + 2 + 12 * len(entries) + 4
+    data_at = bits_at + 8
+    ifd = struct.pack("<H", len(entries))
+    for tag, kind, count, value in entries:
+        inline_short = kind == 3 and count == 1  # else the field holds a number or an offset, 4 bytes
+        value = {258: bits_at, 273: data_at}.get(tag, value)
+        ifd += struct.pack("<HHIHH" if inline_short else "<HHII", tag, kind, count, *((value, 0) if inline_short else (value,)))
+    return b"II*\x00" + struct.pack("<I", 8) + ifd + struct.pack("<I", 0) + struct.pack("<4H", 12, 12, 12, 0) + pixels
+
+
+def test_a_12_bit_tiff_is_read_at_full_scale(tmp_path: Path) -> None:
+    rgb12 = np.zeros((300, 400, 3), np.uint16)
+    rgb12[80:220, 100:300] = (4095, 3000, 2000)
+    (tmp_path / "scan.tif").write_bytes(_packed_12_bit_tiff(rgb12))
+    deep = _rgba(_cut(tmp_path / "scan.tif", bit_depth="source"))
+    assert tuple(deep[100, 120, :3]) == (4095 << 4, 3000 << 4, 2000 << 4)  # 12 bits scaled to 16
+    eight = _rgba(_cut(tmp_path / "scan.tif"))
+    assert tuple(eight[100, 120, :3]) == (255, 187, 125) and eight.shape == (240, 300, 4)
+
+
 # --- Colour models and alpha ----------------------------------------------------------------
 def test_grayscale_becomes_rgba_with_grey_colour(tmp_path: Path) -> None:
     gray = subject_image(300, 400, BOX)[..., 1]

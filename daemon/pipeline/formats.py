@@ -11,6 +11,7 @@ chunks.
 from __future__ import annotations
 
 import re
+import struct
 
 IMAGE_SUFFIXES = frozenset(
     {".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp", ".gif", ".heic", ".heif", ".hif"}
@@ -55,6 +56,29 @@ def png_is_complete(data: bytes) -> bool:
             return True
         pos += 12 + length
     return False
+
+
+_TIFF_ORDER = {b"II*\x00": "<", b"MM\x00*": ">"}
+_TIFF_WIDTH, _TIFF_HEIGHT = 256, 257
+
+
+def tiff_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from a TIFF's first IFD, without decoding: for files Pillow cannot open."""
+    order = _TIFF_ORDER.get(data[:4])
+    if order is None or len(data) < 8:
+        return None
+    offset = struct.unpack(order + "I", data[4:8])[0]
+    if offset + 2 > len(data):
+        return None
+    found: dict[int, int] = {}
+    for index in range(struct.unpack(order + "H", data[offset : offset + 2])[0]):
+        entry = data[offset + 2 + 12 * index : offset + 14 + 12 * index]
+        if len(entry) < 12:
+            return None
+        tag, kind = struct.unpack(order + "HH", entry[:4])
+        if tag in (_TIFF_WIDTH, _TIFF_HEIGHT):
+            found[tag] = struct.unpack(order + ("H" if kind == 3 else "I"), entry[8 : 10 if kind == 3 else 12])[0]
+    return (found[_TIFF_WIDTH], found[_TIFF_HEIGHT]) if len(found) == 2 else None
 
 
 def truncation(data: bytes) -> str | None:

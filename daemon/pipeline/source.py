@@ -22,7 +22,7 @@ import numpy.typing as npt
 from PIL import Image, ImageCms, UnidentifiedImageError
 
 from daemon.errors import TooLarge, Undecodable, Unsupported
-from daemon.pipeline.formats import RAW_SUFFIXES
+from daemon.pipeline.formats import RAW_SUFFIXES, tiff_size
 
 try:  # HEIC/HEIF through the optional `heif` extra
     from pillow_heif import register_heif_opener
@@ -145,9 +145,13 @@ def _iso(value: object) -> str | None:
     return value[:10].replace(":", "-") + "T" + value[11:19]
 
 
-def probe(data: bytes) -> _Header:
-    """Everything but the pixels, from the header."""
-    image = _open(data)
+def probe(data: bytes, *, options: ImageOptions) -> _Header:
+    """Everything but the pixels, from the header; the size limit checked on it."""
+    try:
+        image = _open(data)
+    except Undecodable:
+        return _opencv_only(data, options=options)
+    check_limits(image.width, image.height, options=options)
     exif, exif_note = _exif(image)
     orientation = _orientation(exif)  # before _metadata, which resets the tag for the copy
     metadata, metadata_note = _metadata(image, exif)
@@ -164,14 +168,23 @@ def probe(data: bytes) -> _Header:
     )
 
 
-def check_limits(header: _Header, *, options: ImageOptions) -> None:
+def check_limits(width: int, height: int, *, options: ImageOptions) -> None:
     """Refuse decompression bombs from the header alone."""
-    pixels = header.width * header.height
+    pixels = width * height
     if pixels > options.max_pixels:
         raise TooLarge(
-            f"{header.width}x{header.height} is {pixels / 1e6:.0f} MP, above limits.max_pixels "
+            f"{width}x{height} is {pixels / 1e6:.0f} MP, above limits.max_pixels "
             f"({options.max_pixels / 1e6:.0f} MP); it was not decoded"
         )
+
+
+def _opencv_only(data: bytes, *, options: ImageOptions) -> _Header:
+    """A TIFF Pillow cannot read (12-bit packed samples) but OpenCV can: pixels, no metadata."""
+    size = tiff_size(data)
+    if size is None:
+        raise Undecodable("not a readable image (unknown or damaged format)")
+    check_limits(*size, options=options)
+    return _Header("TIFF", "RGB", size[0], size[1], 1, None, 1, Metadata(), ("read by OpenCV only: no metadata",))
 
 
 def check_name(name: str) -> None:
@@ -294,8 +307,7 @@ def _eight_bit(color: UInt8Array | UInt16Array) -> UInt8Array:
 def read_source(data: bytes, *, name: str, options: ImageOptions) -> SourceImage:
     """The file's bytes as an upright SourceImage, or a JobError that says why not."""
     check_name(name)
-    header = probe(data)
-    check_limits(header, options=options)
+    header = probe(data, options=options)
     pixels = decode_pixels(data, header)
     notes = header.notes + (("animated: first frame only",) if header.frames > 1 else ())
     orientation = 1 if pixels.upright else header.orientation
