@@ -6,9 +6,11 @@ says what failed, why, and that the file is still where it was.
 
 from __future__ import annotations
 
+import os
+import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import TextIO
@@ -18,7 +20,9 @@ from tqdm import tqdm
 
 from daemon.errors import JobError
 from daemon.layout import iter_inputs, plan_outputs
-from daemon.pipeline import ImageOptions, MatteModel, PipelineParams, process_image
+from daemon.stages import Stages, Task
+from daemon.atomic import write_atomic
+from daemon.pipeline import Cutout, ImageOptions, MatteModel, PipelineParams, Prepared
 from daemon.pipeline.pipeline import DEFAULTS
 
 log = structlog.get_logger("cutout.process")
@@ -57,40 +61,77 @@ def run_batch(
     params: PipelineParams,
     progress: bool,
     options: ImageOptions = DEFAULTS,
+    in_flight: int = 3,
+    cpu_threads: int = 0,
     clock: Callable[[], float] = time.perf_counter,
 ) -> BatchReport:
-    """Process every input under `input_dir` into `output_dir`; never stops on a bad file."""
+    """Process every input under `input_dir` into `output_dir`; never stops on a bad file.
+
+    The images go through the same overlapped stages as the daemon's (decode ahead,
+    encode behind the model), so a batch is limited by the slower of model and CPU.
+    """
     plan = plan_outputs(iter_inputs(input_dir))
     report = BatchReport()
     start = clock()
-    for rel in tqdm(sorted(plan), unit="img", disable=not progress, dynamic_ncols=True):
-        _process_one(rel, plan[rel], input_dir=input_dir, output_dir=output_dir, model=model, params=params,
-                     options=options, report=report)
+    with tqdm(total=len(plan), unit="img", disable=not progress, dynamic_ncols=True) as bar:
+        recorder = _Recorder(output_dir=output_dir, plan=plan, report=report, bar=bar)
+        stages: Stages[PurePosixPath] = Stages(
+            model=model, params=params, options=options, in_flight=in_flight,
+            cpu_threads=cpu_threads or os.cpu_count() or 2, on_done=recorder.done, on_failed=recorder.failed,
+        )
+        _drive(stages, todo=iter(sorted(plan)), input_dir=input_dir)
+    report.done.sort()
+    report.failed.sort(key=lambda failure: failure.path)
     report.seconds = clock() - start
     return report
 
 
-def _process_one(
-    rel: PurePosixPath,
-    out_rel: PurePosixPath,
-    *,
-    input_dir: Path,
-    output_dir: Path,
-    model: MatteModel,
-    params: PipelineParams,
-    options: ImageOptions,
-    report: BatchReport,
-) -> None:
+def _drive(stages: Stages[PurePosixPath], *, todo: Iterator[PurePosixPath], input_dir: Path) -> None:
+    """Claim from `todo` as slots free up; run the model; wait until every image is through."""
+
+    def claim() -> tuple[PurePosixPath, Path] | None:
+        rel = next(todo, None)
+        return None if rel is None else (rel, input_dir / rel)
+
     try:
-        result = process_image(input_dir / rel, model=model, params=params, options=options, output=output_dir / out_rel)
-    except Exception as exc:  # one bad file is reported, never fatal to the batch
+        while True:
+            stages.top_up(claim)
+            if not stages.infer_next():
+                if stages.idle:
+                    return
+                stages.finished.wait(0.05)
+                stages.finished.clear()
+    finally:
+        stages.close()
+
+
+@dataclass
+class _Recorder:
+    """What `run_batch` does with each finished image (called on pool threads)."""
+
+    output_dir: Path
+    plan: dict[PurePosixPath, PurePosixPath]
+    report: BatchReport
+    bar: tqdm
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def done(self, task: Task[PurePosixPath], prepared: Prepared, cutout: Cutout) -> None:
+        output = self.output_dir / self.plan[task.key]
+        with task.timer.stage("save"):
+            output.parent.mkdir(parents=True, exist_ok=True)
+            write_atomic(output, cutout.png)
+        with self.lock:
+            self.report.done.append(task.key)
+            self.bar.update()
+        log.info("image_done", path=str(task.key), output=str(self.plan[task.key]),
+                 timings=_rounded(task.timer.seconds), notes=list(cutout.notes))
+
+    def failed(self, task: Task[PurePosixPath], exc: BaseException) -> None:
         reason, message = describe_failure(exc)
-        report.failed.append(Failure(rel, reason, message))
-        log.warning("image_failed", path=str(rel), reason=reason, message=message, traceback=_trace(exc))
-        return
-    report.done.append(rel)
-    log.info("image_done", path=str(rel), output=str(out_rel), timings=_rounded(result.timings),
-             notes=list(result.cutout.notes))
+        with self.lock:
+            self.report.failed.append(Failure(task.key, reason, message))
+            self.bar.update()
+        log.warning("image_failed", path=str(task.key), reason=reason, message=message, traceback=_trace(exc))
 
 
 def _trace(exc: BaseException) -> str | None:

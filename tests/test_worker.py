@@ -235,7 +235,7 @@ def test_closing_puts_prefetched_jobs_back_without_counting_them(
     for index in range(3):
         add(folders, queue, f"{index}.jpg")
     worker = make_worker(folders, queue, clock, in_flight=3)
-    worker._top_up()  # claimed and decoding, none through the model yet
+    worker.stages.top_up(worker._claim)  # claimed and decoding, none through the model yet
     worker.close()
     assert queue.counts()["pending"] == 3
     job = queue.claim()

@@ -1,0 +1,127 @@
+"""Overlapping the CPU stages with the one model: decode ahead, encode behind.
+
+    claim ─▶ [pool] read, decode, preprocess ─▶ [caller's thread] model ─▶ [pool] postprocess,
+             composite, encode, then `on_done` (write, record)
+
+The thread that calls `infer_next()` owns the model. At most `in_flight` images
+are between claim and `on_done` at once, so memory stays flat however deep the
+queue. `cutout watch` (worker.py) and `cutout process` (batch.py) both run their
+images through this, so they write the same bytes as `process_image()`.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Generic, TypeVar
+
+from daemon.pipeline import Cutout, ImageOptions, MatteModel, PipelineParams, Prepared, StageTimer, finish, prepare
+from daemon.pipeline.preprocess import FloatArray
+
+K = TypeVar("K")
+
+
+@dataclass(frozen=True)
+class Task(Generic[K]):
+    """One image on its way through the stages; `key` is the caller's handle for it."""
+
+    key: K
+    path: Path
+    timer: StageTimer
+    prepared: Future[Prepared]
+
+
+class Stages(Generic[K]):
+    """The stage pipeline. Exactly one of `on_done` / `on_failed` runs per task (on a pool
+    thread, or the caller's for a failure before the model); `on_failed` must not raise."""
+
+    def __init__(
+        self,
+        *,
+        model: MatteModel,
+        params: PipelineParams,
+        options: ImageOptions,
+        in_flight: int,
+        cpu_threads: int,
+        on_done: Callable[[Task[K], Prepared, Cutout], None],
+        on_failed: Callable[[Task[K], BaseException], None],
+    ) -> None:
+        self.model, self.params, self.options = model, params, options
+        self.on_done, self.on_failed = on_done, on_failed
+        self.finished = threading.Event()
+        """Set whenever a task completes: a slot is free again."""
+        self._pool = ThreadPoolExecutor(max_workers=cpu_threads, thread_name_prefix="cutout-cpu")
+        self._slots = threading.BoundedSemaphore(in_flight)
+        self._active = 0
+        self._lock = threading.Lock()
+        self._ready: deque[Task[K]] = deque()
+
+    def top_up(self, claim: Callable[[], tuple[K, Path] | None]) -> None:
+        """Start decoding claimed images while slots are free and `claim` has work."""
+        while self._slots.acquire(blocking=False):
+            claimed = claim()
+            if claimed is None:
+                self._slots.release()
+                return
+            self._start(*claimed)
+
+    def _start(self, key: K, path: Path) -> None:
+        timer = StageTimer()
+        future = self._pool.submit(prepare, path, params=self.params, timer=timer, options=self.options)
+        with self._lock:
+            self._active += 1
+        self._ready.append(Task(key, path, timer, future))
+
+    def infer_next(self) -> bool:
+        """Run the model on the oldest claimed image (waiting for its decode); False if none."""
+        if not self._ready:
+            return False
+        task = self._ready.popleft()
+        try:
+            prepared = task.prepared.result()
+            with task.timer.stage("inference"):
+                matte = self.model.predict(prepared.batch)
+        except Exception as exc:
+            try:
+                self.on_failed(task, exc)
+            finally:
+                self._release()
+            return True
+        self._pool.submit(self._finish, task, prepared, matte)
+        return True
+
+    def _finish(self, task: Task[K], prepared: Prepared, matte: FloatArray) -> None:
+        """On a pool thread: the CPU stages after the model, then the caller's `on_done`."""
+        try:
+            cutout = finish(prepared, matte, params=self.params, timer=task.timer)
+            self.on_done(task, prepared, cutout)
+        except Exception as exc:  # on_failed decides: quarantine, retry, or report
+            self.on_failed(task, exc)
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        with self._lock:
+            self._active -= 1
+        self._slots.release()
+        self.finished.set()
+
+    @property
+    def idle(self) -> bool:
+        """Nothing claimed, decoding, in the model or finishing."""
+        with self._lock:
+            return self._active == 0
+
+    def close(self) -> list[Task[K]]:
+        """Hand back the claimed images the model has not seen; let the rest finish."""
+        handed_back = list(self._ready)
+        self._ready.clear()
+        for task in handed_back:
+            task.prepared.cancel()
+            self._release()
+        self._pool.shutdown(wait=True, cancel_futures=False)
+        return handed_back
