@@ -118,3 +118,17 @@ def test_the_console_entry_point_runs_as_python_dash_m_daemon(tmp_path: Path, to
     assert completed.returncode == 0, completed.stderr
     assert "done: 1  failed: 0" in completed.stdout
     assert _rgba(tmp_path / "out" / "deep" / "a.png").shape == (240, 300, 4)
+
+
+def test_the_overlapped_batch_writes_the_same_bytes_as_sequential_process_image(
+    tmp_path: Path, torchscript_model: Path
+) -> None:
+    from daemon.pipeline import choose_device, load_model, parse_model_spec, process_image
+
+    for index in range(5):
+        write_image(tmp_path / "in" / f"{index}.jpg", subject_image(280 + 10 * index, 400, BOX))
+    assert main(["process", str(tmp_path / "in"), str(tmp_path / "out"), "--model", str(torchscript_model)]) == 0
+    model = load_model(parse_model_spec(str(torchscript_model)), device=choose_device("cpu")).model
+    for index in range(5):
+        expected = process_image(tmp_path / "in" / f"{index}.jpg", model=model).cutout.png
+        assert (tmp_path / "out" / f"{index}.png").read_bytes() == expected
