@@ -32,6 +32,8 @@ from daemon.atomic import write_atomic
 from daemon.errors import ServiceError
 
 DEFAULT_LABEL = "com.cutout.daemon"
+LOG_FILE_NAME = "cutout.log"
+"""The daemon's rotated JSON log in the agent's log folder (stdout.log/stderr.log sit beside it)."""
 
 _TEMPLATE_PACKAGE = "launchd"
 _TEMPLATE_NAME = "cutout.plist"
@@ -58,6 +60,21 @@ class CommandFailedError(ServiceError):
         )
 
 
+@dataclass(frozen=True, kw_only=True)
+class Host:
+    """What the command-line entry read about this machine and user, passed down, never re-read."""
+
+    system: str  # platform.system(): "Darwin", "Linux", ...
+    machine: str  # platform.machine(): "arm64", "x86_64" (also under Rosetta), ...
+    home: Path
+    uid: int
+    python: Path  # sys.executable made absolute, symlinks kept (see _current_python)
+
+    @property
+    def is_macos(self) -> bool:
+        return self.system == "Darwin"
+
+
 @dataclass(frozen=True)
 class AgentSpec:
     """Everything that differs between installations of the agent (or unit)."""
@@ -70,6 +87,7 @@ class AgentSpec:
     path_env: str
     hf_home: Path
     offline: bool
+    log_file: Path  # the daemon's own size-rotated JSON log (`watch --log-file`)
 
 
 @dataclass(frozen=True)
@@ -103,11 +121,18 @@ class AgentStatus:
 
 
 def default_spec(
-    *, config: Path, label: str = DEFAULT_LABEL, offline: bool, home: Path
+    *,
+    config: Path,
+    label: str = DEFAULT_LABEL,
+    offline: bool,
+    home: Path,
+    python: Path | None = None,
+    log_dir: Path | None = None,
+    hf_home: Path | None = None,
 ) -> AgentSpec:
-    """The spec for this interpreter; override fields with dataclasses.replace."""
-    python = _current_python()
-    log_dir = home / "Library" / "Logs" / label
+    """The spec for `python` (default: this interpreter); override more with dataclasses.replace."""
+    python = python or _current_python()
+    log_dir = log_dir or home / "Library" / "Logs" / label
     return AgentSpec(
         label=label,
         python=python,
@@ -116,9 +141,17 @@ def default_spec(
         # Ours, always present after install and never TCC-protected, unlike a config's folder.
         working_dir=log_dir,
         path_env=f"{python.parent}{os.pathsep}{_SYSTEM_PATH}",
-        hf_home=home / ".cache" / "huggingface",
+        hf_home=hf_home or home / ".cache" / "huggingface",
         offline=offline,
+        log_file=log_dir / LOG_FILE_NAME,
     )
+
+
+def default_log_dir(*, host: Host, label: str) -> Path:
+    """~/Library/Logs/<label> on macOS (Console.app shows it); the XDG state folder elsewhere."""
+    if host.is_macos:
+        return host.home / "Library" / "Logs" / label
+    return host.home / ".local" / "state" / label / "log"
 
 
 def _current_python() -> Path:
@@ -133,15 +166,26 @@ def _current_python() -> Path:
 
 def privacy_grant_target(spec: AgentSpec) -> Path:
     """The binary to give Full Disk Access (or folder access) to in System Settings."""
-    return Path(os.path.realpath(spec.python))
+    return grant_target(spec.python)
+
+
+def grant_target(python: Path) -> Path:
+    """The real file behind a (venv) interpreter path: TCC grants belong to it, not the symlink."""
+    return Path(os.path.realpath(python))
+
+
+def check_label(label: str) -> str:
+    """The label, if it is safe as a file name and a launchd/systemd target."""
+    if not _LABEL.fullmatch(label):
+        raise ServiceError(
+            f"invalid service label {label!r}: use letters, digits, '.', '_', '-'"
+        )
+    return label
 
 
 def _check_spec(spec: AgentSpec) -> None:
-    if not _LABEL.fullmatch(spec.label):
-        raise ServiceError(
-            f"invalid service label {spec.label!r}: use letters, digits, '.', '_', '-'"
-        )
-    for name in ("python", "config", "log_dir", "working_dir", "hf_home"):
+    check_label(spec.label)
+    for name in ("python", "config", "log_dir", "working_dir", "hf_home", "log_file"):
         _check_absolute(name=name, path=getattr(spec, name))
     _check_one_line(name="path_env", value=spec.path_env)
 
@@ -186,6 +230,7 @@ def _placeholder_values(spec: AgentSpec) -> dict[str, str]:
         "WORKING_DIR": str(spec.working_dir),
         "PATH": spec.path_env,
         "HF_HOME": str(spec.hf_home),
+        "LOG_FILE": str(spec.log_file),
     }
 
 
@@ -558,7 +603,11 @@ def render_systemd_unit(spec: AgentSpec) -> str:
 
 
 def _program_arguments(spec: AgentSpec) -> list[str]:
-    return [str(spec.python), "-m", "daemon", "watch", "--config", str(spec.config)]
+    return [
+        str(spec.python), "-m", "daemon", "watch",
+        "--config", str(spec.config),
+        "--log-file", str(spec.log_file),
+    ]
 
 
 def _service_environment(spec: AgentSpec) -> dict[str, str]:
@@ -624,6 +673,38 @@ def uninstall_systemd(
         systemctl.run(["daemon-reload"])
     commands = tuple(systemctl.display(args) for args in [*stop, ["daemon-reload"]])
     return ServiceChange(path=unit, content=None, commands=commands, dry_run=dry_run)
+
+
+_SHOW_PROPERTIES = ("LoadState", "ActiveState", "SubState", "MainPID", "ExecMainStatus")
+
+
+def status_systemd(*, label: str, home: Path, systemctl: Systemctl) -> AgentStatus:
+    """The unit as `systemctl --user show` reports it (key=value: a stable interface, unlike status)."""
+    text = systemctl.run(
+        ["show", _unit_name(label), f"--property={','.join(_SHOW_PROPERTIES)}"]
+    )
+    fields = _key_values(text)
+    pid = _leading_int(fields.get("MainPID")) or None  # 0 = no main process
+    return AgentStatus(
+        installed=systemd_unit_path(label=label, home=home).is_file(),
+        loaded=fields.get("LoadState") == "loaded",
+        state=fields.get("SubState") or None,
+        pid=pid,
+        # ExecMainStatus is 0 while a process runs: only an exited one has a status.
+        last_exit_status=None if pid else _leading_int(fields.get("ExecMainStatus")),
+    )
+
+
+def service_status(*, host: Host, label: str, systemd: bool) -> AgentStatus:
+    """The LaunchAgent's status, or with systemd the user unit's."""
+    if systemd:
+        return status_systemd(label=label, home=host.home, systemctl=Systemctl())
+    return status(label=label, home=host.home, uid=host.uid, launchctl=Launchctl())
+
+
+def _key_values(text: str) -> dict[str, str]:
+    pairs = (line.partition("=") for line in text.splitlines())
+    return {key.strip(): value.strip() for key, sep, value in pairs if sep}
 
 
 def _run_all(*, tool: _Tool, steps: Sequence[Sequence[str]]) -> None:

@@ -1,21 +1,18 @@
 """The launchd/systemd service layer: rendering, and driving fake launchctl/systemctl on PATH.
 
-The fakes are real executables (Python scripts) written into tmp_path/bin and put first on
-PATH: they record their argv, one JSON list per line, and fail on demand through
-FAKE_LAUNCHCTL_FAIL / FAKE_SYSTEMCTL_FAIL (comma-separated subcommands). The launchctl fake
-keeps a "loaded" state file whose text is what `launchctl print` shows.
+The fakes (tests/service_fakes.py) are real executables written into tmp_path/bin and put
+first on PATH: they record their argv and fail on demand.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import plistlib
 import shutil
 import stat
 import subprocess
 import sys
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -36,203 +33,25 @@ from daemon.service import (
     render_plist,
     render_systemd_unit,
     status,
+    status_systemd,
     systemd_unit_path,
     uninstall,
     uninstall_systemd,
 )
-
-UID = 501
-LABEL = "com.cutout.daemon"
-TARGET = f"gui/{UID}/{LABEL}"
-
-RUNNING_PRINT = """\
-gui/501/com.cutout.daemon = {
-	active count = 1
-	path = /Users/me/Library/LaunchAgents/com.cutout.daemon.plist
-	type = LaunchAgent
-	state = running
-
-	program = /Users/me/cutout/.venv/bin/python
-	arguments = {
-		/Users/me/cutout/.venv/bin/python
-		-m
-		daemon
-		watch
-		--config
-		/Users/me/cutout/config.yaml
-	}
-
-	working directory = /Users/me/Library/Logs/com.cutout.daemon
-
-	stdout path = /Users/me/Library/Logs/com.cutout.daemon/stdout.log
-	stderr path = /Users/me/Library/Logs/com.cutout.daemon/stderr.log
-	default environment = {
-		PATH => /usr/bin:/bin:/usr/sbin:/sbin
-	}
-
-	environment = {
-		PYTHONUNBUFFERED => 1
-		HF_HOME => /Users/me/.cache/huggingface
-		XPC_SERVICE_NAME => com.cutout.daemon
-	}
-
-	domain = gui/501 [100008]
-	asid = 100008
-	minimum runtime = 10
-	exit timeout = 60
-	runs = 3
-	pid = 4242
-	immediate reason = inefficient
-	forks = 2
-	execs = 1
-	initialized = 1
-	trampolined = 1
-	started suspended = 0
-	proxy started suspended = 0
-	checked allocations = 0 (queried = 1)
-	last exit code = 1
-
-	semaphores = {
-		successful exit => 0
-	}
-
-	event triggers = {
-		com.cutout.daemon.268435462 => {
-			keepalive = 1
-			service = com.cutout.daemon
-			stream = com.apple.launchd.keepalive
-			descriptor = {
-				"state" => 0
-			}
-			state = waiting
-			pid = 99
-		}
-	}
-
-	spawn type = interactive (3)
-	jetsam priority = 40
-	probabilistic guard malloc policy = {
-		activation rate = 1/1000
-		sample rate = 1/0
-	}
-
-	properties = keepalive | runatload | inferred program
-}
-"""
-
-STOPPED_PRINT = """\
-gui/501/com.cutout.daemon = {
-	active count = 0
-	path = /Users/me/Library/LaunchAgents/com.cutout.daemon.plist
-	type = LaunchAgent
-	state = not running
-
-	program = /Users/me/cutout/.venv/bin/python
-	runs = 7
-	last exit code = 78: EX_CONFIG
-	spawn type = interactive (3)
-	properties = keepalive | runatload | inferred program
-}
-"""
-
-NEVER_EXITED_PRINT = RUNNING_PRINT.replace(
-    "last exit code = 1", "last exit code = (never exited)"
+from tests.service_fakes import (  # noqa: F401  (fake_* are fixtures)
+    LABEL,
+    NEVER_EXITED_PRINT,
+    RUNNING_PRINT,
+    STOPPED_PRINT,
+    SYSTEMD_FAILED,
+    SYSTEMD_RUNNING,
+    TARGET,
+    UID,
+    FakeTool,
+    fake_bin,
+    fake_launchctl,
+    fake_systemctl,
 )
-
-FAKE_LAUNCHCTL = """\
-#!{python}
-import json, os, sys
-from pathlib import Path
-
-state = Path({state!r})
-with open({log!r}, "a") as log:
-    log.write(json.dumps(sys.argv[1:]) + "\\n")
-command = sys.argv[1] if len(sys.argv) > 1 else ""
-if command in os.environ.get("FAKE_LAUNCHCTL_FAIL", "").split(","):
-    sys.stderr.write(command.capitalize() + " failed: 5: Input/output error\\n")
-    sys.exit(5)
-if command == "bootstrap":
-    state.write_text({running!r})
-elif command == "print" and state.exists():
-    sys.stdout.write(state.read_text())
-elif command == "print":
-    sys.stderr.write('Bad request.\\nCould not find service "{label}" in domain for user gui: {uid}\\n')
-    sys.exit(113)
-elif command == "bootout" and state.exists():
-    state.unlink()
-elif command == "bootout":
-    sys.stderr.write("Boot-out failed: 3: No such process\\n")
-    sys.exit(3)
-"""
-
-FAKE_SYSTEMCTL = """\
-#!{python}
-import json, os, sys
-
-with open({log!r}, "a") as log:
-    log.write(json.dumps(sys.argv[1:]) + "\\n")
-command = sys.argv[2] if len(sys.argv) > 2 else ""
-if command in os.environ.get("FAKE_SYSTEMCTL_FAIL", "").split(","):
-    sys.stderr.write("Failed to " + command + " unit: Unit cutout.service has a bad setting.\\n")
-    sys.exit(1)
-"""
-
-
-@dataclass(frozen=True)
-class FakeTool:
-    log: Path
-    state: Path
-
-    def calls(self) -> list[list[str]]:
-        if not self.log.exists():
-            return []
-        return [json.loads(line) for line in self.log.read_text().splitlines()]
-
-    def changes(self) -> list[list[str]]:
-        """The calls that change something (every call but launchctl's read-only print)."""
-        return [call for call in self.calls() if call[:1] != ["print"]]
-
-    def set_loaded(self, print_text: str) -> None:
-        self.state.write_text(print_text)
-
-
-def _write_executable(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
-    path.chmod(0o755)
-
-
-@pytest.fixture
-def fake_bin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
-    return bin_dir
-
-
-@pytest.fixture
-def fake_launchctl(tmp_path: Path, fake_bin: Path) -> FakeTool:
-    tool = FakeTool(log=tmp_path / "launchctl.log", state=tmp_path / "launchctl.loaded")
-    script = FAKE_LAUNCHCTL.format(
-        python=sys.executable,
-        state=str(tool.state),
-        log=str(tool.log),
-        running=RUNNING_PRINT,
-        label=LABEL,
-        uid=UID,
-    )
-    _write_executable(fake_bin / "launchctl", script)
-    return tool
-
-
-@pytest.fixture
-def fake_systemctl(tmp_path: Path, fake_bin: Path) -> FakeTool:
-    tool = FakeTool(log=tmp_path / "systemctl.log", state=tmp_path / "unused")
-    _write_executable(
-        fake_bin / "systemctl",
-        FAKE_SYSTEMCTL.format(python=sys.executable, log=str(tool.log)),
-    )
-    return tool
 
 
 @pytest.fixture
@@ -252,6 +71,7 @@ def spec(tmp_path: Path, home: Path) -> AgentSpec:
         path_env="/venv/bin:/usr/bin:/bin",
         hf_home=home / ".cache" / "huggingface",
         offline=False,
+        log_file=log_dir / "cutout.log",
     )
 
 
@@ -307,8 +127,10 @@ def test_rendered_plist_runs_the_absolute_interpreter_on_the_absolute_config(
         "watch",
         "--config",
         str(spec.config),
+        "--log-file",
+        str(spec.log_file),
     ]
-    assert Path(arguments[0]).is_absolute() and Path(arguments[-1]).is_absolute()
+    assert all(Path(arguments[i]).is_absolute() for i in (0, 5, 7))
 
 
 def test_keepalive_restarts_after_failure_or_crash_but_not_after_clean_exit(
@@ -345,12 +167,12 @@ def test_rendered_plist_has_no_placeholder_left(spec: AgentSpec) -> None:
 def test_placeholder_text_inside_a_path_is_kept_literally(spec: AgentSpec) -> None:
     odd = replace(spec, config=Path("/Users/me/@LABEL@ & <shots>/config.yaml"))
     assert (
-        _parse(odd)["ProgramArguments"][-1] == "/Users/me/@LABEL@ & <shots>/config.yaml"
+        _parse(odd)["ProgramArguments"][5] == "/Users/me/@LABEL@ & <shots>/config.yaml"
     )
 
 
 @pytest.mark.parametrize(
-    "field", ["python", "config", "log_dir", "working_dir", "hf_home"]
+    "field", ["python", "config", "log_dir", "working_dir", "hf_home", "log_file"]
 )
 def test_render_refuses_relative_paths(spec: AgentSpec, field: str) -> None:
     with pytest.raises(ServiceError, match=f"{field} must be an absolute path"):
@@ -392,6 +214,7 @@ def test_default_spec_keeps_the_venv_python_unresolved_and_makes_config_absolute
     assert privacy_grant_target(made) == Path(os.path.realpath(sys.executable))
     assert made.config == Path(os.getcwd()) / "config.yaml"
     assert made.log_dir == Path("/Users/me/Library/Logs") / LABEL
+    assert made.log_file == made.log_dir / "cutout.log"
     assert made.path_env.split(os.pathsep)[0] == str(venv_python.parent)
 
 
@@ -619,7 +442,7 @@ def test_systemd_unit_runs_the_absolute_python_and_restarts_only_on_failure(
     lines = _unit_lines(spec)
     assert (
         f'ExecStart="{spec.python}" "-m" "daemon" "watch" "--config" "{spec.config}"'
-        in lines
+        f' "--log-file" "{spec.log_file}"' in lines
     )
     for expected in (
         "Restart=on-failure",
@@ -654,7 +477,7 @@ def test_systemd_unit_escapes_specifiers_variables_and_quotes(spec: AgentSpec) -
     exec_start = next(
         line for line in _unit_lines(odd) if line.startswith("ExecStart=")
     )
-    assert exec_start.endswith('"/home/me/100%% \\"raw\\" $$HOME/config.yaml"')
+    assert '"/home/me/100%% \\"raw\\" $$HOME/config.yaml"' in exec_start
 
 
 @pytest.mark.skipif(
@@ -764,3 +587,43 @@ def test_missing_systemctl_says_systemd_needs_linux(
     with pytest.raises(ServiceError, match="systemctl not found on PATH"):
         install_systemd(spec=spec, home=home, systemctl=Systemctl())
     assert not home.exists()
+
+
+def test_systemd_status_reads_load_state_pid_and_exit_status_from_show(
+    spec: AgentSpec, home: Path, fake_systemctl: FakeTool
+) -> None:
+    install_systemd(spec=spec, home=home, systemctl=Systemctl())
+    fake_systemctl.set_loaded(SYSTEMD_RUNNING)
+    running = status_systemd(label=LABEL, home=home, systemctl=Systemctl())
+    assert running == AgentStatus(
+        installed=True, loaded=True, state="running", pid=4242, last_exit_status=None
+    )
+    fake_systemctl.set_loaded(SYSTEMD_FAILED)
+    failed = status_systemd(label=LABEL, home=home, systemctl=Systemctl())
+    assert (failed.state, failed.pid, failed.last_exit_status) == ("failed", None, 78)
+    assert fake_systemctl.calls()[-1][:3] == ["--user", "show", f"{LABEL}.service"]
+
+
+def test_systemd_status_of_a_unit_systemd_does_not_know_is_not_loaded(
+    home: Path, fake_systemctl: FakeTool
+) -> None:
+    got = status_systemd(label=LABEL, home=home, systemctl=Systemctl())
+    assert got == AgentStatus(
+        installed=False, loaded=False, state="dead", pid=None, last_exit_status=0
+    )
+
+
+def test_default_log_dir_is_library_logs_on_macos_and_xdg_state_elsewhere(
+    home: Path,
+) -> None:
+    def host(system: str) -> service.Host:
+        return service.Host(
+            system=system, machine="arm64", home=home, uid=UID, python=Path("/p")
+        )
+
+    assert service.default_log_dir(host=host("Darwin"), label=LABEL) == (
+        home / "Library" / "Logs" / LABEL
+    )
+    assert service.default_log_dir(host=host("Linux"), label=LABEL) == (
+        home / ".local" / "state" / LABEL / "log"
+    )
