@@ -18,11 +18,11 @@ def wants_json(settings: LoggingSettings, *, stream: TextIO) -> bool:
     return settings.format == "json"
 
 
-def configure_logging(settings: LoggingSettings, *, stream: TextIO | None = None) -> None:
-    """Route structlog through stdlib logging to `stream` and, if set, a rotating file."""
+def configure_logging(settings: LoggingSettings, *, stream: TextIO | None = None, console: bool = True) -> None:
+    """Route structlog through stdlib logging to `stream` (unless `console` is off) and, if set, a rotating file."""
     stream = stream or sys.stdout
     as_json = wants_json(settings, stream=stream)
-    handlers: list[logging.Handler] = [_handler(logging.StreamHandler(stream), as_json=as_json)]
+    handlers: list[logging.Handler] = [_handler(logging.StreamHandler(stream), as_json=as_json)] if console else []
     if settings.file is not None:
         settings.file.parent.mkdir(parents=True, exist_ok=True)
         rotating = logging.handlers.RotatingFileHandler(
