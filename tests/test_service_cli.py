@@ -12,8 +12,11 @@ import json
 import logging
 import os
 import plistlib
+import signal
+import subprocess
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -355,3 +358,44 @@ def test_with_a_log_file_and_no_terminal_the_json_log_goes_only_to_the_file(
 def test_service_commands_parse_with_their_defaults() -> None:
     args = cli.build_parser().parse_args(["service", "status"])
     assert isinstance(args, argparse.Namespace) and args.label == LABEL and not args.systemd
+
+
+# --- the agent's command line, run for real ---------------------------------------------------------
+@pytest.mark.slow
+def test_the_agents_command_runs_the_daemon_with_a_rotated_json_log_and_a_quiet_stdout(
+    tmp_path: Path, torchscript_model: Path, fake_launchctl: FakeTool, home: Path
+) -> None:
+    """What launchd would run (ProgramArguments, EnvironmentVariables, stdout to a file), for real."""
+    from tests.conftest import subject_image, write_image
+
+    mac = _context(tmp_path, home=home, python=Path(os.path.abspath(sys.executable)), system="Darwin")
+    config = _write_config(tmp_path, model=str(torchscript_model),
+                           extra="  device: cpu\nlogging:\n  max_bytes: 1500\n  backups: 2\n"
+                                 "watch:\n  settle_seconds: 0.2\n")
+    assert main(["service", "install", "--config", str(config)], context=mac) == 0
+    agent = _plist(home)
+    log_dir = Path(agent["StandardOutPath"]).parent
+    env = {**os.environ, **agent["EnvironmentVariables"], "PATH": os.environ["PATH"]}
+    with open(agent["StandardOutPath"], "ab") as stdout, open(agent["StandardErrorPath"], "ab") as stderr:
+        daemon = subprocess.Popen(agent["ProgramArguments"], stdout=stdout, stderr=stderr, env=env,
+                                  cwd=agent["WorkingDirectory"])
+    try:
+        for n in range(4):
+            write_image(tmp_path / "hot" / f"{n}.jpg", subject_image(300, 400, (100, 80, 300, 220)))
+        _wait(lambda: len(list((tmp_path / "cutouts").glob("*.png"))) == 4, daemon=daemon)
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait(timeout=60) == 0
+    logs = sorted(p.name for p in log_dir.iterdir())
+    assert logs == ["cutout.log", "cutout.log.1", "cutout.log.2", "stderr.log", "stdout.log"]
+    events = [json.loads(line)["event"] for name in logs[:3] for line in (log_dir / name).read_text().splitlines()]
+    assert "job" in events and all((log_dir / name).stat().st_size <= 1500 + 2000 for name in logs[:3])
+    assert (log_dir / "stdout.log").read_text() == ""
+
+
+def _wait(condition: Callable[[], bool], *, daemon: subprocess.Popen[bytes], timeout: float = 90.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert daemon.poll() is None, f"daemon exited with {daemon.returncode}"
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.1)
