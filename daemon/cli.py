@@ -401,7 +401,7 @@ def checked_agent_spec(args: argparse.Namespace, *, settings: Settings, ctx: Con
     installs = not args.dry_run and (args.systemd or _uses_launchd(args, host=ctx.host))
     _check_folders(folders_from(settings, ctx), settings=settings, dry_run=not installs)
     choose_device(settings.model.device)  # e.g. `mps` on a machine without it
-    _refuse_unfetched_model(settings, ctx=ctx)
+    _refuse_unfetched_model(settings, ctx=ctx, config=args.config)
     return agent_spec(settings, ctx=ctx, config=args.config, label=args.label)
 
 
@@ -439,7 +439,7 @@ def _refuse_relative_paths(settings: Settings) -> None:
             raise ConfigError(f"{key}: {path} is a relative path; the service needs an absolute one (or ~/...)")
 
 
-def _refuse_unfetched_model(settings: Settings, *, ctx: Context) -> None:
+def _refuse_unfetched_model(settings: Settings, *, ctx: Context, config: Path) -> None:
     spec = parse_model_spec(settings.model.name)
     if not is_hub_model(spec):
         if spec.kind == "torchscript" and not Path(spec.source).is_file():
@@ -450,7 +450,7 @@ def _refuse_unfetched_model(settings: Settings, *, ctx: Context) -> None:
     plan = plan_load(spec, revision=settings.model.revision, offline=True, store=store)
     if plan.pin is None:
         raise ConfigError(
-            f"model {spec} has not been fetched: run `cutout model fetch --config F` first "
+            f"model {spec} has not been fetched: run `cutout model fetch --config {config}` first "
             "(the service runs offline, on the exact revision fetched)"
         )
 

@@ -95,9 +95,9 @@ def check_mps(*, host: Host, accelerators: Accelerators) -> Check:
     )
 
 
-def check_model_cache(settings: Settings, *, store: ModelStore) -> Check:
+def check_model_cache(settings: Settings, *, store: ModelStore, config: Path | None = None) -> Check:
     """A hub model must be fetched and pinned, with every file in the cache: the service runs offline."""
-    fix = "fetch it once with network access: cutout model fetch --config F"
+    fix = f"fetch it once with network access: cutout model fetch --config {config or 'F'}"
 
     def probe() -> Check:
         spec = parse_model_spec(settings.model.name)
@@ -288,7 +288,7 @@ def run_checks(inputs: DoctorInputs) -> Iterator[Check]:
     yield Check("versions", "ok", package_versions())
     yield check_device(settings, accelerators=accelerators)
     yield check_mps(host=inputs.host, accelerators=accelerators or TorchAccelerators())
-    yield check_model_cache(settings, store=inputs.store)
+    yield check_model_cache(settings, store=inputs.store, config=inputs.config)
     yield check_model(settings, store=inputs.store, accelerators=accelerators)
     yield from check_folders(inputs.folders, policy=settings.originals)
     paths = service_paths(host=inputs.host, config=inputs.config, folders=inputs.folders, policy=settings.originals)

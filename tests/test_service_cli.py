@@ -212,7 +212,7 @@ def test_install_refuses_a_hub_model_that_was_not_fetched(
     repo = unique_repo()
     config = _write_config(tmp_path, model=f"hf:{repo}")
     assert main(["service", "install", "--config", str(config)], context=mac) == 2
-    assert f"model hf:{repo} has not been fetched: run `cutout model fetch --config F` first" in capsys.readouterr().err
+    assert f"model hf:{repo} has not been fetched: run `cutout model fetch --config {config}` first" in capsys.readouterr().err
     assert not home.exists()
 
 
