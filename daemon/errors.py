@@ -20,7 +20,7 @@
             ├── DiskFull             disk_full
             ├── PermissionDenied     permission_denied
             ├── OutputMissing        output_missing
-            └── Interrupted          interrupted (shutdown while the job ran)
+            └── FileChanged          file_changed (still being written: a verdict on it would be wrong)
 
 Foreign exceptions (OpenCV, torch, OSError) are translated into this tree where
 they happen, with `raise ... from exc`, so the worker decides quarantine or
@@ -119,8 +119,8 @@ class OutputMissing(TransientError):
     reason = "output_missing"
 
 
-class Interrupted(TransientError):
-    reason = "interrupted"
+class FileChanged(TransientError):
+    reason = "file_changed"
 
 
 _OS_ERRORS: dict[int, type[TransientError]] = {

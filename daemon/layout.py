@@ -12,6 +12,7 @@ case-insensitively because the default macOS filesystem is.
 from __future__ import annotations
 
 import os
+import unicodedata
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path, PurePosixPath
 
@@ -36,8 +37,8 @@ def iter_inputs(root: Path) -> Iterator[PurePosixPath]:
 
 
 def claim_key(rel: PurePosixPath) -> str:
-    """How two output names are compared: case-insensitively."""
-    return rel.as_posix().casefold()
+    """How two output names are compared: as APFS/HFS+ do, case- and normalisation-insensitively."""
+    return unicodedata.normalize("NFC", rel.as_posix()).casefold()
 
 
 def candidate_outputs(rel: PurePosixPath) -> Iterator[PurePosixPath]:

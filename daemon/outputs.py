@@ -7,15 +7,17 @@ relative path, with `<name>.error.json` beside them.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
+import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 
 from daemon import __version__
-from daemon.atomic import sync_dir, write_atomic
+from daemon.atomic import TEMP_PREFIX, TEMP_SUFFIX, sync_dir, sync_file, write_atomic
 from daemon.errors import ConfigError, from_os_error
 from daemon.settings import FolderSettings, OriginalsPolicy
 
@@ -48,7 +50,8 @@ class Folders:
 
 
 def _absolute(path: Path) -> Path:
-    return Path(os.path.abspath(path.expanduser()))
+    """Absolute with symlinks resolved: FSEvents reports real paths (/private/tmp, ...)."""
+    return Path(os.path.realpath(path.expanduser()))
 
 
 def _nested(a: Path, b: Path) -> bool:
@@ -92,18 +95,33 @@ def free_name(path: Path) -> Path:
 
 
 def move_file(source: Path, target: Path) -> None:
-    """Rename when on one filesystem; else copy, flush, then remove the source."""
+    """Rename when on one filesystem; else copy to a temp name, flush, rename, then remove the source.
+
+    Either way the target name only ever holds the whole file, and the source goes
+    only once the copy is durable.
+    """
     target.parent.mkdir(parents=True, exist_ok=True)
     try:
         os.rename(source, target)
     except OSError as exc:
-        if exc.errno != 18:  # EXDEV: another filesystem
+        if exc.errno != errno.EXDEV:
             raise
-        shutil.copy2(source, target)
-        with open(target, "rb") as handle:
-            os.fsync(handle.fileno())
+        _copy_across(source, target)
         source.unlink()
     sync_dir(target.parent)
+
+
+def _copy_across(source: Path, target: Path) -> None:
+    fd, temp = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=TEMP_SUFFIX, dir=target.parent)
+    os.close(fd)
+    try:
+        shutil.copy2(source, temp)
+        with open(temp, "rb") as handle:
+            sync_file(handle.fileno())
+        os.replace(temp, target)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
 
 
 @dataclass(frozen=True)
@@ -139,35 +157,32 @@ def error_file(path: Path) -> Path:
     return path.with_name(path.name + ERROR_SUFFIX)
 
 
-def quarantine_file(
-    folders: Folders, rel: PurePosixPath, report: ErrorReport, *, previous: PurePosixPath | None = None
-) -> PurePosixPath | None:
-    """Move the original (if still there) under quarantine/, with its error file; the new path.
+def quarantine_target(folders: Folders, rel: PurePosixPath, *, previous: PurePosixPath | None) -> PurePosixPath:
+    """Where a failed original goes, relative to the quarantine folder.
 
-    A retried file that fails again goes back to its previous place (`previous`), its
-    error file rewritten; anything else never overwrites: `name (2).ext`, ...
+    A retried file that fails again goes back to its previous place (its error file is
+    rewritten); anything else never overwrites: `name (2).ext`, ...
     """
-    source = folders.input / rel
-    target = _quarantine_target(folders, rel, previous=previous)
-    try:
-        if source.exists():
-            move_file(source, target)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(error_file(target), report.to_json(quarantined_as=target))
-    except OSError as exc:
-        raise from_os_error(exc, doing=f"quarantining {rel} to {target}") from exc
-    return PurePosixPath(target.relative_to(folders.quarantine).as_posix())
-
-
-def _quarantine_target(folders: Folders, rel: PurePosixPath, *, previous: PurePosixPath | None) -> Path:
     if previous is not None and not (folders.quarantine / previous).exists():
-        return folders.quarantine / previous
-    return free_name(folders.quarantine / rel)
+        return previous
+    return PurePosixPath(free_name(folders.quarantine / rel).relative_to(folders.quarantine).as_posix())
+
+
+def move_to_quarantine(folders: Folders, rel: PurePosixPath, target: PurePosixPath, report: ErrorReport) -> None:
+    """The original to quarantine/target, then `<target>.error.json` beside it."""
+    destination = folders.quarantine / target
+    try:
+        move_file(folders.input / rel, destination)
+        write_atomic(error_file(destination), report.to_json(quarantined_as=destination))
+    except OSError as exc:
+        raise from_os_error(exc, doing=f"quarantining {rel} to {destination}") from exc
 
 
 def restore_from_quarantine(folders: Folders, *, quarantined: PurePosixPath, source: PurePosixPath) -> None:
     """`cutout retry`: the original goes back into the hot folder at its old place."""
     target = folders.input / source
+    if not (folders.quarantine / quarantined).exists():
+        raise ConfigError(f"cannot retry {quarantined}: it is no longer in {folders.quarantine}")
     if target.exists():
         raise ConfigError(f"cannot retry {quarantined}: {target} exists again in the hot folder")
     try:

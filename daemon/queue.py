@@ -39,7 +39,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     id INTEGER PRIMARY KEY,
     source TEXT NOT NULL UNIQUE,          -- path relative to the hot folder, POSIX
     output TEXT NOT NULL,                 -- output path relative to the output folder
-    output_key TEXT NOT NULL UNIQUE,      -- case-folded output: claims never collide
+    output_key TEXT UNIQUE,               -- the claim on the output name; released on failure
     size INTEGER NOT NULL,
     mtime_ns INTEGER NOT NULL,
     content_hash TEXT,                    -- sha256 of the bytes that were processed
@@ -82,6 +82,27 @@ class Job:
     def unfinished_starts(self) -> int:
         """Starts that never came back: the process died while running this job."""
         return self.attempts - self.finished_attempts
+
+
+def _posix(path: PurePosixPath | None) -> str | None:
+    return None if path is None else path.as_posix()
+
+
+def _same(job: Job, fingerprint: Fingerprint) -> bool:
+    return (job.size, job.mtime_ns) == (fingerprint.size, fingerprint.mtime_ns)
+
+
+def _claim_output(
+    conn: sqlite3.Connection, source: PurePosixPath, *, preferred: PurePosixPath | None = None
+) -> PurePosixPath:
+    """The output name for `source`: `preferred` if nobody holds it, else the layout rule's first free one."""
+
+    def taken(key: str) -> bool:
+        return conn.execute("SELECT 1 FROM jobs WHERE output_key = ?", (key,)).fetchone() is not None
+
+    if preferred is not None and not taken(claim_key(preferred)):
+        return preferred
+    return output_name(source, is_taken=taken)
 
 
 def _job(row: sqlite3.Row) -> Job:
@@ -151,10 +172,11 @@ class JobQueue:
             self._conn.execute("BEGIN IMMEDIATE")
             try:
                 yield self._conn
+                self._conn.execute("COMMIT")
             except BaseException:
-                self._conn.execute("ROLLBACK")
+                if self._conn.in_transaction:  # also when COMMIT itself failed
+                    self._conn.execute("ROLLBACK")
                 raise
-            self._conn.execute("COMMIT")
 
     # --- ownership --------------------------------------------------------------
     def bind_input(self, root: Path) -> None:
@@ -178,19 +200,24 @@ class JobQueue:
     def offer(
         self, source: PurePosixPath, fingerprint: Fingerprint, *, content_hash: Callable[[], str] | None = None
     ) -> Offer:
-        """Record a settled file: a new job, a job to redo (new content), or nothing to do."""
+        """Record a settled file: a new job, a job to redo (new content), or nothing to do.
+
+        The content hash (a full read) is computed outside the transaction, only for a
+        done file whose size or mtime changed, so the worker is never held up by it.
+        """
+        known = self.get(source)
+        digest = None
+        if known is not None and known.state == "done" and not _same(known, fingerprint) and content_hash:
+            digest = content_hash()
         with self.db() as conn:
             row = conn.execute("SELECT * FROM jobs WHERE source = ?", (source.as_posix(),)).fetchone()
             if row is None:
                 self._insert(conn, source, fingerprint)
                 return "queued"
-            return self._reoffer(conn, _job(row), fingerprint, content_hash)
+            return self._reoffer(conn, _job(row), fingerprint, digest)
 
     def _insert(self, conn: sqlite3.Connection, source: PurePosixPath, fingerprint: Fingerprint) -> None:
-        def taken(key: str) -> bool:
-            return conn.execute("SELECT 1 FROM jobs WHERE output_key = ?", (key,)).fetchone() is not None
-
-        output = output_name(source, is_taken=taken)
+        output = _claim_output(conn, source)
         now = self.clock()
         conn.execute(
             "INSERT INTO jobs (source, output, output_key, size, mtime_ns, state, first_seen, queued_at)"
@@ -198,36 +225,43 @@ class JobQueue:
             (source.as_posix(), output.as_posix(), claim_key(output), fingerprint.size, fingerprint.mtime_ns, now, now),
         )
 
-    def _reoffer(
-        self, conn: sqlite3.Connection, job: Job, fingerprint: Fingerprint, content_hash: Callable[[], str] | None
-    ) -> Offer:
-        same_stat = (job.size, job.mtime_ns) == (fingerprint.size, fingerprint.mtime_ns)
+    def _reoffer(self, conn: sqlite3.Connection, job: Job, fingerprint: Fingerprint, digest: str | None) -> Offer:
         if job.state in ("pending", "running"):
             return "busy"
-        if job.state == "done" and (same_stat or (content_hash is not None and content_hash() == job.content_hash)):
-            self._update_fingerprint(conn, job, fingerprint)
+        if job.state == "done" and (_same(job, fingerprint) or (digest is not None and digest == job.content_hash)):
+            conn.execute(
+                "UPDATE jobs SET size = ?, mtime_ns = ? WHERE id = ?", (fingerprint.size, fingerprint.mtime_ns, job.id)
+            )
             return "unchanged"
-        now = self.clock()
+        if job.state == "failed":  # a new file at a failed one's path: not the quarantined one
+            self._reclaim(conn, job)
+            conn.execute("UPDATE jobs SET quarantine = NULL WHERE id = ?", (job.id,))
         conn.execute(
             "UPDATE jobs SET state = 'pending', size = ?, mtime_ns = ?, attempts = 0, finished_attempts = 0,"
             " retry_at = 0, reason = NULL, message = NULL, queued_at = ? WHERE id = ?",
-            (fingerprint.size, fingerprint.mtime_ns, now, job.id),
+            (fingerprint.size, fingerprint.mtime_ns, self.clock(), job.id),
         )
         return "requeued"
 
-    def _update_fingerprint(self, conn: sqlite3.Connection, job: Job, fingerprint: Fingerprint) -> None:
+    def _reclaim(self, conn: sqlite3.Connection, job: Job) -> None:
+        """A failed job gave up its output name; claim one again (the same one if still free)."""
+        output = _claim_output(conn, job.source, preferred=job.output)
         conn.execute(
-            "UPDATE jobs SET size = ?, mtime_ns = ? WHERE id = ?", (fingerprint.size, fingerprint.mtime_ns, job.id)
+            "UPDATE jobs SET output = ?, output_key = ? WHERE id = ?", (output.as_posix(), claim_key(output), job.id)
         )
 
-    def requeue(self, job_id: int) -> None:
-        """Send a job back through the queue from scratch (`cutout retry`)."""
+    def requeue(self, job: Job) -> bool:
+        """Send a failed job back through the queue from scratch (`cutout retry`)."""
         with self.db() as conn:
+            if conn.execute("SELECT 1 FROM jobs WHERE id = ? AND state = 'failed'", (job.id,)).fetchone() is None:
+                return False  # the daemon already picked the restored file up
+            self._reclaim(conn, job)
             conn.execute(
                 "UPDATE jobs SET state = 'pending', attempts = 0, finished_attempts = 0, retry_at = 0,"
                 " queued_at = ? WHERE id = ?",
-                (self.clock(), job_id),
+                (self.clock(), job.id),
             )
+        return True
 
     # --- running work -----------------------------------------------------------
     def recover(self) -> int:
@@ -260,25 +294,33 @@ class JobQueue:
         with self.db() as conn:
             conn.execute(
                 "UPDATE jobs SET state = 'done', content_hash = ?, size = ?, mtime_ns = ?, reason = NULL,"
-                " message = NULL, quarantine = NULL, finished_at = ? WHERE id = ?",
+                " message = NULL, quarantine = NULL, finished_at = ? WHERE id = ? AND state = 'running'",
                 (content_hash, fingerprint.size, fingerprint.mtime_ns, self.clock(), job.id),
             )
 
     def mark_failed(self, job: Job, *, reason: str, message: str, quarantine: PurePosixPath | None) -> None:
+        """Failed for good; the output name is released (a RAW file must not keep `x.png` from `x.jpg`)."""
         with self.db() as conn:
             conn.execute(
-                "UPDATE jobs SET state = 'failed', reason = ?, message = ?, quarantine = ?, finished_at = ?"
-                " WHERE id = ?",
+                "UPDATE jobs SET state = 'failed', reason = ?, message = ?, quarantine = ?, finished_at = ?,"
+                " output_key = NULL WHERE id = ? AND state = 'running'",
                 (reason, message, quarantine.as_posix() if quarantine else None, self.clock(), job.id),
             )
 
-    def mark_retry(self, job: Job, *, reason: str, message: str, delay: float, counts: bool) -> None:
-        """Back to pending after `delay`; `counts=False` for errors that are not the file's fault."""
+    def mark_retry(
+        self, job: Job, *, reason: str, message: str, delay: float, counts: bool, was: State = "running"
+    ) -> None:
+        """Back to pending after `delay`; `counts=False` for errors that are not the file's fault.
+
+        `was="failed"` undoes a quarantine whose move failed (the file is still in the hot folder).
+        """
         with self.db() as conn:
+            if was == "failed":
+                self._reclaim(conn, job)
             conn.execute(
-                "UPDATE jobs SET state = 'pending', reason = ?, message = ?, retry_at = ?,"
-                " finished_attempts = finished_attempts + ? WHERE id = ?",
-                (reason, message, self.clock() + delay, 0 if counts else 1, job.id),
+                "UPDATE jobs SET state = 'pending', reason = ?, message = ?, retry_at = ?, quarantine = ?,"
+                " finished_attempts = finished_attempts + ? WHERE id = ? AND state = ?",
+                (reason, message, self.clock() + delay, _posix(job.quarantine), 0 if counts else 1, job.id, was),
             )
 
     def release(self, job: Job) -> None:

@@ -25,10 +25,11 @@ from pathlib import Path, PurePosixPath
 from types import FrameType
 from typing import IO, Protocol
 
+import numpy as np
 import structlog
 
 from daemon.atomic import is_temp_name
-from daemon.errors import ConfigError
+from daemon.errors import ConfigError, JobError, ModelLoadError
 from daemon.outputs import Folders, apply_originals_policy
 from daemon.pipeline import MatteModel
 from daemon.queue import JobQueue
@@ -40,6 +41,7 @@ log = structlog.get_logger("cutout.daemon")
 
 QUEUE_FILE = "queue.sqlite3"
 LOCK_FILE = "daemon.lock"
+EXIT_LOOP_FAILED = 1
 EXIT_ROOT_GONE = 3
 EXIT_SECOND_SIGNAL = 130
 
@@ -104,24 +106,40 @@ class Daemon:
     exit_code: int = 0
 
     def run(self) -> int:
-        """setup(); while not stopped: run_once(); teardown() in finally."""
+        """setup(); while not stopped: run_once() (on the inference thread); teardown() in finally.
+
+        The main thread only waits, so it is free to run signal handlers at once: a
+        second SIGTERM must not wait for a minute-long CPU inference to return.
+        """
         lock = acquire_lock(self.folders.state)
         try:
             self.setup()
             try:
-                while not self.stop.is_set():
-                    self.worker.run_once()
+                inference = threading.Thread(target=self._inference_loop, name="cutout-inference")
+                inference.start()
+                while inference.is_alive():
+                    inference.join(0.5)
             finally:
                 self.teardown()
         finally:
             lock.close()
         return self.exit_code
 
+    def _inference_loop(self) -> None:
+        try:
+            while not self.stop.is_set():
+                self.worker.run_once()
+        except BaseException:  # a bug in the loop itself: stop, and let launchd restart us
+            log.exception("worker_loop_failed")
+            self.exit_code = EXIT_LOOP_FAILED
+            self.stop.set()
+
     def setup(self) -> None:
         self.queue = JobQueue(self.folders.state / QUEUE_FILE, clock=self.clock)
         self.queue.bind_input(self.folders.input)
         recovered = self.queue.recover()
-        swept = sweep_temp_files(self.folders.output)
+        swept = sum(sweep_temp_files(f) for f in (self.folders.output, self.folders.quarantine, self.folders.archive))
+        self._warm_up()
         self._finish_originals()
         self.worker = self._worker()
         self.settler = self._settler()
@@ -136,14 +154,32 @@ class Daemon:
         self._watch_thread.start()
         log.info("daemon_started", recovered_running_jobs=recovered, stale_temp_files=swept, **self._describe())
 
+    def _warm_up(self) -> None:
+        """One inference on a blank image: the model is warm, and a model that cannot run at
+        this size fails start-up clearly instead of quarantining every file as model_error."""
+        size = self.settings.pipeline.target_size
+        try:
+            self.model.predict(np.zeros((1, 3, size, size), np.float32))
+        except Exception as exc:
+            raise ModelLoadError(f"the model does not run on a {size}x{size} input (pipeline.target_size): {exc}") from exc
+
     def _finish_originals(self) -> None:
-        """A crash between "done" and archiving/deleting the original leaves it behind: finish that."""
+        """A crash between "done" and archiving/deleting the original leaves it behind: finish that.
+
+        Only for unchanged originals whose cutout is still there; a failure is logged, never fatal.
+        """
         if self.settings.originals == "keep":
             return
-        for source, (state, size, mtime_ns) in self.queue.known().items():
-            path = self.folders.input / source
-            if state == "done" and _same_file(path, size, mtime_ns):
-                apply_originals_policy(self.folders, PurePosixPath(source), policy=self.settings.originals)
+        for job in self.queue.jobs(state="done", limit=10_000_000):
+            path = self.folders.input / job.source
+            if _same_file(path, job.size, job.mtime_ns) and (self.folders.output / job.output).exists():
+                self._apply_policy(job.source)
+
+    def _apply_policy(self, source: PurePosixPath) -> None:
+        try:
+            apply_originals_policy(self.folders, source, policy=self.settings.originals)
+        except JobError as exc:
+            log.warning("originals_policy_failed", path=source.as_posix(), error=str(exc))
 
     def _worker(self) -> Worker:
         worker = self.settings.worker

@@ -68,7 +68,7 @@ def print_status(report: StatusReport, *, out: TextIO) -> None:
 
 
 def retry(folders: Folders, *, target: Path | None, every: bool) -> list[str]:
-    """Send quarantined files back through the queue; what was sent."""
+    """Send quarantined files back through the queue; one line per file saying what happened."""
     queue = open_queue(folders)
     try:
         chosen = [job for job in queue.jobs(state="failed", limit=1_000_000) if job.quarantine is not None]
@@ -76,13 +76,20 @@ def retry(folders: Folders, *, target: Path | None, every: bool) -> list[str]:
             chosen = [job for job in chosen if _matches(job, target, folders)]
             if not chosen:
                 raise ConfigError(f"{target} is not a quarantined file of this daemon (see: cutout status)")
-        for job in chosen:
-            assert job.quarantine is not None
-            restore_from_quarantine(folders, quarantined=job.quarantine, source=job.source)
-            queue.requeue(job.id)
-        return [job.source.as_posix() for job in chosen]
+        return [_send_back(folders, queue, job) for job in chosen]
     finally:
         queue.close()
+
+
+def _send_back(folders: Folders, queue: JobQueue, job: Job) -> str:
+    """One file back into the hot folder and the queue; a problem is reported, not fatal."""
+    assert job.quarantine is not None
+    try:
+        restore_from_quarantine(folders, quarantined=job.quarantine, source=job.source)
+    except ConfigError as exc:
+        return f"skipped: {exc}"
+    queue.requeue(job)
+    return f"queued again: {job.source.as_posix()}"
 
 
 def _matches(job: Job, target: Path | None, folders: Folders) -> bool:

@@ -25,8 +25,8 @@ from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
 from daemon.layout import iter_inputs
-from daemon.pipeline.formats import truncation
-from daemon.queue import Fingerprint, JobQueue
+from daemon.pipeline.formats import header_truncation, needs_full_read, truncation
+from daemon.queue import Fingerprint, JobQueue, Offer
 
 log = structlog.get_logger("cutout.watch")
 
@@ -65,6 +65,7 @@ class _Watched:
     first_seen: float
     changed_at: float
     checked: Fingerprint | None = None  # the fingerprint last found incomplete
+    verified: Fingerprint | None = None  # the fingerprint last found complete
 
 
 class Settler:
@@ -121,34 +122,49 @@ class Settler:
         watched = self._watched.get(rel)
         if watched is None or now - watched.changed_at < self.settle_seconds:
             return
-        if self._complete(rel, watched) or now - watched.first_seen >= self.incomplete_timeout:
-            # Past the timeout an incomplete file is queued anyway: the worker's own
-            # check then quarantines it as truncated instead of watching it forever.
-            del self._watched[rel]
-            self._offer(rel, watched.fingerprint)
+        if self._complete(rel, watched) or now - watched.changed_at >= self.incomplete_timeout:
+            # Unchanged for the whole timeout yet incomplete: it never will be. Queued anyway,
+            # the worker's own check quarantines it as truncated instead of watching it forever.
+            if self._offer(rel, watched.fingerprint) != "busy":
+                del self._watched[rel]
+            else:  # its job is still running: look again later, so a replacement is not missed
+                watched.changed_at = now
 
     def _complete(self, rel: PurePosixPath, watched: _Watched) -> bool:
         if watched.checked == watched.fingerprint:
             return False  # already found incomplete at exactly this size and mtime
-        path = self.root / rel
+        if watched.verified == watched.fingerprint:
+            return True  # already read whole and found complete
         try:
-            complete = not _finder_copying(path) and truncation(path.read_bytes()) is None
+            complete = not _finder_copying(self.root / rel) and _file_truncation(self.root / rel) is None
         except OSError:
             return False
-        if not complete:
+        if complete:
+            watched.verified = watched.fingerprint
+        else:
             watched.checked = watched.fingerprint
         return complete
 
-    def _offer(self, rel: PurePosixPath, fingerprint: Fingerprint) -> None:
+    def _offer(self, rel: PurePosixPath, fingerprint: Fingerprint) -> Offer | None:
         path = self.root / rel
         try:
             outcome = self.queue.offer(rel, fingerprint, content_hash=lambda: content_hash(path))
         except OSError as exc:  # vanished between settle and hash: nothing to do
             log.info("file_vanished", path=str(rel), error=str(exc))
-            return
+            return None
         if outcome in ("queued", "requeued"):
             log.info("file_queued", path=str(rel), outcome=outcome, size=fingerprint.size)
             self.on_queued()
+        return outcome
+
+
+def _file_truncation(path: Path) -> str | None:
+    """Like formats.truncation, reading the whole file only for formats that need it."""
+    with open(path, "rb") as handle:
+        head = handle.read(16)
+        if needs_full_read(head):
+            return truncation(head + handle.read())
+    return header_truncation(head, path.stat().st_size)
 
 
 def _stat(path: Path) -> Fingerprint | None:

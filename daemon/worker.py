@@ -11,21 +11,31 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 
 import structlog
 
-from daemon.errors import Crashed, JobError, PermanentError, RetriesExhausted, TransientError, Vanished
+from daemon.errors import (
+    Crashed,
+    FileChanged,
+    JobError,
+    PermanentError,
+    RetriesExhausted,
+    TransientError,
+    Vanished,
+)
 from daemon.outputs import (
     ErrorReport,
     Folders,
     apply_originals_policy,
     forget_error_file,
-    quarantine_file,
+    move_to_quarantine,
+    quarantine_target,
     write_output,
 )
-from daemon.pipeline import Cutout, ImageOptions, MatteModel, PipelineParams, Prepared
+from daemon.pipeline import Cutout, ImageOptions, MatteModel, PipelineParams, Prepared, StageTimer
 from daemon.pipeline.pipeline import DEFAULTS
 from daemon.queue import Fingerprint, Job, JobQueue
 from daemon.settings import OriginalsPolicy, QueueSettings
@@ -67,6 +77,7 @@ class Worker:
         self.folders, self.queue = folders, queue
         self.queue_settings, self.policy, self.clock = queue_settings, policy, clock
         self.wake = threading.Event()
+        self._quarantine_lock = threading.Lock()
         self.stages: Stages[_Claimed] = Stages(
             model=model, params=params, options=options, in_flight=in_flight, cpu_threads=cpu_threads,
             on_done=self._done, on_failed=self._failed,
@@ -86,33 +97,42 @@ class Worker:
 
     def _claim(self) -> tuple[_Claimed, Path] | None:
         while (job := self.queue.claim()) is not None:
-            if not self._gave_up(job):
-                return _Claimed(job, _fingerprint(self.folders, job)), self.folders.input / job.source
+            claimed = _Claimed(job, _fingerprint(self.folders, job))
+            if not self._gave_up(claimed):
+                return claimed, self.folders.input / job.source
         return None
 
-    def _gave_up(self, job: Job) -> bool:
+    def _gave_up(self, claimed: _Claimed) -> bool:
         """A file whose earlier starts never finished max_attempts times is not run again."""
-        died = job.unfinished_starts - 1
+        died = claimed.job.unfinished_starts - 1
         if died < self.queue_settings.max_attempts:
             return False
         error = Crashed(f"the daemon stopped {died} times while processing this file (crash, kill or power loss)")
-        where = self._quarantine(job, error)
-        log.info("job", path=job.source.as_posix(), outcome="quarantined", reason=error.reason, now_at=where)
+        self._failed(Task(claimed, self.folders.input / claimed.job.source, StageTimer(), _NOT_RUN), error)
         return True
 
     # --- after the model --------------------------------------------------------------
     def _done(self, task: Task[_Claimed], prepared: Prepared, cutout: Cutout) -> None:
+        job = task.key.job
         with task.timer.stage("save"):
-            written = write_output(self.folders, task.key.job.output, cutout.png)
-        self._record_done(task.key, prepared.sha256)
+            written = write_output(self.folders, job.output, cutout.png)
+        self.queue.mark_done(job, content_hash=prepared.sha256, fingerprint=task.key.fingerprint or _stored(job))
+        # From here on the job is done: nothing below may send it back to on_failed.
+        try:
+            self._after_done(task.key)
+        except Exception:
+            log.exception("after_done_failed", path=job.source.as_posix())
         self._log(task, "done", output=str(written), size=f"{cutout.width}x{cutout.height}", notes=list(cutout.notes))
         self.wake.set()
 
-    def _record_done(self, claimed: _Claimed, sha256: str) -> None:
+    def _after_done(self, claimed: _Claimed) -> None:
+        """Drop a retried file's old error report; archive or delete the original if unchanged."""
         job = claimed.job
-        fingerprint = claimed.fingerprint or Fingerprint(job.size, job.mtime_ns)
-        self.queue.mark_done(job, content_hash=sha256, fingerprint=fingerprint)
         forget_error_file(self.folders, job.quarantine)
+        if _fingerprint(self.folders, job) != claimed.fingerprint:
+            # Replaced while it was processed: the new content is not done; the watcher requeues it.
+            log.info("original_changed_during_processing", path=job.source.as_posix())
+            return
         try:
             apply_originals_policy(self.folders, job.source, policy=self.policy)
         except JobError as exc:  # the cutout is safe; the original simply stays where it is
@@ -122,10 +142,17 @@ class Worker:
     def _failed(self, task: Task[_Claimed], exc: BaseException) -> None:
         """Every failure becomes exactly one of: quarantine, retry, or (vanished) a note."""
         try:
-            self._route_failure(task, exc)
-        except Exception:  # recording the failure failed (disk, database): the next start retries
+            self._route_failure(task, _still_the_same_file(self.folders, task.key, exc))
+        except Exception as error:  # quarantining failed (disk full, database): try again later
             log.exception("failure_not_recorded", path=str(task.key.job.source))
+            self._retry_quietly(task, error)
         self.wake.set()
+
+    def _retry_quietly(self, task: Task[_Claimed], error: Exception) -> None:
+        try:
+            self._retry(task, error, counts=False)
+        except Exception:  # the database itself failed: the row stays running; a restart recovers it
+            log.exception("retry_not_recorded", path=str(task.key.job.source))
 
     def _route_failure(self, task: Task[_Claimed], exc: BaseException) -> None:
         job = task.key.job
@@ -155,17 +182,25 @@ class Worker:
         self._log(task, "retry", reason=reason, message=str(exc), retry_in=round(delay, 1))
 
     def _quarantine(self, job: Job, error: JobError) -> str:
+        """Record where the file goes, then move it: a crash in between leaves it in the hot
+        folder with a failed row, which the next scan requeues; it is never lost."""
+        if not (self.folders.input / job.source).exists():
+            self.queue.mark_failed(job, reason=error.reason, message=str(error), quarantine=None)
+            return "nowhere (the file was gone)"
         report = ErrorReport(
-            file=job.source.as_posix(),
-            reason=error.reason,
-            message=str(error),
-            attempts=job.attempts,
-            first_seen=job.first_seen,
-            last_attempt=self.clock(),
+            file=job.source.as_posix(), reason=error.reason, message=str(error), attempts=job.attempts,
+            first_seen=job.first_seen, last_attempt=self.clock(),
         )
-        moved = quarantine_file(self.folders, job.source, report, previous=job.quarantine)
-        self.queue.mark_failed(job, reason=error.reason, message=str(error), quarantine=moved)
-        return str(self.folders.quarantine / moved) if moved else "nowhere (file was gone)"
+        with self._quarantine_lock:  # two failures must not pick the same free name
+            target = quarantine_target(self.folders, job.source, previous=job.quarantine)
+            self.queue.mark_failed(job, reason=error.reason, message=str(error), quarantine=target)
+            try:
+                move_to_quarantine(self.folders, job.source, target, report)
+            except TransientError as exc:  # the file stays in the hot folder: back to the queue
+                delay = backoff(retries=job.finished_attempts + 1, settings=self.queue_settings)
+                self.queue.mark_retry(job, reason=exc.reason, message=str(exc), delay=delay, counts=False, was="failed")
+                raise
+        return str(self.folders.quarantine / target)
 
     # --- bookkeeping ------------------------------------------------------------------
     def _log(self, task: Task[_Claimed], outcome: str, **fields: object) -> None:
@@ -186,6 +221,25 @@ class Worker:
         """Put prefetched jobs back (their start does not count), let the rest finish."""
         for task in self.stages.close():
             self.queue.release(task.key.job)
+
+
+_NOT_RUN: Future[Prepared] = Future()
+
+
+def _stored(job: Job) -> Fingerprint:
+    return Fingerprint(job.size, job.mtime_ns)
+
+
+def _still_the_same_file(folders: Folders, claimed: _Claimed, exc: BaseException) -> BaseException:
+    """A permanent verdict on a file that changed since it was claimed is not a verdict:
+    a TIFF or WebP still being copied looks undecodable. Retry it instead."""
+    if not isinstance(exc, PermanentError) or isinstance(exc, (Vanished, Crashed)):
+        return exc
+    if _fingerprint(folders, claimed.job) in (claimed.fingerprint, None):
+        return exc
+    changed = FileChanged(f"the file changed while it was processed ({exc.reason}: {exc}); trying again")
+    changed.__cause__ = exc
+    return changed
 
 
 def _fingerprint(folders: Folders, job: Job) -> Fingerprint | None:

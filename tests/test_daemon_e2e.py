@@ -16,6 +16,7 @@ from typing import Any
 import cv2
 import numpy as np
 import pytest
+import torch
 
 from tests import tiny_models
 from tests.conftest import subject_image, write_image
@@ -190,20 +191,36 @@ def test_sigterm_exits_zero_with_the_queue_consistent(tmp_path: Path, torchscrip
     assert "running" not in states and states.get("done", 0) == len(daemon.outputs())
 
 
-def test_a_second_signal_exits_at_once_and_the_next_start_finishes_the_work(
-    tmp_path: Path, torchscript_model: Path
-) -> None:
-    daemon = DaemonProcess(tmp_path / "d", model=str(torchscript_model), settings=FAST)
-    for index in range(30):
-        write_image(daemon.input / f"{index}.png", subject_image(60, 80, (20, 15, 60, 45)))
+def test_a_second_signal_exits_at_once_even_mid_inference_and_loses_nothing(tmp_path: Path) -> None:
+    model_dir = tiny_models.build_slow_hf_model_dir(tmp_path / "slow-model", seconds=4.0)
+    daemon = DaemonProcess(tmp_path / "d", model=f"hf:{model_dir}", settings=FAST)
     daemon.start()
-    daemon.wait_for(lambda: len(daemon.outputs()) >= 1, what="an output")
+    write_image(daemon.input / "a.png", subject_image(60, 80, (20, 15, 60, 45)))
+    daemon.wait_for(lambda: bool(daemon.events("file_queued")), what="queued")
+    time.sleep(0.5)  # the forward pass is now sleeping in the inference thread
     daemon.signal(signal.SIGTERM)
+    daemon.wait_for(lambda: bool(daemon.events("stopping")), what="first signal handled", timeout=2)
     daemon.signal(signal.SIGTERM)
-    assert daemon.wait_for_exit(timeout=15) in (0, 130)
+    assert daemon.wait_for_exit(timeout=2) == 130
+    assert daemon.outputs() == []
     daemon.start()
-    daemon.wait_for(lambda: len(daemon.outputs()) == 30, what="every output")
+    daemon.wait_for(lambda: daemon.outputs() == ["a.png"], what="the output after restart")
     assert daemon.stop() == 0
+
+
+def test_a_model_that_cannot_run_at_the_configured_size_is_refused_at_start(tmp_path: Path) -> None:
+    exported = tmp_path / "fixed.torchscript"
+    from daemon.pipeline.model import export_torchscript
+
+    class FixedSize(torch.nn.Module):
+        def forward(self, batch: torch.Tensor) -> torch.Tensor:
+            return batch[:, :1].reshape(1, 1, 1088, 1088)  # only a 1088 input has this many elements
+
+    export_torchscript(FixedSize(), out=exported)
+    daemon = DaemonProcess(tmp_path / "d", model=str(exported), settings=FAST)
+    completed = _refusal(daemon.config)
+    assert completed.returncode == 2
+    assert "the model does not run on a 256x256 input (pipeline.target_size)" in completed.stderr
 
 
 def test_a_burst_of_500_files_is_processed_once_each(tmp_path: Path, torchscript_model: Path) -> None:

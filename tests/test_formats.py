@@ -52,7 +52,21 @@ def test_png_needs_its_iend_chunk() -> None:
 def test_truncation_names_the_format_and_ignores_other_formats() -> None:
     assert "JPEG" in (truncation(_jpeg()[:-40]) or "")
     assert "PNG" in (truncation(_png()[:-5]) or "")
-    assert truncation(_jpeg()) is None and truncation(b"BM not checked") is None
+    assert truncation(_jpeg()) is None and truncation(b"II*\x00 a TIFF is not checked") is None
+
+
+@pytest.mark.parametrize("suffix", [".webp", ".bmp", ".gif"])
+def test_webp_bmp_and_gif_cut_short_are_incomplete(suffix: str) -> None:
+    from PIL import Image
+    import io
+
+    buffer = io.BytesIO()
+    Image.fromarray(np.random.default_rng(1).integers(0, 255, (60, 80, 3), dtype=np.uint8)).save(
+        buffer, format=suffix[1:].upper()
+    )
+    data = buffer.getvalue()
+    assert truncation(data) is None
+    assert truncation(data[: len(data) * 2 // 3]) is not None
 
 
 @pytest.mark.parametrize(

@@ -105,7 +105,8 @@ def test_a_failed_job_redropped_is_queued_from_scratch(queue: JobQueue) -> None:
     queue.mark_failed(job, reason="no_foreground", message="none", quarantine=P("a.jpg"))
     assert queue.offer(P("a.jpg"), Fingerprint(5, 5)) == "requeued"
     again = queue.claim()
-    assert again is not None and again.attempts == 1 and again.quarantine == P("a.jpg")
+    assert again is not None and again.attempts == 1
+    assert again.quarantine is None  # a new file at that path, not the quarantined one
 
 
 def test_the_queue_survives_reopening(tmp_path: Path) -> None:
@@ -132,3 +133,35 @@ def test_a_failed_transaction_is_rolled_back(queue: JobQueue) -> None:
             )
             raise RuntimeError("boom")
     assert queue.counts()["pending"] == 0
+
+
+def test_a_failed_job_releases_its_output_name(queue: JobQueue) -> None:
+    queue.offer(P("x.CR3"), FP)
+    raw = queue.claim()
+    assert raw is not None and raw.output == P("x.png")
+    queue.mark_failed(raw, reason="unsupported", message="RAW", quarantine=P("x.CR3"))
+    queue.offer(P("x.JPG"), FP)
+    jpeg = queue.claim()
+    assert jpeg is not None and jpeg.output == P("x.png")
+
+
+def test_state_changes_only_apply_to_the_state_they_expect(queue: JobQueue) -> None:
+    queue.offer(P("a.jpg"), FP)
+    job = queue.claim()
+    assert job is not None
+    queue.mark_done(job, content_hash="h", fingerprint=FP)
+    queue.mark_retry(job, reason="io_error", message="late", delay=0, counts=True)  # after done: ignored
+    queue.mark_failed(job, reason="model_error", message="late", quarantine=None)
+    assert queue.counts()["done"] == 1
+    assert queue.requeue(job) is False  # only failed jobs are sent back
+
+
+def test_a_retried_job_gets_its_output_name_back_if_still_free(queue: JobQueue) -> None:
+    queue.offer(P("a.jpg"), FP)
+    job = queue.claim()
+    assert job is not None
+    queue.mark_failed(job, reason="model_error", message="x", quarantine=P("a.jpg"))
+    failed = queue.get(P("a.jpg"))
+    assert failed is not None and queue.requeue(failed) is True
+    again = queue.claim()
+    assert again is not None and again.output == P("a.png") and again.quarantine == P("a.jpg")

@@ -119,6 +119,30 @@ def test_reconcile_hints_new_and_changed_files_but_not_done_ones(
     assert reconcile(root=hot, queue=queue, settler=settler) == 1
 
 
+def test_a_file_replaced_while_its_job_is_busy_stays_watched_and_is_requeued_after(
+    tmp_path: Path, hot: Path, queue: JobQueue, settler: Settler, clock: FakeClock
+) -> None:
+    data = _jpeg_bytes(tmp_path)
+    (hot / "a.jpg").write_bytes(data)
+    settler.hint(P("a.jpg"))
+    settler.run_once()
+    clock.now += 2
+    settler.run_once()
+    job = queue.claim()  # the worker is on it...
+    assert job is not None
+    (hot / "a.jpg").write_bytes(data + b"re-exported")  # ...when a new version lands
+    settler.hint(P("a.jpg"))
+    for _ in range(3):
+        clock.now += 2
+        settler.run_once()
+    assert settler.pending() == 1  # still watched while the job is busy
+    queue.mark_done(job, content_hash="old", fingerprint=Fingerprint(job.size, job.mtime_ns))
+    clock.now += 2
+    settler.run_once()
+    requeued = queue.get(P("a.jpg"))
+    assert requeued is not None and requeued.state == "pending" and settler.pending() == 0
+
+
 def _wait_for(condition: Callable[[], bool], *, timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
@@ -143,11 +167,18 @@ class Recorder:
     """Collects the settler's hints from the real observer thread."""
 
     def __init__(self) -> None:
-        self.hints: set[PurePosixPath] = set()
+        self._hints: set[PurePosixPath] = set()
+        self._lock = threading.Lock()
         self.root_gone = threading.Event()
 
     def hint(self, rel: PurePosixPath) -> None:
-        self.hints.add(rel)
+        with self._lock:
+            self._hints.add(rel)
+
+    @property
+    def hints(self) -> set[PurePosixPath]:
+        with self._lock:
+            return set(self._hints)
 
 
 @pytest.mark.parametrize("polling", [False, True], ids=["native", "polling"])

@@ -208,7 +208,7 @@ def test_retry_sends_a_quarantined_file_back_and_success_removes_its_error_file(
     worker = make_worker(folders, queue, clock, model=model)
     drain(worker, queue)
     assert (folders.quarantine / "sub" / "a.jpg.error.json").exists()
-    assert retry(folders, target=folders.quarantine / "sub" / "a.jpg", every=False) == ["sub/a.jpg"]
+    assert retry(folders, target=folders.quarantine / "sub" / "a.jpg", every=False) == ["queued again: sub/a.jpg"]
     assert (folders.input / "sub" / "a.jpg").exists() and not (folders.quarantine / "sub" / "a.jpg").exists()
     model.broken = False
     drain(worker, queue)
@@ -257,3 +257,68 @@ def test_a_decompression_bomb_and_a_raw_file_are_quarantined_with_their_reasons(
     reasons = {name: json.loads((folders.quarantine / f"{name}.error.json").read_text())["reason"]
                for name in ("bomb.png", "IMG_1.NEF")}
     assert reasons == {"bomb.png": "too_large", "IMG_1.NEF": "unsupported"}
+
+
+class ReExportingModel(BrightModel):
+    """The photographer re-exports the file while the model is busy with it."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        self.path = path
+
+    def predict(self, batch: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        write_image(self.path, subject_image(200, 300, (50, 50, 250, 150)))
+        return super().predict(batch)
+
+
+@pytest.mark.parametrize("policy", ["archive", "delete"])
+def test_a_file_replaced_during_processing_is_neither_archived_nor_deleted(
+    folders: Folders, queue: JobQueue, clock: FakeClock, policy: OriginalsPolicy
+) -> None:
+    path = add(folders, queue, "a.jpg")
+    worker = make_worker(folders, queue, clock, model=ReExportingModel(path), policy=policy)
+    drain(worker, queue)
+    worker.close()
+    assert path.exists() and (folders.output / "a.png").exists()
+    assert queue.offer(P("a.jpg"), Fingerprint.of(path), content_hash=lambda: "new content") == "requeued"
+
+
+def test_the_original_stays_when_its_cutout_could_not_be_written(
+    folders: Folders, queue: JobQueue, clock: FakeClock
+) -> None:
+    path = add(folders, queue, "a.jpg")
+    folders.output.rmdir()
+    worker = make_worker(folders, queue, clock, policy="delete")
+    drain(worker, queue)
+    worker.close()
+    assert path.exists()
+
+
+def test_a_quarantine_that_cannot_be_written_sends_the_job_back_and_the_loop_goes_on(
+    folders: Folders, queue: JobQueue, clock: FakeClock
+) -> None:
+    add(folders, queue, "dark.png", np.full((100, 100, 3), 20, np.uint8))
+    for _ in range(3):  # and a second file that crashed the process three times
+        assert queue.claim() is not None
+        queue.recover()
+    add(folders, queue, "b.png", np.full((100, 100, 3), 20, np.uint8))
+    folders.quarantine.rmdir()
+    folders.quarantine.write_text("a file where the quarantine folder should be")
+    worker = make_worker(folders, queue, clock)
+    drain(worker, queue)
+    worker.close()
+    assert (folders.input / "dark.png").exists() and (folders.input / "b.png").exists()
+    assert queue.counts() == {"pending": 2, "running": 0, "done": 0, "failed": 0}
+
+
+def test_a_verdict_on_a_file_that_changed_since_its_claim_becomes_a_retry(folders: Folders) -> None:
+    from daemon.errors import FileChanged, Undecodable
+    from daemon.queue import Job
+    from daemon.worker import _Claimed, _still_the_same_file
+
+    path = write_image(folders.input / "copying.tif", subject_image(30, 40, BOX))
+    job = Job(1, P("copying.tif"), P("copying.png"), 1, 1, None, "running", 1, 0, None, None, None, 0, 0, 0, None)
+    claimed = _Claimed(job, Fingerprint(1, 1))  # the size it had when claimed
+    assert isinstance(_still_the_same_file(folders, claimed, Undecodable("half a TIFF")), FileChanged)
+    same = _Claimed(job, Fingerprint.of(path))
+    assert isinstance(_still_the_same_file(folders, same, Undecodable("broken")), Undecodable)

@@ -302,3 +302,13 @@ def build_poison_hf_model_dir(path: Path) -> Path:
     source = modeling.read_text()
     modeling.write_text(source.replace("    def forward(self, x):\n", _POISON_CHECK, 1))
     return path
+
+
+def build_slow_hf_model_dir(path: Path, *, seconds: float) -> Path:
+    """The bright-pixel HF model, taking `seconds` per forward: a CPU-bound BiRefNet stand-in
+    for shutdown tests (a signal must not wait for the forward to end)."""
+    build_hf_model_dir(path)
+    modeling = path / f"{HF_MODEL_MODULE}.py"
+    slow = f"    def forward(self, x):\n        import time\n\n        time.sleep({seconds})\n"
+    modeling.write_text(modeling.read_text().replace("    def forward(self, x):\n", slow, 1))
+    return path

@@ -81,13 +81,30 @@ def tiff_size(data: bytes) -> tuple[int, int] | None:
     return (found[_TIFF_WIDTH], found[_TIFF_HEIGHT]) if len(found) == 2 else None
 
 
+def header_truncation(head: bytes, size: int) -> str | None:
+    """Incompleteness that the first bytes and the file size alone reveal (WebP, BMP)."""
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP" and len(head) >= 8:
+        if size < 8 + int.from_bytes(head[4:8], "little"):
+            return "WebP is shorter than its RIFF header says (file is incomplete)"
+    if head[:2] == b"BM" and len(head) >= 6 and size < int.from_bytes(head[2:6], "little"):
+        return "BMP is shorter than its header says (file is incomplete)"
+    return None
+
+
+def needs_full_read(head: bytes) -> bool:
+    """JPEG, PNG and GIF are checked by walking or ending their data: they must be read whole."""
+    return head.startswith((JPEG_SIGNATURE, PNG_SIGNATURE, b"GIF8"))
+
+
 def truncation(data: bytes) -> str | None:
-    """Why `data` is an incomplete JPEG or PNG, or None when it is not one of those or complete."""
+    """Why `data` is an incomplete image file, or None when complete (or of a format not checked)."""
     if data.startswith(JPEG_SIGNATURE) and not jpeg_is_complete(data):
         return "JPEG has no end-of-image marker (file is incomplete)"
     if data.startswith(PNG_SIGNATURE) and not png_is_complete(data):
         return "PNG has no IEND chunk (file is incomplete)"
-    return None
+    if data.startswith(b"GIF8") and not data.rstrip(b"\x00").endswith(b";"):
+        return "GIF has no trailer (file is incomplete)"
+    return header_truncation(data[:16], len(data))
 
 
 def is_image_name(name: str) -> bool:

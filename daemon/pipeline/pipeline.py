@@ -102,7 +102,12 @@ def finish(prepared: Prepared, matte: FloatArray, *, params: PipelineParams, tim
         full = combine_alpha(postprocess(matte, meta=prepared.meta, params=params), prepared.source.alpha)
         fraction = check_foreground(full, params=params)
     with timer.stage("composite"):
-        box = crop_box(full, threshold=params.alpha_threshold, padding=params.crop_padding)
+        # fail_fast off and nothing at all above the threshold: the whole frame, transparent.
+        box = (
+            crop_box(full, threshold=params.alpha_threshold, padding=params.crop_padding)
+            if fraction > 0
+            else CropBox(0, 0, full.shape[1], full.shape[0])
+        )
         png = encode_cutout(prepared.source, full, box=box, compression=params.png_compression)
     return Cutout(png, box.width, box.height, box, fraction, prepared.source.notes)
 

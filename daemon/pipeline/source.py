@@ -47,6 +47,7 @@ DATETIME_ORIGINAL = 0x9003
 _OPENCV_FORMATS = frozenset({"JPEG", "PNG", "TIFF", "WEBP", "BMP", "MPO"})
 _OPENCV_MODES = frozenset({"1", "L", "LA", "P", "PA", "RGB", "RGBA", "RGBX", "I;16", "I;16B", "I;16L", "I;16N"})
 _SRGB = ImageCms.createProfile("sRGB")
+_UNSUPPORTED_MODES = frozenset({"I", "F", "LAB", "HSV", "I;32", "I;32B", "I;32L"})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -235,24 +236,33 @@ def _decode_pillow(data: bytes, header: _Header) -> _Pixels:
         image.load()
     except (OSError, ValueError, EOFError) as exc:
         raise Undecodable(f"not a readable image: {exc}") from exc
+    if image.mode in _UNSUPPORTED_MODES:
+        raise Unsupported(
+            f"{image.mode} images (32-bit integer, floating point or Lab) are not supported: export 8- or 16-bit RGB"
+        )
     if header.mode == "CMYK" or _profile_space(header.icc_profile) not in (None, "RGB "):
         return _to_srgb_pixels(image, header.icc_profile)
     rgba = np.asarray(image.convert("RGBA"))
-    has_alpha = "A" in image.mode or "transparency" in image.info
+    has_alpha = "A" in image.getbands() or "transparency" in image.info
     alpha = rgba[..., 3].astype(np.float32) / np.float32(255.0) if has_alpha else None
     return _Pixels(np.ascontiguousarray(rgba[..., :3]), alpha)
 
 
 def _to_srgb_pixels(image: Image.Image, profile: bytes | None) -> _Pixels:
+    """Through LittleCMS to sRGB (CMYK, a grey profile); the alpha, if any, is set aside first."""
+    alpha = None
+    if "A" in image.getbands():
+        alpha = np.asarray(image.getchannel("A"), dtype=np.float32) / np.float32(255.0)
+        image = image.convert(image.mode.replace("A", "") or "L")
     if profile is not None:
         try:
             source = ImageCms.ImageCmsProfile(io.BytesIO(profile))
             converted = ImageCms.profileToProfile(image, source, _SRGB, outputMode="RGB")
             if converted is not None:
-                return _Pixels(np.asarray(converted, dtype=np.uint8), None, converted_to_srgb=True)
+                return _Pixels(np.asarray(converted, dtype=np.uint8), alpha, converted_to_srgb=True)
         except ImageCms.PyCMSError:
             pass  # a broken profile: fall back to Pillow's plain conversion below
-    return _Pixels(np.asarray(image.convert("RGB"), dtype=np.uint8), None, converted_to_srgb=True)
+    return _Pixels(np.asarray(image.convert("RGB"), dtype=np.uint8), alpha, converted_to_srgb=True)
 
 
 def _profile_space(profile: bytes | None) -> str | None:
@@ -261,7 +271,9 @@ def _profile_space(profile: bytes | None) -> str | None:
 
 
 def decode_pixels(data: bytes, header: _Header) -> _Pixels:
-    use_opencv = header.format in _OPENCV_FORMATS and header.mode in _OPENCV_MODES and header.frames == 1
+    # A multi-page TIFF is a document, not an animation: OpenCV reads its first page at full depth.
+    single = header.frames == 1 or header.format == "TIFF"
+    use_opencv = header.format in _OPENCV_FORMATS and header.mode in _OPENCV_MODES and single
     if use_opencv and _profile_space(header.icc_profile) in (None, "RGB "):
         pixels = _decode_opencv(data)
         # OpenCV's TIFF decoder orients the image itself, whatever the flags (tested for all 8).
@@ -297,7 +309,8 @@ def _convert_rgb_to_srgb(rgb: UInt8Array, profile: bytes) -> UInt8Array | None:
 
 
 def _eight_bit(color: UInt8Array | UInt16Array) -> UInt8Array:
-    """16-bit to 8-bit like OpenCV's IMREAD_COLOR (the high byte), so the model input matches."""
+    """16-bit to 8-bit by the high byte, as OpenCV's IMREAD_COLOR does for PNG (the seed's
+    IMREAD_COLOR path rounds TIFFs instead: at most one level apart)."""
     if color.dtype == np.uint16:
         return (color >> 8).astype(np.uint8)
     return color.astype(np.uint8, copy=False)
@@ -309,7 +322,7 @@ def read_source(data: bytes, *, name: str, options: ImageOptions) -> SourceImage
     check_name(name)
     header = probe(data, options=options)
     pixels = decode_pixels(data, header)
-    notes = header.notes + (("animated: first frame only",) if header.frames > 1 else ())
+    notes = header.notes + (("several frames or pages: the first one only",) if header.frames > 1 else ())
     orientation = 1 if pixels.upright else header.orientation
     color = orient(pixels.color, orientation)
     alpha = None if pixels.alpha is None else orient(pixels.alpha, orientation)
