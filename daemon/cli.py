@@ -36,7 +36,7 @@ from daemon.outputs import Folders
 from daemon.pipeline.model import DEVICE_NAMES, LoadedModel, ModelSpec, choose_device, load_model, parse_model_spec
 from daemon import service
 from daemon.service import DEFAULT_LABEL, AgentSpec, AgentStatus, Host, ServiceChange
-from daemon.settings import Settings, load_settings
+from daemon.settings import image_options, load_settings, Settings
 
 log = structlog.get_logger("cutout")
 
@@ -254,7 +254,14 @@ def cmd_process(args: argparse.Namespace, settings: Settings, ctx: Context) -> i
         return EXIT_USAGE
     loaded = open_model(settings, ctx=ctx, progress=sys.stderr.isatty())
     report = run_batch(
-        args.input, args.output, model=loaded.model, params=settings.pipeline, progress=sys.stderr.isatty()
+        args.input,
+        args.output,
+        model=loaded.model,
+        params=settings.pipeline,
+        options=image_options(settings),
+        in_flight=settings.worker.in_flight,
+        cpu_threads=settings.worker.cpu_threads,
+        progress=sys.stderr.isatty(),
     )
     print_summary(report, input_dir=args.input, out=sys.stdout)
     return EXIT_FAILED if report.failed else EXIT_OK
@@ -292,12 +299,12 @@ def cmd_retry(args: argparse.Namespace, settings: Settings, ctx: Context) -> int
 
     if args.all == (args.path is not None):
         raise ConfigError("give either a quarantined file or --all")
-    sent = retry(folders_from(settings, ctx), target=args.path, every=args.all)
-    for path in sent:
-        print(f"queued again: {path}")
-    if not sent:
+    outcomes = retry(folders_from(settings, ctx), target=args.path, every=args.all)
+    for line in outcomes:
+        print(line)
+    if not outcomes:
         print("nothing in quarantine")
-    return EXIT_OK
+    return EXIT_FAILED if any(line.startswith("skipped") for line in outcomes) else EXIT_OK
 
 
 def cmd_doctor(args: argparse.Namespace, settings: Settings, ctx: Context) -> int:

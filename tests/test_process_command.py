@@ -132,3 +132,20 @@ def test_the_overlapped_batch_writes_the_same_bytes_as_sequential_process_image(
     for index in range(5):
         expected = process_image(tmp_path / "in" / f"{index}.jpg", model=model).cutout.png
         assert (tmp_path / "out" / f"{index}.png").read_bytes() == expected
+
+
+def test_process_honours_the_output_and_limits_settings(tmp_path: Path, torchscript_model: Path) -> None:
+    deep = np.zeros((300, 400, 3), np.uint16)
+    deep[80:220, 100:300] = 60_000
+    (tmp_path / "in").mkdir()
+    assert cv2.imwrite(str(tmp_path / "in" / "deep.png"), deep)
+    write_image(tmp_path / "in" / "big.png", subject_image(300, 400, BOX))
+    config = tmp_path / "config.yaml"
+    config.write_text("output:\n  bit_depth: source\nlimits:\n  max_pixels: 100000\n")
+    code = main(["process", str(tmp_path / "in"), str(tmp_path / "out"), "--model", str(torchscript_model),
+                 "--config", str(config)])
+    assert code == 1  # both 120,000-pixel images are above the limit: too_large
+    config.write_text("output:\n  bit_depth: source\n")
+    assert main(["process", str(tmp_path / "in"), str(tmp_path / "out"), "--model", str(torchscript_model),
+                 "--config", str(config)]) == 0
+    assert cv2.imread(str(tmp_path / "out" / "deep.png"), cv2.IMREAD_UNCHANGED).dtype == np.uint16

@@ -80,3 +80,29 @@ def test_an_invalid_config_names_the_key_and_the_problem(tmp_path: Path, text: s
 def test_a_missing_config_file_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read config file"):
         load_settings(tmp_path / "nope.yaml")
+
+
+def test_the_readme_configuration_reference_lists_every_setting_with_its_default() -> None:
+    import dataclasses
+
+    readme = (ROOT / "README.md").read_text()
+    reference = readme[readme.index("## Configuration reference") :]
+
+    def rows(obj: object, prefix: str = "") -> list[tuple[str, object]]:
+        if dataclasses.is_dataclass(obj):
+            return [r for f in dataclasses.fields(obj) for r in rows(getattr(obj, f.name), f"{prefix}{f.name}.")]
+        return [(prefix.rstrip("."), obj)]
+
+    for key, default in rows(Settings()):
+        shown = "null" if default is None else str(default).lower() if isinstance(default, bool) else None
+        assert f"| `{key}` |" in reference, key
+        if shown is not None:
+            assert f"| `{key}` | `{shown}` |" in reference, key
+
+
+def test_the_readme_starts_with_the_run_and_the_test_command() -> None:
+    readme = (ROOT / "README.md").read_text()
+    first_blocks = readme.split("```bash\n")[1:3]
+    assert "cutout watch --input" in first_blocks[0]
+    assert "pip install torch==2.13.0" in first_blocks[1] and "python -m pytest" in first_blocks[1]
+    assert "python -m pytest" in (ROOT / ".ci" / "run").read_text()
