@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 
 # Before anything imports transformers / huggingface_hub: a private cache, and no network.
 os.environ["HF_HOME"] = tempfile.mkdtemp(prefix="cutout-test-hf-")
 os.environ["HF_HUB_OFFLINE"] = "1"
+atexit.register(shutil.rmtree, os.environ["HF_HOME"], ignore_errors=True)
 
 import logging
 from collections.abc import Callable, Iterator
