@@ -23,9 +23,18 @@ import numpy as np
 from benchmarks.images import GeneratedImage
 from daemon.atomic import write_atomic
 from daemon.pipeline import MatteModel, PipelineParams, Prepared, StageTimer, finish, prepare
-from daemon.pipeline.composite import compose_rgba, crop_box, encode_png
+from daemon.pipeline.composite import compose_rgba, crop_box, encode_bgra, encode_png
+from daemon.pipeline.constants import PNG_FILTER, PngFilter
 from daemon.pipeline.pipeline import check_foreground
-from daemon.pipeline.postprocess import erode, keep_largest_component, postprocess, restore_matte, smooth_edges
+from daemon.pipeline.postprocess import (
+    cleaning_reach,
+    erode,
+    grow_region,
+    largest_component,
+    postprocess,
+    restore_matte,
+    smooth_edges,
+)
 from daemon.pipeline.preprocess import FloatArray
 
 T = TypeVar("T")
@@ -105,10 +114,11 @@ def run_pipeline(path: Path, *, model: MatteModel, params: PipelineParams, out: 
     return PipelineRun(timer.timings(), len(cutout.png), (cutout.width, cutout.height))
 
 
-def floor(path: Path, *, compression: int) -> dict[str, Timing]:
+def floor(path: Path, *, compression: int, png_filter: PngFilter = PNG_FILTER) -> dict[str, Timing]:
     """The least any cutout tool must do: read + decode the file, PNG-encode the full image."""
     bgr, decode = timed(lambda: cv2.imdecode(np.frombuffer(path.read_bytes(), np.uint8), cv2.IMREAD_COLOR))
-    _, encode = timed(cv2.imencode, ".png", bgr, [cv2.IMWRITE_PNG_COMPRESSION, compression])
+    # The floor uses the same encoder settings as the daemon's output.
+    _, encode = timed(lambda: encode_bgra(bgr, compression=compression, png_filter=png_filter))
     return {"decode": decode, "encode": encode, "total": Timing(decode.wall + encode.wall, decode.cpu + encode.cpu)}
 
 
@@ -121,16 +131,23 @@ class SubstepRun:
 
 
 def run_substeps(prepared: Prepared, matte: FloatArray, *, params: PipelineParams) -> SubstepRun:
-    """The steps inside `finish()`, one at a time, on the same matte."""
+    """The steps inside `finish()`, one at a time, on the same matte, as the daemon runs
+    them: erosion and edge smoothing on the subject's region only (postprocess.clean_matte)."""
     t: dict[str, Timing] = {}
     full, t["restore"] = timed(restore_matte, matte, meta=prepared.meta)
-    full, t["largest component"] = timed(keep_largest_component, full, threshold=params.alpha_threshold)
-    full, t["erode"] = timed(erode, full, kernel_size=params.erode_kernel_size)
-    full, t["edge smoothing"] = timed(smooth_edges, full, params=params)
-    _, t["foreground check"] = timed(check_foreground, full, params=params)
-    box, t["crop box"] = timed(crop_box, full, threshold=params.alpha_threshold, padding=params.crop_padding)
-    rgba, t["compose RGBA"] = timed(compose_rgba, prepared.source.rgb, full, box=box)
-    _, t["PNG encode"] = timed(encode_png, rgba, compression=params.png_compression)
+    (full, box), t["largest component"] = timed(largest_component, full, threshold=params.alpha_threshold)
+    assert box is not None, "the benchmark photo has a subject"
+    region = grow_region(box, by=cleaning_reach(params), shape=full.shape)
+    inner, t["erode"] = timed(erode, np.ascontiguousarray(full[region]), kernel_size=params.erode_kernel_size)
+    full[region], t["edge smoothing"] = timed(smooth_edges, inner, params=params)
+    _, t["foreground check"] = timed(check_foreground, full, params=params, region=region)
+    crop, t["crop box"] = timed(
+        crop_box, full, threshold=params.alpha_threshold, padding=params.crop_padding, region=region
+    )
+    rgba, t["compose RGBA"] = timed(compose_rgba, prepared.source.rgb, full, box=crop)
+    _, t["PNG encode"] = timed(
+        encode_png, rgba, compression=params.png_compression, png_filter=params.png_filter
+    )
     same = bool(np.array_equal(full, postprocess(matte, meta=prepared.meta, params=params)))
     return SubstepRun(t, rgba, same)
 
@@ -158,7 +175,7 @@ def _measure_format(
     scratch.mkdir(parents=True, exist_ok=True)
     runs = [run_pipeline(image.path, model=model, params=params, out=scratch / f"stage-{image.path.stem}.png")
             for _ in range(repeats)]
-    floors = [floor(image.path, compression=params.png_compression) for _ in range(repeats)]
+    floors = [floor(image.path, compression=params.png_compression, png_filter=params.png_filter) for _ in range(repeats)]
     stages = {name: median([r.timings[name] for r in runs]).as_ms() for name in PIPELINE_STAGES}
     outside = median([_sum(r.timings, exclude="inference") for r in runs])
     return {

@@ -6,7 +6,6 @@ says what failed, why, and that the file is still where it was.
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 import traceback
@@ -61,8 +60,8 @@ def run_batch(
     params: PipelineParams,
     progress: bool,
     options: ImageOptions = DEFAULTS,
-    in_flight: int = 3,
-    cpu_threads: int = 0,
+    in_flight: int = 4,
+    cpu_threads: int = 2,
     clock: Callable[[], float] = time.perf_counter,
 ) -> BatchReport:
     """Process every input under `input_dir` into `output_dir`; never stops on a bad file.
@@ -77,7 +76,7 @@ def run_batch(
         recorder = _Recorder(output_dir=output_dir, plan=plan, report=report, bar=bar)
         stages: Stages[PurePosixPath] = Stages(
             model=model, params=params, options=options, in_flight=in_flight,
-            cpu_threads=cpu_threads or os.cpu_count() or 2, on_done=recorder.done, on_failed=recorder.failed,
+            cpu_threads=cpu_threads, on_done=recorder.done, on_failed=recorder.failed,
         )
         _drive(stages, todo=iter(sorted(plan)), input_dir=input_dir)
     report.done.sort()

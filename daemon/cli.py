@@ -36,7 +36,7 @@ from daemon.outputs import Folders
 from daemon.pipeline.model import DEVICE_NAMES, LoadedModel, ModelSpec, choose_device, load_model, parse_model_spec
 from daemon import service
 from daemon.service import DEFAULT_LABEL, AgentSpec, AgentStatus, Host, ServiceChange
-from daemon.settings import image_options, load_settings, Settings
+from daemon.settings import cpu_threads, image_options, in_flight, load_settings, Settings
 
 log = structlog.get_logger("cutout")
 
@@ -259,8 +259,8 @@ def cmd_process(args: argparse.Namespace, settings: Settings, ctx: Context) -> i
         model=loaded.model,
         params=settings.pipeline,
         options=image_options(settings),
-        in_flight=settings.worker.in_flight,
-        cpu_threads=settings.worker.cpu_threads,
+        in_flight=in_flight(settings, cores=os.cpu_count()),
+        cpu_threads=cpu_threads(settings, cores=os.cpu_count()),
         progress=sys.stderr.isatty(),
     )
     print_summary(report, input_dir=args.input, out=sys.stdout)

@@ -33,7 +33,7 @@ from daemon.errors import ConfigError, JobError, ModelLoadError
 from daemon.outputs import Folders, apply_originals_policy
 from daemon.pipeline import MatteModel
 from daemon.queue import JobQueue
-from daemon.settings import Settings, image_options
+from daemon.settings import Settings, cpu_threads, image_options, in_flight
 from daemon.watch import Settler, reconcile, start_observer
 from daemon.worker import Worker
 
@@ -182,7 +182,6 @@ class Daemon:
             log.warning("originals_policy_failed", path=source.as_posix(), error=str(exc))
 
     def _worker(self) -> Worker:
-        worker = self.settings.worker
         return Worker(
             model=self.model,
             params=self.settings.pipeline,
@@ -190,8 +189,8 @@ class Daemon:
             queue=self.queue,
             queue_settings=self.settings.queue,
             policy=self.settings.originals,
-            in_flight=worker.in_flight,
-            cpu_threads=worker.cpu_threads or os.cpu_count() or 2,
+            in_flight=in_flight(self.settings, cores=os.cpu_count()),
+            cpu_threads=cpu_threads(self.settings, cores=os.cpu_count()),
             options=image_options(self.settings),
             clock=self.clock,
         )

@@ -67,8 +67,9 @@ class QueueSettings:
 
 @dataclass(frozen=True, kw_only=True)
 class WorkerSettings:
-    in_flight: int = 3
-    """Images between decode and write at once: bounds memory, keeps the model busy."""
+    in_flight: int = 0
+    """Images between decode and write at once: bounds memory, keeps the model busy.
+    0 = CPU threads + 2 (measured: 0.88 of the bound with 3 on 2 cores, 0.95 with 4)."""
     cpu_threads: int = 0
     """Threads for decode/postprocess/encode; 0 = one per CPU core."""
 
@@ -215,7 +216,6 @@ _POSITIVE = (
     "queue.max_attempts",
     "queue.retry_base_seconds",
     "queue.retry_max_seconds",
-    "worker.in_flight",
     "pipeline.target_size",
     "logging.max_bytes",
     "limits.max_pixels",
@@ -223,6 +223,7 @@ _POSITIVE = (
 )
 _NON_NEGATIVE = (
     "worker.cpu_threads",
+    "worker.in_flight",
     "pipeline.crop_padding",
     "pipeline.edge_blur_radius",
     "pipeline.erode_kernel_size",
@@ -264,6 +265,17 @@ def validate(settings: Settings) -> Settings:
             "color.convert_to_srgb: true needs output.bit_depth: 8 (the sRGB conversion is done in 8 bits)"
         )
     return settings
+
+
+def cpu_threads(settings: Settings, *, cores: int | None) -> int:
+    """worker.cpu_threads, with 0 meaning one per core."""
+    return settings.worker.cpu_threads or cores or 2
+
+
+def in_flight(settings: Settings, *, cores: int | None) -> int:
+    """worker.in_flight, with 0 meaning two more than the CPU threads: one decoding ahead of
+    the model and one finishing behind it while every core works."""
+    return settings.worker.in_flight or cpu_threads(settings, cores=cores) + 2
 
 
 def image_options(settings: Settings) -> ImageOptions:

@@ -298,3 +298,18 @@ def test_the_daemon_and_process_image_agree_on_an_rgba_input(tmp_path: Path) -> 
     cutout = finish(prepared, BrightModel().predict(prepared.batch), params=PipelineParams(), timer=timer)
     assert cutout.png == _cut(path)
     assert _rgba(cutout.png)[..., 3].max() == 200
+
+
+def test_exif_after_the_pixels_of_a_png_is_still_honoured(tmp_path: Path) -> None:
+    from daemon.pipeline import pngchunks
+
+    upright = subject_image(300, 400, (40, 60, 200, 250))
+    stored = np.ascontiguousarray(np.rot90(upright, k=1))  # shown upright by orientation 6
+    png = cv2.imencode(".png", cv2.cvtColor(stored, cv2.COLOR_RGB2BGR))[1].tobytes()
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    late = pngchunks.exif(exif.tobytes().removeprefix(b"Exif\x00\x00"))
+    end = png.rindex(b"IEND") - 4
+    (tmp_path / "late.png").write_bytes(png[:end] + late + png[end:])
+    reference = _rgba(_cut(write_image(tmp_path / "upright.png", upright)))
+    assert np.array_equal(_rgba(_cut(tmp_path / "late.png")), reference)

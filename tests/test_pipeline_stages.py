@@ -166,3 +166,20 @@ def test_truncated_jpeg_is_refused_as_truncated_before_decoding(tmp_path: Path) 
 def test_dark_background_pixels_are_background_for_the_fast_model() -> None:
     batch = normalize(np.full((1088, 1088, 3), DARK, np.uint8), params=PARAMS)
     assert BrightModel().predict(batch).max() < 0.01
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_cleaning_only_around_the_subject_equals_cleaning_the_whole_frame(seed: int) -> None:
+    from daemon.pipeline.postprocess import clean_matte
+
+    rng = np.random.default_rng(seed)
+    matte = cv2.GaussianBlur(rng.random((240, 320), dtype=np.float32), (0, 0), 6)
+    matte = np.clip((matte - matte.mean()) * 12 + 0.3, 0, 1).astype(np.float32)
+    if seed % 2:
+        matte[:, :40] = 1.0  # a subject touching the border
+    params = PipelineParams(erode_kernel_size=3 + 2 * (seed % 3), edge_blur_radius=1 + seed % 2)
+    whole = smooth_edges(
+        erode(keep_largest_component(matte, threshold=0.05), kernel_size=params.erode_kernel_size), params=params
+    )
+    cleaned, region = clean_matte(matte.copy(), params=params)
+    assert region is not None and np.array_equal(cleaned, whole)

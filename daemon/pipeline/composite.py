@@ -10,7 +10,8 @@ import numpy as np
 import numpy.typing as npt
 
 from daemon.errors import NoForeground
-from daemon.pipeline.postprocess import matte_to_uint8
+from daemon.pipeline.constants import PNG_FILTER, PngFilter
+from daemon.pipeline.postprocess import Region, matte_to_uint8
 from daemon.pipeline import pngchunks
 from daemon.pipeline.preprocess import FloatArray, RGBImage
 from daemon.pipeline.source import SourceImage
@@ -36,26 +37,31 @@ class CropBox:
         return self.bottom - self.top
 
 
-def foreground_fraction(matte: FloatArray, *, threshold: float) -> float:
-    """Share of pixels whose matte is above the threshold."""
-    return float(np.count_nonzero(matte > threshold)) / max(1, matte.size)
+def foreground_fraction(matte: FloatArray, *, threshold: float, region: Region | None = None) -> float:
+    """Share of pixels whose matte is above the threshold (all of them inside `region`, if given)."""
+    inside = matte if region is None else matte[region]
+    return float(np.count_nonzero(inside > threshold)) / max(1, matte.size)
 
 
-def _span(flags: npt.NDArray[np.bool_], *, padding: int) -> tuple[int, int]:
-    """First and one-past-last true index, widened by padding, clamped."""
+def _span(flags: npt.NDArray[np.bool_], *, padding: int, offset: int, size: int) -> tuple[int, int]:
+    """First and one-past-last true index (shifted by `offset`), widened by padding, clamped to `size`."""
     hits = np.flatnonzero(flags)
-    return max(0, int(hits[0]) - padding), min(flags.size, int(hits[-1]) + 1 + padding)
+    return max(0, offset + int(hits[0]) - padding), min(size, offset + int(hits[-1]) + 1 + padding)
 
 
-def crop_box(matte: FloatArray, *, threshold: float, padding: int) -> CropBox:
-    """The box around matte > threshold plus `padding` pixels, clamped to the image."""
-    mask = matte > threshold
+def crop_box(matte: FloatArray, *, threshold: float, padding: int, region: Region | None = None) -> CropBox:
+    """The box around matte > threshold plus `padding` pixels, clamped to the image.
+
+    With `region` (outside which the matte is zero) only that part is scanned.
+    """
+    rows_at, cols_at = region or (slice(0, matte.shape[0]), slice(0, matte.shape[1]))
+    mask = matte[rows_at, cols_at] > threshold
     rows: npt.NDArray[np.bool_] = np.any(mask, axis=1)
     cols: npt.NDArray[np.bool_] = np.any(mask, axis=0)
     if not rows.any():
         raise NoForeground("no pixel above the alpha threshold: nothing to crop")
-    top, bottom = _span(rows, padding=padding)
-    left, right = _span(cols, padding=padding)
+    top, bottom = _span(rows, padding=padding, offset=rows_at.start or 0, size=matte.shape[0])
+    left, right = _span(cols, padding=padding, offset=cols_at.start or 0, size=matte.shape[1])
     return CropBox(left, top, right, bottom)
 
 
@@ -64,13 +70,6 @@ def compose_rgba(rgb: RGBImage, matte: FloatArray, *, box: CropBox) -> RGBAImage
     rgb_crop = rgb[box.top : box.bottom, box.left : box.right]
     alpha = matte_to_uint8(matte[box.top : box.bottom, box.left : box.right])
     return np.dstack((rgb_crop, alpha))
-
-
-def compose_rgba16(rgb: npt.NDArray[np.uint16], matte: FloatArray, *, box: CropBox) -> npt.NDArray[np.uint16]:
-    """16-bit colour kept at full precision, alpha scaled to 16 bits."""
-    rgb_crop = rgb[box.top : box.bottom, box.left : box.right]
-    scaled = np.clip(matte[box.top : box.bottom, box.left : box.right] * np.float32(65535.0) + np.float32(0.5), 0, 65535)
-    return np.dstack((rgb_crop, scaled.astype(np.uint16)))
 
 
 def combine_alpha(matte: FloatArray, source_alpha: FloatArray | None) -> FloatArray:
@@ -89,21 +88,59 @@ def metadata_chunks(source: SourceImage) -> list[bytes]:
     return chunks
 
 
-def encode_cutout(source: SourceImage, matte: FloatArray, *, box: CropBox, compression: int) -> bytes:
+_PNG_FILTERS = {
+    "none": cv2.IMWRITE_PNG_FILTER_NONE,
+    "sub": cv2.IMWRITE_PNG_FILTER_SUB,
+    "up": cv2.IMWRITE_PNG_FILTER_UP,
+    "average": cv2.IMWRITE_PNG_FILTER_AVG,
+    "paeth": cv2.IMWRITE_PNG_FILTER_PAETH,
+}
+
+
+def _bgra(color: npt.NDArray[np.unsignedinteger[Any]], alpha: npt.NDArray[np.unsignedinteger[Any]]) -> npt.NDArray[np.unsignedinteger[Any]]:
+    """The encoder's channel order, built in one pass (no RGBA intermediate)."""
+    bgra = np.asarray(cv2.cvtColor(color, cv2.COLOR_RGB2BGRA), dtype=color.dtype)
+    bgra[..., 3] = alpha
+    return bgra
+
+
+def _alpha16(matte: FloatArray) -> npt.NDArray[np.uint16]:
+    scaled = matte * np.float32(65535.0)
+    scaled += np.float32(0.5)
+    np.clip(scaled, 0, 65535, out=scaled)
+    return scaled.astype(np.uint16)
+
+
+def encode_cutout(
+    source: SourceImage, matte: FloatArray, *, box: CropBox, compression: int, png_filter: PngFilter = PNG_FILTER
+) -> bytes:
     """The cropped cutout at the source's kept depth, with its profile and metadata."""
+    rows, cols = slice(box.top, box.bottom), slice(box.left, box.right)
     if source.deep is not None:
-        pixels: npt.NDArray[np.unsignedinteger[Any]] = compose_rgba16(source.deep, matte, box=box)
+        bgra = _bgra(source.deep[rows, cols], _alpha16(matte[rows, cols]))
     else:
-        pixels = compose_rgba(source.rgb, matte, box=box)
-    png = encode_png(pixels, compression=compression)
+        bgra = _bgra(source.rgb[rows, cols], matte_to_uint8(matte[rows, cols]))
+    png = encode_bgra(bgra, compression=compression, png_filter=png_filter)
     chunks = metadata_chunks(source)
     return pngchunks.insert_after_header(png, chunks) if chunks else png
 
 
-def encode_png(rgba: npt.NDArray[np.unsignedinteger[Any]], *, compression: int) -> bytes:
-    """Lossless RGBA PNG bytes, 8 or 16 bits per channel (OpenCV's encoder wants BGRA)."""
-    bgra = cv2.cvtColor(rgba, cv2.COLOR_RGBA2BGRA)
-    ok, encoded = cv2.imencode(".png", bgra, [cv2.IMWRITE_PNG_COMPRESSION, compression])
+def encode_bgra(
+    bgra: npt.NDArray[np.unsignedinteger[Any]], *, compression: int, png_filter: PngFilter = PNG_FILTER
+) -> bytes:
+    """Lossless PNG bytes, 8 or 16 bits per channel, from OpenCV's BGRA order."""
+    flags = [cv2.IMWRITE_PNG_COMPRESSION, compression]
+    if png_filter in _PNG_FILTERS:
+        flags += [cv2.IMWRITE_PNG_FILTER, _PNG_FILTERS[png_filter]]
+    ok, encoded = cv2.imencode(".png", bgra, flags)
     if not ok:
         raise ValueError("OpenCV could not encode the PNG")
     return bytes(encoded.tobytes())
+
+
+def encode_png(
+    rgba: npt.NDArray[np.unsignedinteger[Any]], *, compression: int, png_filter: PngFilter = PNG_FILTER
+) -> bytes:
+    """Lossless PNG bytes of an RGBA array."""
+    bgra = np.asarray(cv2.cvtColor(rgba, cv2.COLOR_RGBA2BGRA), dtype=rgba.dtype)
+    return encode_bgra(bgra, compression=compression, png_filter=png_filter)

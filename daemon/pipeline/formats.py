@@ -96,6 +96,21 @@ def needs_full_read(head: bytes) -> bool:
     return head.startswith((JPEG_SIGNATURE, PNG_SIGNATURE, b"GIF8"))
 
 
+def png_has_late_chunks(data: bytes) -> bool:
+    """Whether any chunk but IDAT/IEND follows the first IDAT (metadata after the pixels)."""
+    pos, seen_idat = len(PNG_SIGNATURE), False
+    while pos + 8 <= len(data):
+        length = int.from_bytes(data[pos : pos + 4], "big")
+        kind = data[pos + 4 : pos + 8]
+        if kind == b"IEND":
+            return False
+        if seen_idat and kind != b"IDAT":
+            return True
+        seen_idat = seen_idat or kind == b"IDAT"
+        pos += 12 + length
+    return False
+
+
 def truncation(data: bytes) -> str | None:
     """Why `data` is an incomplete image file, or None when complete (or of a format not checked)."""
     if data.startswith(JPEG_SIGNATURE) and not jpeg_is_complete(data):

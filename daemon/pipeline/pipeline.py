@@ -20,7 +20,7 @@ from daemon.errors import NoForeground
 from daemon.pipeline.composite import CropBox, combine_alpha, crop_box, encode_cutout, foreground_fraction
 from daemon.pipeline.constants import PipelineParams
 from daemon.pipeline.inference import MatteModel
-from daemon.pipeline.postprocess import postprocess
+from daemon.pipeline.postprocess import Region, clean_matte, restore_matte
 from daemon.pipeline.preprocess import FloatArray, PadMeta, normalize, read_file, resize_and_pad
 from daemon.pipeline.source import ImageOptions, SourceImage, read_source
 
@@ -85,9 +85,9 @@ def prepare(path: Path, *, params: PipelineParams, timer: StageTimer, options: I
     return Prepared(source, batch, meta, hashlib.sha256(data).hexdigest())
 
 
-def check_foreground(matte: FloatArray, *, params: PipelineParams) -> float:
+def check_foreground(matte: FloatArray, *, params: PipelineParams, region: Region | None = None) -> float:
     """The seed's sanity check: too little foreground is an error when fail_fast is on."""
-    fraction = foreground_fraction(matte, threshold=params.alpha_threshold)
+    fraction = foreground_fraction(matte, threshold=params.alpha_threshold, region=region)
     if fraction < params.min_foreground_fraction and params.fail_fast:
         raise NoForeground(
             f"no foreground found: {fraction:.4%} of pixels above alpha {params.alpha_threshold} "
@@ -99,16 +99,19 @@ def check_foreground(matte: FloatArray, *, params: PipelineParams) -> float:
 def finish(prepared: Prepared, matte: FloatArray, *, params: PipelineParams, timer: StageTimer) -> Cutout:
     """Stages 5-6: restore and clean the matte, check it, crop and encode."""
     with timer.stage("postprocess"):
-        full = combine_alpha(postprocess(matte, meta=prepared.meta, params=params), prepared.source.alpha)
-        fraction = check_foreground(full, params=params)
+        cleaned, region = clean_matte(restore_matte(matte, meta=prepared.meta), params=params)
+        full = combine_alpha(cleaned, prepared.source.alpha)
+        fraction = check_foreground(full, params=params, region=region)
     with timer.stage("composite"):
         # fail_fast off and nothing at all above the threshold: the whole frame, transparent.
         box = (
-            crop_box(full, threshold=params.alpha_threshold, padding=params.crop_padding)
+            crop_box(full, threshold=params.alpha_threshold, padding=params.crop_padding, region=region)
             if fraction > 0
             else CropBox(0, 0, full.shape[1], full.shape[0])
         )
-        png = encode_cutout(prepared.source, full, box=box, compression=params.png_compression)
+        png = encode_cutout(
+            prepared.source, full, box=box, compression=params.png_compression, png_filter=params.png_filter
+        )
     return Cutout(png, box.width, box.height, box, fraction, prepared.source.notes)
 
 

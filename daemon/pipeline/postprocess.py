@@ -13,10 +13,16 @@ from daemon.pipeline.constants import PipelineParams
 from daemon.pipeline.preprocess import FloatArray, PadMeta
 
 
+Region = tuple[slice, slice]
+"""Rows and columns outside which the matte is exactly zero (the subject plus a margin)."""
+
+
 def matte_to_uint8(matte: FloatArray) -> npt.NDArray[np.uint8]:
     """[0, 1] -> 0..255, rounded to nearest (the 8-bit alpha, and Canny's input)."""
-    scaled: npt.NDArray[np.uint8] = np.clip(matte * np.float32(255.0) + np.float32(0.5), 0, 255).astype(np.uint8)
-    return scaled
+    scaled = matte * np.float32(255.0)  # one float32 temporary, then in place
+    scaled += np.float32(0.5)
+    np.clip(scaled, 0, 255, out=scaled)
+    return scaled.astype(np.uint8)
 
 
 def restore_matte(matte: FloatArray, *, meta: PadMeta) -> FloatArray:
@@ -30,12 +36,21 @@ def restore_matte(matte: FloatArray, *, meta: PadMeta) -> FloatArray:
 
 def keep_largest_component(matte: FloatArray, *, threshold: float) -> FloatArray:
     """Zero everything but the largest 8-connected region of matte > threshold."""
+    return largest_component(matte, threshold=threshold)[0]
+
+
+def largest_component(matte: FloatArray, *, threshold: float) -> tuple[FloatArray, Region | None]:
+    """The matte with only its largest component, and that component's bounding box."""
     binary = (matte > threshold).view(np.uint8)
     count, labels, stats, _ = cv2.connectedComponentsWithStats(binary, connectivity=8)
+    kept = np.zeros_like(matte)
     if count <= 1:
-        return np.zeros_like(matte)
+        return kept, None
     largest = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
-    return np.where(labels == largest, matte, np.float32(0)).astype(np.float32, copy=False)
+    x, y, w, h = (int(value) for value in stats[largest, :4])
+    box = (slice(y, y + h), slice(x, x + w))
+    kept[box] = np.where(labels[box] == largest, matte[box], np.float32(0))
+    return kept, box
 
 
 def erode(matte: FloatArray, *, kernel_size: int) -> FloatArray:
@@ -68,9 +83,35 @@ def smooth_edges(matte: FloatArray, *, params: PipelineParams) -> FloatArray:
     return np.where(band, blurred, matte).astype(np.float32, copy=False)
 
 
+def cleaning_reach(params: PipelineParams) -> int:
+    """How far erosion and edge smoothing can reach beyond the component (Canny's 3x3 included)."""
+    return 4 + params.erode_kernel_size + 2 * (params.edge_band_radius + params.edge_blur_radius)
+
+
+def grow_region(box: Region, *, by: int, shape: tuple[int, ...]) -> Region:
+    rows, cols = box
+    return (
+        slice(max(0, rows.start - by), min(shape[0], rows.stop + by)),
+        slice(max(0, cols.start - by), min(shape[1], cols.stop + by)),
+    )
+
+
+def clean_matte(full: FloatArray, *, params: PipelineParams) -> tuple[FloatArray, Region | None]:
+    """Largest component, erosion, edge smoothing; and the region where the matte is non-zero.
+
+    Everything outside the component is zero, and erosion and a band-limited blur
+    reach only a few pixels, so both run on the component's box plus that reach:
+    the same values as on the whole image, for a fraction of the work.
+    """
+    kept, box = largest_component(full, threshold=params.alpha_threshold)
+    if box is None:
+        return kept, None
+    region = grow_region(box, by=cleaning_reach(params), shape=kept.shape)
+    inner = erode(np.ascontiguousarray(kept[region]), kernel_size=params.erode_kernel_size)
+    kept[region] = smooth_edges(inner, params=params)
+    return kept, region
+
+
 def postprocess(matte: FloatArray, *, meta: PadMeta, params: PipelineParams) -> FloatArray:
     """Restore, keep the largest component, erode, smooth the edges (the seed's order)."""
-    full = restore_matte(matte, meta=meta)
-    full = keep_largest_component(full, threshold=params.alpha_threshold)
-    full = erode(full, kernel_size=params.erode_kernel_size)
-    return smooth_edges(full, params=params)
+    return clean_matte(restore_matte(matte, meta=meta), params=params)[0]

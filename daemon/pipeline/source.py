@@ -14,7 +14,7 @@ from __future__ import annotations
 import io
 import warnings
 from dataclasses import dataclass, field, replace
-from typing import Literal
+from typing import Any, Literal
 
 import cv2
 import numpy as np
@@ -22,7 +22,7 @@ import numpy.typing as npt
 from PIL import Image, ImageCms, UnidentifiedImageError
 
 from daemon.errors import TooLarge, Undecodable, Unsupported
-from daemon.pipeline.formats import RAW_SUFFIXES, tiff_size
+from daemon.pipeline.formats import RAW_SUFFIXES, png_has_late_chunks, tiff_size
 
 try:  # HEIC/HEIF through the optional `heif` extra
     from pillow_heif import register_heif_opener
@@ -110,11 +110,17 @@ def _open(data: bytes) -> Image.Image:
         raise Undecodable(f"not a readable image: {exc}") from exc
 
 
-def _exif(image: Image.Image) -> tuple[Image.Exif | None, str | None]:
-    """The EXIF block, or None and why, for a broken one (never fatal)."""
+def _exif(image: Image.Image, data: bytes) -> tuple[Image.Exif | None, str | None]:
+    """The EXIF block, or None and why, for a broken one (never fatal).
+
+    Pillow's PNG getexif() decodes the whole image in case an eXIf chunk follows the
+    pixels; when none can (nothing but IDAT after the first IDAT), the header's is read.
+    """
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
+            if image.format == "PNG" and not png_has_late_chunks(data):
+                return Image.Image.getexif(image), None
             return image.getexif(), None
     except Exception as exc:  # a corrupt EXIF block must never fail the image
         return None, f"EXIF block unreadable, ignored ({type(exc).__name__})"
@@ -153,7 +159,7 @@ def probe(data: bytes, *, options: ImageOptions) -> _Header:
     except Undecodable:
         return _opencv_only(data, options=options)
     check_limits(image.width, image.height, options=options)
-    exif, exif_note = _exif(image)
+    exif, exif_note = _exif(image, data)
     orientation = _orientation(exif)  # before _metadata, which resets the tag for the copy
     metadata, metadata_note = _metadata(image, exif)
     return _Header(
@@ -209,16 +215,19 @@ class _Pixels:
     """True when the decoder already applied the orientation (OpenCV does for TIFF)."""
 
 
-def _split_opencv(decoded: npt.NDArray[np.generic]) -> _Pixels:
-    """OpenCV's gray / gray+alpha / BGR / BGRA arrays as RGB and alpha."""
+_TO_RGB = {1: cv2.COLOR_GRAY2RGB, 2: cv2.COLOR_GRAY2RGB, 3: cv2.COLOR_BGR2RGB, 4: cv2.COLOR_BGRA2RGB}
+
+
+def _split_opencv(decoded: npt.NDArray[Any]) -> _Pixels:
+    """OpenCV's gray / gray+alpha / BGR / BGRA arrays as RGB and alpha (cvtColor: one fast pass)."""
     if decoded.ndim == 2:
         decoded = decoded[..., np.newaxis]
     channels = decoded.shape[2]
-    color = decoded[..., :1].repeat(3, axis=2) if channels <= 2 else decoded[..., 2::-1]
+    color = np.asarray(cv2.cvtColor(decoded[..., :1] if channels == 2 else decoded, _TO_RGB[channels]), decoded.dtype)
     alpha = decoded[..., -1] if channels in (2, 4) else None
     scale = 65535.0 if decoded.dtype == np.uint16 else 255.0
     alpha_float = None if alpha is None else (alpha.astype(np.float32) / np.float32(scale))
-    return _Pixels(np.ascontiguousarray(color), alpha_float)
+    return _Pixels(color, alpha_float)
 
 
 def _decode_opencv(data: bytes) -> _Pixels:
