@@ -318,7 +318,7 @@ def run_watch(
     return {
         "burst": {**burst, **_daemon_side(daemon, burst_jobs=count)},
         "latency": latency,
-        "memory": {**memory, "in_flight": started.get("settings", {}).get("worker", {}).get("in_flight"),
+        "memory": {**memory, "in_flight": started.get("in_flight", started.get("settings", {}).get("worker", {}).get("in_flight")),
                    "cpu_threads": started.get("settings", {}).get("worker", {}).get("cpu_threads")},
         "exit_code": exit_code,
     }

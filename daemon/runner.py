@@ -207,7 +207,13 @@ class Daemon:
 
     def _describe(self) -> dict[str, object]:
         folders = {name: str(getattr(self.folders, name)) for name in ("input", "output", "quarantine", "archive", "state")}
-        return {"folders": folders, "settings": json.loads(json.dumps(asdict(self.settings), default=str))}
+        cores = os.cpu_count()
+        return {
+            "folders": folders,
+            "settings": json.loads(json.dumps(asdict(self.settings), default=str)),
+            "in_flight": in_flight(self.settings, cores=cores),
+            "cpu_threads": cpu_threads(self.settings, cores=cores),
+        }
 
     # --- the watch thread -----------------------------------------------------------
     def _watch_loop(self) -> None:
