@@ -25,7 +25,7 @@ from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
 from daemon.layout import iter_inputs
-from daemon.pipeline.formats import header_truncation, needs_full_read, truncation
+from daemon.pipeline.formats import file_truncation
 from daemon.queue import Fingerprint, JobQueue, Offer
 
 log = structlog.get_logger("cutout.watch")
@@ -136,7 +136,7 @@ class Settler:
         if watched.verified == watched.fingerprint:
             return True  # already read whole and found complete
         try:
-            complete = not _finder_copying(self.root / rel) and _file_truncation(self.root / rel) is None
+            complete = not _finder_copying(self.root / rel) and file_truncation(self.root / rel) is None
         except OSError:
             return False
         if complete:
@@ -156,15 +156,6 @@ class Settler:
             log.info("file_queued", path=str(rel), outcome=outcome, size=fingerprint.size)
             self.on_queued()
         return outcome
-
-
-def _file_truncation(path: Path) -> str | None:
-    """Like formats.truncation, reading the whole file only for formats that need it."""
-    with open(path, "rb") as handle:
-        head = handle.read(16)
-        if needs_full_read(head):
-            return truncation(head + handle.read())
-    return header_truncation(head, path.stat().st_size)
 
 
 def _stat(path: Path) -> Fingerprint | None:

@@ -6,7 +6,9 @@ import cv2
 import numpy as np
 import pytest
 
-from daemon.pipeline.formats import is_image_name, jpeg_is_complete, png_is_complete, truncation
+from pathlib import Path
+
+from daemon.pipeline.formats import file_truncation, is_image_name, jpeg_is_complete, png_is_complete, truncation
 
 
 def _jpeg(quality: int = 90) -> bytes:
@@ -90,3 +92,32 @@ def test_webp_bmp_and_gif_cut_short_are_incomplete(suffix: str) -> None:
 )
 def test_image_names_by_extension_in_any_case_without_hidden_files(name: str, expected: bool) -> None:
     assert is_image_name(name) is expected
+
+
+def _variants() -> dict[str, bytes]:
+    from PIL import Image
+    import io
+
+    def saved(fmt: str) -> bytes:
+        buffer = io.BytesIO()
+        Image.fromarray(np.random.default_rng(2).integers(0, 255, (60, 80, 3), dtype=np.uint8)).save(buffer, format=fmt)
+        return buffer.getvalue()
+
+    jpeg, png = _jpeg(), _png()
+    thumbed = _with_app1(_jpeg(), b"Exif\x00\x00" + _jpeg(quality=30))
+    wholes = {"jpeg": jpeg, "png": png, "gif": saved("GIF"), "webp": saved("WEBP"), "bmp": saved("BMP"),
+              "jpeg+trailer": jpeg + b"motion photo video", "jpeg+thumbnail": thumbed}
+    cases = dict(wholes)
+    for name, data in wholes.items():
+        for fraction in (0.1, 0.5, 0.97):
+            cases[f"{name} cut at {fraction}"] = data[: int(len(data) * fraction)]
+    cases["jpeg cut inside the thumbnail"] = thumbed[:400]
+    return cases
+
+
+@pytest.mark.parametrize("name", list(_variants()))
+def test_the_file_check_reading_only_headers_agrees_with_the_full_check(tmp_path: Path, name: str) -> None:
+    data = _variants()[name]
+    (tmp_path / "f").write_bytes(data)
+    assert (file_truncation(tmp_path / "f") is None) == (truncation(data) is None)
+    assert (truncation(data) is None) == ("cut" not in name)

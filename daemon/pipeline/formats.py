@@ -10,8 +10,11 @@ chunks.
 
 from __future__ import annotations
 
+import os
 import re
 import struct
+from pathlib import Path
+from typing import BinaryIO
 
 IMAGE_SUFFIXES = frozenset(
     {".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp", ".gif", ".heic", ".heif", ".hif"}
@@ -53,7 +56,7 @@ def png_is_complete(data: bytes) -> bool:
     while pos + 8 <= len(data):
         length = int.from_bytes(data[pos : pos + 4], "big")
         if data[pos + 4 : pos + 8] == b"IEND":
-            return True
+            return pos + 12 <= len(data)  # with its CRC: the writer got to the very end
         pos += 12 + length
     return False
 
@@ -91,9 +94,52 @@ def header_truncation(head: bytes, size: int) -> str | None:
     return None
 
 
-def needs_full_read(head: bytes) -> bool:
-    """JPEG, PNG and GIF are checked by walking or ending their data: they must be read whole."""
-    return head.startswith((JPEG_SIGNATURE, PNG_SIGNATURE, b"GIF8"))
+def _png_file_complete(handle: BinaryIO) -> bool:
+    """The PNG chunk walk by seeking from header to header: no pixel data is read."""
+    handle.seek(len(PNG_SIGNATURE))
+    while len(header := handle.read(8)) == 8:
+        if header[4:8] == b"IEND":
+            return len(handle.read(4)) == 4
+        handle.seek(int.from_bytes(header[:4], "big") + 4, os.SEEK_CUR)
+    return False
+
+
+def _jpeg_file_complete(handle: BinaryIO, *, size: int) -> bool:
+    """Segments by seeking up to the first scan, then the end-of-image marker at the end.
+
+    Inside entropy-coded data 0xFF is always stuffed, so a file cut there cannot end
+    in FF D9; a file with data after its end marker gets the full walk instead.
+    """
+    pos = len(JPEG_SIGNATURE)
+    while True:
+        handle.seek(pos)
+        header = handle.read(4)
+        if len(header) < 4 or header[0] != 0xFF or header[1] == 0xFF:
+            break  # cut short, or fill bytes between segments: let the full walk decide
+        if header[1] == 0xDA:  # start of scan: the headers are all there
+            handle.seek(max(pos, size - 64))
+            if handle.read().rstrip(b"\x00").endswith(b"\xff\xd9"):
+                return True
+            break
+        pos += 2 + int.from_bytes(header[2:4], "big")
+    handle.seek(0)
+    return jpeg_is_complete(handle.read())
+
+
+def file_truncation(path: Path) -> str | None:
+    """`truncation()` for a file on disk, reading only headers and the tail where it can."""
+    with open(path, "rb") as handle:
+        head = handle.read(16)
+        size = os.fstat(handle.fileno()).st_size
+        if head.startswith(PNG_SIGNATURE):
+            return None if _png_file_complete(handle) else "PNG has no IEND chunk (file is incomplete)"
+        if head.startswith(JPEG_SIGNATURE):
+            complete = _jpeg_file_complete(handle, size=size)
+            return None if complete else "JPEG has no end-of-image marker (file is incomplete)"
+        if head.startswith(b"GIF8"):
+            handle.seek(max(0, size - 64))
+            return truncation(head + handle.read()) if size > 16 else truncation(head)
+    return header_truncation(head, size)
 
 
 def png_has_late_chunks(data: bytes) -> bool:
