@@ -62,17 +62,7 @@ def adobe_rgb_profile() -> bytes:
         (b"gTRC", _curve(GAMMA)),
         (b"bTRC", _curve(GAMMA)),
     ]
-    offset = 128 + 4 + 12 * len(tags)
-    table, body = b"", b""
-    for signature, data in tags:
-        table += signature + struct.pack(">II", offset + len(body), len(data))
-        body += _pad(data)
-    size = offset + len(body)
-    header = struct.pack(">I", size) + b"lcms" + struct.pack(">I", 0x02100000) + b"mntrRGB XYZ "
-    header += struct.pack(">6H", 2026, 11, 26, 0, 0, 0) + b"acsp" + b"\x00" * 24
-    header += struct.pack(">I", 0) + _s15(D50[0]) + _s15(D50[1]) + _s15(D50[2])
-    header += b"\x00" * (128 - len(header))
-    return header + struct.pack(">I", len(tags)) + table + body
+    return _profile(b"mntrRGB XYZ ", tags)
 
 
 def adobe_to_srgb(rgb: tuple[int, int, int]) -> npt.NDArray[np.float64]:
@@ -82,3 +72,41 @@ def adobe_to_srgb(rgb: tuple[int, int, int]) -> npt.NDArray[np.float64]:
     clipped = np.clip(srgb_linear, 0.0, 1.0)
     encoded = np.where(clipped <= 0.0031308, 12.92 * clipped, 1.055 * clipped ** (1 / 2.4) - 0.055)
     return np.asarray(encoded * 255.0)
+
+
+def _lab_of_srgb(rgb: tuple[int, int, int]) -> npt.NDArray[np.uint8]:
+    """Pillow's 8-bit LAB encoding of an sRGB colour (LittleCMS, D50)."""
+    from PIL import Image, ImageCms
+
+    pixel = Image.fromarray(np.array([[rgb]], np.uint8))
+    lab = ImageCms.profileToProfile(
+        pixel, ImageCms.createProfile("sRGB"), ImageCms.createProfile("LAB"), outputMode="LAB"
+    )
+    assert lab is not None
+    return np.asarray(lab)[0, 0]
+
+
+def cmyk_profile() -> bytes:
+    """A CMYK printer profile whose A2B0 is a 2x2x2x2 lut8 of naive ink mixes: enough for
+    LittleCMS to convert with it, and different from Pillow's profile-less conversion."""
+    grid = []
+    for c, m, y, k in ((c, m, y, k) for c in (0, 1) for m in (0, 1) for y in (0, 1) for k in (0, 1)):
+        rgb = tuple(round(255 * (1 - ink) * (1 - k)) for ink in (c, m, y))
+        grid += [int(v) for v in _lab_of_srgb(rgb)]  # type: ignore[arg-type]
+    identity = bytes(range(256))
+    matrix = b"".join(_s15(1.0 if i == j else 0.0) for i in range(3) for j in range(3))
+    lut = b"mft1" + b"\x00" * 4 + bytes([4, 3, 2, 0]) + matrix + identity * 4 + bytes(grid) + identity * 3
+    return _profile(b"prtrCMYKLab ", [(b"desc", _desc("CMYK test profile")), (b"wtpt", _xyz(*D50)), (b"A2B0", lut)])
+
+
+def _profile(classes: bytes, tags: list[tuple[bytes, bytes]]) -> bytes:
+    """Header (device class, colour space, PCS), tag table, then the tags, 4-byte aligned."""
+    offset = 128 + 4 + 12 * len(tags)
+    table, body = b"", b""
+    for signature, data in tags:
+        table += signature + struct.pack(">II", offset + len(body), len(data))
+        body += _pad(data)
+    header = struct.pack(">I", offset + len(body)) + b"lcms" + struct.pack(">I", 0x02100000) + classes
+    header += struct.pack(">6H", 2026, 11, 26, 0, 0, 0) + b"acsp" + b"\x00" * 24
+    header += struct.pack(">I", 0) + _s15(D50[0]) + _s15(D50[1]) + _s15(D50[2])
+    return header + b"\x00" * (128 - len(header)) + struct.pack(">I", len(tags)) + table + body

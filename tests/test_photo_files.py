@@ -313,3 +313,23 @@ def test_exif_after_the_pixels_of_a_png_is_still_honoured(tmp_path: Path) -> Non
     (tmp_path / "late.png").write_bytes(png[:end] + late + png[end:])
     reference = _rgba(_cut(write_image(tmp_path / "upright.png", upright)))
     assert np.array_equal(_rgba(_cut(tmp_path / "late.png")), reference)
+
+
+@pytest.mark.parametrize("suffix", [".jpg", ".tif"])
+def test_cmyk_with_an_embedded_profile_is_converted_through_that_profile(tmp_path: Path, suffix: str) -> None:
+    from PIL import ImageCms
+
+    from tests.icc import cmyk_profile
+
+    profile = cmyk_profile()
+    cmyk = Image.fromarray(subject_image(300, 400, BOX)).convert("CMYK")
+    path = _save(tmp_path / f"cmyk{suffix}", cmyk, icc_profile=profile, **({"quality": 100} if suffix == ".jpg" else {}))
+    stored = Image.open(path)
+    source = ImageCms.ImageCmsProfile(io.BytesIO(profile))
+    expected = ImageCms.profileToProfile(stored, source, ImageCms.createProfile("sRGB"), outputMode="RGB")
+    assert expected is not None
+    expected_rgb = np.asarray(expected)[30:270, 50:350]
+    naive_rgb = np.asarray(stored.convert("RGB"))[30:270, 50:350]
+    got = _rgba(_cut(path))
+    assert got.shape[:2] == expected_rgb.shape[:2]
+    assert np.array_equal(got[..., :3], expected_rgb) and not np.array_equal(got[..., :3], naive_rgb)
