@@ -19,6 +19,7 @@ A job is one input file, keyed by its path relative to the hot folder:
 from __future__ import annotations
 
 import sqlite3
+from stat import S_ISREG
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -138,6 +139,15 @@ class Fingerprint:
     def of(cls, path: Path) -> Fingerprint:
         stat = path.stat()
         return cls(stat.st_size, stat.st_mtime_ns)
+
+    @classmethod
+    def read(cls, path: Path) -> Fingerprint | None:
+        """The fingerprint of a regular file, or None when there is none (gone, a folder)."""
+        try:
+            stat = path.stat()
+        except OSError:
+            return None
+        return cls(stat.st_size, stat.st_mtime_ns) if S_ISREG(stat.st_mode) else None
 
 
 Offer = Literal["queued", "requeued", "unchanged", "busy"]

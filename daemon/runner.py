@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
 from types import FrameType
-from typing import IO, Protocol
+from typing import IO
 
 import numpy as np
 import structlog
@@ -32,7 +32,7 @@ from daemon.atomic import is_temp_name
 from daemon.errors import ConfigError, JobError, ModelLoadError
 from daemon.outputs import Folders, apply_originals_policy
 from daemon.pipeline import MatteModel
-from daemon.queue import JobQueue
+from daemon.queue import Fingerprint, JobQueue
 from daemon.settings import Settings, cpu_threads, image_options, in_flight
 from daemon.watch import Settler, reconcile, start_observer
 from daemon.worker import Worker
@@ -45,9 +45,6 @@ EXIT_LOOP_FAILED = 1
 EXIT_ROOT_GONE = 3
 EXIT_SECOND_SIGNAL = 130
 
-
-class StopEvent(Protocol):
-    def is_set(self) -> bool: ...
 
 
 # --- The lock: one daemon per state folder -------------------------------------
@@ -172,7 +169,7 @@ class Daemon:
             return
         for job in self.queue.jobs(state="done", limit=10_000_000):
             path = self.folders.input / job.source
-            if _same_file(path, job.size, job.mtime_ns) and (self.folders.output / job.output).exists():
+            if Fingerprint.read(path) == Fingerprint(job.size, job.mtime_ns) and (self.folders.output / job.output).exists():
                 self._apply_policy(job.source)
 
     def _apply_policy(self, source: PurePosixPath) -> None:
@@ -254,14 +251,6 @@ class Daemon:
         counts = self.queue.counts()
         self.queue.close()
         log.info("daemon_stopped", exit_code=self.exit_code, **counts)
-
-
-def _same_file(path: Path, size: int, mtime_ns: int) -> bool:
-    try:
-        stat = path.stat()
-    except OSError:
-        return False
-    return (stat.st_size, stat.st_mtime_ns) == (size, mtime_ns)
 
 
 # --- Signals ---------------------------------------------------------------------

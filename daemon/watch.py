@@ -24,7 +24,7 @@ from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
-from daemon.layout import iter_inputs
+from daemon.layout import is_input_name, iter_inputs
 from daemon.pipeline.formats import file_truncation
 from daemon.queue import Fingerprint, JobQueue, Offer
 
@@ -37,8 +37,6 @@ FINDER_COPY_BIRTHTIME = -751_619_104.0
 
 def is_candidate_name(name: str) -> bool:
     """An image name that is not a temp, lock or hidden file."""
-    from daemon.layout import is_input_name
-
     lowered = name.lower()
     return is_input_name(name) and not name.startswith("~$") and not lowered.endswith(IGNORED_SUFFIXES)
 
@@ -108,7 +106,7 @@ class Settler:
             self._check(rel, now)
 
     def _observe(self, rel: PurePosixPath, now: float) -> None:
-        fingerprint = _stat(self.root / rel)
+        fingerprint = Fingerprint.read(self.root / rel)
         watched = self._watched.get(rel)
         if fingerprint is None:
             self._watched.pop(rel, None)
@@ -158,13 +156,6 @@ class Settler:
         return outcome
 
 
-def _stat(path: Path) -> Fingerprint | None:
-    try:
-        return Fingerprint.of(path) if path.is_file() else None
-    except OSError:
-        return None
-
-
 def _finder_copying(path: Path) -> bool:
     birth = getattr(os.stat(path), "st_birthtime", None)
     return birth is not None and abs(birth - FINDER_COPY_BIRTHTIME) < 1.0
@@ -191,7 +182,7 @@ def _accounted_for(record: tuple[str, int, int] | None, path: Path) -> bool:
     state, size, mtime_ns = record
     if state in ("pending", "running"):
         return True
-    fingerprint = _stat(path)
+    fingerprint = Fingerprint.read(path)
     return state == "done" and fingerprint == Fingerprint(size, mtime_ns)
 
 

@@ -243,7 +243,4 @@ def _still_the_same_file(folders: Folders, claimed: _Claimed, exc: BaseException
 
 
 def _fingerprint(folders: Folders, job: Job) -> Fingerprint | None:
-    try:
-        return Fingerprint.of(folders.input / job.source)
-    except OSError:
-        return None
+    return Fingerprint.read(folders.input / job.source)
