@@ -17,8 +17,9 @@ from typing import TextIO
 import structlog
 from tqdm import tqdm
 
-from daemon.errors import JobError
+from daemon.errors import JobError, from_os_error
 from daemon.layout import iter_inputs, plan_outputs
+from daemon.outputs import check_folder_rules
 from daemon.stages import Stages, Task
 from daemon.atomic import write_atomic
 from daemon.pipeline import Cutout, ImageOptions, MatteModel, PipelineParams, Prepared
@@ -52,6 +53,14 @@ def describe_failure(exc: BaseException) -> tuple[str, str]:
     return "internal_error", f"{type(exc).__name__}: {exc}"
 
 
+def check_process_folders(input_dir: Path, output_dir: Path, *, state: Path | None) -> None:
+    """The rule of `cutout watch` for the folders a batch uses: input, output and, when one is
+    set, the state folder must be apart. `process DIR DIR` would overwrite PNG originals with
+    their cutouts; `process DIR DIR/cutouts` would cut out its own outputs on the next run."""
+    named = {"input": input_dir, "output": output_dir} | ({"state": state} if state is not None else {})
+    check_folder_rules(named, labels={"input": "the input folder", "output": "the output folder"})
+
+
 def run_batch(
     input_dir: Path,
     output_dir: Path,
@@ -69,6 +78,7 @@ def run_batch(
     The images go through the same overlapped stages as the daemon's (decode ahead,
     encode behind the model), so a batch is limited by the slower of model and CPU.
     """
+    check_process_folders(input_dir, output_dir, state=None)
     plan = plan_outputs(iter_inputs(input_dir))
     report = BatchReport()
     start = clock()
@@ -117,8 +127,11 @@ class _Recorder:
     def done(self, task: Task[PurePosixPath], prepared: Prepared, cutout: Cutout) -> None:
         output = self.output_dir / self.plan[task.key]
         with task.timer.stage("save"):
-            output.parent.mkdir(parents=True, exist_ok=True)
-            write_atomic(output, cutout.png)
+            try:
+                output.parent.mkdir(parents=True, exist_ok=True)
+                write_atomic(output, cutout.png)
+            except OSError as exc:  # as `cutout watch` reports it: disk_full, permission_denied, ...
+                raise from_os_error(exc, doing=f"writing {output}") from exc
         with self.lock:
             self.report.done.append(task.key)
             self.bar.update()

@@ -4,6 +4,8 @@
     ├── ConfigError                  invalid settings or folders; start-up refuses
     ├── ModelLoadError               the model cannot be found, loaded or placed on the device
     ├── ServiceError                 launchd / systemd could not do what was asked
+    ├── QueueError                   the queue database cannot be opened (locked, I/O, permissions): a restart may help
+    │   └── QueueDamaged             it is damaged: a person must run `cutout queue rebuild` (exit 78, no restart)
     └── JobError                     one input failed; `.reason` is its quarantine code
         ├── PermanentError           the file itself is the problem: quarantine at once
         │   ├── NoForeground         no_foreground
@@ -14,12 +16,15 @@
         │   ├── ModelError           model_error
         │   ├── Crashed              crashed (the process died on it max_attempts times)
         │   ├── RetriesExhausted     internal_error (an unexpected error, max_attempts times)
-        │   └── Vanished             vanished (removed before it was processed; nothing to move)
+        │   ├── Vanished             vanished (removed before it was processed; nothing to move)
+        │   ├── InvalidName          invalid_name (not valid UTF-8: cannot be stored or named safely)
+        │   └── NameTooLong          name_too_long (its output or error report would exceed the name limit)
         └── TransientError           io_error: the machine is the problem, retry with backoff
             ├── DeviceError          device_error
             ├── DiskFull             disk_full
             ├── PermissionDenied     permission_denied
             ├── OutputMissing        output_missing
+            ├── VolumeUnavailable    volume_unavailable (the hot folder's volume went away: wait for it)
             └── FileChanged          file_changed (still being written: a verdict on it would be wrong)
 
 Foreign exceptions (OpenCV, torch, OSError) are translated into this tree where
@@ -30,6 +35,8 @@ retry from the class alone.
 from __future__ import annotations
 
 import errno
+import sqlite3
+from pathlib import Path
 from typing import ClassVar
 
 
@@ -47,6 +54,36 @@ class ModelLoadError(CutoutError):
 
 class ServiceError(CutoutError):
     """launchctl or systemctl failed, or the service manager is missing."""
+
+
+class QueueError(CutoutError):
+    """sqlite could not open or read the queue database; every sqlite error on opening becomes one of these."""
+
+
+class QueueDamaged(QueueError):
+    """The queue database cannot be trusted (sqlite's check failed, or it is not a database).
+
+    Not a ConfigError: nothing in the settings is wrong. `exit_status` is EX_CONFIG from
+    sysexits(3), "a person must act": service managers are told not to restart on it,
+    since every restart would find the same damage.
+    """
+
+    exit_status: ClassVar[int] = 78
+
+    def __init__(self, path: Path, problem: str) -> None:
+        super().__init__(path, problem)
+        self.path, self.problem = path, problem
+
+    def __str__(self) -> str:
+        return self.explain(command="cutout queue rebuild --config F")
+
+    def explain(self, *, command: str) -> str:
+        """The message, naming the exact command to run (the entry point knows the config file)."""
+        return (
+            f"the queue database {self.path} {self.problem}: refusing to use it. Run: {command} "
+            "(it moves the file aside and rebuilds the queue from the output and quarantine folders: "
+            "nothing is redone, nothing is lost)"
+        )
 
 
 class JobError(CutoutError):
@@ -96,6 +133,14 @@ class Vanished(PermanentError):
     reason = "vanished"
 
 
+class InvalidName(PermanentError):
+    reason = "invalid_name"
+
+
+class NameTooLong(PermanentError):
+    reason = "name_too_long"
+
+
 class TransientError(JobError):
     """The machine is at fault (device, disk, permissions); retry later."""
 
@@ -119,6 +164,10 @@ class OutputMissing(TransientError):
     reason = "output_missing"
 
 
+class VolumeUnavailable(TransientError):
+    reason = "volume_unavailable"
+
+
 class FileChanged(TransientError):
     reason = "file_changed"
 
@@ -133,9 +182,35 @@ _OS_ERRORS: dict[int, type[TransientError]] = {
 }
 
 
-def from_os_error(exc: OSError, *, doing: str) -> TransientError:
-    """Translate an OSError raised while writing into the retryable error it means."""
-    kind = _OS_ERRORS.get(exc.errno or 0, TransientError)
+def from_os_error(exc: OSError, *, doing: str) -> JobError:
+    """Translate an OSError raised while writing into the error it means: retryable, except a
+    name the file system cannot hold, which no retry will ever fix."""
+    kind: type[JobError] = NameTooLong if exc.errno == errno.ENAMETOOLONG else _OS_ERRORS.get(exc.errno or 0, TransientError)
     error = kind(f"{doing}: {exc.strerror or exc}")
+    error.__cause__ = exc
+    return error
+
+
+_SQLITE_DAMAGE = frozenset({11, 26})
+"""SQLITE_CORRUPT ("database disk image is malformed") and SQLITE_NOTADB ("file is not a
+database"): the file's bytes are wrong, and no restart changes that."""
+
+
+def is_queue_damage(exc: BaseException) -> bool:
+    """Whether an exception is sqlite saying the database file itself is damaged."""
+    code = (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF  # extended codes keep the primary one in the low byte
+    return isinstance(exc, sqlite3.DatabaseError) and code in _SQLITE_DAMAGE
+
+
+def from_sqlite_error(exc: BaseException, *, path: Path) -> QueueError:
+    """Translate an sqlite3 error on the queue file: damage, or a failure a restart may fix."""
+    error: QueueError
+    if is_queue_damage(exc):
+        error = QueueDamaged(path, f"is damaged (sqlite: {exc})")
+    else:
+        error = QueueError(
+            f"cannot use the queue database {path}: {exc}: check the state folder's disk, free space and "
+            "permissions (cutout doctor --config F)"
+        )
     error.__cause__ = exc
     return error

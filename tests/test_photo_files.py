@@ -221,7 +221,7 @@ def test_animations_give_their_first_frame_and_say_so(tmp_path: Path, suffix: st
     assert "several frames or pages: the first one only" in result.cutout.notes
 
 
-@pytest.mark.skipif(not HEIF_AVAILABLE, reason="pillow-heif is not installed (pip install 'cutout-daemon[heif]')")
+@pytest.mark.skipif(not HEIF_AVAILABLE, reason="pillow-heif is not installed (pip install -e '.[heif]')")
 def test_a_heic_from_an_iphone_is_read_upright(tmp_path: Path) -> None:
     upright = Image.fromarray(subject_image(300, 400, (40, 60, 200, 250)))
     stored = upright.transpose(Image.Transpose.ROTATE_90)

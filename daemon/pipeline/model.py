@@ -21,6 +21,7 @@ import torch
 from daemon.errors import ModelLoadError
 from daemon.pipeline.constants import TARGET_SIZE
 from daemon.pipeline.inference import TorchMatteModel, extract_primary_tensor
+from daemon.pipeline.installs import birefnet_install_command, matching_torchvision_command
 
 DEFAULT_MODEL = "hf:ZhengPeng7/BiRefNet"
 BIREFNET_REPO = "ZhengPeng7/BiRefNet"
@@ -183,8 +184,18 @@ def _import_torchvision(cause: Exception) -> None:
     except Exception as exc:
         raise ModelLoadError(
             "this TorchScript file uses torchvision operators (deform_conv2d) but torchvision cannot be "
-            f"imported ({exc}); install it: pip install 'cutout-daemon[birefnet]'"
+            f"imported ({exc}); {torchvision_hint()}"
         ) from cause
+
+
+def torchvision_hint() -> str:
+    """What to run when torchvision is missing, or installed for another torch."""
+    if importlib.util.find_spec("torchvision") is None:
+        return f"install it: {birefnet_install_command(torch.__version__)}"
+    return (
+        f"the installed torchvision does not fit torch {torch.__version__} (it was built for another release "
+        f"or build); install the one made for it: {matching_torchvision_command(torch.__version__)}"
+    )
 
 
 def _not_torchscript_message(path: Path, exc: RuntimeError) -> str:
@@ -219,8 +230,14 @@ def load_hf_module(source: str, *, revision: str | None, offline: bool) -> tuple
     except ImportError as exc:
         raise ModelLoadError(_missing_packages_message(source, exc)) from exc
     except (OSError, ValueError, RuntimeError, AttributeError, KeyError) as exc:
-        raise ModelLoadError(f"could not load Hugging Face model {source!r}: {exc}") from exc
+        raise ModelLoadError(_load_failure_message(source, exc)) from exc
     return module, _hf_origin(source, revision)
+
+
+def _load_failure_message(source: str, exc: Exception) -> str:
+    message = f"could not load Hugging Face model {source!r}: {exc}"
+    # "operator torchvision::nms does not exist": the remote code imported a torchvision built for another torch.
+    return f"{message}; {torchvision_hint()}" if "torchvision::" in str(exc) else message
 
 
 def _from_pretrained(
@@ -302,7 +319,7 @@ def _missing_packages_message(source: str, exc: ImportError) -> str:
     needed = ", ".join(missing) if missing else str(exc)
     return (
         f"the code of model {source!r} needs packages that are missing or broken ({needed}): "
-        f"install them with: pip install 'cutout-daemon[birefnet]' ({exc})"
+        f"install them with: {birefnet_install_command(torch.__version__)} ({exc})"
     )
 
 

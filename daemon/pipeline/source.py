@@ -12,7 +12,10 @@ what OpenCV cannot (CMYK with its profile, GIF, animations, HEIC).
 from __future__ import annotations
 
 import io
+import struct
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
@@ -48,6 +51,17 @@ _OPENCV_FORMATS = frozenset({"JPEG", "PNG", "TIFF", "WEBP", "BMP", "MPO"})
 _OPENCV_MODES = frozenset({"1", "L", "LA", "P", "PA", "RGB", "RGBA", "RGBX", "I;16", "I;16B", "I;16L", "I;16N"})
 _SRGB = ImageCms.createProfile("sRGB")
 _UNSUPPORTED_MODES = frozenset({"I", "F", "LAB", "HSV", "I;32", "I;32B", "I;32L"})
+
+# What Pillow, pillow-heif and OpenCV raise on bytes they cannot make sense of. A fuzzed
+# TIFF header gives TypeError("Missing dimensions"), a bad offset struct.error or
+# IndexError, a short file EOFError, libheif RuntimeError, OpenCV cv2.error when its
+# header disagrees with Pillow's. Each is a verdict on the file, not a bug of ours.
+_DECODER_ERRORS: tuple[type[Exception], ...] = (
+    OSError, ValueError, TypeError, SyntaxError, struct.error, EOFError, IndexError, KeyError,
+    ZeroDivisionError, RuntimeError, cv2.error,
+)
+# A damaged ICC profile: ImageCmsProfile() raises OSError (not PyCMSError) on garbage bytes.
+_PROFILE_ERRORS = (ImageCms.PyCMSError, OSError, ValueError, TypeError)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -98,16 +112,32 @@ class _Header:
     notes: tuple[str, ...]
 
 
-# --- Probe ----------------------------------------------------------------------------
-def _open(data: bytes) -> Image.Image:
+# --- The decoders' edge ------------------------------------------------------------------
+@contextmanager
+def _decoding(what: str, *, pillow: bool = True) -> Iterator[None]:
+    """Around every call into a decoder: what it raises on a broken file becomes Undecodable
+    (TooLarge for Pillow's bomb check), naming what the decoder said, so the worker never
+    sees a foreign exception caused by a file's bytes (it would retry it as internal_error)."""
     try:
+        if not pillow:  # OpenCV raises no Python warnings: spare the (process-wide) filter change
+            yield
+            return
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # Pillow warns on odd headers; the decode decides
-            return Image.open(io.BytesIO(data))
+            yield
+    except Image.DecompressionBombError as exc:
+        raise TooLarge(f"{what}: {exc}") from exc
     except UnidentifiedImageError as exc:
-        raise Undecodable("not a readable image (unknown or damaged format)") from exc
-    except (OSError, ValueError, SyntaxError) as exc:
-        raise Undecodable(f"not a readable image: {exc}") from exc
+        raise Undecodable(f"{what} (unknown or damaged format)") from exc
+    except _DECODER_ERRORS as exc:
+        said = str(exc).strip().splitlines()[0] if str(exc).strip() else "no detail"
+        raise Undecodable(f"{what}: {type(exc).__name__}: {said}") from exc
+
+
+# --- Probe ----------------------------------------------------------------------------
+def _open(data: bytes) -> Image.Image:
+    with _decoding("not a readable image"):
+        return Image.open(io.BytesIO(data))
 
 
 def _exif(image: Image.Image, data: bytes) -> tuple[Image.Exif | None, str | None]:
@@ -162,12 +192,14 @@ def probe(data: bytes, *, options: ImageOptions) -> _Header:
     exif, exif_note = _exif(image, data)
     orientation = _orientation(exif)  # before _metadata, which resets the tag for the copy
     metadata, metadata_note = _metadata(image, exif)
+    with _decoding("damaged image header"):  # n_frames walks every frame's header (TIFF IFDs)
+        frames = getattr(image, "n_frames", 1)
     return _Header(
         format=image.format or "",
         mode=image.mode,
         width=image.width,
         height=image.height,
-        frames=getattr(image, "n_frames", 1),
+        frames=frames,
         icc_profile=image.info.get("icc_profile") or None,
         orientation=orientation,
         metadata=metadata,
@@ -231,7 +263,8 @@ def _split_opencv(decoded: npt.NDArray[Any]) -> _Pixels:
 
 
 def _decode_opencv(data: bytes) -> _Pixels:
-    decoded = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    with _decoding("not a readable image (OpenCV)", pillow=False):
+        decoded = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     if decoded is None or decoded.size == 0 or decoded.dtype not in (np.uint8, np.uint16):
         raise Undecodable("not a readable image (OpenCV could not decode it)")
     return _split_opencv(decoded)
@@ -240,18 +273,18 @@ def _decode_opencv(data: bytes) -> _Pixels:
 def _decode_pillow(data: bytes, header: _Header) -> _Pixels:
     """First frame, through LittleCMS to sRGB when the colour space is not RGB (CMYK, gray profile)."""
     image = _open(data)
-    try:
+    with _decoding("not a readable image"):
         image.seek(0)
         image.load()
-    except (OSError, ValueError, EOFError) as exc:
-        raise Undecodable(f"not a readable image: {exc}") from exc
     if image.mode in _UNSUPPORTED_MODES:
         raise Unsupported(
             f"{image.mode} images (32-bit integer, floating point or Lab) are not supported: export 8- or 16-bit RGB"
         )
     if header.mode == "CMYK" or _profile_space(header.icc_profile) not in (None, "RGB "):
-        return _to_srgb_pixels(image, header.icc_profile)
-    rgba = np.asarray(image.convert("RGBA"))
+        with _decoding("colours could not be converted"):
+            return _to_srgb_pixels(image, header.icc_profile)
+    with _decoding("colours could not be converted"):
+        rgba = np.asarray(image.convert("RGBA"))
     has_alpha = "A" in image.getbands() or "transparency" in image.info
     alpha = rgba[..., 3].astype(np.float32) / np.float32(255.0) if has_alpha else None
     return _Pixels(np.ascontiguousarray(rgba[..., :3]), alpha)
@@ -269,7 +302,7 @@ def _to_srgb_pixels(image: Image.Image, profile: bytes | None) -> _Pixels:
             converted = ImageCms.profileToProfile(image, source, _SRGB, outputMode="RGB")
             if converted is not None:
                 return _Pixels(np.asarray(converted, dtype=np.uint8), alpha, converted_to_srgb=True)
-        except ImageCms.PyCMSError:
+        except _PROFILE_ERRORS:
             pass  # a broken profile: fall back to Pillow's plain conversion below
     return _Pixels(np.asarray(image.convert("RGB"), dtype=np.uint8), alpha, converted_to_srgb=True)
 
@@ -312,7 +345,7 @@ def _convert_rgb_to_srgb(rgb: UInt8Array, profile: bytes) -> UInt8Array | None:
     try:
         source = ImageCms.ImageCmsProfile(io.BytesIO(profile))
         converted = ImageCms.profileToProfile(Image.fromarray(rgb), source, _SRGB, outputMode="RGB")
-    except ImageCms.PyCMSError:
+    except _PROFILE_ERRORS:
         return None
     return None if converted is None else np.asarray(converted, dtype=np.uint8)
 
