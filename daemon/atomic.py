@@ -4,11 +4,18 @@ A reader (a person, Finder, a catalogue app) must never see a partial PNG at its
 final name, even after `kill -9` or power loss: the bytes go to a temp file in the
 destination folder, are flushed to the disk, and only then take the final name
 with `os.replace`, which is atomic within one filesystem.
+
+Modes: what the daemon writes for people (cutouts, `.error.json`) follows the
+user's umask, as any other program's files would; what it keeps for itself (the
+state folder) is private to the user.
 """
 
 from __future__ import annotations
 
 import os
+import pwd
+import stat
+import sys
 import tempfile
 from pathlib import Path
 
@@ -16,6 +23,23 @@ try:
     from fcntl import F_FULLFSYNC as _F_FULLFSYNC  # type: ignore[attr-defined]  # macOS only
 except ImportError:
     _F_FULLFSYNC = None
+
+
+def _read_umask() -> int:
+    """The process's umask. Reading it means setting it, so this runs once, at import, while
+    the program is still single-threaded: a thread creating a file in between would get the
+    temporary mask."""
+    mask = os.umask(0o077)
+    os.umask(mask)
+    return mask
+
+
+UMASK = _read_umask()
+FILE_MODE = 0o666 & ~UMASK
+"""Mode of the files written for people: what `touch` or a copy in Finder would give (0644 by
+default). mkstemp's temp files are 0600, and a cutout or error file must not stay that way."""
+PRIVATE_DIR_MODE = 0o700
+"""The state folder: the queue, the lock and the model pin are nobody else's business."""
 
 TEMP_PREFIX = ".cutout-"
 TEMP_SUFFIX = ".tmp"
@@ -49,15 +73,18 @@ def sync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write `data` to `path` so that `path` holds either the old or the new bytes, never a mix."""
+def write_atomic(path: Path, data: bytes, *, mode: int = FILE_MODE) -> None:
+    """Write `data` to `path` so that `path` holds either the old or the new bytes, never a mix.
+
+    `mode` defaults to the umask's; a caller whose reader demands a fixed mode (launchd
+    refuses a group-writable plist) passes it."""
     fd, temp = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=TEMP_SUFFIX, dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
             sync_file(handle.fileno())
-        os.chmod(temp, 0o644)
+        os.chmod(temp, mode)
         os.replace(temp, path)
     except BaseException:
         Path(temp).unlink(missing_ok=True)
@@ -67,3 +94,41 @@ def write_atomic(path: Path, data: bytes) -> None:
 
 def is_temp_name(name: str) -> bool:
     return name.startswith(TEMP_PREFIX) and name.endswith(TEMP_SUFFIX)
+
+
+def make_private_dir(path: Path) -> None:
+    """Create `path` (and missing parents) with the last folder 0700; an existing folder is left as it is."""
+    path.mkdir(mode=PRIVATE_DIR_MODE, parents=True, exist_ok=True)
+
+
+def access_problem(path: Path, *, folder: bool = False) -> str | None:
+    """Why this user cannot read and write `path` (and enter it, for a `folder`), with the
+    command that fixes it; None when it can. `path` must exist."""
+    if os.access(path, os.R_OK | os.W_OK | (os.X_OK if folder else 0)):
+        return None
+    info = path.stat()
+    me, mode = _user_name(os.geteuid()), f"{stat.S_IMODE(info.st_mode):04o}"
+    if info.st_uid != os.geteuid():
+        recursive = "-R " if folder else ""
+        return (
+            f"{path} belongs to {_user_name(info.st_uid)} (mode {mode}) and this program runs as {me}, "
+            f"so it cannot write {'in ' if folder else ''}it (was cutout once run with sudo?): "
+            f"fix it with: sudo chown {recursive}{me} '{path}'"
+        )
+    bits = "u+rwx" if folder else "u+rw"
+    needed = (stat.S_IRWXU if folder else stat.S_IRUSR | stat.S_IWUSR)
+    if info.st_mode & needed != needed:
+        return f"{path} has mode {mode}, which keeps its owner {me} from writing it: fix it with: chmod {bits} '{path}'"
+    # The owner may write, yet cannot: an immutable flag or a read-only volume.
+    unlock = "chflags nouchg" if sys.platform == "darwin" else "chattr -i"
+    return (
+        f"{path} is locked (an immutable flag, or a read-only volume) and cannot be written: "
+        f"fix it with: {unlock} '{path}' (or, on a read-only volume, choose another folder)"
+    )
+
+
+def _user_name(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:  # a uid without an account (e.g. files from another machine)
+        return f"uid {uid}"

@@ -10,8 +10,9 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import shlex
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TypeAlias
@@ -20,7 +21,7 @@ import structlog
 from platformdirs import user_state_dir
 
 from daemon import __version__
-from daemon.errors import ConfigError, CutoutError
+from daemon.errors import ConfigError, CutoutError, QueueDamaged
 from daemon.fetch import (
     PIN_FILE_NAME,
     Downloader,
@@ -52,6 +53,22 @@ class Context:
     hf_cache: Path  # the hub cache this process loads from (HF_HUB_CACHE, default HF_HOME/hub)
     default_state: Path  # folders.state when the config names none
     downloader: Downloader
+    must_act_status: int = QueueDamaged.exit_status
+    """`cutout watch`'s exit status when a person must act (a damaged queue); see MUST_ACT_ENV."""
+
+
+MUST_ACT_ENV = "CUTOUT_MUST_ACT_STATUS"
+"""The LaunchAgent sets it to 0: launchd's KeepAlive restarts after every non-zero status and
+cannot be told to leave one alone, so "stay down" has to look like a clean stop there."""
+
+
+def _must_act_status(environ: Mapping[str, str]) -> int:
+    text = environ.get(MUST_ACT_ENV)
+    if text is None:
+        return QueueDamaged.exit_status
+    if not text.isdigit() or int(text) > 255:
+        raise ConfigError(f"{MUST_ACT_ENV}={text!r} is not an exit status (0 to 255): fix or unset it")
+    return int(text)
 
 
 def current_context() -> Context:
@@ -64,6 +81,7 @@ def current_context() -> Context:
         ),
         hf_home=Path(constants.HF_HOME), hf_cache=Path(constants.HF_HUB_CACHE),
         default_state=Path(user_state_dir("cutout")), downloader=hub_download,
+        must_act_status=_must_act_status(os.environ),
     )
 
 
@@ -97,6 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_doctor(commands)
     _add_model(commands)
     _add_service(commands)
+    _add_queue(commands)
     return parser
 
 
@@ -165,6 +184,18 @@ def _add_model(commands: Commands) -> None:
     fetch.add_argument("--revision", help="branch, tag or commit to pin (default: model.revision, else main)")
     fetch.add_argument("--state", type=Path, help="folders.state: where the pin is written")
     fetch.set_defaults(handler=cmd_model_fetch)
+
+
+def _add_queue(commands: Commands) -> None:
+    queue = commands.add_parser("queue", help="the job queue database").add_subparsers(
+        dest="queue_command", required=True
+    )
+    rebuild = queue.add_parser(
+        "rebuild", help="move a damaged queue aside and rebuild it from the output and quarantine folders"
+    )
+    rebuild.add_argument("--config", type=Path, help="YAML settings file")
+    _folder_flags(rebuild)
+    rebuild.set_defaults(handler=cmd_queue_rebuild)
 
 
 def _add_service(commands: Commands) -> None:
@@ -247,11 +278,13 @@ def _load_plan(spec: ModelSpec, *, settings: Settings, ctx: Context, progress: b
 
 # --- Handlers ----------------------------------------------------------------------------------
 def cmd_process(args: argparse.Namespace, settings: Settings, ctx: Context) -> int:
-    from daemon.batch import print_summary, run_batch
+    from daemon.batch import check_process_folders, print_summary, run_batch
 
     if not args.input.is_dir():
         print(f"cutout process: input folder {args.input} does not exist", file=sys.stderr)
         return EXIT_USAGE
+    # Before the model loads: a refusal should not wait for it.
+    check_process_folders(args.input, args.output, state=settings.folders.state)
     loaded = open_model(settings, ctx=ctx, progress=sys.stderr.isatty())
     report = run_batch(
         args.input,
@@ -269,24 +302,32 @@ def cmd_process(args: argparse.Namespace, settings: Settings, ctx: Context) -> i
 
 def cmd_watch(args: argparse.Namespace, settings: Settings, ctx: Context) -> int:
     from daemon.outputs import validate_folders
-    from daemon.runner import Daemon, daemon_pid, install_signal_handlers
+    from daemon.rebuild import prepare_queue
+    from daemon.runner import STATE_FILES, Daemon, daemon_pid, install_signal_handlers
+    from daemon.nativelog import capture_native_stderr
 
     folders = folders_from(settings, ctx)
-    validate_folders(folders, policy=settings.originals)
+    validate_folders(folders, policy=settings.originals, state_files=STATE_FILES)
     if (pid := daemon_pid(folders.state)) is not None:
         raise ConfigError(f"a daemon (pid {pid}) is already running on {folders.state}")
+    # Before the model loads: a damaged queue is refused at once, an empty or missing one rebuilt.
+    prepare_queue(folders)
     loaded = open_model(settings, ctx=ctx, progress=sys.stderr.isatty())
     log.info("model_loaded", model=str(loaded.spec), origin=loaded.origin, device=str(loaded.device.device),
              device_reason=loaded.device.reason)
     daemon = Daemon(settings=settings, folders=folders, model=loaded.model)
     install_signal_handlers(daemon)
-    return daemon.run()
+    with capture_native_stderr():  # OpenCV and libjpeg write to fd 2 directly: make their lines log events
+        code = daemon.run()
+    return ctx.must_act_status if code == QueueDamaged.exit_status else code
 
 
 def cmd_status(args: argparse.Namespace, settings: Settings, ctx: Context) -> int:
     from daemon.status import collect_status, print_status
 
-    report = collect_status(folders_from(settings, ctx))
+    folders = _configured_folders(settings, ctx)  # none configured: the state folder alone will do
+    quarantine = folders.quarantine if folders else None
+    report = collect_status(folders.state if folders else state_dir(settings, ctx), quarantine=quarantine)
     if args.json:
         print(report.to_json())
     else:
@@ -305,6 +346,18 @@ def cmd_retry(args: argparse.Namespace, settings: Settings, ctx: Context) -> int
     if not outcomes:
         print("nothing in quarantine")
     return EXIT_FAILED if any(line.startswith("skipped") for line in outcomes) else EXIT_OK
+
+
+def cmd_queue_rebuild(args: argparse.Namespace, settings: Settings, ctx: Context) -> int:
+    from daemon.rebuild import rebuild_queue
+
+    report = rebuild_queue(folders_from(settings, ctx))
+    for line in report.lines():
+        print(line)
+    config = shlex.quote(os.path.abspath(args.config)) if args.config else "F"
+    print(f"start the daemon again: cutout watch --config {config} "
+          f"(the service: cutout service install --config {config})")
+    return EXIT_OK
 
 
 def cmd_doctor(args: argparse.Namespace, settings: Settings, ctx: Context) -> int:
@@ -404,7 +457,6 @@ def checked_agent_spec(args: argparse.Namespace, *, settings: Settings, ctx: Con
     """The service's spec, only for a config the daemon will accept: a broken one is never installed."""
     if args.config is None:
         raise ConfigError("give the settings file the service runs with: --config F (see config/default.yaml)")
-    _refuse_relative_paths(settings)
     installs = not args.dry_run and (args.systemd or _uses_launchd(args, host=ctx.host))
     _check_folders(folders_from(settings, ctx), settings=settings, dry_run=not installs)
     choose_device(settings.model.device)  # e.g. `mps` on a machine without it
@@ -414,15 +466,18 @@ def checked_agent_spec(args: argparse.Namespace, *, settings: Settings, ctx: Con
 
 def _check_folders(folders: Folders, *, settings: Settings, dry_run: bool) -> None:
     from daemon.doctor import check_folders
-    from daemon.outputs import validate_folders
+    from daemon.outputs import check_folder_rules, check_state_files, used_folders, validate_folders
+    from daemon.runner import STATE_FILES
 
     if not dry_run:
-        validate_folders(folders, policy=settings.originals)  # the daemon's own start-up check
+        validate_folders(folders, policy=settings.originals, state_files=STATE_FILES)  # the daemon's own check
         return
     # The same refusals without creating any folder: a dry run changes nothing.
+    check_folder_rules(used_folders(folders, policy=settings.originals))
     failed = next((c for c in check_folders(folders, policy=settings.originals) if not c.ok), None)
     if failed is not None:
         raise ConfigError(f"{failed.name}: {failed.detail}")
+    check_state_files(folders.state, names=STATE_FILES)
 
 
 def agent_spec(settings: Settings, *, ctx: Context, config: Path, label: str) -> AgentSpec:
@@ -432,18 +487,6 @@ def agent_spec(settings: Settings, *, ctx: Context, config: Path, label: str) ->
         offline=True,  # a hub model must be pinned and cached (checked), a local one needs no network
     )
     return replace(made, log_file=settings.logging.file or made.log_file)
-
-
-def _refuse_relative_paths(settings: Settings) -> None:
-    # The service starts in its log folder, not in the shell's: a relative path would point elsewhere.
-    paths = {f"folders.{name}": getattr(settings.folders, name) for name in FOLDER_FLAGS}
-    paths["logging.file"] = settings.logging.file
-    spec = parse_model_spec(settings.model.name)
-    if not is_hub_model(spec):
-        paths["model.name"] = Path(spec.source)
-    for key, path in paths.items():
-        if path is not None and not path.is_absolute():
-            raise ConfigError(f"{key}: {path} is a relative path; the service needs an absolute one (or ~/...)")
 
 
 def _refuse_unfetched_model(settings: Settings, *, ctx: Context, config: Path) -> None:
@@ -499,8 +542,19 @@ def _print_installed(spec: AgentSpec, *, settings: Settings, ctx: Context, launc
 Handler = Callable[[argparse.Namespace, Settings, Context], int]
 
 
+def rebuild_command(args: argparse.Namespace) -> str:
+    """`cutout queue rebuild` with the same config and folder flags as this command, ready to paste."""
+    words = ["cutout", "queue", "rebuild"]
+    if (config := getattr(args, "config", None)) is not None:
+        words += ["--config", os.path.abspath(config)]
+    for name in FOLDER_FLAGS:
+        if (value := getattr(args, name, None)) is not None:
+            words += [f"--{name}", os.path.abspath(value)]
+    return shlex.join(words) if len(words) > 3 else "cutout queue rebuild --config F"
+
+
 def _command_name(args: argparse.Namespace) -> str:
-    sub = getattr(args, "service_command", None) or getattr(args, "model_command", None)
+    sub = next((s for group in ("service", "model", "queue") if (s := getattr(args, f"{group}_command", None))), None)
     return f"{args.command} {sub}" if sub else str(args.command)
 
 
@@ -514,11 +568,17 @@ def _configure_logging(args: argparse.Namespace, settings: Settings) -> None:
 
 def main(argv: Sequence[str] | None = None, *, context: Context | None = None) -> int:
     args = build_parser().parse_args(argv)
+    ctx = context
     try:
         settings = settings_from(args)
         _configure_logging(args, settings)
+        ctx = ctx or current_context()
         handler: Handler = args.handler
-        return handler(args, settings, context or current_context())
+        return handler(args, settings, ctx)
+    except QueueDamaged as exc:
+        print(f"cutout {_command_name(args)}: {exc.explain(command=rebuild_command(args))}", file=sys.stderr)
+        # Only `watch` runs under a service manager; the others tell a person with the real status.
+        return ctx.must_act_status if ctx is not None and args.command == "watch" else exc.exit_status
     except CutoutError as exc:
         print(f"cutout {_command_name(args)}: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -16,12 +16,14 @@ from importlib import metadata
 from pathlib import Path
 from typing import Literal, TextIO
 
-from daemon.errors import CutoutError, ServiceError
+from daemon.errors import CutoutError, QueueError, ServiceError
 from daemon.fetch import ModelStore, is_hub_model, plan_load
 from daemon.outputs import Folders
 from daemon.pipeline.model import Accelerators, TorchAccelerators, choose_device, load_model, parse_model_spec
+from daemon.rebuild import inspect_queue, queue_path
 from daemon.service import AgentStatus, Host, grant_target, service_status
 from daemon.settings import OriginalsPolicy, Settings
+from daemon.torchvision_check import read_facts, verdict
 
 VERSIONED = ("torch", "transformers", "opencv-python-headless", "numpy", "watchdog", "torchvision", "timm")
 Status = Literal["ok", "warn", "FAIL", "skip"]
@@ -70,6 +72,16 @@ def _guarded(name: str, fix: str, probe: Callable[[], str]) -> Check:
         return Check(name, "FAIL", str(exc), fix)
 
 
+def check_torchvision(settings: Settings) -> Check:
+    """torchvision imported for real: a torch installed over it breaks every hub model (torchvision_check.py)."""
+    try:
+        needed = is_hub_model(parse_model_spec(settings.model.name))
+    except CutoutError:
+        needed = False  # the model check says what is wrong with the name
+    found = verdict(read_facts(), needed=needed)
+    return Check("torchvision", found.status, found.detail, found.fix)
+
+
 # --- Device and model ----------------------------------------------------------------------
 def check_device(settings: Settings, *, accelerators: Accelerators | None = None) -> Check:
     def probe() -> str:
@@ -91,7 +103,8 @@ def check_mps(*, host: Host, accelerators: Accelerators) -> Check:
     return Check(
         "mps", "FAIL", "PyTorch cannot use the Apple GPU (torch.backends.mps.is_available() is False): "
         "the daemon would run on the CPU, about a minute per image",
-        "update macOS to 12.3 or later, then reinstall PyTorch in this environment: pip install --upgrade torch",
+        "update macOS to 12.3 or later, then reinstall PyTorch in this environment (torchvision with it, or "
+        "it breaks): pip install --upgrade torch torchvision",
     )
 
 
@@ -195,6 +208,29 @@ def _nearest_existing(path: Path) -> Path:
     return path
 
 
+# --- The queue database ----------------------------------------------------------------------------
+def check_queue(folders: Folders | None, *, config: Path | None) -> Check:
+    """sqlite's full integrity_check of the queue, read-only: the daemon refuses a damaged one at start."""
+    if folders is None:
+        return Check("queue", "skip", "no hot folder configured")
+    path = queue_path(folders.state)
+    rebuild = f"stop the daemon, then run: cutout queue rebuild --config {config or 'F'}"
+    try:
+        health = inspect_queue(path, thorough=True)
+    except QueueError as exc:
+        return Check("queue", "FAIL", str(exc), f"check the disk and the permissions of {folders.state}")
+    if health.state == "missing":
+        return Check("queue", "ok", f"no queue at {path} yet: the daemon creates it at start, "
+                     "adopting the cutouts already in the output folder")
+    if health.state == "empty":
+        return Check("queue", "warn", f"{path} {health.problem}: the daemon rebuilds it by itself at its next start "
+                     "from the output and quarantine folders", f"nothing to do, or now: {rebuild}")
+    if health.state == "damaged":
+        return Check("queue", "FAIL", f"{path} {health.problem}: the daemon refuses to run on it",
+                     f"{rebuild} (the damaged file is moved aside; nothing is redone, nothing is lost)")
+    return Check("queue", "ok", f"{path} passes sqlite's integrity check")
+
+
 # --- macOS privacy (TCC) -------------------------------------------------------------------------
 def protected_places(home: Path) -> dict[Path, str]:
     """Where macOS blocks a launchd job that has no Full Disk Access (reads fail, no dialog)."""
@@ -286,11 +322,13 @@ def _agent_check(found: AgentStatus, *, manager: str, label: str) -> Check:
 def run_checks(inputs: DoctorInputs) -> Iterator[Check]:
     settings, accelerators = inputs.settings, inputs.accelerators
     yield Check("versions", "ok", package_versions())
+    yield check_torchvision(settings)
     yield check_device(settings, accelerators=accelerators)
     yield check_mps(host=inputs.host, accelerators=accelerators or TorchAccelerators())
     yield check_model_cache(settings, store=inputs.store, config=inputs.config)
     yield check_model(settings, store=inputs.store, accelerators=accelerators)
     yield from check_folders(inputs.folders, policy=settings.originals)
+    yield check_queue(inputs.folders, config=inputs.config)
     paths = service_paths(host=inputs.host, config=inputs.config, folders=inputs.folders, policy=settings.originals)
     yield check_privacy(paths, host=inputs.host, label=inputs.label)
     yield check_agent(host=inputs.host, label=inputs.label)

@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from daemon.atomic import write_atomic
+from daemon.atomic import make_private_dir, write_atomic
 from daemon.errors import ConfigError, ModelLoadError
 from daemon.pipeline.model import ModelSpec
 
@@ -123,7 +123,7 @@ class ModelStore:
         models = {**self._read(), pin.model: pin.to_json()}
         text = json.dumps({"format": PIN_FORMAT, "models": models}, indent=2, sort_keys=True) + "\n"
         try:
-            self.pin_file.parent.mkdir(parents=True, exist_ok=True)
+            make_private_dir(self.pin_file.parent)  # the state folder: 0700, as the daemon makes it
             write_atomic(self.pin_file, text.encode())
         except OSError as exc:
             raise ConfigError(f"cannot write the model pin {self.pin_file}: {exc.strerror or exc}") from exc

@@ -26,6 +26,33 @@ def is_input_name(name: str) -> bool:
     return is_image_name(name)
 
 
+NAME_MAX = 255
+"""Bytes in one file name on every file system the daemon meets (APFS, ext4, SMB, NFS)."""
+
+
+def display(rel: PurePosixPath | str) -> str:
+    """A path for logs and messages: bytes that are not UTF-8 shown as escapes (`\\xff`), never lost."""
+    return os.fsencode(str(rel)).decode("utf-8", "backslashreplace")
+
+
+def storable(rel: PurePosixPath) -> PurePosixPath:
+    """The name a path can be stored and shown under: bytes that are not UTF-8 become U+FFFD."""
+    return PurePosixPath(os.fsencode(rel.as_posix()).decode("utf-8", "replace"))
+
+
+def is_storable(rel: PurePosixPath) -> bool:
+    """Whether the path is valid UTF-8 (a name from an SMB/NFS share or Linux disk may not be)."""
+    try:
+        rel.as_posix().encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def name_bytes(name: str) -> int:
+    return len(os.fsencode(name))
+
+
 def iter_inputs(root: Path) -> Iterator[PurePosixPath]:
     """Every input under `root`, as a relative POSIX path, skipping hidden folders."""
     for folder, dirnames, filenames in os.walk(root):

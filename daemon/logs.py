@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import logging.handlers
+import os
+import stat
 import sys
+import typing
 from typing import TextIO
 
 import structlog
@@ -25,7 +29,7 @@ def configure_logging(settings: LoggingSettings, *, stream: TextIO | None = None
     handlers: list[logging.Handler] = [_handler(logging.StreamHandler(stream), as_json=as_json)] if console else []
     if settings.file is not None:
         settings.file.parent.mkdir(parents=True, exist_ok=True)
-        rotating = logging.handlers.RotatingFileHandler(
+        rotating = PrivateRotatingFileHandler(
             settings.file, maxBytes=settings.max_bytes, backupCount=settings.backups, encoding="utf-8"
         )
         handlers.append(_handler(rotating, as_json=True))
@@ -43,6 +47,30 @@ def configure_logging(settings: LoggingSettings, *, stream: TextIO | None = None
         wrapper_class=structlog.stdlib.BoundLogger,
         cache_logger_on_first_use=False,
     )
+
+
+LOG_FILE_MODE = 0o600
+"""The log names every photo, folder and failure: for its owner's eyes only."""
+
+
+class PrivateRotatingFileHandler(logging.handlers.RotatingFileHandler):
+    """A size-rotated log whose every file is 0600: the first, each one started after a rollover,
+    and one an older version left readable by others."""
+
+    def _open(self) -> io.TextIOWrapper:
+        # The handler always opens in a text mode ("a"), so this is a TextIOWrapper.
+        stream = open(self.baseFilename, self.mode, encoding=self.encoding, errors=self.errors, opener=_private_opener)
+        return typing.cast(io.TextIOWrapper, stream)
+
+
+def _private_opener(path: str, flags: int) -> int:
+    fd = os.open(path, flags, LOG_FILE_MODE)
+    if stat.S_IMODE(os.fstat(fd).st_mode) != LOG_FILE_MODE:
+        try:
+            os.fchmod(fd, LOG_FILE_MODE)
+        except OSError:  # someone else's file we may append to: a log still beats none
+            pass
+    return fd
 
 
 def _renderers(*, as_json: bool) -> list[structlog.types.Processor]:

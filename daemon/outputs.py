@@ -17,8 +17,11 @@ from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 
 from daemon import __version__
-from daemon.atomic import TEMP_PREFIX, TEMP_SUFFIX, sync_dir, sync_file, write_atomic
+from daemon.atomic import (
+    TEMP_PREFIX, TEMP_SUFFIX, access_problem, make_private_dir, sync_dir, sync_file, write_atomic,
+)
 from daemon.errors import ConfigError, from_os_error
+from daemon.layout import NAME_MAX, name_bytes
 from daemon.settings import FolderSettings, OriginalsPolicy
 
 ERROR_SUFFIX = ".error.json"
@@ -54,34 +57,148 @@ def _absolute(path: Path) -> Path:
     return Path(os.path.realpath(path.expanduser()))
 
 
-def _nested(a: Path, b: Path) -> bool:
-    return a == b or a.is_relative_to(b) or b.is_relative_to(a)
+# --- Which folders may share a place: none -------------------------------------------
+ROLES = ("input", "output", "quarantine", "archive", "state")
+"""The daemon's folders in the order the rules name them (the first of a colliding pair first)."""
+
+_CONSEQUENCES: dict[frozenset[str], str] = {
+    frozenset({"input", "output"}): "cutouts would overwrite PNG originals or come back as new inputs",
+    frozenset({"input", "quarantine"}): "quarantined originals would come back as new inputs",
+    frozenset({"input", "archive"}): "archived originals would come back as new inputs",
+    frozenset({"output", "quarantine"}): "the cutout of c.jpg could overwrite a quarantined original c.png",
+    frozenset({"output", "archive"}): "the cutout of c.jpg could overwrite an archived original c.png",
+    frozenset({"quarantine", "archive"}): "failed and finished originals would be mixed up",
+}
+_STATE_CONSEQUENCE = "the queue database and the lock would sit among the images"
 
 
-def validate_folders(folders: Folders, *, policy: OriginalsPolicy) -> None:
-    """Refuse what would loop or lose files: nesting, a missing or read-only folder."""
+def used_folders(folders: Folders, *, policy: OriginalsPolicy) -> dict[str, Path]:
+    """The folders a daemon with this originals policy touches: the archive only with `archive`."""
+    named = {role: getattr(folders, role) for role in ROLES}
+    if policy != "archive":
+        del named["archive"]
+    return named
+
+
+def check_folder_rules(named: dict[str, Path], *, labels: dict[str, str] | None = None) -> None:
+    """Refuse any two of `named` (role -> folder) that are one folder or nested, naming both.
+
+    `labels` says how a message names a role (default: its key, `folders.<role>`).
+    """
+    label = {role: f"folders.{role}" for role in named} | (labels or {})
+    roles = [role for role in ROLES if role in named]
+    for index, first in enumerate(roles):
+        for second in roles[index + 1 :]:
+            relation = folder_relation(named[second], named[first])
+            if relation is not None:
+                consequence = _CONSEQUENCES.get(frozenset({first, second}), _STATE_CONSEQUENCE)
+                raise ConfigError(
+                    f"{label[second]} ({named[second]}) {relation} {label[first]} ({named[first]}): "
+                    f"{consequence}; give each its own folder, neither inside the other"
+                )
+
+
+def same_or_nested(a: Path, b: Path) -> bool:
+    """Whether `a` and `b` are one folder or one contains the other, as the file system sees
+    them: after symlinks and `..`, ignoring case where the file system does (macOS's default)."""
+    return folder_relation(a, b) is not None
+
+
+def folder_relation(a: Path, b: Path) -> str | None:
+    """How `a` lies relative to `b`: "is the same folder as", "is inside", "contains", or None."""
+    a_in_b, b_in_a = _inside(a, b), _inside(b, a)
+    if a_in_b and b_in_a:
+        return "is the same folder as"
+    return "is inside" if a_in_b else "contains" if b_in_a else None
+
+
+def _inside(inner: Path, outer: Path) -> bool:
+    """`inner` is `outer` or below it: by name, or by inode for what exists (a hard link, a
+    bind mount, another spelling the file system accepts)."""
+    real_inner, real_outer = _absolute(inner), _absolute(outer)
+    fold = is_case_insensitive(real_inner) or is_case_insensitive(real_outer)
+    if parts_inside(real_inner.parts, real_outer.parts, fold_case=fold):
+        return True
+    try:
+        target = os.stat(real_outer)
+    except OSError:
+        return False  # nothing exists below a folder that does not exist
+    existing = _nearest_existing(real_inner)
+    return any(_same_inode(place, target) for place in (existing, *existing.parents))
+
+
+def parts_inside(inner: tuple[str, ...], outer: tuple[str, ...], *, fold_case: bool) -> bool:
+    """The path `inner` (as parts) equals or lies below `outer`, comparing names case-blind when `fold_case`."""
+    if len(inner) < len(outer):
+        return False
+    if fold_case:
+        inner, outer = tuple(p.casefold() for p in inner), tuple(p.casefold() for p in outer)
+    return inner[: len(outer)] == outer
+
+
+def _same_inode(path: Path, target: os.stat_result) -> bool:
+    try:
+        info = os.stat(path)
+    except OSError:
+        return False
+    return (info.st_dev, info.st_ino) == (target.st_dev, target.st_ino)
+
+
+def is_case_insensitive(path: Path) -> bool:
+    """Whether the file system holding `path` (or its nearest existing folder) ignores the case
+    of names: the nearest existing name with letters, spelled with its case swapped, is the same file."""
+    existing = _nearest_existing(path)
+    for place in (existing, *existing.parents):
+        swapped = place.with_name(place.name.swapcase()) if place.name else place
+        if swapped != place:
+            try:
+                return os.path.samefile(swapped, place)
+            except OSError:  # the other spelling does not exist: case matters here
+                return False
+    return False
+
+
+def _nearest_existing(path: Path) -> Path:
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+# --- Start-up checks ------------------------------------------------------------------
+def validate_folders(folders: Folders, *, policy: OriginalsPolicy, state_files: tuple[str, ...] = ()) -> None:
+    """Refuse what would loop or lose files (two folders in one place, one inside another), a
+    missing hot folder, a folder it cannot write, and `state_files` in the state folder it
+    cannot read and write. Creates missing folders (the state folder private, 0700)."""
     if not folders.input.is_dir():
         raise ConfigError(f"folders.input: hot folder {folders.input} does not exist (create it first)")
-    named = {"output": folders.output, "quarantine": folders.quarantine}
-    if policy == "archive":
-        named["archive"] = folders.archive
+    named = used_folders(folders, policy=policy)
+    check_folder_rules(named)
     for name, path in named.items():
-        if _nested(path, folders.input):
-            raise ConfigError(
-                f"folders.{name}: {path} is inside the hot folder {folders.input} (or contains it); "
-                "outputs would be picked up as new inputs: choose a folder outside it"
-            )
-    for name, path in {**named, "input": folders.input, "state": folders.state}.items():
         _ensure_writable(name, path)
+    check_state_files(folders.state, names=state_files)
+
+
+def check_state_files(state: Path, *, names: tuple[str, ...]) -> None:
+    """Refuse a queue or lock file this user cannot read and write (made by `sudo cutout ...`,
+    a chmod, an immutable flag) now, with the fix, instead of a traceback later."""
+    for name in names:
+        path = state / name
+        problem = access_problem(path) if path.is_file() else None
+        if problem is not None:
+            raise ConfigError(f"folders.state: {problem}")
 
 
 def _ensure_writable(name: str, path: Path) -> None:
     try:
-        path.mkdir(parents=True, exist_ok=True)
+        if name == "state":
+            make_private_dir(path)
+        else:
+            path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ConfigError(f"folders.{name}: cannot create {path}: {exc.strerror or exc}") from exc
-    if not os.access(path, os.W_OK | os.X_OK):
-        raise ConfigError(f"folders.{name}: {path} is not writable by this user")
+    problem = access_problem(path, folder=True)
+    if problem is not None:
+        raise ConfigError(f"folders.{name}: {problem}")
 
 
 # --- Moves -----------------------------------------------------------------------
@@ -165,7 +282,20 @@ def quarantine_target(folders: Folders, rel: PurePosixPath, *, previous: PurePos
     """
     if previous is not None and not (folders.quarantine / previous).exists():
         return previous
-    return PurePosixPath(free_name(folders.quarantine / rel).relative_to(folders.quarantine).as_posix())
+    fitting = rel.with_name(fit_name(rel.name, room=len(ERROR_SUFFIX) + len(" (99)")))
+    return PurePosixPath(free_name(folders.quarantine / fitting).relative_to(folders.quarantine).as_posix())
+
+
+def fit_name(name: str, *, room: int) -> str:
+    """`name`, or its stem cut short (at a character boundary, with `~`) so that `room` more
+    bytes still fit in a file name: a 250-byte name's `.error.json` must exist too."""
+    limit = NAME_MAX - room
+    if name_bytes(name) <= limit:
+        return name
+    stem, dot, suffix = name.rpartition(".") if "." in name else (name, "", "")
+    keep = limit - name_bytes(dot + suffix) - len("~")
+    cut = os.fsencode(stem)[:keep].decode("utf-8", "ignore")
+    return f"{cut}~{dot}{suffix}"
 
 
 def move_to_quarantine(folders: Folders, rel: PurePosixPath, target: PurePosixPath, report: ErrorReport) -> None:
@@ -207,6 +337,8 @@ def write_output(folders: Folders, rel: PurePosixPath, png: bytes) -> Path:
 def apply_originals_policy(folders: Folders, rel: PurePosixPath, *, policy: OriginalsPolicy) -> Path | None:
     """After a durable cutout: keep, archive or delete the original; where it now is."""
     source = folders.input / rel
+    if source.is_symlink():  # never delete or archive through a link: the link stays, its target too
+        return source
     if policy == "keep" or not source.exists():
         return source if source.exists() else None
     try:

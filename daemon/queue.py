@@ -9,15 +9,21 @@ A job is one input file, keyed by its path relative to the hot folder:
 
 - A job row exists before any work on its file happens, and is never deleted:
   `done` rows are how a restart knows not to redo a file.
-- `attempts` counts *starts*, so a file that kills the process (segfault, OOM
-  kill) leaves `running` rows behind; start-up turns them back to `pending`,
-  and a file whose starts never finished `max_attempts` times is given up on.
+- `stage` says which job is inside a stage (decode, inference, finish) right
+  now; it is written without an fsync, since it only has to survive the
+  process, not the machine. When the process dies (segfault, OOM kill, `kill -9`),
+  start-up reads it: a job that was claimed but not inside a stage is an innocent
+  bystander and goes back untouched; jobs that were inside a stage become
+  *suspects*. A suspect runs alone, before any other work, so a crash while it
+  runs can only be its own: that is the one `crashes` counts, and
+  `max_attempts` of them quarantine the file as `crashed`.
 - Every statement runs through `db()`: one lock, `BEGIN IMMEDIATE`, commit or
   roll back.
 """
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from stat import S_ISREG
 import threading
@@ -28,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Literal
 
+from daemon.atomic import access_problem, make_private_dir
 from daemon.errors import ConfigError
 from daemon.layout import claim_key, output_name
 
@@ -54,10 +61,20 @@ CREATE TABLE IF NOT EXISTS jobs (
     first_seen REAL NOT NULL,
     queued_at REAL NOT NULL,
     started_at REAL,
-    finished_at REAL
+    finished_at REAL,
+    stage TEXT,                           -- the stage it is in now (decode, inference, finish)
+    suspect INTEGER NOT NULL DEFAULT 0,   -- was inside a stage when the process died
+    crashes INTEGER NOT NULL DEFAULT 0    -- the process died while it ran alone
 );
 CREATE INDEX IF NOT EXISTS jobs_ready ON jobs (state, retry_at, id);
 """
+
+ADDED_COLUMNS = {
+    "stage": "TEXT",
+    "suspect": "INTEGER NOT NULL DEFAULT 0",
+    "crashes": "INTEGER NOT NULL DEFAULT 0",
+}
+"""Columns newer than the first release: added to an older database when it is opened."""
 
 
 @dataclass(frozen=True)
@@ -78,6 +95,9 @@ class Job:
     queued_at: float
     started_at: float | None
     finished_at: float | None
+    stage: str | None = None
+    suspect: bool = False
+    crashes: int = 0
 
     @property
     def unfinished_starts(self) -> int:
@@ -125,6 +145,9 @@ def _job(row: sqlite3.Row) -> Job:
         queued_at=row["queued_at"],
         started_at=row["started_at"],
         finished_at=row["finished_at"],
+        stage=row["stage"],
+        suspect=bool(row["suspect"]),
+        crashes=row["crashes"],
     )
 
 
@@ -141,11 +164,12 @@ class Fingerprint:
         return cls(stat.st_size, stat.st_mtime_ns)
 
     @classmethod
-    def read(cls, path: Path) -> Fingerprint | None:
-        """The fingerprint of a regular file, or None when there is none (gone, a folder)."""
+    def read(cls, path: Path, *, follow_symlinks: bool = True) -> Fingerprint | None:
+        """The fingerprint of a regular file, or None when there is none (gone, a folder, or a
+        symbolic link when links are not followed)."""
         try:
-            stat = path.stat()
-        except OSError:
+            stat = os.stat(path, follow_symlinks=follow_symlinks)
+        except (OSError, ValueError):  # ValueError: a NUL byte, only from a hostile caller
             return None
         return cls(stat.st_size, stat.st_mtime_ns) if S_ISREG(stat.st_mode) else None
 
@@ -153,15 +177,38 @@ class Fingerprint:
 Offer = Literal["queued", "requeued", "unchanged", "busy"]
 
 
+@dataclass(frozen=True)
+class Recovery:
+    """What start-up found of a dead process's work."""
+
+    released: int  # claimed but in no stage: back to pending, the start not counted
+    suspects: int  # inside a stage: each will run alone before any other work
+    blamed: int  # the one job in a stage: its crash counted
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    """The database, after refusing a state folder or file this user cannot write: SQLite would
+    open it read-only and fail at the first write, with a traceback instead of the fix."""
+    places = [(path.parent, True), *((path.with_name(path.name + end), False) for end in ("", "-wal", "-shm"))]
+    for place, folder in places:
+        problem = access_problem(place, folder=folder) if place.exists() else None
+        if problem is not None:
+            raise ConfigError(f"folders.state: the queue cannot be written: {problem}")
+    try:
+        return sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=False)
+    except sqlite3.Error as exc:
+        raise ConfigError(f"folders.state: cannot open the queue {path}: {exc}") from exc
+
+
 class JobQueue:
     """All access to the state database; safe to share between threads."""
 
     def __init__(self, path: Path, *, clock: Callable[[], float] = time.time) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        make_private_dir(path.parent)
         self.path = path
         self.clock = clock
         self._lock = threading.RLock()
-        self._conn = sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=False)
+        self._conn = _connect(path)
         self._conn.row_factory = sqlite3.Row
         self._conn.execute("PRAGMA journal_mode=WAL")
         # FULL: a committed "done" must survive power loss, or a cutout could be redone
@@ -170,23 +217,40 @@ class JobQueue:
         self._conn.execute("PRAGMA fullfsync=ON")  # macOS: flush the drive cache too
         self._conn.execute("PRAGMA busy_timeout=30000")
         self._conn.executescript(SCHEMA)
+        self._add_missing_columns()
+
+    def _add_missing_columns(self) -> None:
+        have = {row["name"] for row in self._conn.execute("PRAGMA table_info(jobs)")}
+        for name, kind in ADDED_COLUMNS.items():
+            if name not in have:
+                self._conn.execute(f"ALTER TABLE jobs ADD COLUMN {name} {kind}")
 
     def close(self) -> None:
         with self._lock:
             self._conn.close()
 
     @contextmanager
-    def db(self) -> Iterator[sqlite3.Connection]:
-        """One transaction: lock, BEGIN IMMEDIATE, commit on success, roll back on error."""
+    def db(self, *, durable: bool = True) -> Iterator[sqlite3.Connection]:
+        """One transaction: lock, BEGIN IMMEDIATE, commit on success, roll back on error.
+
+        `durable=False` skips the fsync: for facts that must survive the process dying
+        but not the machine (which stage a job is in), written several times per job.
+        """
         with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
+            if not durable:
+                self._conn.execute("PRAGMA synchronous=OFF")
             try:
-                yield self._conn
-                self._conn.execute("COMMIT")
-            except BaseException:
-                if self._conn.in_transaction:  # also when COMMIT itself failed
-                    self._conn.execute("ROLLBACK")
-                raise
+                self._conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield self._conn
+                    self._conn.execute("COMMIT")
+                except BaseException:
+                    if self._conn.in_transaction:  # also when COMMIT itself failed
+                        self._conn.execute("ROLLBACK")
+                    raise
+            finally:
+                if not durable:
+                    self._conn.execute("PRAGMA synchronous=FULL")
 
     # --- ownership --------------------------------------------------------------
     def bind_input(self, root: Path) -> None:
@@ -200,6 +264,19 @@ class JobQueue:
                     f"state folder {self.path.parent} belongs to hot folder {row['value']}, not {root}: "
                     "set folders.state to another folder for this hot folder"
                 )
+
+    def remember_folders(self, folders: dict[str, Path]) -> None:
+        """The folders the daemon runs with, so `cutout status --state S` can name full paths."""
+        with self.db() as conn:
+            conn.executemany(
+                "INSERT INTO meta VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                [(f"folder.{name}", str(path)) for name, path in folders.items()],
+            )
+
+    def folder(self, name: str) -> Path | None:
+        with self.db() as conn:
+            row = conn.execute("SELECT value FROM meta WHERE key = ?", (f"folder.{name}",)).fetchone()
+        return Path(row["value"]) if row else None
 
     # --- adding work ------------------------------------------------------------
     def get(self, source: PurePosixPath) -> Job | None:
@@ -260,6 +337,23 @@ class JobQueue:
             "UPDATE jobs SET output = ?, output_key = ? WHERE id = ?", (output.as_posix(), claim_key(output), job.id)
         )
 
+    def record_rejected(
+        self, source: PurePosixPath, fingerprint: Fingerprint, *, reason: str, message: str,
+        quarantine: PurePosixPath | None,
+    ) -> None:
+        """A file refused before it became a job (its name): a failed row, so status and retry see it."""
+        now = self.clock()
+        with self.db() as conn:
+            conn.execute(
+                "INSERT INTO jobs (source, output, size, mtime_ns, state, reason, message, quarantine,"
+                " first_seen, queued_at, finished_at) VALUES (?, ?, ?, ?, 'failed', ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (source) DO UPDATE SET state = 'failed', reason = excluded.reason,"
+                " message = excluded.message, quarantine = excluded.quarantine, finished_at = excluded.finished_at,"
+                " output_key = NULL WHERE state NOT IN ('pending', 'running')",
+                (source.as_posix(), source.with_suffix(".png").as_posix(), fingerprint.size, fingerprint.mtime_ns,
+                 reason, message, _posix(quarantine), now, now, now),
+            )
+
     def requeue(self, job: Job) -> bool:
         """Send a failed job back through the queue from scratch (`cutout retry`)."""
         with self.db() as conn:
@@ -274,25 +368,53 @@ class JobQueue:
         return True
 
     # --- running work -----------------------------------------------------------
-    def recover(self) -> int:
-        """At start-up: jobs left `running` by a dead process go back to `pending`."""
-        with self.db() as conn:
-            return conn.execute("UPDATE jobs SET state = 'pending' WHERE state = 'running'").rowcount
+    def recover(self) -> Recovery:
+        """At start-up: jobs left `running` by a dead process go back to `pending`.
 
-    def claim(self) -> Job | None:
-        """The oldest ready pending job, now `running`, its attempt counted."""
+        Bystanders (claimed, but in no stage) get their start back. Jobs that were in a
+        stage become suspects; when exactly one was, the crash was its alone, and counts.
+        """
+        with self.db() as conn:
+            rows = conn.execute("SELECT id FROM jobs WHERE state = 'running' AND stage IS NOT NULL").fetchall()
+            in_stage = [row["id"] for row in rows]
+            blamed = in_stage if len(in_stage) == 1 else []
+            conn.executemany("UPDATE jobs SET crashes = crashes + 1 WHERE id = ?", [(i,) for i in blamed])
+            # Several in a stage: none is to blame yet, so none keeps an unfinished start.
+            conn.execute(
+                "UPDATE jobs SET suspect = 1, finished_attempts = finished_attempts + ?"
+                " WHERE state = 'running' AND stage IS NOT NULL", (0 if blamed else 1,)
+            )
+            released = conn.execute(
+                "UPDATE jobs SET attempts = MAX(0, attempts - 1) WHERE state = 'running' AND stage IS NULL"
+            ).rowcount
+            conn.execute("UPDATE jobs SET state = 'pending', stage = NULL WHERE state = 'running'")
+        return Recovery(released=released, suspects=len(in_stage), blamed=len(blamed))
+
+    def claim(self, *, suspect_ok: bool = True) -> Job | None:
+        """The next ready pending job, now `running`, its attempt counted.
+
+        Suspects come first, the least crashed of them first. While one is waiting,
+        nothing else is claimed; with `suspect_ok=False` (other work still in flight)
+        nothing is, so that the suspect runs alone.
+        """
         now = self.clock()
         with self.db() as conn:
             row = conn.execute(
-                "SELECT id FROM jobs WHERE state = 'pending' AND retry_at <= ? ORDER BY retry_at, id LIMIT 1", (now,)
+                "SELECT id, suspect FROM jobs WHERE state = 'pending' AND retry_at <= ?"
+                " ORDER BY suspect DESC, crashes, retry_at, id LIMIT 1", (now,)
             ).fetchone()
-            if row is None:
+            if row is None or (row["suspect"] and not suspect_ok):
                 return None
             conn.execute(
                 "UPDATE jobs SET state = 'running', attempts = attempts + 1, started_at = ? WHERE id = ?",
                 (now, row["id"]),
             )
             return _job(conn.execute("SELECT * FROM jobs WHERE id = ?", (row["id"],)).fetchone())
+
+    def mark_stage(self, job: Job, stage: str | None) -> None:
+        """Which stage the job is in now (None: between stages, e.g. decoded and waiting)."""
+        with self.db(durable=False) as conn:
+            conn.execute("UPDATE jobs SET stage = ? WHERE id = ? AND state = 'running'", (stage, job.id))
 
     def next_retry_in(self) -> float | None:
         """Seconds until the earliest pending job becomes ready (0 if one is ready now)."""
@@ -304,7 +426,8 @@ class JobQueue:
         with self.db() as conn:
             conn.execute(
                 "UPDATE jobs SET state = 'done', content_hash = ?, size = ?, mtime_ns = ?, reason = NULL,"
-                " message = NULL, quarantine = NULL, finished_at = ? WHERE id = ? AND state = 'running'",
+                " message = NULL, quarantine = NULL, finished_at = ?, stage = NULL, suspect = 0"
+                " WHERE id = ? AND state = 'running'",
                 (content_hash, fingerprint.size, fingerprint.mtime_ns, self.clock(), job.id),
             )
 
@@ -313,7 +436,7 @@ class JobQueue:
         with self.db() as conn:
             conn.execute(
                 "UPDATE jobs SET state = 'failed', reason = ?, message = ?, quarantine = ?, finished_at = ?,"
-                " output_key = NULL WHERE id = ? AND state = 'running'",
+                " output_key = NULL, stage = NULL, suspect = 0 WHERE id = ? AND state = 'running'",
                 (reason, message, quarantine.as_posix() if quarantine else None, self.clock(), job.id),
             )
 
@@ -329,7 +452,7 @@ class JobQueue:
                 self._reclaim(conn, job)
             conn.execute(
                 "UPDATE jobs SET state = 'pending', reason = ?, message = ?, retry_at = ?, quarantine = ?,"
-                " finished_attempts = finished_attempts + ? WHERE id = ? AND state = ?",
+                " finished_attempts = finished_attempts + ?, stage = NULL, suspect = 0 WHERE id = ? AND state = ?",
                 (reason, message, self.clock() + delay, _posix(job.quarantine), 0 if counts else 1, job.id, was),
             )
 
@@ -337,7 +460,8 @@ class JobQueue:
         """Put a claimed job back untouched (shutdown before it ran): the start does not count."""
         with self.db() as conn:
             conn.execute(
-                "UPDATE jobs SET state = 'pending', attempts = MAX(0, attempts - 1) WHERE id = ? AND state = 'running'",
+                "UPDATE jobs SET state = 'pending', attempts = MAX(0, attempts - 1), stage = NULL"
+                " WHERE id = ? AND state = 'running'",
                 (job.id,),
             )
 
@@ -358,6 +482,11 @@ class JobQueue:
             ).fetchall()
         return [_job(row) for row in rows]
 
+    def has_work(self) -> bool:
+        """Whether any job waits or runs (the hot folder must then hold its files)."""
+        with self.db() as conn:
+            return conn.execute("SELECT 1 FROM jobs WHERE state IN ('pending', 'running') LIMIT 1").fetchone() is not None
+
     def oldest_pending_since(self) -> float | None:
         with self.db() as conn:
             row = conn.execute("SELECT MIN(queued_at) AS at FROM jobs WHERE state = 'pending'").fetchone()
@@ -368,3 +497,63 @@ class JobQueue:
         with self.db() as conn:
             rows = conn.execute("SELECT source, state, size, mtime_ns FROM jobs").fetchall()
         return {row["source"]: (row["state"], row["size"], row["mtime_ns"]) for row in rows}
+
+    # --- rebuilding a lost queue (daemon/rebuild.py) ----------------------------------
+    def record_done(self, records: list[DoneRecord]) -> None:
+        """Work finished before this queue existed: done rows, each claiming its output name as found."""
+        rows = [
+            {"source": r.source.as_posix(), "output": r.output.as_posix(), "key": claim_key(r.output),
+             "size": r.fingerprint.size, "mtime_ns": r.fingerprint.mtime_ns, "hash": r.content_hash,
+             "at": r.finished_at}
+            for r in records
+        ]
+        with self.db() as conn:  # one transaction: thousands of rows, one fsync
+            conn.executemany(
+                "INSERT INTO jobs (source, output, output_key, size, mtime_ns, content_hash, state, attempts,"
+                " first_seen, queued_at, started_at, finished_at) VALUES (:source, :output, :key, :size,"
+                " :mtime_ns, :hash, 'done', 1, :at, :at, :at, :at)",
+                rows,
+            )
+
+    def record_failed(self, records: list[FailedRecord]) -> None:
+        """Quarantined files found on disk: failed rows without an output claim, so `cutout retry` works."""
+        rows = [
+            {"source": r.source.as_posix(), "output": r.source.with_suffix(".png").as_posix(),
+             "size": r.fingerprint.size, "mtime_ns": r.fingerprint.mtime_ns, "attempts": r.attempts,
+             "reason": r.reason, "message": r.message, "quarantine": r.quarantine.as_posix(),
+             "first_seen": r.first_seen, "at": r.finished_at}
+            for r in records
+        ]
+        with self.db() as conn:
+            conn.executemany(
+                "INSERT INTO jobs (source, output, size, mtime_ns, state, attempts, finished_attempts, reason,"
+                " message, quarantine, first_seen, queued_at, finished_at) VALUES (:source, :output, :size,"
+                " :mtime_ns, 'failed', :attempts, :attempts, :reason, :message, :quarantine, :first_seen,"
+                " :first_seen, :at)",
+                rows,
+            )
+
+
+@dataclass(frozen=True, kw_only=True)
+class DoneRecord:
+    """A job found done by a queue rebuild: its input, the cutout it owns, what the input was."""
+
+    source: PurePosixPath
+    output: PurePosixPath
+    fingerprint: Fingerprint
+    content_hash: str
+    finished_at: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class FailedRecord:
+    """A quarantined file found by a queue rebuild, from its `<name>.error.json`."""
+
+    source: PurePosixPath
+    fingerprint: Fingerprint
+    reason: str
+    message: str
+    quarantine: PurePosixPath  # relative to the quarantine folder
+    attempts: int
+    first_seen: float
+    finished_at: float

@@ -2,9 +2,9 @@
 
     setup()      lock the state folder, open the queue, recover jobs a dead
                  process left running, start the observer, reconcile
-    run_once()   (main thread, owns the model) one image through inference
-    watch loop   (own thread) settle files, rescan every few minutes, notice
-                 a vanished hot folder
+    run_once()   (inference thread, owns the model) one image through inference
+    watch loop   (own thread) settle files, rescan every few minutes, pause
+                 while the hot folder's volume is gone and resume when it is back
     teardown()   always: put unstarted jobs back, finish the rest, close
 
 Signal handlers only set the stop event; a second signal exits at once, which
@@ -17,6 +17,7 @@ import fcntl
 import json
 import os
 import signal
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -27,13 +28,16 @@ from typing import IO
 
 import numpy as np
 import structlog
+from watchdog.observers.api import BaseObserver
 
-from daemon.atomic import is_temp_name
-from daemon.errors import ConfigError, JobError, ModelLoadError
+from daemon.atomic import access_problem, is_temp_name, make_private_dir
+from daemon.errors import ConfigError, JobError, ModelLoadError, QueueDamaged, from_sqlite_error, is_queue_damage
 from daemon.outputs import Folders, apply_originals_policy
 from daemon.pipeline import MatteModel
 from daemon.queue import Fingerprint, JobQueue
 from daemon.settings import Settings, cpu_threads, image_options, in_flight
+from daemon.live import LIVE_FILE, LiveState
+from daemon.volume import Volume
 from daemon.watch import Settler, reconcile, start_observer
 from daemon.worker import Worker
 
@@ -41,8 +45,9 @@ log = structlog.get_logger("cutout.daemon")
 
 QUEUE_FILE = "queue.sqlite3"
 LOCK_FILE = "daemon.lock"
+STATE_FILES = (QUEUE_FILE, f"{QUEUE_FILE}-wal", f"{QUEUE_FILE}-shm", LOCK_FILE)
+"""What the daemon writes in the state folder: start-up refuses any of them it cannot write."""
 EXIT_LOOP_FAILED = 1
-EXIT_ROOT_GONE = 3
 EXIT_SECOND_SIGNAL = 130
 
 
@@ -50,8 +55,8 @@ EXIT_SECOND_SIGNAL = 130
 # --- The lock: one daemon per state folder -------------------------------------
 def acquire_lock(state: Path) -> IO[str]:
     """Hold an exclusive lock on the state folder for the life of the process."""
-    state.mkdir(parents=True, exist_ok=True)
-    handle = open(state / LOCK_FILE, "a+", encoding="utf-8")
+    make_private_dir(state)
+    handle = _open_state_file(state / LOCK_FILE, "a+")
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError as exc:
@@ -71,13 +76,22 @@ def daemon_pid(state: Path) -> int | None:
     path = state / LOCK_FILE
     if not path.exists():
         return None
-    with open(path, encoding="utf-8") as handle:
+    with _open_state_file(path, "r") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
             text = handle.read().strip()
             return int(text) if text.isdigit() else -1
     return None
+
+
+def _open_state_file(path: Path, mode: str) -> IO[str]:
+    """`open`, with a refusal that says whose the file is and how to fix it instead of a traceback."""
+    try:
+        return open(path, mode, encoding="utf-8")
+    except OSError as exc:
+        problem = access_problem(path) if path.exists() else None
+        raise ConfigError(f"folders.state: cannot open {path}: {problem or exc.strerror or exc}") from exc
 
 
 def sweep_temp_files(root: Path) -> int:
@@ -118,6 +132,8 @@ class Daemon:
                     inference.join(0.5)
             finally:
                 self.teardown()
+        except sqlite3.DatabaseError as exc:  # opening, or stopping on a queue found damaged: a message, not a traceback
+            raise from_sqlite_error(exc, path=self.folders.state / QUEUE_FILE) from exc
         finally:
             lock.close()
         return self.exit_code
@@ -126,30 +142,47 @@ class Daemon:
         try:
             while not self.stop.is_set():
                 self.worker.run_once()
-        except BaseException:  # a bug in the loop itself: stop, and let launchd restart us
-            log.exception("worker_loop_failed")
-            self.exit_code = EXIT_LOOP_FAILED
+        except BaseException as exc:  # a bug in the loop itself: stop, and let launchd restart us
+            if not self._stop_if_queue_damaged(exc):
+                log.exception("worker_loop_failed")
+                self.exit_code = EXIT_LOOP_FAILED
             self.stop.set()
+
+    def _stop_if_queue_damaged(self, exc: BaseException) -> bool:
+        """sqlite found damage while running: stop for good (QueueDamaged.exit_status). Retrying
+        would leave files unprocessed while the daemon looks alive, and a restart would only be
+        refused by the start-up check: a person must run `cutout queue rebuild`."""
+        if not is_queue_damage(exc):
+            return False
+        log.error("queue_damaged", error=str(from_sqlite_error(exc, path=self.queue.path)))
+        self.exit_code = QueueDamaged.exit_status
+        self.stop.set()
+        return True
 
     def setup(self) -> None:
         self.queue = JobQueue(self.folders.state / QUEUE_FILE, clock=self.clock)
         self.queue.bind_input(self.folders.input)
+        self.queue.remember_folders({"quarantine": self.folders.quarantine, "output": self.folders.output})
         recovered = self.queue.recover()
+        self.volume = Volume(self.folders.input, has_work=self.queue.has_work)
         swept = sum(sweep_temp_files(f) for f in (self.folders.output, self.folders.quarantine, self.folders.archive))
         self._warm_up()
         self._finish_originals()
         self.worker = self._worker()
         self.settler = self._settler()
-        self.observer = start_observer(
-            root=self.folders.input,
-            settler=self.settler,
-            polling=self.settings.watch.polling,
-            poll_interval=self.settings.watch.poll_interval_seconds,
-            on_root_gone=self._root_gone,
-        )
+        self.observer: BaseObserver | None = self._observer()
+        self._live = LiveState(self.folders.state / LIVE_FILE)
+        self._rescan_now, self._paused = False, False
         self._watch_thread = threading.Thread(target=self._watch_loop, name="cutout-watch", daemon=True)
         self._watch_thread.start()
-        log.info("daemon_started", recovered_running_jobs=recovered, stale_temp_files=swept, **self._describe())
+        log.info("daemon_started", recovered_running_jobs=asdict(recovered), stale_temp_files=swept,
+                 **self._describe())
+
+    def _observer(self) -> BaseObserver:
+        watch = self.settings.watch
+        return start_observer(
+            root=self.folders.input, settler=self.settler, polling=watch.polling, poll_interval=watch.poll_interval_seconds
+        )
 
     def _warm_up(self) -> None:
         """One inference on a blank image: the model is warm, and a model that cannot run at
@@ -190,6 +223,9 @@ class Daemon:
             cpu_threads=cpu_threads(self.settings, cores=os.cpu_count()),
             options=image_options(self.settings),
             clock=self.clock,
+            settle_seconds=self.settings.watch.settle_seconds,
+            follow_symlinks=self.settings.watch.follow_symlinks,
+            volume=self.volume,
         )
 
     def _settler(self) -> Settler:
@@ -200,6 +236,8 @@ class Daemon:
             incomplete_timeout=self.settings.watch.incomplete_timeout_seconds,
             clock=self.monotonic,
             on_queued=self.worker.wake.set,
+            on_rejected=self.worker.reject,
+            follow_symlinks=self.settings.watch.follow_symlinks,
         )
 
     def _describe(self) -> dict[str, object]:
@@ -214,40 +252,63 @@ class Daemon:
 
     # --- the watch thread -----------------------------------------------------------
     def _watch_loop(self) -> None:
-        """Settle files; reconcile on start and every interval; stop if the hot folder goes."""
+        """Settle files; reconcile on start, every interval and when the hot folder returns."""
         next_scan = self.monotonic()
         tick = min(0.2, self.settings.watch.settle_seconds / 4)
         while not self.stop.is_set():
             try:
                 next_scan = self._watch_once(next_scan)
-            except Exception:  # a failed scan is retried next tick; the daemon keeps running
-                log.exception("watch_error")
+            except Exception as exc:  # a failed scan is retried next tick; the daemon keeps running
+                if not self._stop_if_queue_damaged(exc):
+                    log.exception("watch_error")
             self.stop.wait(tick)
 
     def _watch_once(self, next_scan: float) -> float:
-        if not self.folders.input.is_dir():
-            self._root_gone()
+        if not self._volume_present():
+            self._publish()
             return next_scan
-        if self.monotonic() >= next_scan:
+        if self.monotonic() >= next_scan or self._rescan_now:
+            self._rescan_now = False
             hinted = reconcile(root=self.folders.input, queue=self.queue, settler=self.settler)
             log.info("reconciled", new_or_changed=hinted)
             next_scan = self.monotonic() + self.settings.watch.reconcile_interval_seconds
         self.settler.run_once()
+        self._publish()
         return next_scan
 
-    def _root_gone(self) -> None:
-        """Exit non-zero so launchd restarts us and start-up reports the missing folder."""
-        log.error("hot_folder_gone", input=str(self.folders.input))
-        self.exit_code = EXIT_ROOT_GONE
-        self.stop.set()
-        self.worker.wake.set()
+    def _volume_present(self) -> bool:
+        """Pause while the hot folder's volume is gone (observer stopped, no job touched);
+        on its return, a fresh observer (the old one's watches died with the mount)."""
+        was_there = not self._paused  # not volume.available: the worker may have noticed first
+        there = self.volume.check()
+        self._paused = not there
+        if was_there and not there:
+            log.error("hot_folder_unavailable", input=str(self.folders.input), problem=self.volume.problem,
+                      action="paused: no job is claimed or changed until it returns")
+            self._stop_observer()
+        elif there and not was_there:
+            log.warning("hot_folder_back", input=str(self.folders.input), action="watching again, rescanning now")
+            self.observer = self._observer()
+            self._rescan_now = True
+            self.worker.wake.set()
+        return there
+
+    def _publish(self) -> None:
+        """What status shows of this process: files held back, and the hot folder's state."""
+        self._live.publish(waiting=self.settler.waiting(), volume_problem=self.volume.problem, now=self.clock())
+
+    def _stop_observer(self) -> None:
+        if self.observer is not None:
+            self.observer.stop()
+            self.observer.join(timeout=5)
+            self.observer = None
 
     def teardown(self) -> None:
         self.stop.set()
-        self.observer.stop()
         self.worker.close()
         self._watch_thread.join(timeout=5)
-        self.observer.join(timeout=5)
+        self._stop_observer()
+        self._live.clear()
         counts = self.queue.counts()
         self.queue.close()
         log.info("daemon_stopped", exit_code=self.exit_code, **counts)

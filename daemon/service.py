@@ -29,7 +29,7 @@ from typing import Any
 from xml.parsers.expat import ExpatError
 
 from daemon.atomic import write_atomic
-from daemon.errors import ServiceError
+from daemon.errors import QueueDamaged, ServiceError
 
 DEFAULT_LABEL = "com.cutout.daemon"
 LOG_FILE_NAME = "cutout.log"
@@ -574,6 +574,9 @@ WorkingDirectory={working_dir}
 # Like KeepAlive {{SuccessfulExit: false, Crashed: true}}: not after a clean stop.
 Restart=on-failure
 RestartSec=10
+# {must_act} (EX_CONFIG): a person must act first (a damaged queue: cutout queue rebuild); a
+# restart would only fail the same way.
+RestartPreventExitStatus={must_act}
 # SIGTERM, then 60 s to finish the image in flight before SIGKILL (launchd's ExitTimeOut).
 KillSignal=SIGTERM
 TimeoutStopSec=60
@@ -599,6 +602,7 @@ def render_systemd_unit(spec: AgentSpec) -> str:
         exec_start=" ".join(_exec_quote(arg) for arg in _program_arguments(spec)),
         working_dir=_specifier_escape(str(spec.working_dir)),
         environment="\n".join(environment),
+        must_act=QueueDamaged.exit_status,
     )
 
 
@@ -728,7 +732,7 @@ def _write_atomically(*, path: Path, data: bytes) -> None:
     """launchd/systemd must never read a half-written file."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(path, data)
+        write_atomic(path, data, mode=0o644)  # launchd refuses a group-writable plist, whatever the umask
     except OSError as exc:
         raise ServiceError(f"cannot write {path}: {exc}") from exc
 

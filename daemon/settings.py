@@ -3,11 +3,16 @@
 Sources, later ones winning: the code defaults below (mirrored, with comments, in
 `config/default.yaml`), the YAML file given with `--config`, then command-line
 flags. Every problem is a `ConfigError` that names the key.
+
+A relative path means relative to where it was written: in the file, the file's
+folder; on the command line, the current folder. Once loaded, every path is absolute.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
+import os
 import types
 import typing
 from dataclasses import dataclass, field
@@ -16,9 +21,9 @@ from typing import Any, Literal, TypeVar
 
 import yaml
 
-from daemon.errors import ConfigError
+from daemon.errors import ConfigError, ModelLoadError
 from daemon.pipeline.constants import PipelineParams
-from daemon.pipeline.model import DEFAULT_MODEL, DeviceName
+from daemon.pipeline.model import DEFAULT_MODEL, DeviceName, parse_model_spec
 from daemon.pipeline.source import BitDepth, ImageOptions
 
 T = TypeVar("T")
@@ -56,6 +61,10 @@ class WatchSettings:
     polling: bool = False
     poll_interval_seconds: float = 1.0
     reconcile_interval_seconds: float = 300.0
+    follow_symlinks: bool = False
+    """Off: a symbolic link in the hot folder is ignored (logged once), so nobody can publish a
+    file from outside it through a shared hot folder. On: the target is cut out; the link itself
+    is never archived or deleted."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -122,13 +131,75 @@ class Settings:
 
 # --- Loading -------------------------------------------------------------------
 def load_settings(path: Path | None = None, *, overrides: dict[str, object] | None = None) -> Settings:
-    """Defaults, then the YAML file, then `overrides` (dotted keys, None = not given)."""
+    """Defaults, then the YAML file, then `overrides` (dotted keys, None = not given).
+
+    Relative paths in the file are taken from the file's folder: a service (launchd,
+    systemd) does not start in the folder the user wrote the file in. Relative paths in
+    `overrides` (command-line flags) are taken from the current folder, as a shell user expects.
+    """
     data = read_yaml(path) if path is not None else {}
+    if path is not None:
+        anchor_paths(data, base=Path(os.path.abspath(path)).parent)
+    cwd = Path(os.getcwd())
     for dotted, value in (overrides or {}).items():
         if value is not None:
-            _set_dotted(data, dotted, value)
+            _set_dotted(data, dotted, _anchored(dotted, value, base=cwd))
     settings = build(Settings, data, prefix="")
     return validate(settings)
+
+
+PATH_KEYS = (
+    "folders.input", "folders.output", "folders.quarantine", "folders.archive", "folders.state", "logging.file",
+)
+"""Settings that are paths; `model.name` is one too when it names a file or a local folder."""
+
+
+def anchor_paths(data: dict[str, Any], *, base: Path) -> None:
+    """Make the relative paths of raw settings `data` absolute against `base`, in place."""
+    for dotted in (*PATH_KEYS, "model.name"):
+        *sections, key = dotted.split(".")
+        section: object = data
+        for name in sections:
+            section = section.get(name) if isinstance(section, dict) else None
+        if isinstance(section, dict) and key in section:
+            section[key] = _anchored(dotted, section[key], base=base)
+
+
+def _anchored(dotted: str, value: object, *, base: Path) -> object:
+    """`value` of setting `dotted`, absolute against `base` when it is a relative path.
+
+    Values of the wrong type are left alone: `build` reports them with their key.
+    """
+    if dotted in PATH_KEYS:
+        return _anchored_path(value, base=base)
+    return _anchored_model(value, base=base) if dotted == "model.name" else value
+
+
+def _anchored_path(value: object, *, base: Path) -> object:
+    if not isinstance(value, (str, Path)):
+        return value
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else base / path
+
+
+def _anchored_model(value: object, *, base: Path) -> object:
+    """A TorchScript file or a local `hf:` folder made absolute; an alias or a hub repo as written.
+
+    `hf:x/y` is a local folder when it is spelled as a path (`./`, `../`, `/`, `~`) or
+    exists as a folder under `base`; otherwise it names a repository on the hub.
+    """
+    if not isinstance(value, str):
+        return value
+    try:
+        spec = parse_model_spec(value)
+    except ModelLoadError:
+        return value  # `hf:` alone: reported when the model is loaded
+    if spec.kind == "torchscript":
+        return str(_anchored_path(value, base=base))
+    if not value.startswith("hf:"):  # an alias such as `birefnet`
+        return value
+    local = spec.source.startswith(("/", "~", "./", "../")) or (base / spec.source).is_dir()
+    return f"hf:{_anchored_path(spec.source, base=base)}" if local else value
 
 
 def read_yaml(path: Path) -> dict[str, Any]:
@@ -204,6 +275,9 @@ def _convert_scalar(hint: type, value: object, *, key: str) -> object:
         raise ConfigError(f"{key}: expected {_SCALAR_NAMES[hint]}, got {value!r}")
     if hint is Path:
         return Path(str(value)).expanduser()
+    if hint is float and not math.isfinite(typing.cast(float, value)):
+        # YAML's .nan and .inf: NaN passes every range check (comparisons are false), inf every minimum.
+        raise ConfigError(f"{key}: expected a finite number, got {value!r}")
     return float(typing.cast(float, value)) if hint is float else value
 
 
@@ -258,6 +332,12 @@ def validate(settings: Settings) -> Settings:
     for key, (low, high) in _RANGES.items():
         if not low <= lookup(settings, key) <= high:
             raise ConfigError(f"{key}: must be between {low} and {high}, got {lookup(settings, key)!r}")
+    pipeline = settings.pipeline
+    if pipeline.canny_low > pipeline.canny_high:
+        raise ConfigError(
+            f"pipeline.canny_low: {pipeline.canny_low} is greater than pipeline.canny_high ({pipeline.canny_high}); "
+            "the lower Canny threshold must not exceed the upper one"
+        )
     if any(s <= 0 for s in settings.pipeline.imagenet_std):
         raise ConfigError("pipeline.imagenet_std: every value must be greater than 0")
     if settings.color.convert_to_srgb and settings.output.bit_depth == "source":

@@ -7,6 +7,10 @@ The thread that calls `infer_next()` owns the model. At most `in_flight` images
 are between claim and `on_done` at once, so memory stays flat however deep the
 queue. `cutout watch` (worker.py) and `cutout process` (batch.py) both run their
 images through this, so they write the same bytes as `process_image()`.
+
+`on_stage(key, name)` is told when an image's bytes start being worked on
+(`decode`, `inference`, `finish`) and when it only waits (None): if the process
+dies, only the images inside a stage can have been the cause.
 """
 
 from __future__ import annotations
@@ -49,9 +53,10 @@ class Stages(Generic[K]):
         cpu_threads: int,
         on_done: Callable[[Task[K], Prepared, Cutout], None],
         on_failed: Callable[[Task[K], BaseException], None],
+        on_stage: Callable[[K, str | None], None] = lambda key, stage: None,
     ) -> None:
         self.model, self.params, self.options = model, params, options
-        self.on_done, self.on_failed = on_done, on_failed
+        self.on_done, self.on_failed, self.on_stage = on_done, on_failed, on_stage
         self.finished = threading.Event()
         """Set whenever a task completes: a slot is free again."""
         self._pool = ThreadPoolExecutor(max_workers=cpu_threads, thread_name_prefix="cutout-cpu")
@@ -71,10 +76,16 @@ class Stages(Generic[K]):
 
     def _start(self, key: K, path: Path) -> None:
         timer = StageTimer()
-        future = self._pool.submit(prepare, path, params=self.params, timer=timer, options=self.options)
+        future = self._pool.submit(self._prepare, key, path, timer)
         with self._lock:
             self._active += 1
         self._ready.append(Task(key, path, timer, future))
+
+    def _prepare(self, key: K, path: Path, timer: StageTimer) -> Prepared:
+        self.on_stage(key, "decode")
+        prepared = prepare(path, params=self.params, timer=timer, options=self.options)
+        self.on_stage(key, None)  # decoded: it waits for the model and can harm nothing
+        return prepared
 
     def infer_next(self) -> bool:
         """Run the model on the oldest claimed image (waiting for its decode); False if none."""
@@ -83,6 +94,7 @@ class Stages(Generic[K]):
         task = self._ready.popleft()
         try:
             prepared = task.prepared.result()
+            self.on_stage(task.key, "inference")
             with task.timer.stage("inference"):
                 matte = self.model.predict(prepared.batch)
         except Exception as exc:
@@ -97,6 +109,7 @@ class Stages(Generic[K]):
     def _finish(self, task: Task[K], prepared: Prepared, matte: FloatArray) -> None:
         """On a pool thread: the CPU stages after the model, then the caller's `on_done`."""
         try:
+            self.on_stage(task.key, "finish")
             cutout = finish(prepared, matte, params=self.params, timer=task.timer)
             self.on_done(task, prepared, cutout)
         except Exception as exc:  # on_failed decides: quarantine, retry, or report

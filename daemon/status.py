@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import TextIO
 
 from daemon.errors import ConfigError
 from daemon.outputs import Folders, restore_from_quarantine
 from daemon.queue import Job, JobQueue, State
+from daemon.rebuild import open_existing_queue
+from daemon.live import Live, read_live
 from daemon.runner import QUEUE_FILE, daemon_pid
 
 
@@ -21,46 +23,69 @@ class StatusReport:
     failures: list[dict[str, str | None]]
     oldest_pending_age: float | None
     daemon_pid: int | None
+    waiting: list[dict[str, object]] = field(default_factory=list)
+    """Files not in the queue yet: still being written and settling, or found incomplete."""
+    hot_folder_problem: str | None = None
+    """Why the running daemon is paused (its hot folder's volume is gone), or None."""
 
     def to_json(self) -> str:
         return json.dumps(vars(self), indent=2)
 
 
-def open_queue(folders: Folders) -> JobQueue:
-    path = folders.state / QUEUE_FILE
-    if not path.exists():
-        raise ConfigError(f"no queue at {path}: the daemon has not run with this state folder yet")
-    return JobQueue(path)
+def open_queue(state: Path) -> JobQueue:
+    # Checked first: a damaged queue gets a clear refusal, not a traceback or a healthy-looking status,
+    # and an empty file is never given a fresh schema that would make it look like a real queue.
+    return open_existing_queue(state / QUEUE_FILE)
 
 
-def _failure(job: Job, folders: Folders) -> dict[str, str | None]:
-    where = str(folders.quarantine / job.quarantine) if job.quarantine else None
+def _failure(job: Job, quarantine: Path | None) -> dict[str, str | None]:
+    where = str(quarantine / job.quarantine) if job.quarantine and quarantine else None
     return {"file": job.source.as_posix(), "reason": job.reason, "message": job.message, "quarantined_as": where}
 
 
-def collect_status(folders: Folders, *, now: float | None = None, last: int = 10) -> StatusReport:
-    queue = open_queue(folders)
+def collect_status(
+    state: Path, *, quarantine: Path | None = None, now: float | None = None, last: int = 10
+) -> StatusReport:
+    """From the state folder alone; `quarantine` (else the one the daemon last ran with) for full paths."""
+    queue, now = open_queue(state), now or time.time()
     try:
         oldest = queue.oldest_pending_since()
+        quarantine = quarantine or queue.folder("quarantine")
+        pid = daemon_pid(state)
+        live = read_live(state) if pid is not None else None
         return StatusReport(
             counts=queue.counts(),
             running=[job.source.as_posix() for job in queue.jobs(state="running", limit=50)],
-            failures=[_failure(job, folders) for job in queue.jobs(state="failed", limit=last, newest_first=True)],
-            oldest_pending_age=None if oldest is None else round((now or time.time()) - oldest, 1),
-            daemon_pid=daemon_pid(folders.state),
+            failures=[_failure(job, quarantine) for job in queue.jobs(state="failed", limit=last, newest_first=True)],
+            oldest_pending_age=None if oldest is None else round(now - oldest, 1),
+            daemon_pid=pid,
+            waiting=_waiting(live, now=now),
+            hot_folder_problem=live.volume_problem if live else None,
         )
     finally:
         queue.close()
 
 
+def _waiting(live: Live | None, *, now: float) -> list[dict[str, object]]:
+    if live is None:
+        return []
+    since = max(0.0, now - live.updated)
+    return [{**asdict(w), "waiting": round(w.waiting + since, 1)} for w in live.waiting]
+
+
 def print_status(report: StatusReport, *, out: TextIO) -> None:
     daemon = f"running (pid {report.daemon_pid})" if report.daemon_pid else "not running"
     print(f"daemon: {daemon}", file=out)
+    if report.hot_folder_problem:
+        print(f"PAUSED: {report.hot_folder_problem} (nothing is lost; it resumes when the folder is back)", file=out)
     print("jobs: " + "  ".join(f"{state} {count}" for state, count in report.counts.items()), file=out)
     if report.oldest_pending_age is not None:
         print(f"oldest pending job waiting: {report.oldest_pending_age:.0f} s", file=out)
     for path in report.running:
         print(f"now processing: {path}", file=out)
+    for file in report.waiting:
+        kind = "incomplete, waiting for the rest" if file["incomplete"] else "still being written or settling"
+        print(f"not queued yet: {file['path']} ({file['size']} bytes, {kind}, {file['waiting']:.0f} s)", file=out)
     if report.failures:
         print("last failures:", file=out)
     for failure in report.failures:
@@ -69,7 +94,7 @@ def print_status(report: StatusReport, *, out: TextIO) -> None:
 
 def retry(folders: Folders, *, target: Path | None, every: bool) -> list[str]:
     """Send quarantined files back through the queue; one line per file saying what happened."""
-    queue = open_queue(folders)
+    queue = open_queue(folders.state)
     try:
         chosen = [job for job in queue.jobs(state="failed", limit=1_000_000) if job.quarantine is not None]
         if not every:

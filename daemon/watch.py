@@ -19,12 +19,24 @@ from pathlib import Path, PurePosixPath
 from typing import Protocol
 
 import structlog
-from watchdog.events import DirCreatedEvent, DirMovedEvent, FileSystemEvent, FileSystemEventHandler
+from watchdog.events import (
+    DirCreatedEvent,
+    DirMovedEvent,
+    FileClosedEvent,
+    FileCreatedEvent,
+    FileDeletedEvent,
+    FileModifiedEvent,
+    FileMovedEvent,
+    FileSystemEvent,
+    FileSystemEventHandler,
+)
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
-from daemon.layout import is_input_name, iter_inputs
+from daemon.errors import InvalidName, JobError, is_queue_damage
+from daemon.live import Waiting
+from daemon.layout import display, is_input_name, is_storable, iter_inputs, storable
 from daemon.pipeline.formats import file_truncation
 from daemon.queue import Fingerprint, JobQueue, Offer
 
@@ -66,8 +78,16 @@ class _Watched:
     verified: Fingerprint | None = None  # the fingerprint last found complete
 
 
+Rejecter = Callable[[PurePosixPath, JobError], object]
+"""Takes a file refused before it becomes a job (its name), to quarantine; raises if it cannot."""
+
+
 class Settler:
-    """Tracks changing files and offers each to the queue once it has settled."""
+    """Tracks changing files and offers each to the queue once it has settled.
+
+    No single path can stop it: whatever goes wrong with one file is logged once and
+    that file is set aside until it changes; every other file keeps flowing.
+    """
 
     def __init__(
         self,
@@ -78,13 +98,17 @@ class Settler:
         incomplete_timeout: float,
         clock: Callable[[], float],
         on_queued: Callable[[], None],
+        on_rejected: Rejecter,
+        follow_symlinks: bool = False,
     ) -> None:
         self.root, self.queue, self.clock = root, queue, clock
         self.settle_seconds, self.incomplete_timeout = settle_seconds, incomplete_timeout
-        self.on_queued = on_queued
+        self.on_queued, self.on_rejected, self.follow_symlinks = on_queued, on_rejected, follow_symlinks
         self._lock = threading.Lock()
         self._hints: set[PurePosixPath] = set()
         self._watched: dict[PurePosixPath, _Watched] = {}
+        self._set_aside: dict[PurePosixPath, Fingerprint | None] = {}
+        """Files that failed in a way only a change can mend (and links not followed): not looked at again until then."""
 
     def hint(self, rel: PurePosixPath) -> None:
         """Called from the observer thread: this path may have changed."""
@@ -95,18 +119,42 @@ class Settler:
         with self._lock:
             return len(self._hints) + len(self._watched)
 
+    def waiting(self) -> list[Waiting]:
+        """The files held back now, oldest first (called from the watch thread only)."""
+        now = self.clock()
+        return [
+            Waiting(display(rel), w.fingerprint.size, round(now - w.first_seen, 1), w.checked == w.fingerprint)
+            for rel, w in sorted(self._watched.items(), key=lambda item: item[1].first_seen)
+        ]
+
     def run_once(self) -> None:
         """Look at every hinted or watched path; offer the settled ones."""
         with self._lock:
             hinted, self._hints = self._hints, set()
         now = self.clock()
         for rel in hinted:
-            self._observe(rel, now)
+            self._guarded(self._observe, rel, now)
         for rel in list(self._watched):
-            self._check(rel, now)
+            self._guarded(self._check, rel, now)
+
+    def _guarded(self, step: Callable[[PurePosixPath, float], None], rel: PurePosixPath, now: float) -> None:
+        try:
+            step(rel, now)
+        except Exception as exc:  # one file's problem (a name the database refuses, a bug) is that file's alone
+            if is_queue_damage(exc):
+                raise  # not this file's: the queue itself is damaged, and the daemon stops (runner)
+            self._watched.pop(rel, None)
+            self._set_aside[rel] = self._fingerprint(rel)
+            log.exception("file_set_aside", path=display(rel), until="it changes, or the daemon restarts")
+
+    def _fingerprint(self, rel: PurePosixPath) -> Fingerprint | None:
+        return Fingerprint.read(self.root / rel, follow_symlinks=self.follow_symlinks)
 
     def _observe(self, rel: PurePosixPath, now: float) -> None:
-        fingerprint = Fingerprint.read(self.root / rel)
+        fingerprint = self._fingerprint(rel)
+        if self._skipped(rel, fingerprint):
+            self._watched.pop(rel, None)
+            return
         watched = self._watched.get(rel)
         if fingerprint is None:
             self._watched.pop(rel, None)
@@ -114,6 +162,18 @@ class Settler:
             self._watched[rel] = _Watched(fingerprint, first_seen=now, changed_at=now)
         elif watched.fingerprint != fingerprint:
             watched.fingerprint, watched.changed_at = fingerprint, now
+
+    def _skipped(self, rel: PurePosixPath, fingerprint: Fingerprint | None) -> bool:
+        """Set aside and unchanged, or a symbolic link not to be followed (said once)."""
+        if rel in self._set_aside:
+            if self._set_aside[rel] == fingerprint:
+                return True
+            del self._set_aside[rel]
+        if fingerprint is None and (self.root / rel).is_symlink():
+            self._set_aside[rel] = None
+            log.warning("symlink_ignored", path=display(rel), setting="watch.follow_symlinks is off")
+            return True
+        return False
 
     def _check(self, rel: PurePosixPath, now: float) -> None:
         self._observe(rel, now)
@@ -123,7 +183,7 @@ class Settler:
         if self._complete(rel, watched) or now - watched.changed_at >= self.incomplete_timeout:
             # Unchanged for the whole timeout yet incomplete: it never will be. Queued anyway,
             # the worker's own check quarantines it as truncated instead of watching it forever.
-            if self._offer(rel, watched.fingerprint) != "busy":
+            if self._settled(rel, watched.fingerprint) != "busy":
                 del self._watched[rel]
             else:  # its job is still running: look again later, so a replacement is not missed
                 watched.changed_at = now
@@ -143,15 +203,30 @@ class Settler:
             watched.checked = watched.fingerprint
         return complete
 
+    def _settled(self, rel: PurePosixPath, fingerprint: Fingerprint) -> Offer | None:
+        """A settled file: to the queue, or, when its name cannot be stored, to quarantine."""
+        if not is_storable(rel):
+            self._reject(rel, InvalidName(f"the file name is not valid UTF-8 ({display(rel)})"), fingerprint)
+            return None
+        return self._offer(rel, fingerprint)
+
+    def _reject(self, rel: PurePosixPath, error: JobError, fingerprint: Fingerprint) -> None:
+        try:
+            self.on_rejected(rel, error)
+        except JobError as exc:  # it could not even be moved: said once, then left alone until it changes
+            self._set_aside[rel] = fingerprint
+            log.error("file_not_quarantined", path=display(rel), reason=error.reason, error=str(exc),
+                      now_at=str(self.root / storable(rel)))
+
     def _offer(self, rel: PurePosixPath, fingerprint: Fingerprint) -> Offer | None:
         path = self.root / rel
         try:
             outcome = self.queue.offer(rel, fingerprint, content_hash=lambda: content_hash(path))
         except OSError as exc:  # vanished between settle and hash: nothing to do
-            log.info("file_vanished", path=str(rel), error=str(exc))
+            log.info("file_vanished", path=display(rel), error=str(exc))
             return None
         if outcome in ("queued", "requeued"):
-            log.info("file_queued", path=str(rel), outcome=outcome, size=fingerprint.size)
+            log.info("file_queued", path=display(rel), outcome=outcome, size=fingerprint.size)
             self.on_queued()
         return outcome
 
@@ -187,39 +262,48 @@ def _accounted_for(record: tuple[str, int, int] | None, path: Path) -> bool:
 
 
 # --- The observer ------------------------------------------------------------------
-class _Hints(FileSystemEventHandler):
-    """Turns watchdog events into hints; does no I/O beyond what a new folder needs."""
+CONTENT_EVENTS: tuple[type[FileSystemEvent], ...] = (
+    FileCreatedEvent, FileModifiedEvent, FileMovedEvent, FileClosedEvent, FileDeletedEvent,
+    DirCreatedEvent, DirMovedEvent,
+)
+"""Events that can mean new or changed content. Not opens, closes without a write or
+attribute changes: a backup or indexer reading the hot folder (or the settle check's own
+read) must not wake the settler, or every read would start another."""
 
-    def __init__(self, *, root: Path, settler: HintSink, on_root_gone: Callable[[], None]) -> None:
-        self.root, self.settler, self.on_root_gone = root, settler, on_root_gone
+
+class _Hints(FileSystemEventHandler):
+    """Turns content events into hints; does no I/O beyond what a new folder needs."""
+
+    def __init__(self, *, root: Path, settler: HintSink) -> None:
+        self.root, self.settler = root, settler
 
     def on_any_event(self, event: FileSystemEvent) -> None:
+        if not isinstance(event, CONTENT_EVENTS):  # the polling observer has no filter of its own
+            return
         for raw in (event.src_path, getattr(event, "dest_path", "")):
             if raw:
                 self._hint(Path(os.fsdecode(raw)), event)
 
     def _hint(self, path: Path, event: FileSystemEvent) -> None:
-        if path == self.root and event.event_type == "deleted":
-            self.on_root_gone()
-            return
         try:
             rel = PurePosixPath(path.relative_to(self.root).as_posix())
         except ValueError:
             return
-        if isinstance(event, (DirCreatedEvent, DirMovedEvent)) or (event.is_directory and path.is_dir()):
+        if rel == PurePosixPath(".") or any(part.startswith(".") for part in rel.parts):
+            return
+        if isinstance(event, (DirCreatedEvent, DirMovedEvent)):
             # A folder moved in arrives as one event; its files bring none of their own.
             for inner in iter_inputs(path):
                 self.settler.hint(rel / inner)
-        elif is_candidate_name(path.name) and not any(part.startswith(".") for part in rel.parts):
+        elif not event.is_directory and is_candidate_name(path.name):
             self.settler.hint(rel)
 
 
-def start_observer(
-    *, root: Path, settler: HintSink, polling: bool, poll_interval: float, on_root_gone: Callable[[], None]
-) -> BaseObserver:
+def start_observer(*, root: Path, settler: HintSink, polling: bool, poll_interval: float) -> BaseObserver:
     """A running recursive observer: native events, or polling for network volumes."""
     observer: BaseObserver = PollingObserver(timeout=poll_interval) if polling else Observer()
-    observer.schedule(_Hints(root=root, settler=settler, on_root_gone=on_root_gone), str(root), recursive=True)
+    handler = _Hints(root=root, settler=settler)
+    observer.schedule(handler, str(root), recursive=True, event_filter=list(CONTENT_EVENTS))
     observer.daemon = True
     observer.start()
     return observer

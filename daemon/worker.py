@@ -13,19 +13,26 @@ import traceback
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import structlog
 
 from daemon.errors import (
     Crashed,
     FileChanged,
+    InvalidName,
     JobError,
+    NameTooLong,
     PermanentError,
     RetriesExhausted,
     TransientError,
+    Truncated,
+    Undecodable,
+    Unsupported,
     Vanished,
+    VolumeUnavailable,
 )
+from daemon.layout import NAME_MAX, display, name_bytes, storable
 from daemon.outputs import (
     ErrorReport,
     Folders,
@@ -38,6 +45,7 @@ from daemon.outputs import (
 from daemon.pipeline import Cutout, ImageOptions, MatteModel, PipelineParams, Prepared, StageTimer
 from daemon.pipeline.pipeline import DEFAULTS
 from daemon.queue import Fingerprint, Job, JobQueue
+from daemon.volume import ALWAYS_THERE, VolumeState
 from daemon.settings import OriginalsPolicy, QueueSettings
 from daemon.stages import Stages, Task
 
@@ -73,14 +81,20 @@ class Worker:
         cpu_threads: int,
         options: ImageOptions = DEFAULTS,
         clock: Callable[[], float] = time.time,
+        settle_seconds: float = 0.0,
+        follow_symlinks: bool = False,
+        volume: VolumeState = ALWAYS_THERE,
     ) -> None:
         self.folders, self.queue = folders, queue
         self.queue_settings, self.policy, self.clock = queue_settings, policy, clock
+        self.settle_seconds, self.follow_symlinks, self.volume = settle_seconds, follow_symlinks, volume
         self.wake = threading.Event()
         self._quarantine_lock = threading.Lock()
+        self._alone: int | None = None
+        """The suspect running alone (its job id): nothing else is claimed until it ends."""
         self.stages: Stages[_Claimed] = Stages(
             model=model, params=params, options=options, in_flight=in_flight, cpu_threads=cpu_threads,
-            on_done=self._done, on_failed=self._failed,
+            on_done=self._done, on_failed=self._failed, on_stage=self._on_stage,
         )
 
     # --- the loop body ----------------------------------------------------------------
@@ -96,20 +110,38 @@ class Worker:
         return idle_wait if retry_in is None else min(idle_wait, max(0.01, retry_in))
 
     def _claim(self) -> tuple[_Claimed, Path] | None:
-        while (job := self.queue.claim()) is not None:
-            claimed = _Claimed(job, _fingerprint(self.folders, job))
-            if not self._gave_up(claimed):
+        if self._alone is not None or not self.volume.available:
+            return None
+        while (job := self.queue.claim(suspect_ok=self.stages.idle)) is not None:
+            claimed = _Claimed(job, _fingerprint(self.folders, job, follow=self.follow_symlinks))
+            if job.suspect:  # inside a stage when the process died: it runs alone, to clear or convict it
+                self._alone = job.id
+                log.warning("suspect_runs_alone", path=display(job.source), crashes=job.crashes)
+            refusal = self._refusal(claimed)
+            if refusal is None:
                 return claimed, self.folders.input / job.source
+            self._failed(Task(claimed, self.folders.input / job.source, StageTimer(), _NOT_RUN), refusal)
         return None
 
-    def _gave_up(self, claimed: _Claimed) -> bool:
-        """A file whose earlier starts never finished max_attempts times is not run again."""
-        died = claimed.job.unfinished_starts - 1
-        if died < self.queue_settings.max_attempts:
-            return False
-        error = Crashed(f"the daemon stopped {died} times while processing this file (crash, kill or power loss)")
-        self._failed(Task(claimed, self.folders.input / claimed.job.source, StageTimer(), _NOT_RUN), error)
-        return True
+    def _refusal(self, claimed: _Claimed) -> JobError | None:
+        """Why a claimed job must not run at all, or None."""
+        job, limit = claimed.job, self.queue_settings.max_attempts
+        if job.crashes >= limit:
+            return Crashed(f"the daemon died {job.crashes} times while processing only this file")
+        if name_bytes(job.output.name) > NAME_MAX:
+            return NameTooLong(
+                f"its cutout's name would be {name_bytes(job.output.name)} bytes, above the file system's limit"
+                f" of {NAME_MAX}: shorten the file name and drop it again"
+            )
+        if not self.follow_symlinks and (self.folders.input / job.source).is_symlink():
+            return Unsupported("it is a symbolic link, and watch.follow_symlinks is off")
+        return None
+
+    def _on_stage(self, claimed: _Claimed, stage: str | None) -> None:
+        try:
+            self.queue.mark_stage(claimed.job, stage)
+        except Exception:  # only crash attribution is lost; the job itself goes on
+            log.exception("stage_not_recorded", path=display(claimed.job.source), stage=stage)
 
     # --- after the model --------------------------------------------------------------
     def _done(self, task: Task[_Claimed], prepared: Prepared, cutout: Cutout) -> None:
@@ -118,6 +150,7 @@ class Worker:
             written = write_output(self.folders, job.output, cutout.png)
         self.queue.mark_done(job, content_hash=prepared.sha256, fingerprint=task.key.fingerprint or _stored(job))
         # From here on the job is done: nothing below may send it back to on_failed.
+        self._end_alone(job)
         try:
             self._after_done(task.key)
         except Exception:
@@ -129,7 +162,7 @@ class Worker:
         """Drop a retried file's old error report; archive or delete the original if unchanged."""
         job = claimed.job
         forget_error_file(self.folders, job.quarantine)
-        if _fingerprint(self.folders, job) != claimed.fingerprint:
+        if _fingerprint(self.folders, job, follow=self.follow_symlinks) != claimed.fingerprint:
             # Replaced while it was processed: the new content is not done; the watcher requeues it.
             log.info("original_changed_during_processing", path=job.source.as_posix())
             return
@@ -142,11 +175,40 @@ class Worker:
     def _failed(self, task: Task[_Claimed], exc: BaseException) -> None:
         """Every failure becomes exactly one of: quarantine, retry, or (vanished) a note."""
         try:
-            self._route_failure(task, _still_the_same_file(self.folders, task.key, exc))
+            self._route_failure(task, self._judged(task.key, exc))
         except Exception as error:  # quarantining failed (disk full, database): try again later
             log.exception("failure_not_recorded", path=str(task.key.job.source))
             self._retry_quietly(task, error)
+        finally:
+            self._end_alone(task.key.job)
         self.wake.set()
+
+    def _end_alone(self, job: Job) -> None:
+        if self._alone == job.id:
+            self._alone = None
+
+    def _judged(self, claimed: _Claimed, exc: BaseException) -> BaseException:
+        """The error as the file deserves it: no verdict on a file whose volume is gone, or that
+        is still being written (changed since its claim, or written within the settle window)."""
+        if isinstance(exc, (JobError, OSError)) and not self.volume.check():
+            gone = VolumeUnavailable(f"the hot folder's volume went away ({exc}); waiting for it to return")
+            gone.__cause__ = exc
+            return gone
+        if not isinstance(exc, PermanentError) or isinstance(exc, _NOT_ABOUT_CONTENT):
+            return exc
+        now = _fingerprint(self.folders, claimed.job, follow=self.follow_symlinks)
+        if now is None or (now == claimed.fingerprint and not self._fresh(exc, now)):
+            return exc
+        changed = FileChanged(f"the file changed while it was processed ({exc.reason}: {exc}); trying again")
+        changed.__cause__ = exc
+        return changed
+
+    def _fresh(self, exc: PermanentError, fingerprint: Fingerprint) -> bool:
+        """Written less than a settle window ago: a writer that paused may not be done."""
+        if not isinstance(exc, (Undecodable, Truncated)):
+            return False
+        age = self.clock() - fingerprint.mtime_ns / 1e9
+        return 0 <= age < self.settle_seconds  # a future mtime (clock skew on a NAS) proves nothing
 
     def _retry_quietly(self, task: Task[_Claimed], error: Exception) -> None:
         try:
@@ -202,11 +264,38 @@ class Worker:
                 raise
         return str(self.folders.quarantine / target)
 
+    def reject(self, rel: PurePosixPath, error: JobError) -> str:
+        """A file refused before it became a job (a name that cannot be stored): into quarantine
+        under a name that can, with its report, and recorded as failed so status and retry see it.
+        Where it now is; raises TransientError (the file stays put) when it cannot be moved."""
+        stored, now = storable(rel), self.clock()
+        fingerprint = Fingerprint.read(self.folders.input / rel, follow_symlinks=False) or Fingerprint(0, 0)
+        report = ErrorReport(
+            file=display(rel), reason=error.reason, message=str(error), attempts=0, first_seen=now, last_attempt=now,
+        )
+        with self._quarantine_lock:
+            target = quarantine_target(self.folders, stored, previous=None)
+            try:
+                move_to_quarantine(self.folders, rel, target, report)
+            except TransientError as exc:
+                self.queue.record_rejected(stored, fingerprint, reason=error.reason, quarantine=None,
+                                           message=f"{error}; it could not be moved to quarantine: {exc}")
+                raise
+            self.queue.record_rejected(stored, fingerprint, reason=error.reason, message=str(error), quarantine=target)
+        where = str(self.folders.quarantine / target)
+        log.warning("job", path=display(rel), outcome="quarantined", reason=error.reason, message=str(error),
+                    now_at=where)
+        return where
+
     # --- bookkeeping ------------------------------------------------------------------
     def _log(self, task: Task[_Claimed], outcome: str, **fields: object) -> None:
-        """The one event per job: what happened, and where the time went."""
+        """The one event per job: what happened, and where the time went.
+
+        Anything but a success is a warning, so `logging.level: warning` hides the routine
+        and still shows every failure; a retry of a file still being written is routine."""
         job, now = task.key.job, self.clock()
-        log.info(
+        routine = outcome == "done" or fields.get("reason") == FileChanged.reason
+        (log.info if routine else log.warning)(
             "job",
             path=job.source.as_posix(),
             outcome=outcome,
@@ -224,23 +313,13 @@ class Worker:
 
 
 _NOT_RUN: Future[Prepared] = Future()
+_NOT_ABOUT_CONTENT = (Vanished, Crashed, NameTooLong)
+"""Verdicts that do not come from reading the bytes, so a change of the bytes cannot undo them."""
 
 
 def _stored(job: Job) -> Fingerprint:
     return Fingerprint(job.size, job.mtime_ns)
 
 
-def _still_the_same_file(folders: Folders, claimed: _Claimed, exc: BaseException) -> BaseException:
-    """A permanent verdict on a file that changed since it was claimed is not a verdict:
-    a TIFF or WebP still being copied looks undecodable. Retry it instead."""
-    if not isinstance(exc, PermanentError) or isinstance(exc, (Vanished, Crashed)):
-        return exc
-    if _fingerprint(folders, claimed.job) in (claimed.fingerprint, None):
-        return exc
-    changed = FileChanged(f"the file changed while it was processed ({exc.reason}: {exc}); trying again")
-    changed.__cause__ = exc
-    return changed
-
-
-def _fingerprint(folders: Folders, job: Job) -> Fingerprint | None:
-    return Fingerprint.read(folders.input / job.source)
+def _fingerprint(folders: Folders, job: Job, *, follow: bool) -> Fingerprint | None:
+    return Fingerprint.read(folders.input / job.source, follow_symlinks=follow)

@@ -239,11 +239,15 @@ def test_a_burst_of_500_files_is_processed_once_each(tmp_path: Path, torchscript
     assert len(done) == 500 and len(set(done)) == 500
 
 
-def test_the_daemon_exits_non_zero_when_the_hot_folder_disappears(tmp_path: Path, torchscript_model: Path) -> None:
-    daemon = DaemonProcess(tmp_path / "d", model=str(torchscript_model)).start()
+def test_a_hot_folder_that_disappears_pauses_the_daemon_until_it_returns(tmp_path: Path, torchscript_model: Path) -> None:
+    daemon = DaemonProcess(tmp_path / "d", model=str(torchscript_model), settings=FAST).start()
     shutil.rmtree(daemon.input)
-    assert daemon.wait_for_exit(timeout=30) == 3
-    assert daemon.events("hot_folder_gone")
+    daemon.wait_for(lambda: bool(daemon.events("hot_folder_unavailable")), what="the pause")
+    assert daemon.process is not None and daemon.process.poll() is None
+    daemon.input.mkdir()
+    write_image(daemon.input / "back.png", subject_image(60, 80, (20, 15, 60, 45)))
+    daemon.wait_for(lambda: daemon.outputs() == ["back.png"], what="work after the return")
+    assert daemon.events("hot_folder_back") and daemon.stop() == 0
 
 
 def test_archived_originals_leave_the_hot_folder_after_their_cutout(tmp_path: Path, torchscript_model: Path) -> None:
@@ -265,8 +269,8 @@ def _refusal(config: Path) -> subprocess.CompletedProcess[str]:
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"folders": {"output": "{input}/out"}}, "folders.output: {input}/out is inside the hot folder"),
-        ({"folders": {"quarantine": "{root}"}}, "folders.quarantine: {root} is inside the hot folder"),
+        ({"folders": {"output": "{input}/out"}}, "folders.output ({input}/out) is inside folders.input ({input})"),
+        ({"folders": {"quarantine": "{root}"}}, "folders.quarantine ({root}) contains folders.input ({input})"),
         ({"folders": {"input": "{root}/missing"}}, "hot folder {root}/missing does not exist"),
         ({"watch": {"settle_seconds": "soon"}}, "watch.settle_seconds: expected a number, got 'soon'"),
         ({"watch": {"settle": 1}}, "unknown setting 'watch.settle'"),

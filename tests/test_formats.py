@@ -54,7 +54,17 @@ def test_png_needs_its_iend_chunk() -> None:
 def test_truncation_names_the_format_and_ignores_other_formats() -> None:
     assert "JPEG" in (truncation(_jpeg()[:-40]) or "")
     assert "PNG" in (truncation(_png()[:-5]) or "")
-    assert truncation(_jpeg()) is None and truncation(b"II*\x00 a TIFF is not checked") is None
+    assert truncation(_jpeg()) is None and truncation(b"RIFX an unknown format is not checked") is None
+
+
+def test_a_tiff_or_heif_cut_before_its_header_points_is_incomplete_and_an_empty_file_too(tmp_path: Path) -> None:
+    tiff = b"II*\x00" + (4096).to_bytes(4, "little")  # the first IFD at byte 4096: not written yet
+    assert "TIFF" in (truncation(tiff + b"\x00" * 100) or "")
+    assert truncation(tiff + b"\x00" * 4100) is None
+    heif = (64).to_bytes(4, "big") + b"ftypheic"  # a first box of 64 bytes
+    assert "HEIF" in (truncation(heif) or "") and truncation(heif + b"\x00" * 52) is None
+    (tmp_path / "created.jpg").touch()
+    assert "empty" in (file_truncation(tmp_path / "created.jpg") or "")
 
 
 @pytest.mark.parametrize("suffix", [".webp", ".bmp", ".gif"])

@@ -8,7 +8,7 @@ from pathlib import Path, PurePosixPath
 import pytest
 
 from daemon.errors import ConfigError
-from daemon.queue import Fingerprint, JobQueue
+from daemon.queue import Fingerprint, JobQueue, Recovery
 
 from tests.conftest import FakeClock
 
@@ -36,12 +36,71 @@ def test_a_new_file_becomes_a_pending_job_and_claiming_counts_the_attempt(queue:
     assert queue.claim() is None
 
 
-def test_jobs_left_running_by_a_dead_process_go_back_to_pending_with_their_attempts(queue: JobQueue) -> None:
+def test_a_job_claimed_but_in_no_stage_when_the_process_died_goes_back_uncharged(queue: JobQueue) -> None:
     queue.offer(P("a.jpg"), FP)
     queue.claim()
-    assert queue.recover() == 1
+    assert queue.recover() == Recovery(released=1, suspects=0, blamed=0)
     job = queue.claim()
-    assert job is not None and job.attempts == 2 and job.unfinished_starts == 2
+    assert job is not None and job.attempts == 1 and job.crashes == 0 and not job.suspect
+
+
+def test_the_only_job_inside_a_stage_when_the_process_died_is_charged_with_the_crash(queue: JobQueue) -> None:
+    for name in ("a.jpg", "b.jpg", "c.jpg"):
+        queue.offer(P(name), FP)
+    a, _, _ = queue.claim(), queue.claim(), queue.claim()
+    assert a is not None
+    queue.mark_stage(a, "inference")
+    assert queue.recover() == Recovery(released=2, suspects=1, blamed=1)
+    again = queue.get(P("a.jpg"))
+    assert again is not None and again.crashes == 1 and again.suspect and again.stage is None
+
+
+def test_several_jobs_inside_stages_become_suspects_that_run_first_and_alone(queue: JobQueue) -> None:
+    for name in ("a.jpg", "b.jpg", "c.jpg", "d.jpg"):
+        queue.offer(P(name), FP)
+    jobs = [queue.claim() for _ in range(3)]
+    for job, stage in zip(jobs, ("decode", "inference", "finish"), strict=True):
+        assert job is not None
+        queue.mark_stage(job, stage)
+    assert queue.recover() == Recovery(released=0, suspects=3, blamed=0)
+    assert all(job is not None and job.crashes == 0 for job in map(queue.get, (P("a.jpg"), P("b.jpg"))))
+    assert queue.claim(suspect_ok=False) is None  # other work in flight: the suspect waits, and so does the rest
+    first = queue.claim()
+    assert first is not None and first.suspect and first.source == P("a.jpg")
+
+
+def test_suspects_that_crash_alone_take_turns_so_an_external_kill_convicts_nobody(queue: JobQueue) -> None:
+    for name in ("a.jpg", "b.jpg"):
+        queue.offer(P(name), FP)
+    for job in (queue.claim(), queue.claim()):
+        assert job is not None
+        queue.mark_stage(job, "decode")
+    queue.recover()
+    order = []
+    for _ in range(4):  # killed every time, whatever runs alone
+        job = queue.claim()
+        assert job is not None
+        order.append(job.source.name)
+        queue.mark_stage(job, "inference")
+        queue.recover()
+    assert order == ["a.jpg", "b.jpg", "a.jpg", "b.jpg"]
+    assert max(job.crashes for job in map(queue.get, (P("a.jpg"), P("b.jpg"))) if job) == 2
+
+
+def test_an_older_database_gains_the_new_columns_when_opened(tmp_path: Path) -> None:
+    path = tmp_path / "old.sqlite3"
+    with sqlite3.connect(path) as conn:
+        conn.executescript(
+            "CREATE TABLE jobs (id INTEGER PRIMARY KEY, source TEXT NOT NULL UNIQUE, output TEXT NOT NULL,"
+            " output_key TEXT UNIQUE, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, content_hash TEXT,"
+            " state TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, finished_attempts INTEGER NOT NULL DEFAULT 0,"
+            " retry_at REAL NOT NULL DEFAULT 0, reason TEXT, message TEXT, quarantine TEXT, first_seen REAL NOT NULL,"
+            " queued_at REAL NOT NULL, started_at REAL, finished_at REAL);"
+            "INSERT INTO jobs (source, output, size, mtime_ns, state, first_seen, queued_at)"
+            " VALUES ('a.jpg', 'a.png', 1, 1, 'pending', 0, 0);"
+        )
+    job = JobQueue(path).claim()
+    assert job is not None and job.crashes == 0 and not job.suspect
 
 
 def test_a_retry_waits_for_its_time_and_transient_errors_do_not_count_as_crashes(

@@ -19,6 +19,8 @@ from typing import Any
 import pytest
 
 from daemon import service
+from daemon.cli import MUST_ACT_ENV
+from daemon.errors import QueueDamaged
 from daemon.service import (
     AgentSpec,
     AgentStatus,
@@ -139,6 +141,13 @@ def test_keepalive_restarts_after_failure_or_crash_but_not_after_clean_exit(
     assert _parse(spec)["KeepAlive"] == {"SuccessfulExit": False, "Crashed": True}
 
 
+def test_the_agent_exits_0_when_a_person_must_act_so_launchd_leaves_it_down(
+    spec: AgentSpec,
+) -> None:
+    # KeepAlive restarts after any non-zero status: "stay down" must look like a clean stop.
+    assert _parse(spec)["EnvironmentVariables"][MUST_ACT_ENV] == "0"
+
+
 def test_rendered_plist_logs_environment_and_directory_come_from_the_spec(
     spec: AgentSpec,
 ) -> None:
@@ -150,6 +159,7 @@ def test_rendered_plist_logs_environment_and_directory_come_from_the_spec(
         "PATH": spec.path_env,
         "HF_HOME": str(spec.hf_home),
         "PYTHONUNBUFFERED": "1",
+        MUST_ACT_ENV: "0",
     }
 
 
@@ -447,6 +457,7 @@ def test_systemd_unit_runs_the_absolute_python_and_restarts_only_on_failure(
     for expected in (
         "Restart=on-failure",
         "RestartSec=10",
+        f"RestartPreventExitStatus={QueueDamaged.exit_status}",
         "TimeoutStopSec=60",
         "KillSignal=SIGTERM",
         "WantedBy=default.target",

@@ -186,17 +186,20 @@ def test_install_refuses_a_missing_hot_folder(
     assert not home.exists() and fake_launchctl.calls() == []
 
 
-def test_install_refuses_relative_folders_the_service_would_resolve_elsewhere(
+def test_install_takes_relative_folders_from_the_config_folder_not_the_shells(
     mac: Context, tmp_path: Path, torchscript_model: Path, fake_launchctl: FakeTool,
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.chdir(tmp_path)
-    (tmp_path / "hot").mkdir()
-    config = tmp_path / "config.yaml"
-    config.write_text(f"folders:\n  input: hot\n  output: {tmp_path / 'out'}\nmodel:\n  name: {torchscript_model}\n")
-    assert main(["service", "install", "--config", str(config)], context=mac) == 2
-    assert "folders.input: hot is a relative path" in capsys.readouterr().err
-    assert fake_launchctl.calls() == []
+    # The service starts elsewhere, but the daemon reads `hot` from the config's folder too.
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    (tmp_path / "studio" / "hot").mkdir(parents=True)
+    config = tmp_path / "studio" / "config.yaml"
+    config.write_text(f"folders:\n  input: hot\n  output: out\n  state: state\nmodel:\n  name: {torchscript_model}\n")
+    assert main(["service", "install", "--config", str(config)], context=mac) == 0
+    assert (tmp_path / "studio" / "out").is_dir() and (tmp_path / "studio" / "state").is_dir()
+    assert not (elsewhere / "out").exists() and fake_launchctl.changes()
 
 
 def test_install_needs_the_config_the_service_runs_with(

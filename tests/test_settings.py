@@ -66,6 +66,11 @@ def test_paths_expand_the_home_folder(tmp_path: Path) -> None:
         ("originals: shred\n", "originals: 'shred' is not one of keep, archive, delete"),
         ("pipeline:\n  png_compression: 12\n", "pipeline.png_compression: must be between 0 and 9"),
         ("pipeline:\n  imagenet_mean: [1, 2]\n", "pipeline.imagenet_mean: expected a list of 3 numbers"),
+        ("watch:\n  settle_seconds: .nan\n", "watch.settle_seconds: expected a finite number, got nan"),
+        ("queue:\n  retry_max_seconds: .inf\n", "queue.retry_max_seconds: expected a finite number, got inf"),
+        ("pipeline:\n  alpha_threshold: -.inf\n", "pipeline.alpha_threshold: expected a finite number, got -inf"),
+        ("pipeline:\n  imagenet_mean: [0.4, .NaN, 0.4]\n", "pipeline.imagenet_mean: expected a finite number, got nan"),
+        ("pipeline:\n  canny_low: 200\n  canny_high: 100\n", "pipeline.canny_low: 200 is greater than pipeline.canny_high (100)"),
         ("watch: 5\n", "watch: expected a mapping"),
         ("- a\n- b\n", "must be a mapping of sections"),
         ("model: [unclosed\n", "not valid YAML"),
@@ -106,3 +111,70 @@ def test_the_readme_starts_with_the_run_and_the_test_command() -> None:
     assert "cutout watch --input" in first_blocks[0]
     assert "pip install torch==2.13.0" in first_blocks[1] and "python -m pytest" in first_blocks[1]
     assert "python -m pytest" in (ROOT / ".ci" / "run").read_text()
+
+
+# --- relative paths: from where they were written -------------------------------------------------
+def test_relative_paths_in_a_config_file_are_taken_from_its_folder_not_the_current_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A launchd agent does not start in the folder the user wrote the config in.
+    studio, elsewhere = tmp_path / "studio", tmp_path / "elsewhere"
+    (studio / "models").mkdir(parents=True)
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    text = (
+        "folders:\n  input: hot\n  output: ../cutouts\n  quarantine: q\n  archive: a\n  state: .state\n"
+        "logging:\n  file: logs/cutout.log\nmodel:\n  name: models/tiny.torchscript\n"
+    )
+    settings = load_settings(_write(studio, text))
+    folders = settings.folders
+    assert (folders.input, folders.output) == (studio / "hot", studio / "../cutouts")
+    assert (folders.quarantine, folders.archive, folders.state) == (studio / "q", studio / "a", studio / ".state")
+    assert settings.logging.file == studio / "logs" / "cutout.log"
+    assert settings.model.name == str(studio / "models" / "tiny.torchscript")
+
+
+def test_a_config_given_by_a_relative_path_anchors_its_paths_at_its_own_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "studio").mkdir()
+    _write(tmp_path / "studio", "folders:\n  input: hot\n")
+    monkeypatch.chdir(tmp_path)
+    assert load_settings(Path("studio/config.yaml")).folders.input == tmp_path / "studio" / "hot"
+
+
+def test_a_local_hf_folder_is_anchored_and_a_hub_repository_is_left_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    studio = tmp_path / "studio"
+    (studio / "models" / "birefnet").mkdir(parents=True)
+    local = load_settings(_write(studio, "model:\n  name: hf:models/birefnet\n")).model.name
+    spelled = load_settings(_write(studio, "model:\n  name: hf:./not-yet-there\n")).model.name
+    hub = load_settings(_write(studio, "model:\n  name: hf:ZhengPeng7/BiRefNet\n")).model.name
+    alias = load_settings(_write(studio, "model:\n  name: birefnet\n")).model.name
+    assert local == f"hf:{studio / 'models' / 'birefnet'}"
+    assert spelled == f"hf:{studio / 'not-yet-there'}"
+    assert (hub, alias) == ("hf:ZhengPeng7/BiRefNet", "birefnet")
+
+
+def test_relative_paths_on_the_command_line_are_taken_from_the_current_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    studio, shell = tmp_path / "studio", tmp_path / "shell"
+    studio.mkdir()
+    shell.mkdir()
+    monkeypatch.chdir(shell)
+    config = _write(studio, "folders:\n  input: hot\n")
+    settings = load_settings(
+        config, overrides={"folders.output": Path("out"), "logging.file": Path("x.log"), "model.name": "m.pt"}
+    )
+    assert settings.folders.input == studio / "hot"
+    assert (settings.folders.output, settings.logging.file) == (shell / "out", shell / "x.log")
+    assert settings.model.name == str(shell / "m.pt")
+
+
+def test_paths_of_the_wrong_type_are_still_reported_with_their_key(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="folders.input: expected a path, got 5"):
+        load_settings(_write(tmp_path, "folders:\n  input: 5\n"))
+

@@ -30,7 +30,18 @@ def queue(tmp_path: Path) -> JobQueue:
 
 @pytest.fixture
 def settler(hot: Path, queue: JobQueue, clock: FakeClock) -> Settler:
-    return Settler(root=hot, queue=queue, settle_seconds=1.0, incomplete_timeout=30.0, clock=clock, on_queued=lambda: None)
+    return Settler(
+        root=hot, queue=queue, settle_seconds=1.0, incomplete_timeout=30.0, clock=clock, on_queued=lambda: None,
+        on_rejected=lambda rel, error: rejected.append((rel, error.reason)),
+    )
+
+
+rejected: list[tuple[PurePosixPath, str]] = []
+
+
+@pytest.fixture(autouse=True)
+def _no_rejections_leak() -> None:
+    rejected.clear()
 
 
 def _jpeg_bytes(tmp_path: Path) -> bytes:
@@ -187,7 +198,7 @@ def test_the_real_observer_hints_new_nested_renamed_and_moved_in_files(
 ) -> None:
     recorder = Recorder()
     observer = start_observer(
-        root=hot, settler=recorder, polling=polling, poll_interval=0.1, on_root_gone=recorder.root_gone.set
+        root=hot, settler=recorder, polling=polling, poll_interval=0.1
     )
     try:
         write_soon(hot / "new" / "deep" / "a.jpg", b"data").join()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path, PurePosixPath
 
 import numpy as np
@@ -154,16 +155,14 @@ def test_a_file_that_killed_the_process_max_attempts_times_is_quarantined_unrun(
     folders: Folders, queue: JobQueue, clock: FakeClock
 ) -> None:
     add(folders, queue, "poison.jpg")
-    for _ in range(3):  # three starts that never came back
-        assert queue.claim() is not None
-        queue.recover()
+    crash_alone(queue, times=3)
     model = BrightModel()
     worker = make_worker(folders, queue, clock, model=model)
     drain(worker, queue)
     worker.close()
     assert model.calls == 0
     report = json.loads((folders.quarantine / "poison.jpg.error.json").read_text())
-    assert report["reason"] == "crashed" and "stopped 3 times" in report["message"]
+    assert report["reason"] == "crashed" and "died 3 times" in report["message"]
 
 
 @pytest.mark.parametrize("policy", ["archive", "delete"])
@@ -298,9 +297,7 @@ def test_a_quarantine_that_cannot_be_written_sends_the_job_back_and_the_loop_goe
     folders: Folders, queue: JobQueue, clock: FakeClock
 ) -> None:
     add(folders, queue, "dark.png", np.full((100, 100, 3), 20, np.uint8))
-    for _ in range(3):  # and a second file that crashed the process three times
-        assert queue.claim() is not None
-        queue.recover()
+    crash_alone(queue, times=3)  # and a second file that crashed the process three times
     add(folders, queue, "b.png", np.full((100, 100, 3), 20, np.uint8))
     folders.quarantine.rmdir()
     folders.quarantine.write_text("a file where the quarantine folder should be")
@@ -311,14 +308,28 @@ def test_a_quarantine_that_cannot_be_written_sends_the_job_back_and_the_loop_goe
     assert queue.counts() == {"pending": 2, "running": 0, "done": 0, "failed": 0}
 
 
-def test_a_verdict_on_a_file_that_changed_since_its_claim_becomes_a_retry(folders: Folders) -> None:
+def crash_alone(queue: JobQueue, *, times: int) -> None:
+    """The next job dies with the process `times` times, each time alone inside the model."""
+    for _ in range(times):
+        job = queue.claim()
+        assert job is not None
+        queue.mark_stage(job, "inference")
+        queue.recover()
+
+
+def test_a_verdict_on_a_file_that_changed_since_its_claim_becomes_a_retry(
+    folders: Folders, queue: JobQueue, clock: FakeClock
+) -> None:
     from daemon.errors import FileChanged, Undecodable
-    from daemon.queue import Job
-    from daemon.worker import _Claimed, _still_the_same_file
+    from daemon.worker import _Claimed
 
     path = write_image(folders.input / "copying.tif", subject_image(30, 40, BOX))
-    job = Job(1, P("copying.tif"), P("copying.png"), 1, 1, None, "running", 1, 0, None, None, None, 0, 0, 0, None)
-    claimed = _Claimed(job, Fingerprint(1, 1))  # the size it had when claimed
-    assert isinstance(_still_the_same_file(folders, claimed, Undecodable("half a TIFF")), FileChanged)
-    same = _Claimed(job, Fingerprint.of(path))
-    assert isinstance(_still_the_same_file(folders, same, Undecodable("broken")), Undecodable)
+    add(folders, queue, "other.png")
+    job = queue.claim()
+    assert job is not None
+    worker = make_worker(folders, queue, clock)
+    claimed = replace(job, source=P("copying.tif"))
+    assert isinstance(worker._judged(_Claimed(claimed, Fingerprint(1, 1)), Undecodable("half a TIFF")), FileChanged)
+    same = _Claimed(claimed, Fingerprint.of(path))
+    assert isinstance(worker._judged(same, Undecodable("broken")), Undecodable)
+    worker.close()

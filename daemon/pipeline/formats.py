@@ -85,7 +85,12 @@ def tiff_size(data: bytes) -> tuple[int, int] | None:
 
 
 def header_truncation(head: bytes, size: int) -> str | None:
-    """Incompleteness that the first bytes and the file size alone reveal (WebP, BMP)."""
+    """Incompleteness that the first bytes and the file size alone reveal (WebP, BMP, TIFF, HEIF)."""
+    order = _TIFF_ORDER.get(head[:4])
+    if order is not None and len(head) >= 8 and size < struct.unpack(order + "I", head[4:8])[0] + 2:
+        return "TIFF is shorter than its header says (file is incomplete)"
+    if head[4:8] == b"ftyp" and size < int.from_bytes(head[:4], "big"):
+        return "HEIF is shorter than its first box says (file is incomplete)"
     if head[:4] == b"RIFF" and head[8:12] == b"WEBP" and len(head) >= 8:
         if size < 8 + int.from_bytes(head[4:8], "little"):
             return "WebP is shorter than its RIFF header says (file is incomplete)"
@@ -131,6 +136,8 @@ def file_truncation(path: Path) -> str | None:
     with open(path, "rb") as handle:
         head = handle.read(16)
         size = os.fstat(handle.fileno()).st_size
+        if size == 0:  # a copy that created the file and has not written yet (SMB, some exporters)
+            return "file is empty (it may still be being written)"
         if head.startswith(PNG_SIGNATURE):
             return None if _png_file_complete(handle) else "PNG has no IEND chunk (file is incomplete)"
         if head.startswith(JPEG_SIGNATURE):

@@ -1,0 +1,418 @@
+"""A damaged, empty or missing queue database: find it, refuse it, rebuild it.
+
+The queue (`queue.sqlite3` in the state folder) is the daemon's memory of what is
+done. Starting on a queue that has lost that memory would redo every kept original
+and overwrite its cutout; starting on damaged pages leaves files unprocessed while
+everything looks healthy. So the file is checked before anything uses it:
+
+- **Damaged** (sqlite's `quick_check` finds broken pages, or the header is not a
+  database's): the daemon refuses to start, with the file, what sqlite found, and
+  the command that repairs it, `cutout queue rebuild`; its exit status (78, see
+  `QueueDamaged`) tells the service manager not to restart it. It does not repair
+  by itself: something damaged data on this disk, and a person should know that
+  before trusting the disk with more; a restart would only find the same damage.
+- **Empty** (zero bytes, or a database without the jobs table) or **missing**: the
+  daemon rebuilds it by itself at start and logs `queue_rebuilt`. Nothing was
+  damaged that a person could act on (an empty file is what a crash right after
+  creation, a half-restored backup or a copy that lost its content leaves; a
+  missing one is a state folder that was cleared or a new `folders.state`), the
+  rebuild loses nothing, and a hot folder should never need a person. On a first
+  start it finds nothing and the queue simply starts empty.
+
+A rebuild (`cutout queue rebuild`, or the automatic one) holds the daemon's lock,
+builds the new queue under a temporary name, then moves the old file (with its
+`-wal` and `-shm`) aside to `queue.sqlite3.damaged-<UTC time>`, never deleting it,
+and renames the new one into place: a crash part-way leaves the old file (refused
+again) or no file (rebuilt again), never an empty queue that would redo everything.
+The new queue learns:
+
+- the done set from the output folder: an input in the hot folder is done when the
+  output name the layout rules gave it holds a complete PNG written after the input
+  last changed (its mtime and its ctime, which a copy or move into the folder sets).
+  It is recorded with its current fingerprint and content hash and claims that
+  output name, so names stay stable and a re-drop of the same bytes is not redone.
+  A cutout older than its input is stale: the input is processed again.
+- the failed set from the quarantine folder's `<name>.error.json` reports (their
+  `file` is the original path), so `cutout retry` works on them.
+
+Everything else is found by the daemon's start-up scan: inputs without a current
+cutout are queued as new. What a rebuild cannot know: attempt and crash counts
+start over; a cutout whose input is gone (archived, deleted, moved away) is left
+alone on disk but unclaimed, so a later input of the same stem and another
+extension may take its name; and two inputs that differ only by a double
+extension (`x.jpg`, `x.jpg.jpg`) may be paired wrongly, which costs one redo.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path, PurePosixPath
+from stat import S_ISREG
+from typing import Literal
+
+import structlog
+
+from daemon.atomic import sync_dir
+from daemon.errors import ConfigError, QueueDamaged, QueueError, from_sqlite_error
+from daemon.layout import candidate_outputs, claim_key, is_storable, iter_inputs
+from daemon.outputs import ERROR_SUFFIX, Folders
+from daemon.pipeline.formats import PNG_SIGNATURE, file_truncation
+from daemon.queue import DoneRecord, FailedRecord, Fingerprint, JobQueue
+from daemon.runner import QUEUE_FILE, acquire_lock, daemon_pid
+from daemon.watch import content_hash, is_candidate_name
+
+log = structlog.get_logger("cutout.queue")
+
+QueueState = Literal["missing", "empty", "healthy", "damaged"]
+SIDE_FILES = ("-wal", "-shm")
+"""SQLite's companions of the database file: they travel with it, or the pair is inconsistent."""
+BUILDING_SUFFIX = ".rebuilding"
+MAX_PROBLEMS = 3
+"""sqlite lists up to this many problems in a refusal; the first ones say enough."""
+
+
+# --- Checking the file -------------------------------------------------------------------------
+@dataclass(frozen=True)
+class QueueHealth:
+    path: Path
+    state: QueueState
+    problem: str = ""
+    """For empty and damaged: what is wrong, as the end of a sentence starting with the file."""
+
+
+def queue_path(state: Path) -> Path:
+    return state / QUEUE_FILE
+
+
+def inspect_queue(path: Path, *, thorough: bool = False) -> QueueHealth:
+    """What the queue file is, without changing it: sqlite's quick_check (integrity_check when thorough).
+
+    Raises QueueError when sqlite cannot open it for another reason than damage (locked,
+    permissions, I/O): that is not something a rebuild would fix.
+    """
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        return QueueHealth(path, "missing")
+    except OSError as exc:
+        raise QueueError(f"cannot read the queue database {path}: {exc.strerror or exc}") from exc
+    if size == 0:
+        return QueueHealth(path, "empty", "is empty (0 bytes)")
+    check = "integrity_check" if thorough else "quick_check"
+    problems, has_jobs = _sqlite_check(path, pragma=check)
+    if problems:
+        return QueueHealth(path, "damaged", f"is damaged ({check}: {'; '.join(problems[:MAX_PROBLEMS])})")
+    if not has_jobs:
+        return QueueHealth(path, "empty", "is a database without the jobs table")
+    return QueueHealth(path, "healthy")
+
+
+def _sqlite_check(path: Path, *, pragma: str) -> tuple[list[str], bool]:
+    """sqlite's own findings, and whether the jobs table is there; read-only, so a check changes nothing."""
+    try:
+        conn = sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True)
+        try:
+            rows = conn.execute(f"PRAGMA {pragma}({MAX_PROBLEMS + 1})").fetchall()
+            has_jobs = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'jobs'").fetchone()
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError as exc:
+        error = from_sqlite_error(exc, path=path)
+        if isinstance(error, QueueDamaged):
+            return [str(exc)], False
+        raise error from exc
+    found = [line for row in rows for line in str(row[0]).splitlines() if not line.startswith("*** in database")]
+    return ([] if found == ["ok"] else found), has_jobs is not None
+
+
+def open_job_queue(path: Path, *, clock: Callable[[], float] = time.time) -> JobQueue:
+    """`JobQueue(path)`, with sqlite's errors on opening translated into QueueDamaged or QueueError."""
+    try:
+        return JobQueue(path, clock=clock)
+    except sqlite3.DatabaseError as exc:
+        raise from_sqlite_error(exc, path=path) from exc
+
+
+def open_existing_queue(path: Path, *, clock: Callable[[], float] = time.time) -> JobQueue:
+    """For `cutout status` and `retry`: a healthy queue, or a clear refusal.
+
+    An empty file is refused too, and not opened: opening would write a fresh schema
+    into it, and the daemon would then take it for a healthy queue and redo everything.
+    """
+    health = inspect_queue(path)
+    if health.state == "missing":
+        raise ConfigError(f"no queue at {path}: the daemon has not run with this state folder yet")
+    if health.state == "empty":
+        raise QueueDamaged(path, f"{health.problem}; the daemon rebuilds it by itself at its next start")
+    if health.state == "damaged":
+        raise QueueDamaged(path, health.problem)
+    return open_job_queue(path, clock=clock)
+
+
+def prepare_queue(folders: Folders, *, clock: Callable[[], float] = time.time) -> RebuildReport | None:
+    """At `cutout watch` start, before the model loads: refuse a damaged queue, rebuild an empty or missing one."""
+    health = inspect_queue(queue_path(folders.state))
+    if health.state == "damaged":
+        raise QueueDamaged(health.path, health.problem)
+    if health.state == "healthy":
+        return None
+    report = rebuild_queue(folders, clock=clock)
+    if health.state == "empty" or report.done or report.quarantined:
+        log.warning("queue_rebuilt", previous=report.previous, moved_to=[str(p) for p in report.moved],
+                    done=report.done, quarantined=report.quarantined, without_current_cutout=report.not_done)
+    return report
+
+
+# --- Rebuilding ------------------------------------------------------------------------------------
+@dataclass(frozen=True, kw_only=True)
+class RebuildReport:
+    path: Path
+    previous: str  # what the old file was, as the end of "the old queue ..."
+    moved: list[Path]
+    done: int
+    quarantined: int
+    not_done: int  # inputs without a current cutout: the daemon queues them
+    notes: list[str] = field(default_factory=list)
+
+    def lines(self) -> list[str]:
+        where = f"moved to {self.moved[0]}" if self.moved else "nothing to move aside"
+        if len(self.moved) > 1:
+            where += " (with its " + ", ".join(p.name.rsplit("-", 1)[-1] for p in self.moved[1:]) + ")"
+        return [
+            f"the old queue {self.previous}; {where}",
+            f"rebuilt {self.path}: {self.done} done (kept, not redone), "
+            f"{self.quarantined} quarantined (cutout retry works on them)",
+            f"{self.not_done} inputs have no current cutout: the daemon processes them when it runs",
+            *(f"note: {note}" for note in self.notes),
+        ]
+
+
+def rebuild_queue(folders: Folders, *, clock: Callable[[], float] = time.time) -> RebuildReport:
+    """A fresh queue from the output and quarantine folders, the old file kept aside; never while a daemon runs."""
+    path = queue_path(folders.state)
+    if (pid := daemon_pid(folders.state)) is not None:
+        owner = f"a daemon (pid {pid})" if pid > 0 else "a daemon"
+        raise ConfigError(
+            f"cannot rebuild {path}: {owner} is running on {folders.state}; stop it first "
+            f"({f'kill {pid}' if pid > 0 else 'Ctrl-C'}, or stop its service), then run cutout queue rebuild again"
+        )
+    lock = acquire_lock(folders.state)  # also refuses a daemon that starts right now
+    try:
+        return _rebuild(folders, path=path, clock=clock)
+    finally:
+        lock.close()
+
+
+def _rebuild(folders: Folders, *, path: Path, clock: Callable[[], float]) -> RebuildReport:
+    if not folders.input.is_dir():
+        raise ConfigError(
+            f"folders.input: hot folder {folders.input} does not exist, so the rebuild cannot tell which cutouts "
+            "are done: mount or create it, then run cutout queue rebuild again"
+        )
+    previous = _describe(path)
+    building = path.with_name(path.name + BUILDING_SUFFIX)
+    _remove_with_side_files(building)  # a rebuild that died part-way
+    adopted, not_done = adopt_outputs(folders)
+    failed, notes = quarantined_jobs(folders, done={record.source for record in adopted})
+    queue = open_job_queue(building, clock=clock)
+    try:
+        queue.bind_input(folders.input)
+        queue.record_done(adopted)
+        queue.record_failed(failed)
+    finally:
+        queue.close()  # the last connection checkpoints: the WAL is merged into the file
+    moved = _move_aside(path, word="replaced" if previous == "was healthy" else "damaged", clock=clock)
+    _move_with_side_files(building, path)
+    return RebuildReport(path=path, previous=previous, moved=moved, done=len(adopted), quarantined=len(failed),
+                         not_done=not_done, notes=notes)
+
+
+def _describe(path: Path) -> str:
+    try:
+        health = inspect_queue(path)
+    except QueueError as exc:
+        return f"could not be read ({exc})"
+    return f"was {health.state}" if health.state in ("missing", "healthy") else health.problem
+
+
+def _move_aside(path: Path, *, word: str, clock: Callable[[], float]) -> list[Path]:
+    """The old file and its side files to `<name>.<word>-<UTC time>[-wal|-shm]`; what moved, main file first."""
+    present = [suffix for suffix in ("", *SIDE_FILES) if Path(f"{path}{suffix}").exists()]
+    if not present:
+        return []
+    stamp = datetime.fromtimestamp(clock(), UTC).strftime("%Y%m%dT%H%M%SZ")
+    target, count = path.with_name(f"{path.name}.{word}-{stamp}"), 2
+    while any(Path(f"{target}{suffix}").exists() for suffix in ("", *SIDE_FILES)):
+        target, count = path.with_name(f"{path.name}.{word}-{stamp}-{count}"), count + 1
+    for suffix in present:
+        os.rename(f"{path}{suffix}", f"{target}{suffix}")
+    sync_dir(path.parent)
+    return [Path(f"{target}{suffix}") for suffix in present]
+
+
+def _move_with_side_files(source: Path, target: Path) -> None:
+    # Side files first: the main file appearing last means a reader never sees it without them.
+    for suffix in (*SIDE_FILES, ""):
+        if Path(f"{source}{suffix}").exists():
+            os.rename(f"{source}{suffix}", f"{target}{suffix}")
+    sync_dir(target.parent)
+
+
+def _remove_with_side_files(path: Path) -> None:
+    for suffix in ("", *SIDE_FILES):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+
+
+# --- The done set: cutouts in the output folder ------------------------------------------------------
+def adopt_outputs(folders: Folders) -> tuple[list[DoneRecord], int]:
+    """Done records for inputs whose current cutout is in the output folder; and how many inputs have none."""
+    # A name that is not UTF-8 was never processed (it is refused as invalid_name): never done.
+    inputs = sorted(rel for rel in iter_inputs(folders.input) if is_candidate_name(rel.name) and is_storable(rel))
+    if not folders.output.is_dir():
+        return [], len(inputs)
+
+    def current(source: PurePosixPath, output: PurePosixPath) -> bool:
+        return is_current_cutout(folders.input / source, folders.output / output)
+
+    pairs = pair_outputs(inputs, exists=lambda rel: (folders.output / rel).is_file(), current=current)
+    records = [r for source, output in pairs.items() if (r := _done_record(folders, source, output)) is not None]
+    return records, len(inputs) - len(records)
+
+
+def pair_outputs(
+    inputs: Iterable[PurePosixPath],
+    *,
+    exists: Callable[[PurePosixPath], bool],
+    current: Callable[[PurePosixPath, PurePosixPath], bool],
+) -> dict[PurePosixPath, PurePosixPath]:
+    """Which input each existing cutout belongs to, by the layout rules (daemon/layout.py).
+
+    An input gets its own extension in the output name (`x.jpg` -> `x.jpg.png`, then
+    `x.jpg.2.png`) only when another input held `x.png`; so such names are paired first,
+    with the last of the run (the one given last). Then, in sorted order, each remaining
+    input takes its plain name if that holds a cutout newer than the input and nobody
+    has it yet. An input whose own-extension names exist never takes the plain name.
+    """
+    claimed: set[str] = set()
+    pairs: dict[PurePosixPath, PurePosixPath] = {}
+    plain: list[PurePosixPath] = []
+    for source in sorted(inputs):
+        displaced = list(_existing_run(source, exists=exists))
+        if not displaced:
+            plain.append(source)
+        elif current(source, displaced[-1]) and claim_key(displaced[-1]) not in claimed:
+            pairs[source] = displaced[-1]
+            claimed.add(claim_key(displaced[-1]))
+    for source in plain:
+        name = next(candidate_outputs(source))
+        if claim_key(name) not in claimed and exists(name) and current(source, name):
+            pairs[source] = name
+            claimed.add(claim_key(name))
+    return pairs
+
+
+def _existing_run(source: PurePosixPath, *, exists: Callable[[PurePosixPath], bool]) -> Iterator[PurePosixPath]:
+    """The own-extension output names of `source` that exist, up to the first one missing."""
+    names = candidate_outputs(source)
+    next(names)  # the plain name: shared by every input of that stem, no evidence of ownership
+    for name in names:
+        if not exists(name):
+            return
+        yield name
+
+
+def is_current_cutout(source: Path, output: Path) -> bool:
+    """A complete PNG written after the input last changed (content: mtime; arrival by copy or move: ctime)."""
+    try:
+        made, changed = output.stat(), source.stat()
+    except OSError:
+        return False
+    if not S_ISREG(made.st_mode) or made.st_mtime_ns < max(changed.st_mtime_ns, changed.st_ctime_ns):
+        return False
+    return _complete_png(output)
+
+
+def _complete_png(path: Path) -> bool:
+    try:
+        with open(path, "rb") as handle:
+            if handle.read(len(PNG_SIGNATURE)) != PNG_SIGNATURE:
+                return False
+        return file_truncation(path) is None
+    except OSError:
+        return False
+
+
+def _done_record(folders: Folders, source: PurePosixPath, output: PurePosixPath) -> DoneRecord | None:
+    path = folders.input / source
+    fingerprint = Fingerprint.read(path)
+    if fingerprint is None:
+        return None
+    try:
+        digest = content_hash(path)
+        finished = (folders.output / output).stat().st_mtime
+    except OSError:  # gone while we looked: the daemon's scan decides about it
+        return None
+    if Fingerprint.read(path) != fingerprint:  # changed while hashed: the hash may be of neither version
+        return None
+    return DoneRecord(source=source, output=output, fingerprint=fingerprint, content_hash=digest, finished_at=finished)
+
+
+# --- The failed set: error reports in the quarantine folder -----------------------------------------
+def quarantined_jobs(folders: Folders, *, done: set[PurePosixPath]) -> tuple[list[FailedRecord], list[str]]:
+    """One failed record per original path, from the newest error report; notes on reports not used."""
+    newest: dict[PurePosixPath, FailedRecord] = {}
+    notes: list[str] = []
+    for report in sorted(folders.quarantine.rglob(f"*{ERROR_SUFFIX}")) if folders.quarantine.is_dir() else []:
+        record = _failed_record(folders, report, notes=notes)
+        if record is None:
+            continue
+        if record.source in done or os.path.lexists(folders.input / record.source):
+            notes.append(f"{report}: {record.source} is in the hot folder again (that file is processed; "
+                         "this quarantined copy stays where it is)")
+            continue
+        older = newest.get(record.source)
+        if older is not None:
+            kept, dropped = (record, older) if record.finished_at >= older.finished_at else (older, record)
+            notes.append(f"{folders.quarantine / dropped.quarantine}: an older failure of {record.source}; "
+                         f"cutout retry works on the newest, {folders.quarantine / kept.quarantine}")
+            record = kept
+        newest[record.source] = record
+    return list(newest.values()), notes
+
+
+def _failed_record(folders: Folders, report: Path, *, notes: list[str]) -> FailedRecord | None:
+    quarantined = report.with_name(report.name.removesuffix(ERROR_SUFFIX))
+    try:
+        body = json.loads(report.read_text(encoding="utf-8"))
+        source = PurePosixPath(str(body["file"]))
+        reason, message = str(body["reason"]), str(body.get("message", ""))
+        attempts = int(body.get("attempts", 1))
+        first_seen, last = _timestamp(body.get("first_seen")), _timestamp(body.get("last_attempt"))
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        notes.append(f"{report}: not a readable error report ({exc}); left as it is")
+        return None
+    if source.is_absolute() or ".." in source.parts or source.name in ("", ".") or not is_storable(source):
+        notes.append(f"{report}: its file {source} is not a path inside the hot folder; left as it is")
+        return None
+    fingerprint = Fingerprint.read(quarantined)
+    if fingerprint is None:
+        notes.append(f"{report}: the quarantined file {quarantined} is not there; nothing to retry")
+        return None
+    when = last or first_seen or quarantined.stat().st_mtime
+    return FailedRecord(
+        source=source, fingerprint=fingerprint, reason=reason, message=message,
+        quarantine=PurePosixPath(quarantined.relative_to(folders.quarantine).as_posix()),
+        attempts=max(0, attempts), first_seen=first_seen or when, finished_at=when,
+    )
+
+
+def _timestamp(value: object) -> float | None:
+    if not isinstance(value, str):
+        return None
+    return datetime.fromisoformat(value).timestamp()
