@@ -22,7 +22,7 @@ import numpy.typing as npt
 import pytest
 
 from daemon.pipeline.constants import IMAGENET_MEAN, IMAGENET_STD
-from tests import tiny_models
+from tests import harness, tiny_models
 
 DARK, BRIGHT = 20, 230
 """Background and subject grey levels: the tiny models call > 0.6 * 255 foreground."""
@@ -101,6 +101,15 @@ def image_factory(tmp_path: Path) -> Callable[..., Path]:
         return write_image(tmp_path / "in" / rel, subject_image(*size, box))
 
     return make
+
+
+@pytest.fixture
+def started() -> Iterator[list[harness.DaemonProcess]]:
+    """Daemon processes a test starts: none outlives it."""
+    daemons: list[harness.DaemonProcess] = []
+    yield daemons
+    for daemon in daemons:
+        daemon.kill_if_running()
 
 
 @pytest.fixture(scope="session")

@@ -169,13 +169,18 @@ def test_an_undecodable_verdict_on_a_file_written_within_the_settle_window_is_a_
 
 
 # --- 5. a volume that goes away --------------------------------------------------------------
-def test_a_replaced_hot_folder_pauses_the_worker_and_no_job_changes_state(
-    folders: Folders, queue: JobQueue, clock: FakeClock, tmp_path: Path
-) -> None:
+def _worker_on_a_volume(folders: Folders, queue: JobQueue, clock: FakeClock) -> tuple[Worker, Volume]:
     add(folders, queue, "a.jpg")
     volume = Volume(folders.input, has_work=queue.has_work)
     worker = make_worker(folders, queue, clock)
     worker.volume = volume
+    return worker, volume
+
+
+def test_a_replaced_hot_folder_pauses_the_worker_and_no_job_changes_state(
+    folders: Folders, queue: JobQueue, clock: FakeClock, tmp_path: Path
+) -> None:
+    worker, volume = _worker_on_a_volume(folders, queue, clock)
     folders.input.rename(tmp_path / "share-contents")  # unmounted: an empty mount point stays
     folders.input.mkdir()
     assert not volume.check() and "another folder" in (volume.problem or "")
@@ -197,10 +202,7 @@ def test_a_file_that_vanished_with_its_volume_is_retried_not_marked_vanished(
 ) -> None:
     from daemon.errors import Vanished
 
-    add(folders, queue, "a.jpg")
-    volume = Volume(folders.input, has_work=queue.has_work)
-    worker = make_worker(folders, queue, clock)
-    worker.volume = volume
+    worker, volume = _worker_on_a_volume(folders, queue, clock)
     job = queue.claim()
     assert job is not None
     shutil.rmtree(folders.input)

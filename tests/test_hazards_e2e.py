@@ -8,7 +8,6 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,14 +20,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.skipif(sys.platform != "linux", reas
 
 FAST: dict[str, object] = {"pipeline": {"target_size": 256}}
 SMALL = (60, 80, (20, 15, 60, 45))
-
-
-@pytest.fixture
-def started() -> Iterator[list[harness.DaemonProcess]]:
-    daemons: list[harness.DaemonProcess] = []
-    yield daemons
-    for daemon in daemons:
-        daemon.kill_if_running()
 
 
 def _daemon(started: list[harness.DaemonProcess], root: Path, model: Path, **settings: Any) -> harness.DaemonProcess:

@@ -15,7 +15,6 @@ import sqlite3
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
 from contextlib import closing
 from dataclasses import replace
 from pathlib import Path, PurePosixPath
@@ -509,14 +508,6 @@ def test_doctor_runs_the_integrity_check_and_names_the_fix(folders: Folders, how
 
 
 # --- The real daemon process --------------------------------------------------------------------------------
-@pytest.fixture
-def started() -> Iterator[list[harness.DaemonProcess]]:
-    daemons: list[harness.DaemonProcess] = []
-    yield daemons
-    for daemon in daemons:
-        daemon.kill_if_running()
-
-
 def _cli(daemon: harness.DaemonProcess, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "daemon", *args, "--config", str(daemon.config)],
                           capture_output=True, text=True, timeout=120, check=False)
