@@ -73,23 +73,26 @@ def sync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def write_atomic(path: Path, data: bytes, *, mode: int = FILE_MODE) -> None:
+def write_atomic(path: Path, data: bytes, *, mode: int = FILE_MODE, durable: bool = True) -> None:
     """Write `data` to `path` so that `path` holds either the old or the new bytes, never a mix.
 
     `mode` defaults to the umask's; a caller whose reader demands a fixed mode (launchd
-    refuses a group-writable plist) passes it."""
+    refuses a group-writable plist) passes it. `durable=False` skips the flushes, for a
+    file that must never be seen half-written but need not survive a power cut."""
     fd, temp = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=TEMP_SUFFIX, dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
-            handle.flush()
-            sync_file(handle.fileno())
+            if durable:
+                handle.flush()
+                sync_file(handle.fileno())
         os.chmod(temp, mode)
         os.replace(temp, path)
     except BaseException:
         Path(temp).unlink(missing_ok=True)
         raise
-    sync_dir(path.parent)
+    if durable:
+        sync_dir(path.parent)
 
 
 def is_temp_name(name: str) -> bool:

@@ -10,11 +10,11 @@ it only while the daemon holds the lock, so a stale file is never shown.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+
+from daemon.atomic import write_atomic
 
 LIVE_FILE = "live.json"
 
@@ -54,21 +54,10 @@ class LiveState:
             return
         self._last = key
         snapshot = Live(updated=now, waiting=waiting, volume_problem=volume_problem)
-        _replace_quickly(self.path, json.dumps(snapshot.to_dict()).encode())
+        write_atomic(self.path, json.dumps(snapshot.to_dict()).encode(), durable=False)
 
     def clear(self) -> None:
         self.path.unlink(missing_ok=True)
-
-
-def _replace_quickly(path: Path, data: bytes) -> None:
-    fd, temp = tempfile.mkstemp(prefix=".live-", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
 
 
 def read_live(state: Path) -> Live | None:

@@ -264,16 +264,19 @@ class Daemon:
             self.stop.wait(tick)
 
     def _watch_once(self, next_scan: float) -> float:
-        if not self._volume_present():
-            self._publish()
-            return next_scan
+        if self._volume_present():
+            next_scan = self._settle(next_scan)
+        self._publish()
+        return next_scan
+
+    def _settle(self, next_scan: float) -> float:
+        """Rescan when due (or the hot folder just came back), then settle what is watched."""
         if self.monotonic() >= next_scan or self._rescan_now:
             self._rescan_now = False
             hinted = reconcile(root=self.folders.input, queue=self.queue, settler=self.settler)
             log.info("reconciled", new_or_changed=hinted)
             next_scan = self.monotonic() + self.settings.watch.reconcile_interval_seconds
         self.settler.run_once()
-        self._publish()
         return next_scan
 
     def _volume_present(self) -> bool:

@@ -62,7 +62,8 @@ class Identity:
 
 
 class Volume:
-    """The hot folder's presence; `watch()` per tick updates `available`, `check()` looks now."""
+    """The hot folder's presence: `check()` looks now (the watch thread, every tick; the worker,
+    before a verdict on a missing file) and `available` is what the last look found."""
 
     def __init__(self, root: Path, *, has_work: Callable[[], bool]) -> None:
         self.root, self.has_work = root, has_work
@@ -81,21 +82,26 @@ class Volume:
             self.problem = self._missing() if self.problem is None else self._still_missing()
             return self.problem is None
 
-    def _missing(self) -> str | None:
+    def _look(self) -> Identity | str:
+        """The hot folder's identity now, or why it cannot be read."""
         try:
-            now = Identity.of(self.root)
+            return Identity.of(self.root)
         except OSError as exc:
             return f"cannot read the hot folder: {exc.strerror or exc}"
+
+    def _missing(self) -> str | None:
+        now = self._look()
+        if isinstance(now, str):
+            return now
         if (now.device, now.inode) != (self.armed.device, self.armed.inode):
             return "the hot folder is another folder now (its volume was unmounted or it was replaced)"
         return self._empty_with_work()
 
     def _still_missing(self) -> str | None:
         """While gone: back once readable, mounted again if it was a mount, and not empty."""
-        try:
-            now = Identity.of(self.root)
-        except OSError as exc:
-            return f"cannot read the hot folder: {exc.strerror or exc}"
+        now = self._look()
+        if isinstance(now, str):
+            return now
         if self.armed.mount_point and not now.mount_point:
             return "the hot folder's volume is not mounted"
         if (problem := self._empty_with_work()) is not None:

@@ -20,7 +20,6 @@ import structlog
 from daemon.errors import (
     Crashed,
     FileChanged,
-    InvalidName,
     JobError,
     NameTooLong,
     PermanentError,

@@ -46,6 +46,14 @@ def _settle(settler: Settler, clock: FakeClock, *rels: str) -> None:
     settler.run_once()
 
 
+def _settled_empty_file(folders: Folders, queue: JobQueue, clock: FakeClock, name: str) -> Settler:
+    """A settler that has watched an empty file (a writer that created it and paused) past the window."""
+    (folders.input / name).touch()
+    settler = _settler(folders, queue, clock)
+    _settle(settler, clock, name)
+    return settler
+
+
 # --- 1. one file can stop the whole hot folder ------------------------------------------
 def _put(path: Path, source: Path) -> None:
     """Rename by bytes: OpenCV crashes on a `str` path that holds undecodable bytes."""
@@ -141,9 +149,7 @@ def test_reading_files_in_the_hot_folder_wakes_nothing(folders: Folders) -> None
 def test_an_empty_file_is_not_finished_until_the_incomplete_timeout(
     folders: Folders, queue: JobQueue, clock: FakeClock
 ) -> None:
-    (folders.input / "created.jpg").touch()
-    settler = _settler(folders, queue, clock)
-    _settle(settler, clock, "created.jpg")
+    settler = _settled_empty_file(folders, queue, clock, "created.jpg")
     assert queue.get(P("created.jpg")) is None and settler.waiting()[0].incomplete
     clock.now += 30
     settler.run_once()
@@ -275,9 +281,7 @@ def test_status_lists_files_still_settling_or_incomplete_from_the_running_daemon
 ) -> None:
     from daemon.live import LiveState
 
-    (folders.input / "empty.jpg").touch()
-    settler = _settler(folders, queue, clock)
-    _settle(settler, clock, "empty.jpg")
+    settler = _settled_empty_file(folders, queue, clock, "empty.jpg")
     LiveState(folders.state / "live.json").publish(waiting=settler.waiting(), volume_problem=None, now=time.time())
     live = read_live(folders.state)
     assert live is not None and [(w.path, w.size, w.incomplete) for w in live.waiting] == [("empty.jpg", 0, True)]
