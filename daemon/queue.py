@@ -11,12 +11,16 @@ A job is one input file, keyed by its path relative to the hot folder:
   `done` rows are how a restart knows not to redo a file.
 - `stage` says which job is inside a stage (decode, inference, finish) right
   now; it is written without an fsync, since it only has to survive the
-  process, not the machine. When the process dies (segfault, OOM kill, `kill -9`),
-  start-up reads it: a job that was claimed but not inside a stage is an innocent
-  bystander and goes back untouched; jobs that were inside a stage become
-  *suspects*. A suspect runs alone, before any other work, so a crash while it
-  runs can only be its own: that is the one `crashes` counts, and
-  `max_attempts` of them quarantine the file as `crashed`.
+  process, not the machine. When the process dies, start-up reads it: a job
+  that was claimed but not inside a stage is an innocent bystander and goes
+  back untouched; jobs that were inside a stage become *suspects*. A suspect
+  runs alone, before any other work, so a death while it runs can only be its
+  own. How the process died decides what that death counts as: a crash of its
+  own (segfault, abort: `daemon.crashreport` found a report) counts in
+  `crashes`, and `max_attempts` of them quarantine the file as `crashed`; a
+  kill from outside (`kill -9`, a stop timeout, the OOM killer, a power cut)
+  counts in `kills`, whose much higher limit only stops a file that gets the
+  process killed every time (out of memory) from blocking the folder forever.
 - Every statement runs through `db()`: one lock, `BEGIN IMMEDIATE`, commit or
   roll back.
 """
@@ -64,7 +68,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     finished_at REAL,
     stage TEXT,                           -- the stage it is in now (decode, inference, finish)
     suspect INTEGER NOT NULL DEFAULT 0,   -- was inside a stage when the process died
-    crashes INTEGER NOT NULL DEFAULT 0    -- the process died while it ran alone
+    crashes INTEGER NOT NULL DEFAULT 0,   -- the process crashed (a fatal signal) while it ran alone
+    kills INTEGER NOT NULL DEFAULT 0      -- the process was killed from outside while it ran alone
 );
 CREATE INDEX IF NOT EXISTS jobs_ready ON jobs (state, retry_at, id);
 """
@@ -73,6 +78,7 @@ ADDED_COLUMNS = {
     "stage": "TEXT",
     "suspect": "INTEGER NOT NULL DEFAULT 0",
     "crashes": "INTEGER NOT NULL DEFAULT 0",
+    "kills": "INTEGER NOT NULL DEFAULT 0",
 }
 """Columns newer than the first release: added to an older database when it is opened."""
 
@@ -98,6 +104,7 @@ class Job:
     stage: str | None = None
     suspect: bool = False
     crashes: int = 0
+    kills: int = 0
 
     @property
     def unfinished_starts(self) -> int:
@@ -148,6 +155,7 @@ def _job(row: sqlite3.Row) -> Job:
         stage=row["stage"],
         suspect=bool(row["suspect"]),
         crashes=row["crashes"],
+        kills=row["kills"],
     )
 
 
@@ -183,7 +191,8 @@ class Recovery:
 
     released: int  # claimed but in no stage: back to pending, the start not counted
     suspects: int  # inside a stage: each will run alone before any other work
-    blamed: int  # the one job in a stage: its crash counted
+    blamed: int  # the one job in a stage, and the process crashed: counted in `crashes`
+    killed: int  # the one job in a stage, and the process was killed: counted in `kills`
 
 
 def _connect(path: Path) -> sqlite3.Connection:
@@ -368,32 +377,35 @@ class JobQueue:
         return True
 
     # --- running work -----------------------------------------------------------
-    def recover(self) -> Recovery:
+    def recover(self, *, crashed: bool) -> Recovery:
         """At start-up: jobs left `running` by a dead process go back to `pending`.
 
         Bystanders (claimed, but in no stage) get their start back. Jobs that were in a
-        stage become suspects; when exactly one was, the crash was its alone, and counts.
+        stage become suspects; when exactly one was, the death was its alone, and counts
+        as a crash (`crashed`: the process left a crash report) or else as a kill.
         """
+        counter = "crashes" if crashed else "kills"
         with self.db() as conn:
             rows = conn.execute("SELECT id FROM jobs WHERE state = 'running' AND stage IS NOT NULL").fetchall()
             in_stage = [row["id"] for row in rows]
-            blamed = in_stage if len(in_stage) == 1 else []
-            conn.executemany("UPDATE jobs SET crashes = crashes + 1 WHERE id = ?", [(i,) for i in blamed])
+            alone = in_stage if len(in_stage) == 1 else []
+            conn.executemany(f"UPDATE jobs SET {counter} = {counter} + 1 WHERE id = ?", [(i,) for i in alone])
             # Several in a stage: none is to blame yet, so none keeps an unfinished start.
             conn.execute(
                 "UPDATE jobs SET suspect = 1, finished_attempts = finished_attempts + ?"
-                " WHERE state = 'running' AND stage IS NOT NULL", (0 if blamed else 1,)
+                " WHERE state = 'running' AND stage IS NOT NULL", (0 if alone else 1,)
             )
             released = conn.execute(
                 "UPDATE jobs SET attempts = MAX(0, attempts - 1) WHERE state = 'running' AND stage IS NULL"
             ).rowcount
             conn.execute("UPDATE jobs SET state = 'pending', stage = NULL WHERE state = 'running'")
-        return Recovery(released=released, suspects=len(in_stage), blamed=len(blamed))
+        return Recovery(released=released, suspects=len(in_stage), blamed=len(alone) if crashed else 0,
+                        killed=0 if crashed else len(alone))
 
     def claim(self, *, suspect_ok: bool = True) -> Job | None:
         """The next ready pending job, now `running`, its attempt counted.
 
-        Suspects come first, the least crashed of them first. While one is waiting,
+        Suspects come first, the one that died least with the process first. While one is waiting,
         nothing else is claimed; with `suspect_ok=False` (other work still in flight)
         nothing is, so that the suspect runs alone.
         """
@@ -401,7 +413,7 @@ class JobQueue:
         with self.db() as conn:
             row = conn.execute(
                 "SELECT id, suspect FROM jobs WHERE state = 'pending' AND retry_at <= ?"
-                " ORDER BY suspect DESC, crashes, retry_at, id LIMIT 1", (now,)
+                " ORDER BY suspect DESC, crashes + kills, retry_at, id LIMIT 1", (now,)
             ).fetchone()
             if row is None or (row["suspect"] and not suspect_ok):
                 return None

@@ -31,10 +31,11 @@ import structlog
 from watchdog.observers.api import BaseObserver
 
 from daemon.atomic import access_problem, is_temp_name, make_private_dir
+from daemon.crashreport import CRASH_REPORT_FILE, CrashReport
 from daemon.errors import ConfigError, JobError, ModelLoadError, QueueDamaged, from_sqlite_error, is_queue_damage
 from daemon.outputs import Folders, apply_originals_policy
 from daemon.pipeline import MatteModel
-from daemon.queue import Fingerprint, JobQueue
+from daemon.queue import Fingerprint, JobQueue, Recovery
 from daemon.settings import Settings, cpu_threads, image_options, in_flight
 from daemon.live import LIVE_FILE, LiveState
 from daemon.volume import Volume
@@ -45,7 +46,7 @@ log = structlog.get_logger("cutout.daemon")
 
 QUEUE_FILE = "queue.sqlite3"
 LOCK_FILE = "daemon.lock"
-STATE_FILES = (QUEUE_FILE, f"{QUEUE_FILE}-wal", f"{QUEUE_FILE}-shm", LOCK_FILE)
+STATE_FILES = (QUEUE_FILE, f"{QUEUE_FILE}-wal", f"{QUEUE_FILE}-shm", LOCK_FILE, CRASH_REPORT_FILE)
 """What the daemon writes in the state folder: start-up refuses any of them it cannot write."""
 EXIT_LOOP_FAILED = 1
 EXIT_SECOND_SIGNAL = 130
@@ -163,7 +164,7 @@ class Daemon:
         self.queue = JobQueue(self.folders.state / QUEUE_FILE, clock=self.clock)
         self.queue.bind_input(self.folders.input)
         self.queue.remember_folders({"quarantine": self.folders.quarantine, "output": self.folders.output})
-        recovered = self.queue.recover()
+        recovered = self._recover()
         self.volume = Volume(self.folders.input, has_work=self.queue.has_work)
         swept = sum(sweep_temp_files(f) for f in (self.folders.output, self.folders.quarantine, self.folders.archive))
         self._warm_up()
@@ -177,6 +178,16 @@ class Daemon:
         self._watch_thread.start()
         log.info("daemon_started", recovered_running_jobs=asdict(recovered), stale_temp_files=swept,
                  **self._describe())
+
+    def _recover(self) -> Recovery:
+        """Jobs a dead process left running, judged by how it died; then arm the crash report."""
+        self._crash_report = CrashReport(self.folders.state / CRASH_REPORT_FILE)
+        report = self._crash_report.previous()
+        if report:
+            log.error("previous_process_crashed", report=report)
+        recovered = self.queue.recover(crashed=bool(report))
+        self._crash_report.arm()
+        return recovered
 
     def _observer(self) -> BaseObserver:
         watch = self.settings.watch
@@ -314,6 +325,7 @@ class Daemon:
         self._live.clear()
         counts = self.queue.counts()
         self.queue.close()
+        self._crash_report.disarm()
         log.info("daemon_stopped", exit_code=self.exit_code, **counts)
 
 

@@ -50,6 +50,12 @@ from daemon.stages import Stages, Task
 
 log = structlog.get_logger("cutout.worker")
 
+MAX_KILLS_ALONE = 10
+"""Outside kills (`kill -9`, a stop timeout, a power cut) that land while a file runs alone
+are rarely its fault, so they count far less than crashes; this many still quarantine a
+file that gets the process killed every time it runs (the OOM killer), so that the
+folder behind it is not blocked forever."""
+
 
 @dataclass(frozen=True)
 class _Claimed:
@@ -126,7 +132,15 @@ class Worker:
         """Why a claimed job must not run at all, or None."""
         job, limit = claimed.job, self.queue_settings.max_attempts
         if job.crashes >= limit:
-            return Crashed(f"the daemon died {job.crashes} times while processing only this file")
+            return Crashed(
+                f"the daemon died {job.crashes} times while processing only this file, each time of a crash"
+                " (its traceback is in the log as previous_process_crashed)"
+            )
+        if job.kills >= MAX_KILLS_ALONE:
+            return Crashed(
+                f"the daemon died {job.kills} times while processing only this file, each time killed from"
+                " outside without a crash report: most likely out of memory"
+            )
         if name_bytes(job.output.name) > NAME_MAX:
             return NameTooLong(
                 f"its cutout's name would be {name_bytes(job.output.name)} bytes, above the file system's limit"

@@ -173,6 +173,7 @@ def test_an_input_that_kills_the_process_is_quarantined_after_max_attempts(tmp_p
                         or bool(daemon.quarantined()), what="death or quarantine", timeout=90)
     assert daemon.quarantined() == {"poison.png": "crashed"}
     assert starts == 3  # two deaths, then quarantined on the third start without running it
+    assert len(daemon.events("previous_process_crashed")) == 2  # each death's traceback, logged at the next start
     write_image(daemon.input / "good.png", subject_image(60, 80, (20, 15, 60, 45)))
     daemon.wait_for(lambda: daemon.outputs() == ["good.png"], what="a good file after the poison")
     assert daemon.stop() == 0

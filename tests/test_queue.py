@@ -39,20 +39,30 @@ def test_a_new_file_becomes_a_pending_job_and_claiming_counts_the_attempt(queue:
 def test_a_job_claimed_but_in_no_stage_when_the_process_died_goes_back_uncharged(queue: JobQueue) -> None:
     queue.offer(P("a.jpg"), FP)
     queue.claim()
-    assert queue.recover() == Recovery(released=1, suspects=0, blamed=0)
+    assert queue.recover(crashed=True) == Recovery(released=1, suspects=0, blamed=0, killed=0)
     job = queue.claim()
     assert job is not None and job.attempts == 1 and job.crashes == 0 and not job.suspect
 
 
-def test_the_only_job_inside_a_stage_when_the_process_died_is_charged_with_the_crash(queue: JobQueue) -> None:
+def test_the_only_job_inside_a_stage_when_the_process_crashed_is_charged_with_the_crash(queue: JobQueue) -> None:
     for name in ("a.jpg", "b.jpg", "c.jpg"):
         queue.offer(P(name), FP)
     a, _, _ = queue.claim(), queue.claim(), queue.claim()
     assert a is not None
     queue.mark_stage(a, "inference")
-    assert queue.recover() == Recovery(released=2, suspects=1, blamed=1)
+    assert queue.recover(crashed=True) == Recovery(released=2, suspects=1, blamed=1, killed=0)
     again = queue.get(P("a.jpg"))
-    assert again is not None and again.crashes == 1 and again.suspect and again.stage is None
+    assert again is not None and (again.crashes, again.kills) == (1, 0) and again.suspect and again.stage is None
+
+
+def test_the_only_job_inside_a_stage_when_the_process_was_killed_counts_a_kill_not_a_crash(queue: JobQueue) -> None:
+    queue.offer(P("a.jpg"), FP)
+    a = queue.claim()
+    assert a is not None
+    queue.mark_stage(a, "decode")
+    assert queue.recover(crashed=False) == Recovery(released=0, suspects=1, blamed=0, killed=1)
+    again = queue.get(P("a.jpg"))
+    assert again is not None and (again.crashes, again.kills) == (0, 1) and again.suspect
 
 
 def test_several_jobs_inside_stages_become_suspects_that_run_first_and_alone(queue: JobQueue) -> None:
@@ -62,29 +72,34 @@ def test_several_jobs_inside_stages_become_suspects_that_run_first_and_alone(que
     for job, stage in zip(jobs, ("decode", "inference", "finish"), strict=True):
         assert job is not None
         queue.mark_stage(job, stage)
-    assert queue.recover() == Recovery(released=0, suspects=3, blamed=0)
+    assert queue.recover(crashed=True) == Recovery(released=0, suspects=3, blamed=0, killed=0)
     assert all(job is not None and job.crashes == 0 for job in map(queue.get, (P("a.jpg"), P("b.jpg"))))
     assert queue.claim(suspect_ok=False) is None  # other work in flight: the suspect waits, and so does the rest
     first = queue.claim()
     assert first is not None and first.suspect and first.source == P("a.jpg")
 
 
-def test_suspects_that_crash_alone_take_turns_so_an_external_kill_convicts_nobody(queue: JobQueue) -> None:
+@pytest.mark.parametrize("crashed", [True, False])
+def test_suspects_that_die_alone_take_turns_so_a_run_of_deaths_convicts_nobody_early(
+    queue: JobQueue, crashed: bool
+) -> None:
     for name in ("a.jpg", "b.jpg"):
         queue.offer(P(name), FP)
     for job in (queue.claim(), queue.claim()):
         assert job is not None
         queue.mark_stage(job, "decode")
-    queue.recover()
+    queue.recover(crashed=crashed)
     order = []
-    for _ in range(4):  # killed every time, whatever runs alone
+    for _ in range(4):  # the process dies every time, whatever runs alone
         job = queue.claim()
         assert job is not None
         order.append(job.source.name)
         queue.mark_stage(job, "inference")
-        queue.recover()
+        queue.recover(crashed=crashed)
     assert order == ["a.jpg", "b.jpg", "a.jpg", "b.jpg"]
-    assert max(job.crashes for job in map(queue.get, (P("a.jpg"), P("b.jpg"))) if job) == 2
+    jobs = [job for job in map(queue.get, (P("a.jpg"), P("b.jpg"))) if job]
+    assert max(job.crashes if crashed else job.kills for job in jobs) == 2
+    assert max(job.kills if crashed else job.crashes for job in jobs) == 0
 
 
 def test_an_older_database_gains_the_new_columns_when_opened(tmp_path: Path) -> None:

@@ -162,7 +162,26 @@ def test_a_file_that_killed_the_process_max_attempts_times_is_quarantined_unrun(
     worker.close()
     assert model.calls == 0
     report = json.loads((folders.quarantine / "poison.jpg.error.json").read_text())
-    assert report["reason"] == "crashed" and "died 3 times" in report["message"]
+    assert report["reason"] == "crashed" and "died 3 times" in report["message"] and "a crash" in report["message"]
+
+
+def test_outside_kills_while_a_file_runs_alone_quarantine_it_only_at_the_higher_kill_limit(
+    folders: Folders, queue: JobQueue, clock: FakeClock
+) -> None:
+    from daemon.worker import MAX_KILLS_ALONE
+
+    add(folders, queue, "innocent.jpg")
+    crash_alone(queue, times=MAX_KILLS_ALONE - 1, crashed=False)  # far more than max_attempts (3)
+    worker = make_worker(folders, queue, clock)
+    drain(worker, queue)
+    assert queue.counts()["done"] == 1 and not (folders.quarantine / "innocent.jpg.error.json").exists()
+    add(folders, queue, "oom.jpg")
+    crash_alone(queue, times=MAX_KILLS_ALONE, crashed=False)
+    drain(worker, queue)
+    worker.close()
+    report = json.loads((folders.quarantine / "oom.jpg.error.json").read_text())
+    assert report["reason"] == "crashed" and f"died {MAX_KILLS_ALONE} times" in report["message"]
+    assert "out of memory" in report["message"]
 
 
 @pytest.mark.parametrize("policy", ["archive", "delete"])
@@ -308,13 +327,14 @@ def test_a_quarantine_that_cannot_be_written_sends_the_job_back_and_the_loop_goe
     assert queue.counts() == {"pending": 2, "running": 0, "done": 0, "failed": 0}
 
 
-def crash_alone(queue: JobQueue, *, times: int) -> None:
-    """The next job dies with the process `times` times, each time alone inside the model."""
+def crash_alone(queue: JobQueue, *, times: int, crashed: bool = True) -> None:
+    """The next job dies with the process `times` times, each time alone inside the model:
+    a crash of its own (`crashed`) or a kill from outside."""
     for _ in range(times):
         job = queue.claim()
         assert job is not None
         queue.mark_stage(job, "inference")
-        queue.recover()
+        queue.recover(crashed=crashed)
 
 
 def test_a_verdict_on_a_file_that_changed_since_its_claim_becomes_a_retry(

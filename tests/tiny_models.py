@@ -282,20 +282,19 @@ POISON_RGB: Final[tuple[int, int, int]] = (255, 0, 255)
 
 _POISON_CHECK: Final[str] = """\
     def forward(self, x):
-        # Magenta top-left corner (normalised R > 2.2, G < -2.0): die like a segfault would.
+        # Magenta top-left corner (normalised R > 2.2, G < -2.0): a real segfault, reading address 0.
         if bool((x[0, 0, :8, :8] > 2.2).all()) and bool((x[0, 1, :8, :8] < -2.0).all()):
-            import os
-            import signal
+            import ctypes
 
-            os.kill(os.getpid(), signal.SIGKILL)
+            ctypes.string_at(0)
 """
 
 
 def build_poison_hf_model_dir(path: Path) -> Path:
-    """The bright-pixel HF model, except that a `POISON_RGB` corner kills the process.
+    """The bright-pixel HF model, except that a `POISON_RGB` corner segfaults the process.
 
     Stands in for an input that crashes the worker (a segfault in a decoder or
-    the GPU driver, an OOM kill), so crash-loop protection is tested for real.
+    the GPU driver), so crash-loop protection is tested for real.
     """
     build_hf_model_dir(path)
     modeling = path / f"{HF_MODEL_MODULE}.py"
