@@ -22,7 +22,9 @@ from daemon.layout import iter_inputs, plan_outputs
 from daemon.outputs import check_folder_rules
 from daemon.stages import Stages, Task
 from daemon.atomic import write_atomic
-from daemon.pipeline import Cutout, ImageOptions, MatteModel, PipelineParams, Prepared
+from daemon.pipeline.constants import ImageOptions, PipelineParams
+from daemon.pipeline.matte import MatteModel
+from daemon.pipeline.pipeline import Cutout, Prepared
 from daemon.pipeline.pipeline import DEFAULTS
 
 log = structlog.get_logger("cutout.process")

@@ -13,31 +13,25 @@ import platform
 import shlex
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeAlias
+from typing import TYPE_CHECKING, TypeAlias
 
 import structlog
 from platformdirs import user_state_dir
 
 from daemon import __version__
 from daemon.errors import ConfigError, CutoutError, QueueDamaged
-from daemon.fetch import (
-    PIN_FILE_NAME,
-    Downloader,
-    LoadPlan,
-    ModelStore,
-    fetch_model,
-    hub_download,
-    is_hub_model,
-    plan_load,
-)
+from daemon.fetch import PIN_FILE_NAME, Downloader, ModelStore, fetch_model, hub_download, is_hub_model
 from daemon.logs import configure_logging
 from daemon.outputs import Folders
-from daemon.pipeline.model import DEVICE_NAMES, LoadedModel, ModelSpec, choose_device, load_model, parse_model_spec
-from daemon import service
-from daemon.service import DEFAULT_LABEL, AgentSpec, AgentStatus, Host, ServiceChange
+from daemon.pipeline.modelspec import DEVICE_NAMES
+from daemon.service import DEFAULT_LABEL, Host
+from daemon.service import commands as service_commands
 from daemon.settings import cpu_threads, image_options, in_flight, load_settings, Settings
+
+if TYPE_CHECKING:
+    from daemon.pipeline.model import LoadedModel
 
 log = structlog.get_logger("cutout")
 
@@ -251,29 +245,11 @@ def store_for(settings: Settings, ctx: Context, *, cache: Path | None = None) ->
 
 
 def open_model(settings: Settings, *, ctx: Context, device: str | None = None, progress: bool = False) -> LoadedModel:
-    """Load the configured model; a hub model on its pinned revision, offline (fetched first if never pinned)."""
-    spec = parse_model_spec(settings.model.name)
-    plan = _load_plan(spec, settings=settings, ctx=ctx, progress=progress)
-    return load_model(
-        spec,
-        device=choose_device(device or settings.model.device),
-        revision=plan.revision,
-        offline=plan.offline,
-        size=settings.pipeline.target_size,
-    )
+    """The configured model, from this process's model store (see `daemon.loading`)."""
+    from daemon.loading import open_model as open_configured
 
-
-def _load_plan(spec: ModelSpec, *, settings: Settings, ctx: Context, progress: bool) -> LoadPlan:
-    store = store_for(settings, ctx)
-    model = settings.model
-    plan = plan_load(spec, revision=model.revision, offline=model.offline, store=store)
-    if not plan.needs_fetch:
-        return plan
-    # First use of a hub model: download and pin it now, exactly as `cutout model fetch`
-    # would; every later start then loads that commit offline.
-    pin = fetch_model(spec, revision=model.revision, store=store, downloader=ctx.downloader, progress=progress)
-    log.info("model_pinned", model=str(spec), revision=pin.revision, pin_file=str(store.pin_file))
-    return plan_load(spec, revision=model.revision, offline=model.offline, store=store)
+    return open_configured(settings, store=store_for(settings, ctx), downloader=ctx.downloader, device=device,
+                           progress=progress)
 
 
 # --- Handlers ----------------------------------------------------------------------------------
@@ -303,7 +279,8 @@ def cmd_process(args: argparse.Namespace, settings: Settings, ctx: Context) -> i
 def cmd_watch(args: argparse.Namespace, settings: Settings, ctx: Context) -> int:
     from daemon.outputs import validate_folders
     from daemon.rebuild import prepare_queue
-    from daemon.runner import STATE_FILES, Daemon, daemon_pid, install_signal_handlers
+    from daemon.runner import Daemon, install_signal_handlers
+    from daemon.statedir import STATE_FILES, daemon_pid
     from daemon.nativelog import capture_native_stderr
 
     folders = folders_from(settings, ctx)
@@ -387,7 +364,7 @@ def cmd_model_export(args: argparse.Namespace, settings: Settings, ctx: Context)
 
 
 def cmd_model_fetch(args: argparse.Namespace, settings: Settings, ctx: Context) -> int:
-    spec = parse_model_spec(settings.model.name)
+    spec = settings.model.spec
     store = store_for(settings, ctx)
     before = store.pin(spec) if is_hub_model(spec) else None
     revision = settings.model.revision
@@ -399,143 +376,19 @@ def cmd_model_fetch(args: argparse.Namespace, settings: Settings, ctx: Context) 
     return EXIT_OK
 
 
-# --- Service handlers ------------------------------------------------------------------------------
+# --- Service handlers (daemon.service.commands) ---------------------------------------------------
 def cmd_service_install(args: argparse.Namespace, settings: Settings, ctx: Context) -> int:
-    spec = checked_agent_spec(args, settings=settings, ctx=ctx)
-    host = ctx.host
-    if _uses_launchd(args, host=host):
-        change = service.install(spec=spec, home=host.home, uid=host.uid, launchctl=service.Launchctl(),
-                                 dry_run=args.dry_run)
-    elif args.systemd:
-        change = service.install_systemd(spec=spec, home=host.home, systemctl=service.Systemctl(), dry_run=args.dry_run)
-    else:
-        return _show_systemd_unit(spec, home=host.home)
-    _print_change(change)
-    _print_installed(spec, settings=settings, ctx=ctx, launchd=_uses_launchd(args, host=host))
-    return EXIT_OK
+    store = store_for(settings, ctx, cache=ctx.hf_home / "hub")  # the service gets HF_HOME only
+    return service_commands.install(config=args.config, label=args.label, systemd=args.systemd,
+                                    dry_run=args.dry_run, settings=settings, ctx=ctx, store=store)
 
 
 def cmd_service_uninstall(args: argparse.Namespace, settings: Settings, ctx: Context) -> int:
-    host, label = ctx.host, service.check_label(args.label)
-    if _uses_launchd(args, host=host):
-        change = service.uninstall(label=label, home=host.home, uid=host.uid, launchctl=service.Launchctl(),
-                                   dry_run=args.dry_run)
-    else:
-        change = service.uninstall_systemd(label=label, home=host.home, systemctl=service.Systemctl(),
-                                           dry_run=args.dry_run)
-    _print_change(change)
-    return EXIT_OK
+    return service_commands.uninstall(label=args.label, systemd=args.systemd, dry_run=args.dry_run, host=ctx.host)
 
 
 def cmd_service_status(args: argparse.Namespace, settings: Settings, ctx: Context) -> int:
-    host, label = ctx.host, service.check_label(args.label)
-    launchd = _uses_launchd(args, host=host)
-    found = service.service_status(host=host, label=label, systemd=not launchd)
-    manager = f"launchd, gui/{host.uid}" if launchd else "systemd --user"
-    file = (service.agent_plist_path if launchd else service.systemd_unit_path)(label=label, home=host.home)
-    print(f"{label} ({manager})")
-    for line in [f"file: {file}", *_status_lines(found), f"logs: {service.default_log_dir(host=host, label=label)}"]:
-        print(f"  {line}")
-    return EXIT_OK if found.pid is not None else EXIT_FAILED
-
-
-def _status_lines(found: AgentStatus) -> list[str]:
-    running = f"{found.state or 'unknown'}" + (f" (pid {found.pid})" if found.pid is not None else "")
-    return [
-        f"installed: {'yes' if found.installed else 'no'}",
-        f"loaded: {'yes' if found.loaded else 'no'}",
-        f"state: {running if found.loaded else 'not loaded'}",
-        f"last exit status: {'none' if found.last_exit_status is None else found.last_exit_status}",
-    ]
-
-
-def _uses_launchd(args: argparse.Namespace, *, host: Host) -> bool:
-    return host.is_macos and not args.systemd
-
-
-def checked_agent_spec(args: argparse.Namespace, *, settings: Settings, ctx: Context) -> AgentSpec:
-    """The service's spec, only for a config the daemon will accept: a broken one is never installed."""
-    if args.config is None:
-        raise ConfigError("give the settings file the service runs with: --config F (see config/default.yaml)")
-    installs = not args.dry_run and (args.systemd or _uses_launchd(args, host=ctx.host))
-    _check_folders(folders_from(settings, ctx), settings=settings, dry_run=not installs)
-    choose_device(settings.model.device)  # e.g. `mps` on a machine without it
-    _refuse_unfetched_model(settings, ctx=ctx, config=args.config)
-    return agent_spec(settings, ctx=ctx, config=args.config, label=args.label)
-
-
-def _check_folders(folders: Folders, *, settings: Settings, dry_run: bool) -> None:
-    from daemon.doctor import check_folders
-    from daemon.outputs import check_folder_rules, check_state_files, used_folders, validate_folders
-    from daemon.runner import STATE_FILES
-
-    if not dry_run:
-        validate_folders(folders, policy=settings.originals, state_files=STATE_FILES)  # the daemon's own check
-        return
-    # The same refusals without creating any folder: a dry run changes nothing.
-    check_folder_rules(used_folders(folders, policy=settings.originals))
-    failed = next((c for c in check_folders(folders, policy=settings.originals) if not c.ok), None)
-    if failed is not None:
-        raise ConfigError(f"{failed.name}: {failed.detail}")
-    check_state_files(folders.state, names=STATE_FILES)
-
-
-def agent_spec(settings: Settings, *, ctx: Context, config: Path, label: str) -> AgentSpec:
-    made = service.default_spec(
-        config=config, label=label, home=ctx.host.home, python=ctx.host.python, hf_home=ctx.hf_home,
-        log_dir=service.default_log_dir(host=ctx.host, label=label),
-        offline=True,  # a hub model must be pinned and cached (checked), a local one needs no network
-    )
-    return replace(made, log_file=settings.logging.file or made.log_file)
-
-
-def _refuse_unfetched_model(settings: Settings, *, ctx: Context, config: Path) -> None:
-    spec = parse_model_spec(settings.model.name)
-    if not is_hub_model(spec):
-        if spec.kind == "torchscript" and not Path(spec.source).is_file():
-            raise ConfigError(f"model.name: model file {spec.source} does not exist")
-        return
-    # The service gets HF_HOME only, so it reads HF_HOME/hub: check the pin against that cache.
-    store = store_for(settings, ctx, cache=ctx.hf_home / "hub")
-    plan = plan_load(spec, revision=settings.model.revision, offline=True, store=store)
-    if plan.pin is None:
-        raise ConfigError(
-            f"model {spec} has not been fetched: run `cutout model fetch --config {config}` first "
-            "(the service runs offline, on the exact revision fetched)"
-        )
-
-
-def _show_systemd_unit(spec: AgentSpec, *, home: Path) -> int:
-    print(
-        "launchd is macOS-only, so nothing was installed. The equivalent systemd user unit is below;\n"
-        "install it with: cutout service install --systemd --config F",
-        file=sys.stderr,
-    )
-    print(f"# {service.systemd_unit_path(label=spec.label, home=home)}")
-    print(service.render_systemd_unit(spec), end="")
-    return EXIT_FAILED
-
-
-def _print_change(change: ServiceChange) -> None:
-    if change.dry_run and change.content is not None:
-        print(change.content, end="" if change.content.endswith("\n") else "\n")
-    for line in change.lines():
-        print(line)
-
-
-def _print_installed(spec: AgentSpec, *, settings: Settings, ctx: Context, launchd: bool) -> None:
-    from daemon.doctor import check_privacy, service_paths
-
-    logging = settings.logging
-    print(f"log: {spec.log_file} (JSON lines, rotated at {logging.max_bytes} bytes, {logging.backups} kept); "
-          f"start-up errors: {spec.log_dir / 'stderr.log'}")
-    if not launchd:
-        return
-    paths = service_paths(host=ctx.host, config=spec.config, folders=folders_from(settings, ctx),
-                          policy=settings.originals)
-    privacy = check_privacy(paths, host=ctx.host, label=spec.label)
-    if privacy.status == "warn":
-        print(f"warning: {privacy.detail}\n  fix: {privacy.fix}")
+    return service_commands.status(label=args.label, systemd=args.systemd, host=ctx.host)
 
 
 # --- The entry point ---------------------------------------------------------------------------------
@@ -581,4 +434,4 @@ def main(argv: Sequence[str] | None = None, *, context: Context | None = None) -
         return ctx.must_act_status if ctx is not None and args.command == "watch" else exc.exit_status
     except CutoutError as exc:
         print(f"cutout {_command_name(args)}: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return exc.exit_status

@@ -30,6 +30,7 @@ class CrashReport:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._file: BinaryIO | None = None
+        self._was_enabled = False
 
     def previous(self) -> str:
         """What the last process wrote before it died ('' for a clean exit or an outside kill)."""
@@ -43,12 +44,16 @@ class CrashReport:
         """Empty the file and have a fatal signal in this process write its traceback into it."""
         fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         self._file = os.fdopen(fd, "wb", buffering=0)
+        self._was_enabled = faulthandler.is_enabled()  # PYTHONFAULTHANDLER=1, or a test runner's
         faulthandler.enable(file=self._file, all_threads=True)
 
     def disarm(self) -> None:
-        """A clean exit: stop writing here (the file stays empty, so the next start sees no crash)."""
+        """A clean exit: stop writing here (the file stays empty, so the next start sees no crash),
+        and give fatal signals back to stderr if they went there before."""
         if self._file is None:
             return
         faulthandler.disable()
+        if self._was_enabled:
+            faulthandler.enable()
         self._file.close()
         self._file = None

@@ -18,10 +18,11 @@ from typing import Literal, TextIO
 
 from daemon.errors import CutoutError, QueueError, ServiceError
 from daemon.fetch import ModelStore, is_hub_model, plan_load
+from daemon.loading import load_planned
 from daemon.outputs import Folders
-from daemon.pipeline.model import Accelerators, TorchAccelerators, choose_device, load_model, parse_model_spec
-from daemon.rebuild import inspect_queue, queue_path
-from daemon.service import AgentStatus, Host, grant_target, service_status
+from daemon.pipeline.model import Accelerators, TorchAccelerators, choose_device
+from daemon.statedir import inspect_queue, queue_path
+from daemon.service import AgentStatus, Host, grant_target, manager_for
 from daemon.settings import OriginalsPolicy, Settings
 from daemon.torchvision_check import read_facts, verdict
 
@@ -74,11 +75,7 @@ def _guarded(name: str, fix: str, probe: Callable[[], str]) -> Check:
 
 def check_torchvision(settings: Settings) -> Check:
     """torchvision imported for real: a torch installed over it breaks every hub model (torchvision_check.py)."""
-    try:
-        needed = is_hub_model(parse_model_spec(settings.model.name))
-    except CutoutError:
-        needed = False  # the model check says what is wrong with the name
-    found = verdict(read_facts(), needed=needed)
+    found = verdict(read_facts(), needed=is_hub_model(settings.model.spec))
     return Check("torchvision", found.status, found.detail, found.fix)
 
 
@@ -113,10 +110,10 @@ def check_model_cache(settings: Settings, *, store: ModelStore, config: Path | N
     fix = f"fetch it once with network access: cutout model fetch --config {config or 'F'}"
 
     def probe() -> Check:
-        spec = parse_model_spec(settings.model.name)
+        spec = settings.model.spec
         if not is_hub_model(spec):
             return Check("model cache", "skip", f"{spec} is local: nothing to download")
-        plan = plan_load(spec, revision=settings.model.revision, offline=settings.model.offline, store=store)
+        plan = plan_load(settings.model, store=store)
         if plan.pin is None:
             return Check("model cache", "FAIL", f"{spec} has not been fetched and pinned", fix)
         pin = plan.pin
@@ -131,29 +128,23 @@ def check_model_cache(settings: Settings, *, store: ModelStore, config: Path | N
 
 def check_model(settings: Settings, *, store: ModelStore, accelerators: Accelerators | None = None) -> Check:
     """Load the model exactly as the daemon would (pinned, offline); never download it."""
-    spec_text = settings.model.name
     fix = "fix the model setting (model.name / --model), or fetch it once with network access: cutout model fetch"
 
     def probe() -> str:
-        spec = parse_model_spec(spec_text)
-        plan = plan_load(spec, revision=settings.model.revision, offline=settings.model.offline, store=store)
         device = choose_device(settings.model.device, accelerators=accelerators)
-        loaded = load_model(spec, device=device, revision=plan.revision, offline=plan.offline,
-                            size=settings.pipeline.target_size)
-        return f"{spec} loads on {device.device} from {loaded.origin}"
+        loaded = load_planned(plan_load(settings.model, store=store), device=device, size=settings.pipeline.target_size)
+        return f"{settings.model.spec} loads on {device.device} from {loaded.origin}"
 
-    if _unfetched(spec_text, settings=settings, store=store):
+    if _unfetched(settings=settings, store=store):
         return Check("model", "skip", "not loaded: it has not been fetched (see model cache)")
     return _guarded("model", fix, probe)
 
 
-def _unfetched(spec_text: str, *, settings: Settings, store: ModelStore) -> bool:
+def _unfetched(*, settings: Settings, store: ModelStore) -> bool:
     try:
-        spec = parse_model_spec(spec_text)
-        plan = plan_load(spec, revision=settings.model.revision, offline=settings.model.offline, store=store)
+        return plan_load(settings.model, store=store).needs_fetch
     except CutoutError:
         return False  # the load check reports it
-    return plan.needs_fetch
 
 
 # --- Folders -------------------------------------------------------------------------------------
@@ -296,9 +287,10 @@ def service_paths(
 # --- The service ---------------------------------------------------------------------------------
 def check_agent(*, host: Host, label: str) -> Check:
     """Is the LaunchAgent (macOS) or systemd user unit loaded and running?"""
-    manager = "launchd" if host.is_macos else "systemd"
+    service = manager_for(host=host)
+    manager = service.name
     try:
-        found = service_status(host=host, label=label, systemd=not host.is_macos)
+        found = service.status(label=label)
     except ServiceError as exc:
         not_found = "not found on PATH" in str(exc)
         return Check("service", "skip" if not_found else "warn", f"cannot ask {manager}: {exc}")

@@ -1,12 +1,16 @@
 """Every error this program raises on purpose, in one tree.
 
-    CutoutError                      root: catch this to catch all of ours
-    ├── ConfigError                  invalid settings or folders; start-up refuses
-    ├── ModelLoadError               the model cannot be found, loaded or placed on the device
-    ├── ServiceError                 launchd / systemd could not do what was asked
-    ├── QueueError                   the queue database cannot be opened (locked, I/O, permissions): a restart may help
-    │   └── QueueDamaged             it is damaged: a person must run `cutout queue rebuild` (exit 78, no restart)
-    └── JobError                     one input failed; `.reason` is its quarantine code
+    CutoutError                      root: catch this to catch all of ours          exit status
+    ├── ConfigError                  invalid settings or folders; start-up refuses  2
+    ├── ModelLoadError               the model cannot be found, loaded or placed    3
+    │                                on the device
+    ├── ServiceError                 launchd / systemd could not do what was asked  4
+    ├── QueueError                   the queue database cannot be opened (locked,   5
+    │   │                            I/O, permissions): a restart may help
+    │   └── QueueDamaged             it is damaged: a person must run               78
+    │                                `cutout queue rebuild` (no restart)
+    └── JobError                     one input failed; `.reason` is its quarantine  1
+                                     code
         ├── PermanentError           the file itself is the problem: quarantine at once
         │   ├── NoForeground         no_foreground
         │   ├── Undecodable          undecodable
@@ -29,7 +33,8 @@
 
 Foreign exceptions (OpenCV, torch, OSError) are translated into this tree where
 they happen, with `raise ... from exc`, so the worker decides quarantine or
-retry from the class alone.
+retry from the class alone. A command that stops on one of the others exits with its
+class's `exit_status` (the README's table): a service manager restarts on all but 78.
 """
 
 from __future__ import annotations
@@ -43,6 +48,8 @@ from typing import ClassVar
 class CutoutError(Exception):
     """Root of every error this program raises on purpose."""
 
+    exit_status: ClassVar[int] = 2
+
 
 class ConfigError(CutoutError):
     """The settings, the command line or the folders are not usable."""
@@ -51,13 +58,19 @@ class ConfigError(CutoutError):
 class ModelLoadError(CutoutError):
     """The model could not be found, loaded or moved to its device."""
 
+    exit_status: ClassVar[int] = 3
+
 
 class ServiceError(CutoutError):
     """launchctl or systemctl failed, or the service manager is missing."""
 
+    exit_status: ClassVar[int] = 4
+
 
 class QueueError(CutoutError):
     """sqlite could not open or read the queue database; every sqlite error on opening becomes one of these."""
+
+    exit_status: ClassVar[int] = 5
 
 
 class QueueDamaged(QueueError):
@@ -91,6 +104,7 @@ class JobError(CutoutError):
 
     reason: ClassVar[str] = "error"
     transient: ClassVar[bool] = False
+    exit_status: ClassVar[int] = 1  # `cutout process`: some file failed
 
 
 class PermanentError(JobError):

@@ -25,7 +25,8 @@ from typing import Any, Protocol
 
 from daemon.atomic import make_private_dir, write_atomic
 from daemon.errors import ConfigError, ModelLoadError
-from daemon.pipeline.model import ModelSpec
+from daemon.pipeline.modelspec import ModelSpec
+from daemon.settings import ModelSettings
 
 PIN_FILE_NAME = "model-pin.json"
 PIN_FORMAT = 1
@@ -199,24 +200,31 @@ def _snapshot_files(folder: Path) -> tuple[str, ...]:
 # --- Starting on the pin ------------------------------------------------------------------
 @dataclass(frozen=True, kw_only=True)
 class LoadPlan:
-    """How to call load_model: which revision, offline or not, and why."""
+    """How to call load_model: which model, which revision, offline or not, and why."""
 
+    spec: ModelSpec
     revision: str | None
     offline: bool
     pin: ModelPin | None = None
     needs_fetch: bool = False  # a hub model without a pin, network allowed: fetch (and pin) first
 
 
-def plan_load(spec: ModelSpec, *, revision: str | None, offline: bool, store: ModelStore) -> LoadPlan:
-    """A pinned hub model loads offline at its pin; a config naming another revision is refused."""
+def plan_load(model: ModelSettings, *, store: ModelStore, offline: bool | None = None) -> LoadPlan:
+    """The one answer to "what would loading this config's model do", for every command.
+
+    A pinned hub model loads offline at its pin; a config naming another revision is
+    refused. `offline` overrides `model.offline` (the service always runs offline).
+    """
+    spec, revision = model.spec, model.revision
+    offline = model.offline if offline is None else offline
     if not is_hub_model(spec):
-        return LoadPlan(revision=revision, offline=offline)
+        return LoadPlan(spec=spec, revision=revision, offline=offline)
     pin = store.pin(spec)
     if pin is None:
-        return LoadPlan(revision=revision, offline=offline, needs_fetch=not offline)
+        return LoadPlan(spec=spec, revision=revision, offline=offline, needs_fetch=not offline)
     check_revision(pin, configured=revision)
     check_cached(pin, store=store)
-    return LoadPlan(revision=pin.revision, offline=True, pin=pin)
+    return LoadPlan(spec=spec, revision=pin.revision, offline=True, pin=pin)
 
 
 def check_revision(pin: ModelPin, *, configured: str | None) -> None:

@@ -47,112 +47,29 @@ from __future__ import annotations
 
 import json
 import os
-import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from stat import S_ISREG
-from typing import Literal
 
 import structlog
 
 from daemon.atomic import sync_dir
-from daemon.errors import ConfigError, QueueDamaged, QueueError, from_sqlite_error
+from daemon.errors import ConfigError, QueueDamaged, QueueError
 from daemon.layout import candidate_outputs, claim_key, is_storable, iter_inputs
 from daemon.outputs import ERROR_SUFFIX, Folders
 from daemon.pipeline.formats import PNG_SIGNATURE, file_truncation
-from daemon.queue import DoneRecord, FailedRecord, Fingerprint, JobQueue
-from daemon.runner import QUEUE_FILE, acquire_lock, daemon_pid
+from daemon.queue import DoneRecord, FailedRecord, Fingerprint
+from daemon.statedir import acquire_lock, daemon_pid, inspect_queue, open_job_queue, queue_path
 from daemon.watch import content_hash, is_candidate_name
 
 log = structlog.get_logger("cutout.queue")
 
-QueueState = Literal["missing", "empty", "healthy", "damaged"]
 SIDE_FILES = ("-wal", "-shm")
 """SQLite's companions of the database file: they travel with it, or the pair is inconsistent."""
 BUILDING_SUFFIX = ".rebuilding"
-MAX_PROBLEMS = 3
-"""sqlite lists up to this many problems in a refusal; the first ones say enough."""
-
-
-# --- Checking the file -------------------------------------------------------------------------
-@dataclass(frozen=True)
-class QueueHealth:
-    path: Path
-    state: QueueState
-    problem: str = ""
-    """For empty and damaged: what is wrong, as the end of a sentence starting with the file."""
-
-
-def queue_path(state: Path) -> Path:
-    return state / QUEUE_FILE
-
-
-def inspect_queue(path: Path, *, thorough: bool = False) -> QueueHealth:
-    """What the queue file is, without changing it: sqlite's quick_check (integrity_check when thorough).
-
-    Raises QueueError when sqlite cannot open it for another reason than damage (locked,
-    permissions, I/O): that is not something a rebuild would fix.
-    """
-    try:
-        size = path.stat().st_size
-    except FileNotFoundError:
-        return QueueHealth(path, "missing")
-    except OSError as exc:
-        raise QueueError(f"cannot read the queue database {path}: {exc.strerror or exc}") from exc
-    if size == 0:
-        return QueueHealth(path, "empty", "is empty (0 bytes)")
-    check = "integrity_check" if thorough else "quick_check"
-    problems, has_jobs = _sqlite_check(path, pragma=check)
-    if problems:
-        return QueueHealth(path, "damaged", f"is damaged ({check}: {'; '.join(problems[:MAX_PROBLEMS])})")
-    if not has_jobs:
-        return QueueHealth(path, "empty", "is a database without the jobs table")
-    return QueueHealth(path, "healthy")
-
-
-def _sqlite_check(path: Path, *, pragma: str) -> tuple[list[str], bool]:
-    """sqlite's own findings, and whether the jobs table is there; read-only, so a check changes nothing."""
-    try:
-        conn = sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True)
-        try:
-            rows = conn.execute(f"PRAGMA {pragma}({MAX_PROBLEMS + 1})").fetchall()
-            has_jobs = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'jobs'").fetchone()
-        finally:
-            conn.close()
-    except sqlite3.DatabaseError as exc:
-        error = from_sqlite_error(exc, path=path)
-        if isinstance(error, QueueDamaged):
-            return [str(exc)], False
-        raise error from exc
-    found = [line for row in rows for line in str(row[0]).splitlines() if not line.startswith("*** in database")]
-    return ([] if found == ["ok"] else found), has_jobs is not None
-
-
-def open_job_queue(path: Path, *, clock: Callable[[], float] = time.time) -> JobQueue:
-    """`JobQueue(path)`, with sqlite's errors on opening translated into QueueDamaged or QueueError."""
-    try:
-        return JobQueue(path, clock=clock)
-    except sqlite3.DatabaseError as exc:
-        raise from_sqlite_error(exc, path=path) from exc
-
-
-def open_existing_queue(path: Path, *, clock: Callable[[], float] = time.time) -> JobQueue:
-    """For `cutout status` and `retry`: a healthy queue, or a clear refusal.
-
-    An empty file is refused too, and not opened: opening would write a fresh schema
-    into it, and the daemon would then take it for a healthy queue and redo everything.
-    """
-    health = inspect_queue(path)
-    if health.state == "missing":
-        raise ConfigError(f"no queue at {path}: the daemon has not run with this state folder yet")
-    if health.state == "empty":
-        raise QueueDamaged(path, f"{health.problem}; the daemon rebuilds it by itself at its next start")
-    if health.state == "damaged":
-        raise QueueDamaged(path, health.problem)
-    return open_job_queue(path, clock=clock)
 
 
 def prepare_queue(folders: Folders, *, clock: Callable[[], float] = time.time) -> RebuildReport | None:

@@ -1,19 +1,25 @@
 """`cutout watch`: the daemon's life, from start-up checks to a clean exit.
 
-    setup()      lock the state folder, open the queue, recover jobs a dead
-                 process left running, start the observer, reconcile
-    run_once()   (inference thread, owns the model) one image through inference
-    watch loop   (own thread) settle files, rescan every few minutes, pause
-                 while the hot folder's volume is gone and resume when it is back
-    teardown()   always: put unstarted jobs back, finish the rest, close
+    main thread  holds the state folder's lock and answers signals, nothing else
+    life thread  setup()       open the queue, recover jobs a dead process left
+                               running, warm the model, start the observer
+                 run_once()    (owns the model) one image through inference, until stopped
+                 teardown()    always, even after a setup() that failed part-way:
+                               put unstarted jobs back, finish the rest, close
+    watch thread settle files, rescan every few minutes, pause while the hot
+                 folder's volume is gone and resume when it is back
 
-Signal handlers only set the stop event; a second signal exits at once, which
-loses nothing either: the queue is on disk and outputs are written atomically.
+Signal handlers only record the signal (`Signals`). The main thread reads it: the
+first SIGTERM/SIGINT asks for a graceful stop, a second exits at once, whatever the
+life thread is doing (a minute-long CPU inference, a slow teardown). That loses
+nothing either: the queue is on disk and outputs are written atomically.
+
+`Daemon` takes its clocks and its observer factory, so tests run setup, run_once,
+teardown and the signal paths in-process with a fake clock (`daemon.testing`).
 """
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import signal
@@ -21,22 +27,23 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
 from types import FrameType
-from typing import IO
 
 import numpy as np
 import structlog
 from watchdog.observers.api import BaseObserver
 
-from daemon.atomic import access_problem, is_temp_name, make_private_dir
+from daemon.atomic import is_temp_name
 from daemon.crashreport import CRASH_REPORT_FILE, CrashReport
-from daemon.errors import ConfigError, JobError, ModelLoadError, QueueDamaged, from_sqlite_error, is_queue_damage
+from daemon.errors import JobError, ModelLoadError, QueueDamaged, from_sqlite_error, is_queue_damage
 from daemon.outputs import Folders, apply_originals_policy
-from daemon.pipeline import MatteModel
+from daemon.pipeline.matte import MatteModel
 from daemon.queue import Fingerprint, JobQueue, Recovery
 from daemon.settings import Settings, cpu_threads, image_options, in_flight
+from daemon.statedir import QUEUE_FILE, acquire_lock
 from daemon.live import LIVE_FILE, LiveState
 from daemon.volume import Volume
 from daemon.watch import Settler, reconcile, start_observer
@@ -44,55 +51,12 @@ from daemon.worker import Worker
 
 log = structlog.get_logger("cutout.daemon")
 
-QUEUE_FILE = "queue.sqlite3"
-LOCK_FILE = "daemon.lock"
-STATE_FILES = (QUEUE_FILE, f"{QUEUE_FILE}-wal", f"{QUEUE_FILE}-shm", LOCK_FILE, CRASH_REPORT_FILE)
-"""What the daemon writes in the state folder: start-up refuses any of them it cannot write."""
 EXIT_LOOP_FAILED = 1
 EXIT_SECOND_SIGNAL = 130
-
-
-
-# --- The lock: one daemon per state folder -------------------------------------
-def acquire_lock(state: Path) -> IO[str]:
-    """Hold an exclusive lock on the state folder for the life of the process."""
-    make_private_dir(state)
-    handle = _open_state_file(state / LOCK_FILE, "a+")
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError as exc:
-        handle.seek(0)
-        owner = handle.read().strip() or "another process"
-        handle.close()
-        raise ConfigError(f"a daemon (pid {owner}) is already running on {state}") from exc
-    handle.seek(0)
-    handle.truncate()
-    handle.write(str(os.getpid()))
-    handle.flush()
-    return handle
-
-
-def daemon_pid(state: Path) -> int | None:
-    """The pid of the daemon holding the state folder's lock, or None when none runs."""
-    path = state / LOCK_FILE
-    if not path.exists():
-        return None
-    with _open_state_file(path, "r") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            text = handle.read().strip()
-            return int(text) if text.isdigit() else -1
-    return None
-
-
-def _open_state_file(path: Path, mode: str) -> IO[str]:
-    """`open`, with a refusal that says whose the file is and how to fix it instead of a traceback."""
-    try:
-        return open(path, mode, encoding="utf-8")
-    except OSError as exc:
-        problem = access_problem(path) if path.exists() else None
-        raise ConfigError(f"folders.state: cannot open {path}: {problem or exc.strerror or exc}") from exc
+SIGNAL_POLL_SECONDS = 0.2
+"""How often the main thread looks for a signal: the handler itself only records it."""
+ObserverFactory = Callable[..., BaseObserver]
+"""`watch.start_observer`'s signature: (*, root, settler, polling, poll_interval) -> a started observer."""
 
 
 def sweep_temp_files(root: Path) -> int:
@@ -115,39 +79,76 @@ class Daemon:
     stop: threading.Event = field(default_factory=threading.Event)
     clock: Callable[[], float] = time.time
     monotonic: Callable[[], float] = time.monotonic
+    observer_factory: ObserverFactory = start_observer
+    signals: Signals = field(default_factory=lambda: Signals())
+    exit_now: Callable[[int], object] = os._exit
     exit_code: int = 0
+    _held: ExitStack = field(default_factory=ExitStack, init=False, repr=False)
+    _failure: BaseException | None = field(default=None, init=False, repr=False)
+    _stopping: bool = field(default=False, init=False, repr=False)
+    _started: bool = field(default=False, init=False, repr=False)
+    _rescan_now: bool = field(default=False, init=False, repr=False)
+    _paused: bool = field(default=False, init=False, repr=False)
 
     def run(self) -> int:
-        """setup(); while not stopped: run_once() (on the inference thread); teardown() in finally.
+        """Hold the lock; run the daemon's life on its own thread; answer signals until it ends.
 
-        The main thread only waits, so it is free to run signal handlers at once: a
-        second SIGTERM must not wait for a minute-long CPU inference to return.
+        A failure of setup() or teardown() (a damaged queue, a model that cannot run) is
+        raised here, in the caller's thread, after teardown() released what was acquired.
         """
         lock = acquire_lock(self.folders.state)
         try:
-            self.setup()
+            life = threading.Thread(target=self._life, name="cutout-inference")
+            life.start()
+            while life.is_alive():
+                life.join(SIGNAL_POLL_SECONDS)
+                self.answer_signals()
+        finally:
+            lock.close()
+        if self._failure is not None:
+            raise self._failure
+        return self.exit_code
+
+    def _life(self) -> None:
+        """setup(); while not stopped: run_once(); teardown() in finally."""
+        try:
             try:
-                inference = threading.Thread(target=self._inference_loop, name="cutout-inference")
-                inference.start()
-                while inference.is_alive():
-                    inference.join(0.5)
+                self.setup()
+                self._inference_loop()
             finally:
                 self.teardown()
         except sqlite3.DatabaseError as exc:  # opening, or stopping on a queue found damaged: a message, not a traceback
-            raise from_sqlite_error(exc, path=self.folders.state / QUEUE_FILE) from exc
-        finally:
-            lock.close()
-        return self.exit_code
+            self._failure = from_sqlite_error(exc, path=self.folders.state / QUEUE_FILE)
+            self._failure.__cause__ = exc
+        except BaseException as exc:
+            self._failure = exc
 
     def _inference_loop(self) -> None:
         try:
             while not self.stop.is_set():
                 self.worker.run_once()
-        except BaseException as exc:  # a bug in the loop itself: stop, and let launchd restart us
+        except Exception as exc:  # a bug in the loop itself: stop, and let launchd restart us
             if not self._stop_if_queue_damaged(exc):
                 log.exception("worker_loop_failed")
                 self.exit_code = EXIT_LOOP_FAILED
             self.stop.set()
+
+    def answer_signals(self) -> None:
+        """On the main thread: the first signal asks for a graceful stop, a second exits now."""
+        for signum in self.signals.take():
+            name = signal.Signals(signum).name
+            if self._stopping:
+                log.warning("exiting_now", signal=name, exit_code=EXIT_SECOND_SIGNAL)
+                self.exit_now(EXIT_SECOND_SIGNAL)
+                return
+            log.info("stopping", signal=name)
+            self._stopping = True
+            self.request_stop()
+
+    def request_stop(self) -> None:
+        self.stop.set()
+        if hasattr(self, "worker"):
+            self.worker.wake.set()
 
     def _stop_if_queue_damaged(self, exc: BaseException) -> bool:
         """sqlite found damage while running: stop for good (QueueDamaged.exit_status). Retrying
@@ -161,7 +162,10 @@ class Daemon:
         return True
 
     def setup(self) -> None:
+        """Acquire in order, each with its release on `self._held`: teardown() unwinds them."""
         self.queue = JobQueue(self.folders.state / QUEUE_FILE, clock=self.clock)
+        self._held.callback(self.queue.close)
+        self._held.callback(self._log_stopped)  # last before the queue closes: it reads the counts
         self.queue.bind_input(self.folders.input)
         self.queue.remember_folders({"quarantine": self.folders.quarantine, "output": self.folders.output})
         recovered = self._recover()
@@ -170,14 +174,22 @@ class Daemon:
         self._warm_up()
         self._finish_originals()
         self.worker = self._worker()
+        self._held.callback(self.worker.close)
         self.settler = self._settler()
         self.observer: BaseObserver | None = self._observer()
+        self._held.callback(self._stop_observer)
         self._live = LiveState(self.folders.state / LIVE_FILE)
-        self._rescan_now, self._paused = False, False
+        self._held.callback(self._live.clear)
         self._watch_thread = threading.Thread(target=self._watch_loop, name="cutout-watch", daemon=True)
         self._watch_thread.start()
+        self._held.callback(self._watch_thread.join, 5)
+        self._started = True
         log.info("daemon_started", recovered_running_jobs=asdict(recovered), stale_temp_files=swept,
                  **self._describe())
+
+    def run_once(self) -> None:
+        """One turn of the inference loop (tests drive the daemon with it)."""
+        self.worker.run_once()
 
     def _recover(self) -> Recovery:
         """Jobs a dead process left running, judged by how it died; then arm the crash report."""
@@ -187,11 +199,12 @@ class Daemon:
             log.error("previous_process_crashed", report=report)
         recovered = self.queue.recover(crashed=bool(report))
         self._crash_report.arm()
+        self._held.callback(self._crash_report.disarm)
         return recovered
 
     def _observer(self) -> BaseObserver:
         watch = self.settings.watch
-        return start_observer(
+        return self.observer_factory(
             root=self.folders.input, settler=self.settler, polling=watch.polling, poll_interval=watch.poll_interval_seconds
         )
 
@@ -318,28 +331,31 @@ class Daemon:
             self.observer = None
 
     def teardown(self) -> None:
+        """Release, in reverse order, whatever setup() acquired (all of it, or as far as it got)."""
         self.stop.set()
-        self.worker.close()
-        self._watch_thread.join(timeout=5)
-        self._stop_observer()
-        self._live.clear()
-        counts = self.queue.counts()
-        self.queue.close()
-        self._crash_report.disarm()
-        log.info("daemon_stopped", exit_code=self.exit_code, **counts)
+        self._held.close()
+
+    def _log_stopped(self) -> None:
+        if self._started:
+            log.info("daemon_stopped", exit_code=self.exit_code, **self.queue.counts())
 
 
 # --- Signals ---------------------------------------------------------------------
+class Signals:
+    """What the signal handler does: record the signal. `Daemon.answer_signals` acts on it."""
+
+    def __init__(self) -> None:
+        self._received: list[int] = []
+
+    def handle(self, signum: int, frame: FrameType | None) -> None:
+        self._received.append(signum)  # one atomic append: safe whatever the main thread was doing
+
+    def take(self) -> list[int]:
+        taken, self._received[:] = self._received[:], []
+        return taken
+
+
 def install_signal_handlers(daemon: Daemon) -> None:
-    """First SIGTERM/SIGINT: stop gracefully. Second: exit now (the queue loses nothing)."""
-
-    def handle(signum: int, frame: FrameType | None) -> None:
-        if daemon.stop.is_set():
-            os._exit(EXIT_SECOND_SIGNAL)
-        log.info("stopping", signal=signal.Signals(signum).name)
-        daemon.stop.set()
-        if hasattr(daemon, "worker"):
-            daemon.worker.wake.set()
-
-    signal.signal(signal.SIGTERM, handle)
-    signal.signal(signal.SIGINT, handle)
+    """SIGTERM and SIGINT go to `daemon.signals` (first: stop gracefully; second: exit now)."""
+    signal.signal(signal.SIGTERM, daemon.signals.handle)
+    signal.signal(signal.SIGINT, daemon.signals.handle)

@@ -11,6 +11,7 @@ folder; on the command line, the current folder. Once loaded, every path is abso
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import os
 import types
@@ -22,9 +23,8 @@ from typing import Any, Literal, TypeVar
 import yaml
 
 from daemon.errors import ConfigError, ModelLoadError
-from daemon.pipeline.constants import PipelineParams
-from daemon.pipeline.model import DEFAULT_MODEL, DeviceName, parse_model_spec
-from daemon.pipeline.source import BitDepth, ImageOptions
+from daemon.pipeline.constants import BitDepth, ImageOptions, PipelineParams
+from daemon.pipeline.modelspec import DEFAULT_MODEL, DeviceName, ModelSpec, parse_model_spec
 
 T = TypeVar("T")
 OriginalsPolicy = Literal["keep", "archive", "delete"]
@@ -52,6 +52,11 @@ class ModelSettings:
     revision: str | None = None
     device: DeviceName = "auto"
     offline: bool = False
+
+    @functools.cached_property
+    def spec(self) -> ModelSpec:
+        """`name` parsed, once: every command asks this, never the text (checked by `validate`)."""
+        return parse_model_spec(self.name)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -340,6 +345,10 @@ def validate(settings: Settings) -> Settings:
         )
     if any(s <= 0 for s in settings.pipeline.imagenet_std):
         raise ConfigError("pipeline.imagenet_std: every value must be greater than 0")
+    try:
+        settings.model.spec
+    except ModelLoadError as exc:
+        raise ConfigError(f"model.name: {exc}") from exc
     if settings.color.convert_to_srgb and settings.output.bit_depth == "source":
         raise ConfigError(
             "color.convert_to_srgb: true needs output.bit_depth: 8 (the sRGB conversion is done in 8 bits)"

@@ -23,8 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Generic, TypeVar
 
-from daemon.pipeline import Cutout, ImageOptions, MatteModel, PipelineParams, Prepared, StageTimer, finish, prepare
-from daemon.pipeline.preprocess import FloatArray
+from daemon.pipeline.constants import ImageOptions, PipelineParams
+from daemon.pipeline.matte import FloatArray, MatteModel
+from daemon.pipeline.pipeline import Cutout, Prepared, StageTimer, finish, prepare
 
 K = TypeVar("K")
 

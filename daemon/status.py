@@ -11,9 +11,8 @@ from typing import TextIO
 from daemon.errors import ConfigError
 from daemon.outputs import Folders, restore_from_quarantine
 from daemon.queue import Job, JobQueue, State
-from daemon.rebuild import open_existing_queue
 from daemon.live import Live, read_live
-from daemon.runner import QUEUE_FILE, daemon_pid
+from daemon.statedir import QUEUE_FILE, daemon_pid, open_existing_queue
 
 
 @dataclass(frozen=True)

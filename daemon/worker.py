@@ -41,7 +41,9 @@ from daemon.outputs import (
     quarantine_target,
     write_output,
 )
-from daemon.pipeline import Cutout, ImageOptions, MatteModel, PipelineParams, Prepared, StageTimer
+from daemon.pipeline.constants import ImageOptions, PipelineParams
+from daemon.pipeline.matte import MatteModel
+from daemon.pipeline.pipeline import Cutout, Prepared, StageTimer
 from daemon.pipeline.pipeline import DEFAULTS
 from daemon.queue import Fingerprint, Job, JobQueue
 from daemon.volume import ALWAYS_THERE, VolumeState

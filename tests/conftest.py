@@ -1,4 +1,5 @@
-"""Shared fixtures: images made on the spot, a fast numpy model, and the tiny real models."""
+"""Shared fixtures: images made on the spot, the fast numpy model and fake clock of `daemon.testing`,
+and the tiny real models."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from daemon.pipeline.constants import IMAGENET_MEAN, IMAGENET_STD
+from daemon.testing import BrightModel, FakeClock
 from tests import harness, tiny_models
 
 DARK, BRIGHT = 20, 230
@@ -45,32 +46,6 @@ def write_image(path: Path, rgb: npt.NDArray[np.uint8], **params: int) -> Path:
     flags = [item for pair in params.items() for item in (getattr(cv2, pair[0]), pair[1])]
     assert cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), flags)
     return path
-
-
-class BrightModel:
-    """The tiny models' rule in plain numpy, behind the MatteModel Protocol: fast and exact."""
-
-    def __init__(self, *, threshold: float = tiny_models.THRESHOLD, scale: float = tiny_models.SCALE) -> None:
-        self.threshold, self.scale = threshold, scale
-        self.calls = 0
-
-    def predict(self, batch: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
-        self.calls += 1
-        mean = np.asarray(IMAGENET_MEAN, np.float32).reshape(3, 1, 1)
-        std = np.asarray(IMAGENET_STD, np.float32).reshape(3, 1, 1)
-        brightness = (batch[0] * std + mean).mean(axis=0)
-        logits = self.scale * (brightness - self.threshold)
-        return (1.0 / (1.0 + np.exp(-logits))).astype(np.float32)
-
-
-class FakeClock:
-    """A clock the test moves by hand: `clock.now += 5` instead of sleeping."""
-
-    def __init__(self, start: float = 10_000.0) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture

@@ -21,7 +21,8 @@ from PIL import Image
 from daemon.errors import JobError, Undecodable
 from daemon.pipeline import PipelineParams, process_image
 from daemon.pipeline.source import HEIF_AVAILABLE
-from tests.conftest import BrightModel, subject_image
+from daemon.testing import BrightModel
+from tests.conftest import subject_image
 
 SMALL = PipelineParams(target_size=64)
 """The model input square: small, so hundreds of variants decode, infer and encode in seconds."""

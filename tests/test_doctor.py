@@ -28,7 +28,7 @@ from daemon.doctor import (
 )
 from daemon.fetch import PIN_FILE_NAME, ModelStore, fetch_model
 from daemon.outputs import Folders
-from daemon.pipeline.model import ModelSpec
+from daemon.pipeline.modelspec import ModelSpec
 from daemon.service import Host
 from daemon.settings import ModelSettings, Settings
 from tests.fake_hub import COMMIT_A, COMMIT_B, FakeHub, repo_folder, unique_repo

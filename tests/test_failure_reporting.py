@@ -25,7 +25,8 @@ from daemon.pipeline import PipelineParams
 from daemon.queue import Fingerprint, JobQueue
 from daemon.settings import LoggingSettings, QueueSettings
 from daemon.worker import Worker
-from tests.conftest import BrightModel, FakeClock, subject_image, write_image
+from daemon.testing import BrightModel, FakeClock
+from tests.conftest import subject_image, write_image
 
 BOX = (100, 80, 300, 220)
 

@@ -17,9 +17,9 @@ from huggingface_hub.utils.tqdm import are_progress_bars_disabled
 from daemon.cli import Context, main, open_model
 from daemon.errors import ConfigError, ModelLoadError
 from daemon.fetch import PIN_FILE_NAME, ModelStore, Snapshot, fetch_model, hub_download, plan_load
-from daemon.pipeline.model import ModelSpec, parse_model_spec
+from daemon.pipeline.modelspec import ModelSpec
 from daemon.service import Host
-from daemon.settings import load_settings
+from daemon.settings import ModelSettings, load_settings
 from tests.conftest import subject_image, write_image
 from tests.fake_hub import COMMIT_A, COMMIT_B, FakeHub, broken_model_dir, lay_out_snapshot, repo_folder, unique_repo
 
@@ -155,7 +155,7 @@ def test_a_config_revision_that_differs_from_the_pin_is_refused(
     (tmp_path / "in").mkdir()
     code = main(["process", str(tmp_path / "in"), str(tmp_path / "out"), "--config", str(config),
                  "--state", str(state)], context=ctx)
-    assert code == 2
+    assert code == ModelLoadError.exit_status
     assert (
         f"model.revision {COMMIT_B} differs from the fetched pin {COMMIT_A} (hf:{repo}): "
         f"run `cutout model fetch --revision {COMMIT_B}` to change it deliberately"
@@ -204,7 +204,7 @@ def test_a_damaged_pin_file_says_how_to_recover(repo: str, ctx: Context, state: 
 
 def test_local_models_are_never_pinned(hf_model_dir: Path, state: Path) -> None:
     store = ModelStore(pin_file=state / PIN_FILE_NAME, cache=CACHE)
-    plan = plan_load(parse_model_spec(f"hf:{hf_model_dir}"), revision=None, offline=False, store=store)
+    plan = plan_load(ModelSettings(name=f"hf:{hf_model_dir}"), store=store)
     assert plan.pin is None and not plan.needs_fetch and not plan.offline
 
 

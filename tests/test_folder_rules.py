@@ -28,7 +28,8 @@ from daemon.outputs import (
 from daemon.pipeline import PipelineParams
 from daemon.service import Host
 from daemon.settings import FolderSettings, OriginalsPolicy
-from tests.conftest import BrightModel, subject_image, write_image
+from daemon.testing import BrightModel
+from tests.conftest import subject_image, write_image
 from tests.fake_hub import FakeHub
 
 

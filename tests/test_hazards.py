@@ -21,8 +21,9 @@ from daemon.queue import Fingerprint, JobQueue
 from daemon.volume import Volume
 from daemon.watch import Settler, start_observer
 from daemon.worker import Worker, _Claimed
-from tests.conftest import BrightModel, FakeClock, subject_image, write_image
-from tests.test_watch import Recorder, _wait_for
+from daemon.testing import BrightModel, FakeClock, wait_until
+from tests.conftest import subject_image, write_image
+from tests.test_watch import Recorder
 from tests.test_worker import BOX, add, drain, folders, make_worker, queue  # noqa: F401  (fixtures)
 
 P = PurePosixPath
@@ -133,7 +134,7 @@ def test_reading_files_in_the_hot_folder_wakes_nothing(folders: Folders) -> None
     observer = start_observer(root=folders.input, settler=recorder, polling=False, poll_interval=0.1)
     try:
         (folders.input / "marker.jpg").write_bytes(b"x")
-        _wait_for(lambda: P("marker.jpg") in recorder.hints)
+        wait_until(lambda: P("marker.jpg") in recorder.hints, what="the marker's hint")
         time.sleep(0.3)  # the marker's own modify and close-after-write events arrive after its create
         recorder._hints.clear()
         for path in folders.input.iterdir():  # a backup, an indexer, the settle check itself

@@ -9,15 +9,8 @@ import pytest
 import torch
 
 from daemon.errors import ModelLoadError
-from daemon.pipeline.model import (
-    BIREFNET_REPO,
-    DeviceChoice,
-    ModelSpec,
-    choose_device,
-    export_torchscript,
-    load_model,
-    parse_model_spec,
-)
+from daemon.pipeline.model import DeviceChoice, choose_device, export_torchscript, load_model
+from daemon.pipeline.modelspec import BIREFNET_REPO, ModelSpec, parse_model_spec
 from daemon.pipeline.preprocess import normalize, resize_and_pad
 from daemon.pipeline import PipelineParams
 from tests import tiny_models

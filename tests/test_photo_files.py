@@ -25,7 +25,8 @@ from daemon.pipeline.postprocess import postprocess
 from daemon.pipeline.preprocess import normalize, resize_and_pad
 from daemon.pipeline.source import HEIF_AVAILABLE
 from daemon.pipeline.constants import PipelineParams
-from tests.conftest import BRIGHT, DARK, BrightModel, subject_image, write_image
+from daemon.testing import BrightModel
+from tests.conftest import BRIGHT, DARK, subject_image, write_image
 from tests.icc import adobe_rgb_profile, adobe_to_srgb
 
 BOX = (100, 80, 300, 220)

@@ -14,7 +14,8 @@ from daemon.pipeline.composite import CropBox, crop_box
 from daemon.pipeline.pipeline import check_foreground
 from daemon.pipeline.postprocess import erode, keep_largest_component, restore_matte, smooth_edges
 from daemon.pipeline.preprocess import load_image, normalize, pad_meta, resize_and_pad
-from tests.conftest import BRIGHT, DARK, BrightModel, subject_image, write_image
+from daemon.testing import BrightModel
+from tests.conftest import BRIGHT, DARK, subject_image, write_image
 
 PARAMS = PipelineParams()
 
@@ -126,15 +127,16 @@ def test_too_little_foreground_raises_no_foreground_unless_fail_fast_is_off() ->
 def test_process_image_cuts_out_the_subject_with_alpha_exactly_zero_far_from_it(tmp_path: Path) -> None:
     box = (100, 80, 300, 220)
     source = write_image(tmp_path / "subject.png", subject_image(300, 400, box))
-    result = process_image(source, model=BrightModel(), output=tmp_path / "out.png")
-    rgba = cv2.cvtColor(cv2.imread(str(tmp_path / "out.png"), cv2.IMREAD_UNCHANGED), cv2.COLOR_BGRA2RGBA)
+    result = process_image(source, model=BrightModel())
+    png = cv2.imdecode(np.frombuffer(result.cutout.png, np.uint8), cv2.IMREAD_UNCHANGED)
+    rgba = cv2.cvtColor(png, cv2.COLOR_BGRA2RGBA)
     # The 200x140 subject (erosion and edge blur cancel out at alpha > 0.05) plus 50 px each side.
     assert rgba.shape == (240, 300, 4)
     assert (result.cutout.width, result.cutout.height) == (300, 240)
     alpha = rgba[..., 3]
     assert alpha[:10, :].max() == 0 and alpha[:, :10].max() == 0
     assert alpha[120, 150] == 255 and tuple(rgba[120, 150, :3]) == (BRIGHT + 10, BRIGHT, BRIGHT)
-    assert set(result.timings) == {"load", "preprocess", "inference", "postprocess", "composite", "save"}
+    assert set(result.timings) == {"load", "preprocess", "inference", "postprocess", "composite"}
 
 
 def test_load_image_converts_bgr_to_rgb(tmp_path: Path) -> None:

@@ -75,9 +75,9 @@ def test_inputs_sharing_a_stem_do_not_overwrite_each_other(tmp_path: Path, torch
     assert _rgba(tmp_path / "out" / "x.png.png").shape == (200, 300, 4)
 
 
-def test_a_bad_model_is_a_clear_usage_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_bad_model_is_refused_clearly_with_the_model_load_status(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "in").mkdir()
-    assert main(["process", str(tmp_path / "in"), str(tmp_path / "out"), "--model", str(tmp_path / "nope.pt")]) == 2
+    assert main(["process", str(tmp_path / "in"), str(tmp_path / "out"), "--model", str(tmp_path / "nope.pt")]) == 3
     assert "does not exist" in capsys.readouterr().err
 
 

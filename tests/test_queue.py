@@ -10,7 +10,7 @@ import pytest
 from daemon.errors import ConfigError
 from daemon.queue import Fingerprint, JobQueue, Recovery
 
-from tests.conftest import FakeClock
+from daemon.testing import FakeClock
 
 P = PurePosixPath
 

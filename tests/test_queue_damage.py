@@ -29,20 +29,15 @@ from daemon.doctor import check_queue
 from daemon.errors import ConfigError, QueueDamaged, QueueError, from_sqlite_error
 from daemon.outputs import ERROR_SUFFIX, ErrorReport, Folders
 from daemon.queue import Fingerprint, JobQueue
-from daemon.rebuild import (
-    inspect_queue,
-    open_existing_queue,
-    pair_outputs,
-    prepare_queue,
-    rebuild_queue,
-    queue_path,
-)
-from daemon.runner import Daemon, acquire_lock
+from daemon.rebuild import pair_outputs, prepare_queue, rebuild_queue
+from daemon.runner import Daemon
+from daemon.statedir import acquire_lock, inspect_queue, open_existing_queue, queue_path
 from daemon.settings import load_settings
 from daemon.status import retry
 from daemon.watch import content_hash
 from tests import harness
-from tests.conftest import BrightModel, subject_image, write_image
+from daemon.testing import BrightModel
+from tests.conftest import subject_image, write_image
 
 Damage = Literal["page", "header", "zero", "missing"]
 NOW = 1_790_000_000.0

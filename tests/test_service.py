@@ -1,4 +1,4 @@
-"""The launchd/systemd service layer: rendering, and driving fake launchctl/systemctl on PATH.
+"""The service layer: rendering, choosing the manager, and driving fake launchctl/systemctl on PATH.
 
 The fakes (tests/service_fakes.py) are real executables written into tmp_path/bin and put
 first on PATH: they record their argv and fail on demand.
@@ -18,28 +18,20 @@ from typing import Any
 
 import pytest
 
-from daemon import service
 from daemon.cli import MUST_ACT_ENV
-from daemon.errors import QueueDamaged
+from daemon.errors import ConfigError, QueueDamaged, ServiceError
 from daemon.service import (
     AgentSpec,
     AgentStatus,
-    Launchctl,
-    ServiceError,
-    Systemctl,
-    agent_plist_path,
+    Host,
+    default_log_dir,
     default_spec,
-    install,
-    install_systemd,
+    manager_for,
     privacy_grant_target,
-    render_plist,
-    render_systemd_unit,
-    status,
-    status_systemd,
-    systemd_unit_path,
-    uninstall,
-    uninstall_systemd,
 )
+from daemon.service import launchd
+from daemon.service.launchd import LaunchdManager, plist_path, render_plist
+from daemon.service.systemd import SystemdManager, render_unit, unit_path
 from tests.service_fakes import (  # noqa: F401  (fake_* are fixtures)
     LABEL,
     NEVER_EXITED_PRINT,
@@ -54,6 +46,28 @@ from tests.service_fakes import (  # noqa: F401  (fake_* are fixtures)
     fake_launchctl,
     fake_systemctl,
 )
+
+REPOSITORY = Path(__file__).resolve().parents[1]
+EXAMPLE_HOME = Path("/Users/you")
+EXAMPLE_SPEC = default_spec(
+    config=EXAMPLE_HOME / "cutout" / "config.yaml",
+    offline=True,
+    home=EXAMPLE_HOME,
+    python=EXAMPLE_HOME / "cutout" / ".venv" / "bin" / "python",
+)
+"""launchd/cutout.plist is this: `service install` for user "you" with the project in ~/cutout."""
+
+
+def _launchd(home: Path) -> LaunchdManager:
+    return LaunchdManager(home=home, uid=UID)
+
+
+def _systemd(home: Path) -> SystemdManager:
+    return SystemdManager(home=home, requested=True)
+
+
+def _host(system: str, *, home: Path) -> Host:
+    return Host(system=system, machine="arm64", home=home, uid=UID, python=Path("/p"))
 
 
 @pytest.fixture
@@ -170,11 +184,7 @@ def test_offline_spec_adds_hf_hub_offline(spec: AgentSpec) -> None:
     )
 
 
-def test_rendered_plist_has_no_placeholder_left(spec: AgentSpec) -> None:
-    assert b"@" not in render_plist(spec)
-
-
-def test_placeholder_text_inside_a_path_is_kept_literally(spec: AgentSpec) -> None:
+def test_markup_and_placeholder_like_text_in_a_path_is_kept_literally(spec: AgentSpec) -> None:
     odd = replace(spec, config=Path("/Users/me/@LABEL@ & <shots>/config.yaml"))
     assert (
         _parse(odd)["ProgramArguments"][5] == "/Users/me/@LABEL@ & <shots>/config.yaml"
@@ -185,7 +195,7 @@ def test_placeholder_text_inside_a_path_is_kept_literally(spec: AgentSpec) -> No
     "field", ["python", "config", "log_dir", "working_dir", "hf_home", "log_file"]
 )
 def test_render_refuses_relative_paths(spec: AgentSpec, field: str) -> None:
-    with pytest.raises(ServiceError, match=f"{field} must be an absolute path"):
+    with pytest.raises(ConfigError, match=f"{field} must be an absolute path"):
         render_plist(replace(spec, **{field: Path("relative/thing")}))  # type: ignore[arg-type]
 
 
@@ -193,20 +203,30 @@ def test_render_refuses_relative_paths(spec: AgentSpec, field: str) -> None:
 def test_render_refuses_labels_unfit_for_a_file_name_and_service_target(
     spec: AgentSpec, label: str
 ) -> None:
-    with pytest.raises(ServiceError, match="invalid service label"):
+    with pytest.raises(ConfigError, match="invalid service label"):
         render_plist(replace(spec, label=label))
 
 
 def test_render_refuses_a_newline_in_a_path(spec: AgentSpec) -> None:
-    with pytest.raises(ServiceError, match="control character"):
+    with pytest.raises(ConfigError, match="control character"):
         render_plist(replace(spec, config=Path("/a\nb/config.yaml")))
 
 
-def test_template_is_found_through_the_installed_launchd_package(
-    spec: AgentSpec, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.chdir(tmp_path)  # not from the source tree by accident
-    assert _parse(spec)["Label"] == LABEL
+# --- the example agent in launchd/ ---------------------------------------------------------
+
+
+def test_the_committed_example_agent_is_what_install_writes_for_the_example_user() -> None:
+    committed = REPOSITORY / "launchd" / "cutout.plist"
+    regenerate = (
+        "launchd/cutout.plist drifted from the rendered agent; regenerate it: python -c "
+        "'from tests.test_service import write_example_agent; write_example_agent()'"
+    )
+    assert committed.read_bytes() == render_plist(EXAMPLE_SPEC), regenerate
+
+
+def write_example_agent() -> None:
+    """Rewrite launchd/cutout.plist after a deliberate change to the agent (see the test above)."""
+    (REPOSITORY / "launchd" / "cutout.plist").write_bytes(render_plist(EXAMPLE_SPEC))
 
 
 def test_default_spec_keeps_the_venv_python_unresolved_and_makes_config_absolute(
@@ -234,8 +254,8 @@ def test_default_spec_keeps_the_venv_python_unresolved_and_makes_config_absolute
 def test_install_writes_the_plist_then_enables_bootstraps_and_kickstarts(
     spec: AgentSpec, home: Path, fake_launchctl: FakeTool
 ) -> None:
-    change = install(spec=spec, home=home, uid=UID, launchctl=Launchctl())
-    plist = agent_plist_path(label=LABEL, home=home)
+    change = _launchd(home).install(spec=spec)
+    plist = plist_path(label=LABEL, home=home)
     assert plist.read_bytes() == render_plist(spec)
     assert fake_launchctl.calls() == [
         ["print", TARGET],
@@ -253,8 +273,8 @@ def test_install_writes_the_plist_then_enables_bootstraps_and_kickstarts(
 def test_install_creates_the_log_dir_and_a_readable_plist_without_temp_files(
     spec: AgentSpec, home: Path, fake_launchctl: FakeTool
 ) -> None:
-    install(spec=spec, home=home, uid=UID, launchctl=Launchctl())
-    plist = agent_plist_path(label=LABEL, home=home)
+    _launchd(home).install(spec=spec)
+    plist = plist_path(label=LABEL, home=home)
     assert spec.log_dir.is_dir()
     assert stat.S_IMODE(plist.stat().st_mode) == 0o644
     assert list(plist.parent.iterdir()) == [plist]
@@ -263,11 +283,11 @@ def test_install_creates_the_log_dir_and_a_readable_plist_without_temp_files(
 def test_reinstall_boots_out_the_loaded_agent_first_and_rewrites_the_same_bytes(
     spec: AgentSpec, home: Path, fake_launchctl: FakeTool
 ) -> None:
-    install(spec=spec, home=home, uid=UID, launchctl=Launchctl())
-    first = agent_plist_path(label=LABEL, home=home).read_bytes()
+    _launchd(home).install(spec=spec)
+    first = plist_path(label=LABEL, home=home).read_bytes()
     fake_launchctl.log.unlink()
-    change = install(spec=spec, home=home, uid=UID, launchctl=Launchctl())
-    plist = agent_plist_path(label=LABEL, home=home)
+    change = _launchd(home).install(spec=spec)
+    plist = plist_path(label=LABEL, home=home)
     assert plist.read_bytes() == first
     assert fake_launchctl.changes() == [
         ["bootout", TARGET],
@@ -285,9 +305,9 @@ def test_failing_launchctl_raises_service_error_with_command_code_and_stderr(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("FAKE_LAUNCHCTL_FAIL", "bootstrap")
-    plist = agent_plist_path(label=LABEL, home=home)
+    plist = plist_path(label=LABEL, home=home)
     with pytest.raises(ServiceError) as caught:
-        install(spec=spec, home=home, uid=UID, launchctl=Launchctl())
+        _launchd(home).install(spec=spec)
     message = str(caught.value)
     assert f"launchctl bootstrap gui/{UID} {plist}" in message
     assert (
@@ -302,17 +322,15 @@ def test_a_job_that_will_not_boot_out_stops_the_reinstall_with_the_reason(
     fake_launchctl: FakeTool,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(
-        service, "_BOOTOUT_PAUSE_S", 0.0
-    )  # the retry pause, not the behaviour
+    monkeypatch.setattr(launchd, "_BOOTOUT_PAUSE_S", 0.0)  # the retry pause, not the behaviour
     fake_launchctl.set_loaded(RUNNING_PRINT)
     monkeypatch.setenv("FAKE_LAUNCHCTL_FAIL", "bootout")
     with pytest.raises(ServiceError, match="still loaded.*Bootout failed: 5"):
-        install(spec=spec, home=home, uid=UID, launchctl=Launchctl())
+        _launchd(home).install(spec=spec)
     assert [
         "bootstrap",
         f"gui/{UID}",
-        str(agent_plist_path(label=LABEL, home=home)),
+        str(plist_path(label=LABEL, home=home)),
     ] not in fake_launchctl.calls()
 
 
@@ -326,7 +344,7 @@ def test_missing_launchctl_says_launchd_is_macos_only(
         ServiceError,
         match="launchctl not found on PATH: launchd services are macOS-only",
     ):
-        install(spec=spec, home=home, uid=UID, launchctl=Launchctl())
+        _launchd(home).install(spec=spec)
     assert not home.exists()  # nothing half-installed on a machine without launchd
 
 
@@ -334,8 +352,8 @@ def test_dry_run_install_writes_nothing_runs_nothing_and_shows_plist_and_command
     spec: AgentSpec, home: Path, tmp_path: Path, fake_launchctl: FakeTool
 ) -> None:
     before = _files_under(tmp_path)
-    change = install(spec=spec, home=home, uid=UID, launchctl=Launchctl(), dry_run=True)
-    plist = agent_plist_path(label=LABEL, home=home)
+    change = _launchd(home).install(spec=spec, dry_run=True)
+    plist = plist_path(label=LABEL, home=home)
     assert _files_under(tmp_path) == before and not spec.log_dir.exists()
     assert fake_launchctl.calls() == []
     assert change.dry_run and change.path == plist
@@ -353,17 +371,17 @@ def test_dry_run_install_works_where_launchctl_is_missing(
     spec: AgentSpec, home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("PATH", str(tmp_path / "nowhere"))
-    change = install(spec=spec, home=home, uid=UID, launchctl=Launchctl(), dry_run=True)
+    change = _launchd(home).install(spec=spec, dry_run=True)
     assert change.content is not None and not home.exists()
 
 
 def test_uninstall_boots_out_the_loaded_agent_and_removes_the_plist(
     spec: AgentSpec, home: Path, fake_launchctl: FakeTool
 ) -> None:
-    install(spec=spec, home=home, uid=UID, launchctl=Launchctl())
+    _launchd(home).install(spec=spec)
     fake_launchctl.log.unlink()
-    change = uninstall(label=LABEL, home=home, uid=UID, launchctl=Launchctl())
-    assert not agent_plist_path(label=LABEL, home=home).exists()
+    change = _launchd(home).uninstall(label=LABEL)
+    assert not plist_path(label=LABEL, home=home).exists()
     assert fake_launchctl.changes() == [["bootout", TARGET]]
     assert (
         change.commands == (f"launchctl bootout {TARGET}",) and change.content is None
@@ -373,10 +391,10 @@ def test_uninstall_boots_out_the_loaded_agent_and_removes_the_plist(
 def test_uninstall_of_an_agent_that_is_not_loaded_still_removes_the_plist(
     spec: AgentSpec, home: Path, fake_launchctl: FakeTool
 ) -> None:
-    plist = agent_plist_path(label=LABEL, home=home)
+    plist = plist_path(label=LABEL, home=home)
     plist.parent.mkdir(parents=True)
     plist.write_bytes(render_plist(spec))
-    change = uninstall(label=LABEL, home=home, uid=UID, launchctl=Launchctl())
+    change = _launchd(home).uninstall(label=LABEL)
     assert not plist.exists()
     assert fake_launchctl.changes() == [] and change.commands == ()
 
@@ -384,15 +402,13 @@ def test_uninstall_of_an_agent_that_is_not_loaded_still_removes_the_plist(
 def test_dry_run_uninstall_keeps_the_plist_and_runs_nothing(
     spec: AgentSpec, home: Path, fake_launchctl: FakeTool
 ) -> None:
-    install(spec=spec, home=home, uid=UID, launchctl=Launchctl())
+    _launchd(home).install(spec=spec)
     fake_launchctl.log.unlink()
-    change = uninstall(
-        label=LABEL, home=home, uid=UID, launchctl=Launchctl(), dry_run=True
-    )
-    assert agent_plist_path(label=LABEL, home=home).exists()
+    change = _launchd(home).uninstall(label=LABEL, dry_run=True)
+    assert plist_path(label=LABEL, home=home).exists()
     assert fake_launchctl.calls() == []
     assert change.lines() == [
-        f"would remove {agent_plist_path(label=LABEL, home=home)}",
+        f"would remove {plist_path(label=LABEL, home=home)}",
         f"would run launchctl bootout {TARGET}  # only if loaded",
     ]
 
@@ -401,7 +417,7 @@ def test_status_reads_state_pid_and_last_exit_from_launchctl_print(
     home: Path, fake_launchctl: FakeTool
 ) -> None:
     fake_launchctl.set_loaded(RUNNING_PRINT)
-    got = status(label=LABEL, home=home, uid=UID, launchctl=Launchctl())
+    got = _launchd(home).status(label=LABEL)
     # The nested "state = waiting" / "pid = 99" of the event trigger must not win.
     assert got == AgentStatus(
         installed=False, loaded=True, state="running", pid=4242, last_exit_status=1
@@ -412,9 +428,9 @@ def test_status_reads_state_pid_and_last_exit_from_launchctl_print(
 def test_status_of_a_stopped_agent_has_no_pid_and_the_numeric_exit_code(
     spec: AgentSpec, home: Path, fake_launchctl: FakeTool
 ) -> None:
-    install(spec=spec, home=home, uid=UID, launchctl=Launchctl())
+    _launchd(home).install(spec=spec)
     fake_launchctl.set_loaded(STOPPED_PRINT)
-    got = status(label=LABEL, home=home, uid=UID, launchctl=Launchctl())
+    got = _launchd(home).status(label=LABEL)
     assert got == AgentStatus(
         installed=True, loaded=True, state="not running", pid=None, last_exit_status=78
     )
@@ -425,7 +441,7 @@ def test_status_of_a_job_that_never_exited_has_no_exit_status(
 ) -> None:
     fake_launchctl.set_loaded(NEVER_EXITED_PRINT)
     assert (
-        status(label=LABEL, home=home, uid=UID, launchctl=Launchctl()).last_exit_status
+        _launchd(home).status(label=LABEL).last_exit_status
         is None
     )
 
@@ -433,7 +449,7 @@ def test_status_of_a_job_that_never_exited_has_no_exit_status(
 def test_status_when_print_fails_is_not_loaded(
     home: Path, fake_launchctl: FakeTool
 ) -> None:
-    got = status(label=LABEL, home=home, uid=UID, launchctl=Launchctl())
+    got = _launchd(home).status(label=LABEL)
     assert got == AgentStatus(
         installed=False, loaded=False, state=None, pid=None, last_exit_status=None
     )
@@ -443,7 +459,7 @@ def test_status_when_print_fails_is_not_loaded(
 
 
 def _unit_lines(spec: AgentSpec) -> list[str]:
-    return render_systemd_unit(spec).splitlines()
+    return render_unit(spec).splitlines()
 
 
 def test_systemd_unit_runs_the_absolute_python_and_restarts_only_on_failure(
@@ -503,7 +519,7 @@ def test_systemd_accepts_the_rendered_unit_with_odd_characters(
         config=Path('/srv/100% "raw" $HOME/config.yaml'),
     )
     unit = tmp_path / f"{LABEL}.service"
-    unit.write_text(render_systemd_unit(odd))
+    unit.write_text(render_unit(odd))
     verified = subprocess.run(
         ["systemd-analyze", "verify", str(unit)],
         capture_output=True,
@@ -519,7 +535,7 @@ def test_systemd_accepts_the_rendered_unit_with_odd_characters(
 
 def test_systemd_unit_path_is_a_user_unit(home: Path) -> None:
     assert (
-        systemd_unit_path(label=LABEL, home=home)
+        unit_path(label=LABEL, home=home)
         == home / ".config/systemd/user" / f"{LABEL}.service"
     )
 
@@ -527,9 +543,9 @@ def test_systemd_unit_path_is_a_user_unit(home: Path) -> None:
 def test_install_systemd_writes_the_unit_then_reloads_enables_and_restarts(
     spec: AgentSpec, home: Path, fake_systemctl: FakeTool
 ) -> None:
-    change = install_systemd(spec=spec, home=home, systemctl=Systemctl())
-    unit = systemd_unit_path(label=LABEL, home=home)
-    assert unit.read_text() == render_systemd_unit(spec)
+    change = _systemd(home).install(spec=spec)
+    unit = unit_path(label=LABEL, home=home)
+    assert unit.read_text() == render_unit(spec)
     assert fake_systemctl.calls() == [
         ["--user", "daemon-reload"],
         ["--user", "enable", f"{LABEL}.service"],
@@ -542,9 +558,9 @@ def test_install_systemd_writes_the_unit_then_reloads_enables_and_restarts(
 def test_dry_run_install_systemd_writes_nothing_and_runs_nothing(
     spec: AgentSpec, home: Path, fake_systemctl: FakeTool
 ) -> None:
-    change = install_systemd(spec=spec, home=home, systemctl=Systemctl(), dry_run=True)
+    change = _systemd(home).install(spec=spec, dry_run=True)
     assert not home.exists() and fake_systemctl.calls() == []
-    assert change.content == render_systemd_unit(spec) and len(change.commands) == 3
+    assert change.content == render_unit(spec) and len(change.commands) == 3
 
 
 def test_failing_systemctl_raises_service_error_with_command_and_stderr(
@@ -557,16 +573,16 @@ def test_failing_systemctl_raises_service_error_with_command_and_stderr(
     with pytest.raises(
         ServiceError, match=rf"systemctl --user restart {LABEL}\.service.*bad setting"
     ):
-        install_systemd(spec=spec, home=home, systemctl=Systemctl())
+        _systemd(home).install(spec=spec)
 
 
 def test_uninstall_systemd_disables_removes_the_unit_and_reloads(
     spec: AgentSpec, home: Path, fake_systemctl: FakeTool
 ) -> None:
-    install_systemd(spec=spec, home=home, systemctl=Systemctl())
+    _systemd(home).install(spec=spec)
     fake_systemctl.log.unlink()
-    uninstall_systemd(label=LABEL, home=home, systemctl=Systemctl())
-    assert not systemd_unit_path(label=LABEL, home=home).exists()
+    _systemd(home).uninstall(label=LABEL)
+    assert not unit_path(label=LABEL, home=home).exists()
     assert fake_systemctl.calls() == [
         ["--user", "disable", "--now", f"{LABEL}.service"],
         ["--user", "daemon-reload"],
@@ -576,13 +592,11 @@ def test_uninstall_systemd_disables_removes_the_unit_and_reloads(
 def test_dry_run_uninstall_systemd_keeps_the_unit_and_runs_nothing(
     spec: AgentSpec, home: Path, fake_systemctl: FakeTool
 ) -> None:
-    install_systemd(spec=spec, home=home, systemctl=Systemctl())
+    _systemd(home).install(spec=spec)
     fake_systemctl.log.unlink()
-    change = uninstall_systemd(
-        label=LABEL, home=home, systemctl=Systemctl(), dry_run=True
-    )
+    change = _systemd(home).uninstall(label=LABEL, dry_run=True)
     assert (
-        systemd_unit_path(label=LABEL, home=home).exists()
+        unit_path(label=LABEL, home=home).exists()
         and fake_systemctl.calls() == []
     )
     assert change.commands == (
@@ -596,21 +610,21 @@ def test_missing_systemctl_says_systemd_needs_linux(
 ) -> None:
     monkeypatch.setenv("PATH", str(tmp_path / "nowhere"))
     with pytest.raises(ServiceError, match="systemctl not found on PATH"):
-        install_systemd(spec=spec, home=home, systemctl=Systemctl())
+        _systemd(home).install(spec=spec)
     assert not home.exists()
 
 
 def test_systemd_status_reads_load_state_pid_and_exit_status_from_show(
     spec: AgentSpec, home: Path, fake_systemctl: FakeTool
 ) -> None:
-    install_systemd(spec=spec, home=home, systemctl=Systemctl())
+    _systemd(home).install(spec=spec)
     fake_systemctl.set_loaded(SYSTEMD_RUNNING)
-    running = status_systemd(label=LABEL, home=home, systemctl=Systemctl())
+    running = _systemd(home).status(label=LABEL)
     assert running == AgentStatus(
         installed=True, loaded=True, state="running", pid=4242, last_exit_status=None
     )
     fake_systemctl.set_loaded(SYSTEMD_FAILED)
-    failed = status_systemd(label=LABEL, home=home, systemctl=Systemctl())
+    failed = _systemd(home).status(label=LABEL)
     assert (failed.state, failed.pid, failed.last_exit_status) == ("failed", None, 78)
     assert fake_systemctl.calls()[-1][:3] == ["--user", "show", f"{LABEL}.service"]
 
@@ -618,7 +632,7 @@ def test_systemd_status_reads_load_state_pid_and_exit_status_from_show(
 def test_systemd_status_of_a_unit_systemd_does_not_know_is_not_loaded(
     home: Path, fake_systemctl: FakeTool
 ) -> None:
-    got = status_systemd(label=LABEL, home=home, systemctl=Systemctl())
+    got = _systemd(home).status(label=LABEL)
     assert got == AgentStatus(
         installed=False, loaded=False, state="dead", pid=None, last_exit_status=0
     )
@@ -627,14 +641,44 @@ def test_systemd_status_of_a_unit_systemd_does_not_know_is_not_loaded(
 def test_default_log_dir_is_library_logs_on_macos_and_xdg_state_elsewhere(
     home: Path,
 ) -> None:
-    def host(system: str) -> service.Host:
-        return service.Host(
-            system=system, machine="arm64", home=home, uid=UID, python=Path("/p")
-        )
-
-    assert service.default_log_dir(host=host("Darwin"), label=LABEL) == (
+    assert default_log_dir(host=_host("Darwin", home=home), label=LABEL) == (
         home / "Library" / "Logs" / LABEL
     )
-    assert service.default_log_dir(host=host("Linux"), label=LABEL) == (
+    assert default_log_dir(host=_host("Linux", home=home), label=LABEL) == (
         home / ".local" / "state" / LABEL / "log"
     )
+
+
+# --- choosing the manager ------------------------------------------------------------------
+
+
+def test_macos_gets_launchd_in_the_users_login_session(home: Path) -> None:
+    manager = manager_for(host=_host("Darwin", home=home))
+    assert manager == LaunchdManager(home=home, uid=UID)
+    assert (manager.name, manager.domain) == ("launchd", f"launchd, gui/{UID}")
+    assert manager.unit_path(label=LABEL) == plist_path(label=LABEL, home=home)
+    assert manager.may_install and manager.macos_privacy
+
+
+def test_systemd_is_used_when_asked_for_even_on_macos(home: Path) -> None:
+    manager = manager_for(host=_host("Darwin", home=home), systemd=True)
+    assert manager == SystemdManager(home=home, requested=True)
+    assert (manager.name, manager.domain) == ("systemd", "systemd --user")
+    assert manager.may_install and not manager.macos_privacy
+
+
+def test_linux_gets_systemd_but_installs_it_only_when_asked_for(home: Path) -> None:
+    unasked = manager_for(host=_host("Linux", home=home))
+    assert unasked == SystemdManager(home=home, requested=False) and not unasked.may_install
+    assert manager_for(host=_host("Linux", home=home), systemd=True).may_install
+
+
+def test_each_manager_renders_the_file_its_install_writes(
+    spec: AgentSpec, home: Path
+) -> None:
+    for system in ("Darwin", "Linux"):
+        manager = manager_for(host=_host(system, home=home), systemd=system == "Linux")
+        change = manager.install(spec=spec, dry_run=True)
+        assert change.content == manager.render(spec=spec)
+        assert change.path == manager.unit_path(label=LABEL)
+    assert _launchd(home).render(spec=spec).encode() == render_plist(spec)

@@ -25,9 +25,12 @@ import structlog
 
 from daemon import cli
 from daemon.cli import Context, main
+from daemon.errors import ModelLoadError, ServiceError
 from daemon.fetch import PIN_FILE_NAME, ModelStore, fetch_model
 from daemon.pipeline.model import ModelSpec
-from daemon.service import Host, agent_plist_path, systemd_unit_path
+from daemon.service import Host
+from daemon.service.launchd import plist_path
+from daemon.service.systemd import unit_path
 from tests.fake_hub import COMMIT_A, COMMIT_B, FakeHub, unique_repo
 from tests.service_fakes import (  # noqa: F401  (fake_* are fixtures)
     LABEL,
@@ -98,7 +101,7 @@ def config(tmp_path: Path, torchscript_model: Path) -> Path:
 
 
 def _plist(home: Path) -> dict[str, Any]:
-    parsed = plistlib.loads(agent_plist_path(label=LABEL, home=home).read_bytes(), fmt=plistlib.FMT_XML)
+    parsed = plistlib.loads(plist_path(label=LABEL, home=home).read_bytes(), fmt=plistlib.FMT_XML)
     assert isinstance(parsed, dict)
     return parsed
 
@@ -117,7 +120,7 @@ def test_install_writes_the_agent_with_the_absolute_config_and_the_rotated_log_t
     ]
     assert parsed["EnvironmentVariables"]["HF_HUB_OFFLINE"] == "1"
     assert parsed["EnvironmentVariables"]["HF_HOME"] == str(mac.hf_home)
-    plist = agent_plist_path(label=LABEL, home=home)
+    plist = plist_path(label=LABEL, home=home)
     assert fake_launchctl.changes() == [["enable", TARGET], ["bootstrap", f"gui/{UID}", str(plist)], ["kickstart", TARGET]]
     assert f"log: {log_file}" in capsys.readouterr().out
 
@@ -126,10 +129,10 @@ def test_reinstall_replaces_the_loaded_agent_with_the_same_file(
     mac: Context, config: Path, home: Path, fake_launchctl: FakeTool
 ) -> None:
     assert main(["service", "install", "--config", str(config)], context=mac) == 0
-    first = agent_plist_path(label=LABEL, home=home).read_bytes()
+    first = plist_path(label=LABEL, home=home).read_bytes()
     fake_launchctl.log.unlink()
     assert main(["service", "install", "--config", str(config)], context=mac) == 0
-    assert agent_plist_path(label=LABEL, home=home).read_bytes() == first
+    assert plist_path(label=LABEL, home=home).read_bytes() == first
     assert [call[0] for call in fake_launchctl.changes()] == ["bootout", "enable", "bootstrap", "kickstart"]
 
 
@@ -241,7 +244,7 @@ def test_install_refuses_a_config_revision_that_differs_from_the_pin(
 ) -> None:
     repo = _fetched(tmp_path, mac, hf_model_dir)
     config = _write_config(tmp_path, model=f"hf:{repo}", extra=f"  revision: {COMMIT_B}\n")
-    assert main(["service", "install", "--config", str(config)], context=mac) == 2
+    assert main(["service", "install", "--config", str(config)], context=mac) == ModelLoadError.exit_status
     assert f"differs from the fetched pin {COMMIT_A}" in capsys.readouterr().err
     assert not home.exists()
 
@@ -251,7 +254,7 @@ def test_a_failing_launchctl_is_reported_with_its_command_and_message(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     monkeypatch.setenv("FAKE_LAUNCHCTL_FAIL", "bootstrap")
-    assert main(["service", "install", "--config", str(config)], context=mac) == 2
+    assert main(["service", "install", "--config", str(config)], context=mac) == ServiceError.exit_status == 4
     err = capsys.readouterr().err
     assert err.startswith("cutout service install: `launchctl bootstrap") and "Input/output error" in err
 
@@ -274,7 +277,7 @@ def test_uninstall_boots_the_agent_out_and_removes_its_file(
     main(["service", "install", "--config", str(config)], context=mac)
     fake_launchctl.log.unlink()
     assert main(["service", "uninstall"], context=mac) == 0
-    assert not agent_plist_path(label=LABEL, home=home).exists()
+    assert not plist_path(label=LABEL, home=home).exists()
     assert fake_launchctl.changes() == [["bootout", TARGET]]
     assert f"run launchctl bootout {TARGET}" in capsys.readouterr().out
 
@@ -322,7 +325,7 @@ def test_install_systemd_on_linux_writes_the_user_unit_and_starts_it(
     linux: Context, config: Path, home: Path, fake_systemctl: FakeTool
 ) -> None:
     assert main(["service", "install", "--systemd", "--config", str(config)], context=linux) == 0
-    unit = systemd_unit_path(label=LABEL, home=home).read_text()
+    unit = unit_path(label=LABEL, home=home).read_text()
     log_file = home / ".local" / "state" / LABEL / "log" / "cutout.log"
     assert f'"--log-file" "{log_file}"' in unit and 'Environment="HF_HUB_OFFLINE=1"' in unit
     assert [call[1] for call in fake_systemctl.calls()] == ["daemon-reload", "enable", "restart"]
@@ -336,7 +339,7 @@ def test_status_and_uninstall_on_linux_use_the_systemd_unit(
     assert main(["service", "status"], context=linux) == 0
     assert "state: running (pid 4242)" in capsys.readouterr().out
     assert main(["service", "uninstall"], context=linux) == 0
-    assert not systemd_unit_path(label=LABEL, home=home).exists()
+    assert not unit_path(label=LABEL, home=home).exists()
 
 
 # --- the daemon's log file -------------------------------------------------------------------------

@@ -32,7 +32,7 @@ from daemon.cli import main
 from daemon.errors import ConfigError
 from daemon.logs import configure_logging
 from daemon.queue import JobQueue
-from daemon.runner import LOCK_FILE, QUEUE_FILE, acquire_lock, daemon_pid
+from daemon.statedir import LOCK_FILE, QUEUE_FILE, acquire_lock, daemon_pid
 from daemon.settings import LoggingSettings
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -12,7 +12,7 @@ import pytest
 from daemon.cli import main
 from daemon.outputs import Folders
 from daemon.queue import JobQueue
-from tests.conftest import FakeClock
+from daemon.testing import FakeClock
 from tests.test_worker import add, drain, make_worker
 
 

@@ -12,7 +12,8 @@ import pytest
 
 from daemon.queue import Fingerprint, JobQueue
 from daemon.watch import Settler, is_candidate_name, reconcile, start_observer
-from tests.conftest import FakeClock, subject_image, write_image
+from daemon.testing import FakeClock, wait_until
+from tests.conftest import subject_image, write_image
 
 P = PurePosixPath
 
@@ -154,13 +155,6 @@ def test_a_file_replaced_while_its_job_is_busy_stays_watched_and_is_requeued_aft
     assert requeued is not None and requeued.state == "pending" and settler.pending() == 0
 
 
-def _wait_for(condition: Callable[[], bool], *, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.02)
-
-
 def write_soon(path: Path, data: bytes, *, delay: float = 0.1) -> threading.Thread:
     """Write a file from another thread a moment from now, as an exporting app would."""
 
@@ -210,7 +204,7 @@ def test_the_real_observer_hints_new_nested_renamed_and_moved_in_files(
         shutil.move(str(outside), str(hot / "moved-in"))
         (hot / "notes.txt").write_bytes(b"text")
         expected = {P("new/deep/a.jpg"), P("renamed.png"), P("moved-in/inner/c.tif")}
-        _wait_for(lambda: expected <= recorder.hints)
+        wait_until(lambda: expected <= recorder.hints, what=f"hints for {expected}")
         assert not any(hint.name in ("notes.txt", "export.tmp") for hint in recorder.hints)
     finally:
         observer.stop()

@@ -17,7 +17,8 @@ from daemon.queue import Fingerprint, JobQueue
 from daemon.settings import OriginalsPolicy, QueueSettings
 from daemon.status import retry
 from daemon.worker import Worker, backoff
-from tests.conftest import BrightModel, FakeClock, subject_image, write_image
+from daemon.testing import BrightModel, FakeClock
+from tests.conftest import subject_image, write_image
 
 P = PurePosixPath
 BOX = (100, 80, 300, 220)

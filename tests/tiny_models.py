@@ -24,14 +24,16 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
+from daemon.testing import BRIGHTNESS_THRESHOLD, LOGIT_SCALE
+
 #: ImageNet statistics: the input of every model is ``(x / 255 - MEAN) / STD``.
 IMAGENET_MEAN: Final[tuple[float, float, float]] = (0.485, 0.456, 0.406)
 IMAGENET_STD: Final[tuple[float, float, float]] = (0.229, 0.224, 0.225)
 
 #: Brightness (mean of RGB / 255) above which a pixel is foreground.
-THRESHOLD: Final[float] = 0.6
+THRESHOLD: Final[float] = BRIGHTNESS_THRESHOLD
 #: Logit gain: a clear margin, so sigmoid(logit) is near 0 or 1 away from the edge.
-SCALE: Final[float] = 40.0
+SCALE: Final[float] = LOGIT_SCALE
 
 #: Padding value that the models must classify as background (127 / 255 < 0.6).
 GREY_PAD: Final[int] = 127

@@ -2,40 +2,40 @@
 
     from daemon.pipeline import process_image, load_model, parse_model_spec, choose_device
 
-It knows nothing of the queue, the watcher or the settings.
+It knows nothing of the queue, the watcher or the settings, and imports nothing from
+`daemon` but `daemon.errors`, the one exception tree whose reason codes its verdicts are.
+
+The names below load their module on first use (PEP 562): `import daemon.pipeline.formats`
+from the watcher, or `ModelSpec` from the settings, must not import torch and OpenCV,
+which take a second and more; only code that runs the model pays for them.
 """
 
-from daemon.pipeline.constants import PipelineParams
-from daemon.pipeline.inference import MatteModel, TorchMatteModel
-from daemon.pipeline.model import (
-    DEFAULT_MODEL,
-    LoadedModel,
-    ModelSpec,
-    choose_device,
-    export_torchscript,
-    load_model,
-    parse_model_spec,
-)
-from daemon.pipeline.source import ImageOptions
-from daemon.pipeline.pipeline import Cutout, Prepared, ProcessResult, StageTimer, finish, prepare, process_image
+from __future__ import annotations
 
-__all__ = [
-    "DEFAULT_MODEL",
-    "Cutout",
-    "ImageOptions",
-    "LoadedModel",
-    "MatteModel",
-    "ModelSpec",
-    "PipelineParams",
-    "Prepared",
-    "ProcessResult",
-    "StageTimer",
-    "TorchMatteModel",
-    "choose_device",
-    "export_torchscript",
-    "finish",
-    "load_model",
-    "parse_model_spec",
-    "prepare",
-    "process_image",
-]
+import importlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from daemon.pipeline.constants import ImageOptions as ImageOptions, PipelineParams as PipelineParams
+    from daemon.pipeline.inference import TorchMatteModel as TorchMatteModel
+    from daemon.pipeline.matte import MatteModel as MatteModel
+    from daemon.pipeline.model import LoadedModel as LoadedModel, choose_device as choose_device, export_torchscript as export_torchscript, load_model as load_model
+    from daemon.pipeline.modelspec import DEFAULT_MODEL as DEFAULT_MODEL, ModelSpec as ModelSpec, parse_model_spec as parse_model_spec
+    from daemon.pipeline.pipeline import Cutout as Cutout, Prepared as Prepared, ProcessResult as ProcessResult, StageTimer as StageTimer, finish as finish, prepare as prepare, process_image as process_image
+
+_HOME = {
+    "ImageOptions": "constants", "PipelineParams": "constants",
+    "TorchMatteModel": "inference", "MatteModel": "matte",
+    "LoadedModel": "model", "choose_device": "model", "export_torchscript": "model", "load_model": "model",
+    "DEFAULT_MODEL": "modelspec", "ModelSpec": "modelspec", "parse_model_spec": "modelspec",
+    "Cutout": "pipeline", "Prepared": "pipeline", "ProcessResult": "pipeline", "StageTimer": "pipeline",
+    "finish": "pipeline", "prepare": "pipeline", "process_image": "pipeline",
+}
+__all__ = sorted(_HOME)
+
+
+def __getattr__(name: str) -> object:
+    home = _HOME.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{home}"), name)

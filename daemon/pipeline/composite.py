@@ -13,7 +13,8 @@ from daemon.errors import NoForeground
 from daemon.pipeline.constants import PNG_FILTER, PngFilter
 from daemon.pipeline.postprocess import Region, matte_to_uint8
 from daemon.pipeline import pngchunks
-from daemon.pipeline.preprocess import FloatArray, RGBImage
+from daemon.pipeline.matte import FloatArray
+from daemon.pipeline.preprocess import RGBImage
 from daemon.pipeline.source import SourceImage
 
 RGBAImage = npt.NDArray[np.uint8]

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 PngFilter = Literal["adaptive", "none", "sub", "up", "average", "paeth"]
+BitDepth = Literal[8, "source"]
 
 # --- The seed's values -------------------------------------------------------
 TARGET_SIZE = 1088
@@ -68,3 +69,14 @@ class PipelineParams:
     edge_band_radius: int = EDGE_BAND_RADIUS
     png_compression: int = PNG_COMPRESSION
     png_filter: PngFilter = PNG_FILTER
+
+
+@dataclass(frozen=True, kw_only=True)
+class ImageOptions:
+    """How to read inputs and what to keep in the output (config: color, output, limits)."""
+
+    convert_to_srgb: bool = False
+    bit_depth: BitDepth = 8
+    keep_metadata: bool = False
+    max_pixels: int = 120_000_000
+    max_file_bytes: int = 1_000_000_000

@@ -1,34 +1,24 @@
 """Stage 4: the forward pass, the primary output tensor, and the sigmoid matte.
 
-The rest of the program sees a model only through `MatteModel`: a normalised
-(1, 3, S, S) float32 array in, an (S, S) float32 matte in [0, 1] out. The queue,
-worker and shutdown tests use plain-numpy models behind the same Protocol.
+`TorchMatteModel` is a torch module behind the `MatteModel` Protocol (`matte.py`), the
+only shape in which the rest of the program sees a model.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Protocol
 
 import numpy as np
 import torch
 
 from daemon.errors import DeviceError, ModelError
-from daemon.pipeline.preprocess import FloatArray
+from daemon.pipeline.matte import FloatArray
 
 PREFERRED_OUTPUT_KEYS = ("logits", "preds", "pred", "pred_masks", "masks", "mask", "alpha", "out", "output")
 """Keys (or attributes) that name the primary tensor of a dict / ModelOutput, in order."""
 
 # Substrings of RuntimeError messages that mean the device, not the input, failed.
 _DEVICE_FAILURES = ("out of memory", "mps backend", "cuda error", "cublas", "cudnn", "device-side")
-
-
-class MatteModel(Protocol):
-    """Anything that turns a normalised batch-1 image into a square matte."""
-
-    def predict(self, batch: FloatArray) -> FloatArray:
-        """(1, 3, S, S) float32 in, (S, S) float32 probabilities in [0, 1] out."""
-        ...
 
 
 def _tensors(value: object) -> Iterator[torch.Tensor]:

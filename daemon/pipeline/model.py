@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Protocol
 
 import torch
 
@@ -22,14 +22,10 @@ from daemon.errors import ModelLoadError
 from daemon.pipeline.constants import TARGET_SIZE
 from daemon.pipeline.inference import TorchMatteModel, extract_primary_tensor
 from daemon.pipeline.installs import birefnet_install_command, matching_torchvision_command
+from daemon.pipeline.modelspec import DEVICE_NAMES, ModelSpec
 
-DEFAULT_MODEL = "hf:ZhengPeng7/BiRefNet"
-BIREFNET_REPO = "ZhengPeng7/BiRefNet"
-_BIREFNET_ALIASES = frozenset({"birefnet", "hf:birefnet"})
 BIREFNET_PACKAGES = ("torchvision", "timm", "kornia", "einops")
 """What the hub's BiRefNet code imports besides torch and transformers."""
-DeviceName = Literal["auto", "mps", "cuda", "cpu"]
-DEVICE_NAMES: tuple[DeviceName, ...] = ("auto", "mps", "cuda", "cpu")
 
 
 # --- Devices -----------------------------------------------------------------
@@ -83,33 +79,6 @@ def _missing_hint(name: str) -> str:
     if name == "mps":
         return "MPS needs Apple Silicon, macOS 12.3+ and a PyTorch build with MPS (torch.backends.mps.is_available() is False)"
     return "no CUDA GPU or no CUDA build of PyTorch (torch.cuda.is_available() is False)"
-
-
-# --- Model specs ---------------------------------------------------------------
-@dataclass(frozen=True)
-class ModelSpec:
-    """Where a model comes from: a Hugging Face repo or folder, or a TorchScript file."""
-
-    kind: Literal["hf", "torchscript"]
-    source: str
-
-    @property
-    def is_local_hf(self) -> bool:
-        return self.kind == "hf" and Path(self.source).is_dir()
-
-    def __str__(self) -> str:
-        return f"hf:{self.source}" if self.kind == "hf" else self.source
-
-
-def parse_model_spec(text: str) -> ModelSpec:
-    """`hf:<repo or dir>`, `birefnet` / `hf:birefnet`, or a TorchScript file path."""
-    if text.strip().lower() in _BIREFNET_ALIASES:
-        return ModelSpec("hf", BIREFNET_REPO)
-    if text.startswith("hf:"):
-        if not text[3:]:
-            raise ModelLoadError("model 'hf:' names no repository or folder")
-        return ModelSpec("hf", text[3:])
-    return ModelSpec("torchscript", text)
 
 
 # --- Loading -----------------------------------------------------------------

@@ -15,14 +15,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from daemon.atomic import write_atomic
 from daemon.errors import NoForeground
 from daemon.pipeline.composite import CropBox, combine_alpha, crop_box, encode_cutout, foreground_fraction
-from daemon.pipeline.constants import PipelineParams
-from daemon.pipeline.inference import MatteModel
+from daemon.pipeline.constants import ImageOptions, PipelineParams
+from daemon.pipeline.matte import FloatArray, MatteModel
 from daemon.pipeline.postprocess import Region, clean_matte, restore_matte
-from daemon.pipeline.preprocess import FloatArray, PadMeta, normalize, read_file, resize_and_pad
-from daemon.pipeline.source import ImageOptions, SourceImage, read_source
+from daemon.pipeline.preprocess import PadMeta, normalize, read_file, resize_and_pad
+from daemon.pipeline.source import SourceImage, read_source
 
 DEFAULTS = ImageOptions()
 
@@ -121,17 +120,13 @@ def process_image(
     model: MatteModel,
     params: PipelineParams | None = None,
     options: ImageOptions = DEFAULTS,
-    output: Path | None = None,
 ) -> ProcessResult:
-    """The whole seed pipeline for one file; writes `output` atomically when given."""
+    """The whole seed pipeline for one file: the cutout's PNG bytes, for the caller to write
+    (the daemon and `cutout process` write them atomically, next to their bookkeeping)."""
     params = params or PipelineParams()
     timer = StageTimer()
     prepared = prepare(path, params=params, timer=timer, options=options)
     with timer.stage("inference"):
         matte = model.predict(prepared.batch)
     cutout = finish(prepared, matte, params=params, timer=timer)
-    if output is not None:
-        with timer.stage("save"):
-            output.parent.mkdir(parents=True, exist_ok=True)
-            write_atomic(output, cutout.png)
     return ProcessResult(cutout, timer.seconds)

@@ -10,7 +10,8 @@ import numpy as np
 import numpy.typing as npt
 
 from daemon.pipeline.constants import PipelineParams
-from daemon.pipeline.preprocess import FloatArray, PadMeta
+from daemon.pipeline.matte import FloatArray
+from daemon.pipeline.preprocess import PadMeta
 
 
 Region = tuple[slice, slice]

@@ -10,13 +10,13 @@ import numpy as np
 import numpy.typing as npt
 
 from daemon.errors import TooLarge, Truncated, Undecodable, Vanished, from_os_error
-from daemon.pipeline.constants import PipelineParams
+from daemon.pipeline.constants import ImageOptions, PipelineParams
 from daemon.pipeline.formats import truncation
-from daemon.pipeline.source import ImageOptions, SourceImage, read_source
+from daemon.pipeline.matte import FloatArray
+from daemon.pipeline.source import SourceImage, read_source
 
 RGBImage = npt.NDArray[np.uint8]
 """(H, W, 3) uint8, RGB order."""
-FloatArray = npt.NDArray[np.float32]
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -17,7 +17,7 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from typing import Any
 
 import cv2
 import numpy as np
@@ -25,6 +25,7 @@ import numpy.typing as npt
 from PIL import Image, ImageCms, UnidentifiedImageError
 
 from daemon.errors import TooLarge, Undecodable, Unsupported
+from daemon.pipeline.constants import ImageOptions
 from daemon.pipeline.formats import RAW_SUFFIXES, png_has_late_chunks, tiff_size
 
 try:  # HEIC/HEIF through the optional `heif` extra
@@ -39,7 +40,6 @@ except ImportError:
 # Pillow's global bomb check would otherwise refuse or warn on 100 MP medium-format files.
 Image.MAX_IMAGE_PIXELS = None
 
-BitDepth = Literal[8, "source"]
 UInt8Array = npt.NDArray[np.uint8]
 UInt16Array = npt.NDArray[np.uint16]
 AlphaArray = npt.NDArray[np.float32]
@@ -62,17 +62,6 @@ _DECODER_ERRORS: tuple[type[Exception], ...] = (
 )
 # A damaged ICC profile: ImageCmsProfile() raises OSError (not PyCMSError) on garbage bytes.
 _PROFILE_ERRORS = (ImageCms.PyCMSError, OSError, ValueError, TypeError)
-
-
-@dataclass(frozen=True, kw_only=True)
-class ImageOptions:
-    """How to read inputs and what to keep in the output (config: color, output, limits)."""
-
-    convert_to_srgb: bool = False
-    bit_depth: BitDepth = 8
-    keep_metadata: bool = False
-    max_pixels: int = 120_000_000
-    max_file_bytes: int = 1_000_000_000
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,116 @@
+"""The shape of the package: which module may import which, and what a read-only command loads.
+
+The import rules are read from the source (ast), so a back-edge fails here the day it is
+written, not when someone notices that `cutout status` got slow. The loaded modules are
+read from a real `cutout` process: torch, transformers and OpenCV take more than a
+second to import, and the commands that never run the model must not pay for them.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import daemon
+
+PACKAGE = Path(daemon.__file__).parent
+HEAVY = ("torch", "torchvision", "transformers", "cv2")
+LIFE_CYCLE = ("daemon.runner", "daemon.worker", "daemon.watch", "daemon.stages", "daemon.batch", "daemon.loading")
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imports(path: Path, *, modules: set[str]) -> set[str]:
+    """Every module `path` imports, at the top or inside a function, typing-only ones included.
+    `from package import module` is an edge to the module, not to the package."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            named = {f"{node.module}.{alias.name}" for alias in node.names}
+            found.update(named & modules or {node.module})
+    return found & modules
+
+
+def _graph() -> dict[str, set[str]]:
+    paths = {_module_name(path): path for path in PACKAGE.rglob("*.py")}
+    return {name: _imports(path, modules=set(paths)) for name, path in paths.items()}
+
+
+GRAPH = _graph()
+
+
+def test_the_pipeline_imports_nothing_from_the_daemon_but_the_error_tree() -> None:
+    outside = {
+        module: sorted(m for m in imported if not m.startswith("daemon.pipeline") and m != "daemon.errors")
+        for module, imported in GRAPH.items() if module.startswith("daemon.pipeline")
+    }
+    assert {module: found for module, found in outside.items() if found} == {}
+
+
+def test_no_module_imports_one_that_imports_it_back() -> None:
+    def reaches(start: str, goal: str, seen: set[str]) -> bool:
+        for nxt in GRAPH[start] - seen:
+            seen.add(nxt)
+            if nxt == goal or reaches(nxt, goal, seen):
+                return True
+        return False
+
+    cycles = sorted(
+        f"{a} -> {b}" for a, imported in GRAPH.items() for b in imported
+        if a != b and not b.startswith(f"{a}.") and reaches(b, a, set())
+    )
+    assert cycles == []
+
+
+@pytest.mark.parametrize("module", ["daemon.status", "daemon.statedir", "daemon.queue", "daemon.settings",
+                                    "daemon.outputs", "daemon.live", "daemon.fetch", "daemon.service"])
+def test_what_read_only_commands_use_never_reaches_the_life_cycle_or_the_model(module: str) -> None:
+    reached, todo = set(), [module]
+    while todo:
+        for nxt in GRAPH[todo.pop()] - reached:
+            reached.add(nxt)
+            todo.append(nxt)
+    assert sorted(reached & {*LIFE_CYCLE, "daemon.pipeline.model", "daemon.pipeline.inference"}) == []
+
+
+_RUN_AND_LIST_MODULES = """
+import json, sys
+from daemon.cli import main
+try:
+    code = main(sys.argv[1:])
+except SystemExit as exc:
+    code = exc.code
+loaded = sorted({name.split(".")[0] for name in sys.modules} & set(%r))
+print(json.dumps({"code": code, "heavy": loaded, "life_cycle": sorted(set(sys.modules) & set(%r))}), file=sys.stderr)
+""" % (HEAVY, LIFE_CYCLE)
+
+
+def _loaded_by(*args: str) -> dict[str, object]:
+    completed = subprocess.run([sys.executable, "-c", _RUN_AND_LIST_MODULES, *args], capture_output=True, text=True,
+                               timeout=60)
+    result: dict[str, object] = json.loads(completed.stderr.strip().splitlines()[-1])
+    return result
+
+
+@pytest.mark.parametrize("args", [
+    ["--help"], ["--version"], ["status", "--state", "{state}"],
+    ["retry", "--state", "{state}", "--input", "{state}/in", "--output", "{state}/out", "--all"],
+])
+def test_commands_that_never_run_the_model_never_import_torch_opencv_or_the_daemon(
+    tmp_path: Path, args: list[str]
+) -> None:
+    from daemon.queue import JobQueue
+
+    JobQueue(tmp_path / "queue.sqlite3").close()  # a healthy, empty queue for status and retry
+    found = _loaded_by(*(arg.format(state=tmp_path) for arg in args))
+    assert found == {"code": 0, "heavy": [], "life_cycle": []}
