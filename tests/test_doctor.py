@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from daemon.cli import Context, main
+from daemon.cli import main
+from daemon.context import Context
 from daemon.doctor import (
     Check,
     check_agent,

@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from daemon.batch import run_batch
-from daemon.cli import Context, main
+from daemon.cli import main
+from daemon.context import Context
 from daemon.errors import ConfigError
 from daemon.outputs import (
     Folders,

@@ -24,7 +24,8 @@ import cv2
 import numpy as np
 import pytest
 
-from daemon.cli import Context, current_context, main
+from daemon.cli import main
+from daemon.context import Context, current_context
 from daemon.doctor import check_queue
 from daemon.errors import ConfigError, QueueDamaged, QueueError, from_sqlite_error
 from daemon.outputs import ERROR_SUFFIX, ErrorReport, Folders

@@ -24,7 +24,8 @@ import pytest
 import structlog
 
 from daemon import cli
-from daemon.cli import Context, main
+from daemon.cli import main
+from daemon.context import Context
 from daemon.errors import ModelLoadError, ServiceError
 from daemon.fetch import PIN_FILE_NAME, ModelStore, fetch_model
 from daemon.pipeline.model import ModelSpec

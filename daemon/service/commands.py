@@ -34,7 +34,7 @@ EXIT_OK, EXIT_FAILED = 0, 1
 
 
 class Surroundings(Protocol):
-    """What the CLI read from the process that an install needs (daemon.cli.Context has it)."""
+    """What the CLI read from the process that an install needs (daemon.context.Context has it)."""
 
     @property
     def host(self) -> Host: ...

@@ -1,0 +1,156 @@
+"""One handler per `cutout` command: each reads its arguments and calls the module that does the work.
+
+The work modules are imported inside the handlers: `cutout status` must not pay for
+torch and OpenCV, which only `process`, `watch`, `doctor` and `model export` use.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import sys
+
+import structlog
+
+from daemon.context import Context, configured_folders, folders_from, open_model, state_dir, store_for
+from daemon.errors import ConfigError, QueueDamaged
+from daemon.fetch import fetch_model, is_hub_model
+from daemon.service import commands as service_commands
+from daemon.settings import Settings, cpu_threads, image_options, in_flight
+
+log = structlog.get_logger("cutout")
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def cmd_process(args: argparse.Namespace, settings: Settings, ctx: Context) -> int:
+    from daemon.batch import check_process_folders, print_summary, run_batch
+
+    if not args.input.is_dir():
+        print(f"cutout process: input folder {args.input} does not exist", file=sys.stderr)
+        return EXIT_USAGE
+    # Before the model loads: a refusal should not wait for it.
+    check_process_folders(args.input, args.output, state=settings.folders.state)
+    loaded = open_model(settings, ctx=ctx, progress=sys.stderr.isatty())
+    report = run_batch(
+        args.input,
+        args.output,
+        model=loaded.model,
+        params=settings.pipeline,
+        options=image_options(settings),
+        in_flight=in_flight(settings, cores=os.cpu_count()),
+        cpu_threads=cpu_threads(settings, cores=os.cpu_count()),
+        progress=sys.stderr.isatty(),
+    )
+    print_summary(report, input_dir=args.input, out=sys.stdout)
+    return EXIT_FAILED if report.failed else EXIT_OK
+
+
+def cmd_watch(args: argparse.Namespace, settings: Settings, ctx: Context) -> int:
+    from daemon.outputs import validate_folders
+    from daemon.rebuild import prepare_queue
+    from daemon.runner import Daemon, install_signal_handlers
+    from daemon.statedir import STATE_FILES, daemon_pid
+    from daemon.nativelog import capture_native_stderr
+
+    folders = folders_from(settings, ctx)
+    validate_folders(folders, policy=settings.originals, state_files=STATE_FILES)
+    if (pid := daemon_pid(folders.state)) is not None:
+        raise ConfigError(f"a daemon (pid {pid}) is already running on {folders.state}")
+    # Before the model loads: a damaged queue is refused at once, an empty or missing one rebuilt.
+    prepare_queue(folders)
+    loaded = open_model(settings, ctx=ctx, progress=sys.stderr.isatty())
+    log.info("model_loaded", model=str(loaded.spec), origin=loaded.origin, device=str(loaded.device.device),
+             device_reason=loaded.device.reason)
+    daemon = Daemon(settings=settings, folders=folders, model=loaded.model)
+    install_signal_handlers(daemon)
+    with capture_native_stderr():  # OpenCV and libjpeg write to fd 2 directly: make their lines log events
+        code = daemon.run()
+    return ctx.must_act_status if code == QueueDamaged.exit_status else code
+
+
+def cmd_status(args: argparse.Namespace, settings: Settings, ctx: Context) -> int:
+    from daemon.status import collect_status, print_status
+
+    folders = configured_folders(settings, ctx)  # none configured: the state folder alone will do
+    quarantine = folders.quarantine if folders else None
+    report = collect_status(folders.state if folders else state_dir(settings, ctx), quarantine=quarantine)
+    if args.json:
+        print(report.to_json())
+    else:
+        print_status(report, out=sys.stdout)
+    return EXIT_OK
+
+
+def cmd_retry(args: argparse.Namespace, settings: Settings, ctx: Context) -> int:
+    from daemon.status import retry
+
+    if args.all == (args.path is not None):
+        raise ConfigError("give either a quarantined file or --all")
+    outcomes = retry(folders_from(settings, ctx), target=args.path, every=args.all)
+    for line in outcomes:
+        print(line)
+    if not outcomes:
+        print("nothing in quarantine")
+    return EXIT_FAILED if any(line.startswith("skipped") for line in outcomes) else EXIT_OK
+
+
+def cmd_queue_rebuild(args: argparse.Namespace, settings: Settings, ctx: Context) -> int:
+    from daemon.rebuild import rebuild_queue
+
+    report = rebuild_queue(folders_from(settings, ctx))
+    for line in report.lines():
+        print(line)
+    config = shlex.quote(os.path.abspath(args.config)) if args.config else "F"
+    print(f"start the daemon again: cutout watch --config {config} "
+          f"(the service: cutout service install --config {config})")
+    return EXIT_OK
+
+
+def cmd_doctor(args: argparse.Namespace, settings: Settings, ctx: Context) -> int:
+    from daemon.doctor import DoctorInputs, report, run_checks
+
+    inputs = DoctorInputs(
+        settings=settings, host=ctx.host, store=store_for(settings, ctx), folders=configured_folders(settings, ctx),
+        config=args.config, label=args.label,
+    )
+    return report(run_checks(inputs), out=sys.stdout)
+
+
+def cmd_model_export(args: argparse.Namespace, settings: Settings, ctx: Context) -> int:
+    from daemon.pipeline.model import export_torchscript
+
+    loaded = open_model(settings, ctx=ctx, device="cpu", progress=sys.stderr.isatty())
+    size = args.input_res or settings.pipeline.target_size
+    out = export_torchscript(loaded.model.module, out=args.out, input_res=size)
+    print(f"wrote {out} (TorchScript, traced at {size}x{size}; use it with --model {out})")
+    return EXIT_OK
+
+
+def cmd_model_fetch(args: argparse.Namespace, settings: Settings, ctx: Context) -> int:
+    spec = settings.model.spec
+    store = store_for(settings, ctx)
+    before = store.pin(spec) if is_hub_model(spec) else None
+    revision = settings.model.revision
+    print(f"fetching {spec} @ {revision or 'default branch'} into {store.cache}", file=sys.stderr)
+    pin = fetch_model(spec, revision=revision, store=store, downloader=ctx.downloader, progress=sys.stderr.isatty())
+    changed = "" if before is None or before.revision == pin.revision else f" (was {before.revision})"
+    print(f"pinned {spec} at {pin.revision}{changed}: {len(pin.files)} files, pin in {store.pin_file}")
+    print("cutout now loads this revision offline; it changes only when you run: cutout model fetch --revision R")
+    return EXIT_OK
+
+
+# --- Service handlers (daemon.service.commands) ---------------------------------------------------
+def cmd_service_install(args: argparse.Namespace, settings: Settings, ctx: Context) -> int:
+    store = store_for(settings, ctx, cache=ctx.hf_home / "hub")  # the service gets HF_HOME only
+    return service_commands.install(config=args.config, label=args.label, systemd=args.systemd,
+                                    dry_run=args.dry_run, settings=settings, ctx=ctx, store=store)
+
+
+def cmd_service_uninstall(args: argparse.Namespace, settings: Settings, ctx: Context) -> int:
+    return service_commands.uninstall(label=args.label, systemd=args.systemd, dry_run=args.dry_run, host=ctx.host)
+
+
+def cmd_service_status(args: argparse.Namespace, settings: Settings, ctx: Context) -> int:
+    return service_commands.status(label=args.label, systemd=args.systemd, host=ctx.host)
