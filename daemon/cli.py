@@ -111,7 +111,7 @@ def _add_doctor(commands: Commands) -> None:
 
 def _add_model(commands: Commands) -> None:
     model = commands.add_parser("model", help="model tools").add_subparsers(dest="model_command", required=True)
-    export = model.add_parser("export", help="trace the model to a TorchScript file (the seed's get_model.py)")
+    export = model.add_parser("export", help="trace the model to a TorchScript file (single logits output)")
     export.add_argument("--out", type=Path, required=True, help="TorchScript file to write")
     export.add_argument("--input-res", type=int, default=None, help="trace size (default: pipeline.target_size)")
     _common(export)

@@ -1,8 +1,8 @@
 """Every number of the pipeline, in one place.
 
-The module-level constants are the seed's values (`bg-removal-pipeline.md`,
-"Configuration reference") plus the details the seed leaves open, each named and
-explained. `PipelineParams` bundles them; the config file's `pipeline:` section
+The module-level constants are the reference pipeline's values (its configuration
+reference: the seed the project was specified from) plus the details it leaves open,
+each named and explained. `PipelineParams` bundles them; the config file's `pipeline:` section
 overrides any field.
 """
 

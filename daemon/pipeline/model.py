@@ -1,8 +1,8 @@
 """Device choice, model loading (Hugging Face or TorchScript) and TorchScript export.
 
-See `shared/notes/birefnet-loading.md` for why the Hugging Face path resolves the
-remote class itself before `from_pretrained`: transformers 5 needs an attribute
-that the hub's BiRefNet class never sets.
+The Hugging Face path resolves the hub's remote class itself before `from_pretrained`:
+transformers 5 needs an attribute that the hub's BiRefNet class never sets (see
+`load_hf_module`).
 """
 
 from __future__ import annotations
