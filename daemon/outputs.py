@@ -317,8 +317,8 @@ def restore_from_quarantine(folders: Folders, *, quarantined: PurePosixPath, sou
         raise ConfigError(f"cannot retry {quarantined}: {target} exists again in the hot folder")
     try:
         move_file(folders.quarantine / quarantined, target)
-    except OSError as exc:
-        raise ConfigError(f"cannot move {folders.quarantine / quarantined} back to {target}: {exc}") from exc
+    except OSError as exc:  # a full disk, a permission: the same classification as everywhere
+        raise from_os_error(exc, doing=f"moving {folders.quarantine / quarantined} back to {target}") from exc
 
 
 def write_output(folders: Folders, rel: PurePosixPath, png: bytes) -> Path:

@@ -39,7 +39,7 @@ from pathlib import Path, PurePosixPath
 from typing import Literal
 
 from daemon.atomic import access_problem, make_private_dir
-from daemon.errors import ConfigError
+from daemon.errors import ConfigError, from_sqlite_error
 from daemon.layout import claim_key, output_name
 
 State = Literal["pending", "running", "done", "failed"]
@@ -206,7 +206,7 @@ def _connect(path: Path) -> sqlite3.Connection:
     try:
         return sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=False)
     except sqlite3.Error as exc:
-        raise ConfigError(f"folders.state: cannot open the queue {path}: {exc}") from exc
+        raise from_sqlite_error(exc, path=path) from exc
 
 
 class JobQueue:

@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import TextIO
 
-from daemon.errors import ConfigError
+from daemon.errors import ConfigError, JobError
 from daemon.outputs import Folders, restore_from_quarantine
 from daemon.queue import Job, JobQueue, State
 from daemon.live import Live, read_live
@@ -110,7 +110,7 @@ def _send_back(folders: Folders, queue: JobQueue, job: Job) -> str:
     assert job.quarantine is not None
     try:
         restore_from_quarantine(folders, quarantined=job.quarantine, source=job.source)
-    except ConfigError as exc:
+    except (ConfigError, JobError) as exc:
         return f"skipped: {exc}"
     queue.requeue(job)
     return f"queued again: {job.source.as_posix()}"

@@ -114,3 +114,15 @@ def test_commands_that_never_run_the_model_never_import_torch_opencv_or_the_daem
     JobQueue(tmp_path / "queue.sqlite3").close()  # a healthy, empty queue for status and retry
     found = _loaded_by(*(arg.format(state=tmp_path) for arg in args))
     assert found == {"code": 0, "heavy": [], "life_cycle": []}
+
+
+def test_each_kind_of_error_stops_a_command_with_its_own_documented_exit_status() -> None:
+    from daemon.errors import ConfigError, CutoutError, JobError, ModelLoadError, QueueDamaged, QueueError, ServiceError
+
+    kinds = [ConfigError, ModelLoadError, ServiceError, QueueError, QueueDamaged, JobError]
+    assert {kind.__base__ for kind in kinds} <= {CutoutError, QueueError}
+    statuses = [kind.exit_status for kind in kinds]
+    assert len(set(statuses)) == len(kinds) and 0 not in statuses
+    readme = (PACKAGE.parent / "README.md").read_text(encoding="utf-8")
+    table = readme[readme.index("### Exit statuses"):readme.index("## Safety rules")]
+    assert all(f"\n| {status} |" in table for status in statuses)
