@@ -15,6 +15,7 @@ import plistlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 from daemon.errors import ServiceError
 from daemon.service.files import make_dirs, remove, write_atomically
@@ -136,22 +137,13 @@ class LaunchdManager:
     home: Path
     uid: int
     launchctl: Launchctl = field(default_factory=Launchctl, compare=False, repr=False)
-
-    @property
-    def name(self) -> str:
-        return "launchd"
+    name: ClassVar[str] = "launchd"
+    may_install: ClassVar[bool] = True
+    macos_privacy: ClassVar[bool] = True
 
     @property
     def domain(self) -> str:
         return f"launchd, {_domain(uid=self.uid)}"
-
-    @property
-    def may_install(self) -> bool:
-        return True
-
-    @property
-    def macos_privacy(self) -> bool:
-        return True
 
     def unit_path(self, *, label: str) -> Path:
         return plist_path(label=label, home=self.home)

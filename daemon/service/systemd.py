@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 from daemon.errors import QueueDamaged
 from daemon.service.files import make_dirs, remove, write_atomically
@@ -107,22 +108,13 @@ class SystemdManager:
     home: Path
     requested: bool
     systemctl: Systemctl = field(default_factory=Systemctl, compare=False, repr=False)
-
-    @property
-    def name(self) -> str:
-        return "systemd"
-
-    @property
-    def domain(self) -> str:
-        return "systemd --user"
+    name: ClassVar[str] = "systemd"
+    domain: ClassVar[str] = "systemd --user"
+    macos_privacy: ClassVar[bool] = False
 
     @property
     def may_install(self) -> bool:
         return self.requested
-
-    @property
-    def macos_privacy(self) -> bool:
-        return False
 
     def unit_path(self, *, label: str) -> Path:
         return unit_path(label=label, home=self.home)
