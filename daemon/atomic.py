@@ -17,6 +17,8 @@ import pwd
 import stat
 import sys
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 try:
@@ -79,6 +81,17 @@ def write_atomic(path: Path, data: bytes, *, mode: int = FILE_MODE, durable: boo
     `mode` defaults to the umask's; a caller whose reader demands a fixed mode (launchd
     refuses a group-writable plist) passes it. `durable=False` skips the flushes, for a
     file that must never be seen half-written but need not survive a power cut."""
+    with staged(path, data, mode=mode, durable=durable) as temp:
+        os.replace(temp, path)
+    if durable:
+        sync_dir(path.parent)
+
+
+@contextmanager
+def staged(path: Path, data: bytes, *, mode: int = FILE_MODE, durable: bool = True) -> Iterator[Path]:
+    """`data` complete on the disk under a temp name beside `path`, for the block to rename into
+    place when it decides to (the daemon: only if its claim on the job still holds). Whatever
+    is left at the temp name when the block ends is removed."""
     fd, temp = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=TEMP_SUFFIX, dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
@@ -87,12 +100,9 @@ def write_atomic(path: Path, data: bytes, *, mode: int = FILE_MODE, durable: boo
                 handle.flush()
                 sync_file(handle.fileno())
         os.chmod(temp, mode)
-        os.replace(temp, path)
-    except BaseException:
+        yield Path(temp)
+    finally:
         Path(temp).unlink(missing_ok=True)
-        raise
-    if durable:
-        sync_dir(path.parent)
 
 
 def is_temp_name(name: str) -> bool:

@@ -12,13 +12,15 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 
 from daemon import __version__
 from daemon.atomic import (
-    TEMP_PREFIX, TEMP_SUFFIX, access_problem, make_private_dir, sync_dir, sync_file, write_atomic,
+    TEMP_PREFIX, TEMP_SUFFIX, access_problem, make_private_dir, staged, sync_dir, sync_file, write_atomic,
 )
 from daemon.errors import ConfigError, from_os_error
 from daemon.layout import NAME_MAX, name_bytes
@@ -321,17 +323,25 @@ def restore_from_quarantine(folders: Folders, *, quarantined: PurePosixPath, sou
         raise from_os_error(exc, doing=f"moving {folders.quarantine / quarantined} back to {target}") from exc
 
 
-def write_output(folders: Folders, rel: PurePosixPath, png: bytes) -> Path:
-    """The cutout, atomically at its final name (missing subfolders created)."""
+@contextmanager
+def staged_output(folders: Folders, rel: PurePosixPath, png: bytes) -> Iterator[Callable[[], Path]]:
+    """The cutout on the disk beside its final name; `publish()` renames it into place. The
+    daemon calls it inside the job store's transaction, so only the current claim publishes."""
     if not folders.output.is_dir():
         raise from_os_error(FileNotFoundError(2, "output folder is missing"), doing=f"writing {folders.output}")
     path = folders.output / rel
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(path, png)
+        with staged(path, png) as temp:
+
+            def publish() -> Path:
+                os.replace(temp, path)
+                sync_dir(path.parent)
+                return path
+
+            yield publish
     except OSError as exc:
         raise from_os_error(exc, doing=f"writing {path}") from exc
-    return path
 
 
 def apply_originals_policy(folders: Folders, rel: PurePosixPath, *, policy: OriginalsPolicy) -> Path | None:

@@ -27,23 +27,18 @@ A job is one input file, keyed by its path relative to the hot folder:
 
 from __future__ import annotations
 
-import os
 import sqlite3
-from stat import S_ISREG
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Literal
 
 from daemon.atomic import access_problem, make_private_dir
 from daemon.errors import ConfigError, from_sqlite_error
 from daemon.layout import claim_key, output_name
+from daemon.store import STATES, DoneRecord, FailedRecord, Fingerprint, Job, Offer, Recovery, State
 
-State = Literal["pending", "running", "done", "failed"]
-STATES: tuple[State, ...] = ("pending", "running", "done", "failed")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -69,7 +64,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     stage TEXT,                           -- the stage it is in now (decode, inference, finish)
     suspect INTEGER NOT NULL DEFAULT 0,   -- was inside a stage when the process died
     crashes INTEGER NOT NULL DEFAULT 0,   -- the process crashed (a fatal signal) while it ran alone
-    kills INTEGER NOT NULL DEFAULT 0      -- the process was killed from outside while it ran alone
+    kills INTEGER NOT NULL DEFAULT 0,     -- the process was killed from outside while it ran alone
+    token INTEGER NOT NULL DEFAULT 0      -- the fencing token: grows at every claim
 );
 CREATE INDEX IF NOT EXISTS jobs_ready ON jobs (state, retry_at, id);
 """
@@ -79,37 +75,15 @@ ADDED_COLUMNS = {
     "suspect": "INTEGER NOT NULL DEFAULT 0",
     "crashes": "INTEGER NOT NULL DEFAULT 0",
     "kills": "INTEGER NOT NULL DEFAULT 0",
+    "token": "INTEGER NOT NULL DEFAULT 0",
 }
 """Columns newer than the first release: added to an older database when it is opened."""
 
 
-@dataclass(frozen=True)
-class Job:
-    id: int
-    source: PurePosixPath
-    output: PurePosixPath
-    size: int
-    mtime_ns: int
-    content_hash: str | None
-    state: State
-    attempts: int
-    finished_attempts: int
-    reason: str | None
-    message: str | None
-    quarantine: PurePosixPath | None
-    first_seen: float
-    queued_at: float
-    started_at: float | None
-    finished_at: float | None
-    stage: str | None = None
-    suspect: bool = False
-    crashes: int = 0
-    kills: int = 0
-
-    @property
-    def unfinished_starts(self) -> int:
-        """Starts that never came back: the process died while running this job."""
-        return self.attempts - self.finished_attempts
+def _holds(conn: sqlite3.Connection, job: Job, *, state: State = "running") -> bool:
+    """Whether `job`'s claim is still the current one: in `state`, under the same token."""
+    row = conn.execute("SELECT 1 FROM jobs WHERE id = ? AND state = ? AND token = ?", (job.id, state, job.token))
+    return row.fetchone() is not None
 
 
 def _posix(path: PurePosixPath | None) -> str | None:
@@ -156,43 +130,8 @@ def _job(row: sqlite3.Row) -> Job:
         suspect=bool(row["suspect"]),
         crashes=row["crashes"],
         kills=row["kills"],
+        token=row["token"],
     )
-
-
-@dataclass(frozen=True)
-class Fingerprint:
-    """What a file looks like from outside: enough to notice it changed."""
-
-    size: int
-    mtime_ns: int
-
-    @classmethod
-    def of(cls, path: Path) -> Fingerprint:
-        stat = path.stat()
-        return cls(stat.st_size, stat.st_mtime_ns)
-
-    @classmethod
-    def read(cls, path: Path, *, follow_symlinks: bool = True) -> Fingerprint | None:
-        """The fingerprint of a regular file, or None when there is none (gone, a folder, or a
-        symbolic link when links are not followed)."""
-        try:
-            stat = os.stat(path, follow_symlinks=follow_symlinks)
-        except (OSError, ValueError):  # ValueError: a NUL byte, only from a hostile caller
-            return None
-        return cls(stat.st_size, stat.st_mtime_ns) if S_ISREG(stat.st_mode) else None
-
-
-Offer = Literal["queued", "requeued", "unchanged", "busy"]
-
-
-@dataclass(frozen=True)
-class Recovery:
-    """What start-up found of a dead process's work."""
-
-    released: int  # claimed but in no stage: back to pending, the start not counted
-    suspects: int  # inside a stage: each will run alone before any other work
-    blamed: int  # the one job in a stage, and the process crashed: counted in `crashes`
-    killed: int  # the one job in a stage, and the process was killed: counted in `kills`
 
 
 def _connect(path: Path) -> sqlite3.Connection:
@@ -210,7 +149,7 @@ def _connect(path: Path) -> sqlite3.Connection:
 
 
 class JobQueue:
-    """All access to the state database; safe to share between threads."""
+    """The SQLite `JobStore`: all access to the state database; safe to share between threads."""
 
     def __init__(self, path: Path, *, clock: Callable[[], float] = time.time) -> None:
         make_private_dir(path.parent)
@@ -418,7 +357,8 @@ class JobQueue:
             if row is None or (row["suspect"] and not suspect_ok):
                 return None
             conn.execute(
-                "UPDATE jobs SET state = 'running', attempts = attempts + 1, started_at = ? WHERE id = ?",
+                "UPDATE jobs SET state = 'running', attempts = attempts + 1, started_at = ?, token = token + 1"
+                " WHERE id = ?",
                 (now, row["id"]),
             )
             return _job(conn.execute("SELECT * FROM jobs WHERE id = ?", (row["id"],)).fetchone())
@@ -426,7 +366,8 @@ class JobQueue:
     def mark_stage(self, job: Job, stage: str | None) -> None:
         """Which stage the job is in now (None: between stages, e.g. decoded and waiting)."""
         with self.db(durable=False) as conn:
-            conn.execute("UPDATE jobs SET stage = ? WHERE id = ? AND state = 'running'", (stage, job.id))
+            conn.execute("UPDATE jobs SET stage = ? WHERE id = ? AND state = 'running' AND token = ?",
+                         (stage, job.id, job.token))
 
     def next_retry_in(self) -> float | None:
         """Seconds until the earliest pending job becomes ready (0 if one is ready now)."""
@@ -434,47 +375,63 @@ class JobQueue:
             row = conn.execute("SELECT MIN(retry_at) AS at FROM jobs WHERE state = 'pending'").fetchone()
         return None if row["at"] is None else max(0.0, row["at"] - self.clock())
 
-    def mark_done(self, job: Job, *, content_hash: str, fingerprint: Fingerprint) -> None:
+    def heartbeat(self, job: Job) -> bool:
+        """One process owns this file's jobs, so a claim has no lease to extend: it holds until
+        the job ends or the process dies (then `recover` decides). True while it is current."""
+        with self.db(durable=False) as conn:
+            return _holds(conn, job)
+
+    def finish(
+        self, job: Job, *, content_hash: str, fingerprint: Fingerprint, publish: Callable[[], object]
+    ) -> bool:
+        """Publish the output and record it done, in one transaction that checks the claim first."""
         with self.db() as conn:
+            if not _holds(conn, job):
+                return False
+            publish()
             conn.execute(
                 "UPDATE jobs SET state = 'done', content_hash = ?, size = ?, mtime_ns = ?, reason = NULL,"
                 " message = NULL, quarantine = NULL, finished_at = ?, stage = NULL, suspect = 0"
-                " WHERE id = ? AND state = 'running'",
+                " WHERE id = ?",
                 (content_hash, fingerprint.size, fingerprint.mtime_ns, self.clock(), job.id),
             )
+        return True
 
-    def mark_failed(self, job: Job, *, reason: str, message: str, quarantine: PurePosixPath | None) -> None:
+    def mark_failed(self, job: Job, *, reason: str, message: str, quarantine: PurePosixPath | None) -> bool:
         """Failed for good; the output name is released (a RAW file must not keep `x.png` from `x.jpg`)."""
         with self.db() as conn:
-            conn.execute(
+            return conn.execute(
                 "UPDATE jobs SET state = 'failed', reason = ?, message = ?, quarantine = ?, finished_at = ?,"
-                " output_key = NULL, stage = NULL, suspect = 0 WHERE id = ? AND state = 'running'",
-                (reason, message, quarantine.as_posix() if quarantine else None, self.clock(), job.id),
-            )
+                " output_key = NULL, stage = NULL, suspect = 0 WHERE id = ? AND state = 'running' AND token = ?",
+                (reason, message, quarantine.as_posix() if quarantine else None, self.clock(), job.id, job.token),
+            ).rowcount == 1
 
     def mark_retry(
         self, job: Job, *, reason: str, message: str, delay: float, counts: bool, was: State = "running"
-    ) -> None:
+    ) -> bool:
         """Back to pending after `delay`; `counts=False` for errors that are not the file's fault.
 
         `was="failed"` undoes a quarantine whose move failed (the file is still in the hot folder).
         """
         with self.db() as conn:
+            if not _holds(conn, job, state=was):
+                return False
             if was == "failed":
                 self._reclaim(conn, job)
             conn.execute(
                 "UPDATE jobs SET state = 'pending', reason = ?, message = ?, retry_at = ?, quarantine = ?,"
-                " finished_attempts = finished_attempts + ?, stage = NULL, suspect = 0 WHERE id = ? AND state = ?",
-                (reason, message, self.clock() + delay, _posix(job.quarantine), 0 if counts else 1, job.id, was),
+                " finished_attempts = finished_attempts + ?, stage = NULL, suspect = 0 WHERE id = ?",
+                (reason, message, self.clock() + delay, _posix(job.quarantine), 0 if counts else 1, job.id),
             )
+        return True
 
     def release(self, job: Job) -> None:
         """Put a claimed job back untouched (shutdown before it ran): the start does not count."""
         with self.db() as conn:
             conn.execute(
                 "UPDATE jobs SET state = 'pending', attempts = MAX(0, attempts - 1), stage = NULL"
-                " WHERE id = ? AND state = 'running'",
-                (job.id,),
+                " WHERE id = ? AND state = 'running' AND token = ?",
+                (job.id, job.token),
             )
 
     # --- reporting --------------------------------------------------------------
@@ -544,28 +501,3 @@ class JobQueue:
                 " :first_seen, :at)",
                 rows,
             )
-
-
-@dataclass(frozen=True, kw_only=True)
-class DoneRecord:
-    """A job found done by a queue rebuild: its input, the cutout it owns, what the input was."""
-
-    source: PurePosixPath
-    output: PurePosixPath
-    fingerprint: Fingerprint
-    content_hash: str
-    finished_at: float
-
-
-@dataclass(frozen=True, kw_only=True)
-class FailedRecord:
-    """A quarantined file found by a queue rebuild, from its `<name>.error.json`."""
-
-    source: PurePosixPath
-    fingerprint: Fingerprint
-    reason: str
-    message: str
-    quarantine: PurePosixPath  # relative to the quarantine folder
-    attempts: int
-    first_seen: float
-    finished_at: float

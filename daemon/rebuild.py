@@ -61,7 +61,7 @@ from daemon.errors import ConfigError, QueueDamaged, QueueError
 from daemon.layout import candidate_outputs, claim_key, is_storable, iter_inputs
 from daemon.outputs import ERROR_SUFFIX, Folders
 from daemon.pipeline.formats import PNG_SIGNATURE, file_truncation
-from daemon.queue import DoneRecord, FailedRecord, Fingerprint
+from daemon.store import DoneRecord, FailedRecord, Fingerprint
 from daemon.statedir import acquire_lock, daemon_pid, inspect_queue, open_job_queue, queue_path
 from daemon.watch import content_hash, is_candidate_name
 

@@ -41,7 +41,8 @@ from daemon.crashreport import CRASH_REPORT_FILE, CrashReport
 from daemon.errors import JobError, ModelLoadError, QueueDamaged, from_sqlite_error, is_queue_damage
 from daemon.outputs import Folders, apply_originals_policy
 from daemon.pipeline.matte import MatteModel
-from daemon.queue import Fingerprint, JobQueue, Recovery
+from daemon.queue import JobQueue
+from daemon.store import Fingerprint, Recovery
 from daemon.settings import Settings, cpu_threads, image_options, in_flight
 from daemon.statedir import QUEUE_FILE, acquire_lock
 from daemon.live import LIVE_FILE, LiveState

@@ -10,7 +10,8 @@ from typing import TextIO
 
 from daemon.errors import ConfigError, JobError
 from daemon.outputs import Folders, restore_from_quarantine
-from daemon.queue import Job, JobQueue, State
+from daemon.queue import JobQueue
+from daemon.store import Job, JobStore, State
 from daemon.live import Live, read_live
 from daemon.statedir import QUEUE_FILE, daemon_pid, open_existing_queue
 
@@ -105,7 +106,7 @@ def retry(folders: Folders, *, target: Path | None, every: bool) -> list[str]:
         queue.close()
 
 
-def _send_back(folders: Folders, queue: JobQueue, job: Job) -> str:
+def _send_back(folders: Folders, queue: JobStore, job: Job) -> str:
     """One file back into the hot folder and the queue; a problem is reported, not fatal."""
     assert job.quarantine is not None
     try:

@@ -38,7 +38,7 @@ from daemon.errors import InvalidName, JobError, is_queue_damage
 from daemon.live import Waiting
 from daemon.layout import display, is_input_name, is_storable, iter_inputs, storable
 from daemon.pipeline.formats import file_truncation
-from daemon.queue import Fingerprint, JobQueue, Offer
+from daemon.store import Fingerprint, JobStore, Offer
 
 log = structlog.get_logger("cutout.watch")
 
@@ -93,7 +93,7 @@ class Settler:
         self,
         *,
         root: Path,
-        queue: JobQueue,
+        queue: JobStore,
         settle_seconds: float,
         incomplete_timeout: float,
         clock: Callable[[], float],
@@ -237,7 +237,7 @@ def _finder_copying(path: Path) -> bool:
 
 
 # --- Reconciliation --------------------------------------------------------------
-def reconcile(*, root: Path, queue: JobQueue, settler: Settler) -> int:
+def reconcile(*, root: Path, queue: JobStore, settler: Settler) -> int:
     """Hint every input whose state the queue does not already account for; how many."""
     known = queue.known()
     hinted = 0

@@ -39,13 +39,13 @@ from daemon.outputs import (
     forget_error_file,
     move_to_quarantine,
     quarantine_target,
-    write_output,
+    staged_output,
 )
 from daemon.pipeline.constants import ImageOptions, PipelineParams
 from daemon.pipeline.matte import MatteModel
 from daemon.pipeline.pipeline import Cutout, Prepared, StageTimer
 from daemon.pipeline.pipeline import DEFAULTS
-from daemon.queue import Fingerprint, Job, JobQueue
+from daemon.store import Fingerprint, Job, JobStore
 from daemon.volume import ALWAYS_THERE, VolumeState
 from daemon.settings import OriginalsPolicy, QueueSettings
 from daemon.stages import Stages, Task
@@ -81,7 +81,7 @@ class Worker:
         model: MatteModel,
         params: PipelineParams,
         folders: Folders,
-        queue: JobQueue,
+        queue: JobStore,
         queue_settings: QueueSettings,
         policy: OriginalsPolicy,
         in_flight: int,
@@ -161,11 +161,15 @@ class Worker:
     # --- after the model --------------------------------------------------------------
     def _done(self, task: Task[_Claimed], prepared: Prepared, cutout: Cutout) -> None:
         job = task.key.job
-        with task.timer.stage("save"):
-            written = write_output(self.folders, job.output, cutout.png)
-        self.queue.mark_done(job, content_hash=prepared.sha256, fingerprint=task.key.fingerprint or _stored(job))
-        # From here on the job is done: nothing below may send it back to on_failed.
+        with task.timer.stage("save"), staged_output(self.folders, job.output, cutout.png) as publish:
+            published = self.queue.finish(job, content_hash=prepared.sha256, publish=publish,
+                                          fingerprint=task.key.fingerprint or _stored(job))
+        # From here on the job is over for this worker: nothing below may send it back to on_failed.
         self._end_alone(job)
+        if not published:
+            self._log(task, "claim_lost", action="dropped: another claim of this job is the current one")
+            return
+        written = self.folders.output / job.output
         try:
             self._after_done(task.key)
         except Exception:

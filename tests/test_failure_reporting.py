@@ -22,7 +22,8 @@ from daemon.batch import run_batch
 from daemon.logs import configure_logging
 from daemon.outputs import Folders
 from daemon.pipeline import PipelineParams
-from daemon.queue import Fingerprint, JobQueue
+from daemon.queue import JobQueue
+from daemon.store import Fingerprint
 from daemon.settings import LoggingSettings, QueueSettings
 from daemon.worker import Worker
 from daemon.testing import BrightModel, FakeClock

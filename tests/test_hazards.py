@@ -17,7 +17,8 @@ from structlog.testing import capture_logs
 from daemon.errors import FileChanged, Undecodable, VolumeUnavailable
 from daemon.live import read_live
 from daemon.outputs import Folders
-from daemon.queue import Fingerprint, JobQueue
+from daemon.queue import JobQueue
+from daemon.store import Fingerprint
 from daemon.volume import Volume
 from daemon.watch import Settler, start_observer
 from daemon.worker import Worker, _Claimed

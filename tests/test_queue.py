@@ -8,7 +8,8 @@ from pathlib import Path, PurePosixPath
 import pytest
 
 from daemon.errors import ConfigError
-from daemon.queue import Fingerprint, JobQueue, Recovery
+from daemon.queue import JobQueue
+from daemon.store import Fingerprint, Recovery
 
 from daemon.testing import FakeClock
 
@@ -135,7 +136,7 @@ def test_a_done_file_offered_again_unchanged_is_not_requeued(queue: JobQueue) ->
     queue.offer(P("a.jpg"), FP)
     job = queue.claim()
     assert job is not None
-    queue.mark_done(job, content_hash="abc", fingerprint=FP)
+    queue.finish(job, content_hash="abc", fingerprint=FP, publish=lambda: None)
     assert queue.offer(P("a.jpg"), FP) == "unchanged"
 
 
@@ -143,7 +144,7 @@ def test_a_redrop_with_the_same_content_is_not_reprocessed_but_new_content_is(qu
     queue.offer(P("a.jpg"), FP)
     job = queue.claim()
     assert job is not None
-    queue.mark_done(job, content_hash="abc", fingerprint=FP)
+    queue.finish(job, content_hash="abc", fingerprint=FP, publish=lambda: None)
     assert queue.offer(P("a.jpg"), Fingerprint(100, 2), content_hash=lambda: "abc") == "unchanged"
     assert queue.offer(P("a.jpg"), Fingerprint(120, 3), content_hash=lambda: "def") == "requeued"
     requeued = queue.claim()
@@ -223,7 +224,7 @@ def test_state_changes_only_apply_to_the_state_they_expect(queue: JobQueue) -> N
     queue.offer(P("a.jpg"), FP)
     job = queue.claim()
     assert job is not None
-    queue.mark_done(job, content_hash="h", fingerprint=FP)
+    queue.finish(job, content_hash="h", fingerprint=FP, publish=lambda: None)
     queue.mark_retry(job, reason="io_error", message="late", delay=0, counts=True)  # after done: ignored
     queue.mark_failed(job, reason="model_error", message="late", quarantine=None)
     assert queue.counts()["done"] == 1

@@ -29,7 +29,8 @@ from daemon.context import Context, current_context
 from daemon.doctor import check_queue
 from daemon.errors import ConfigError, QueueDamaged, QueueError, from_sqlite_error
 from daemon.outputs import ERROR_SUFFIX, ErrorReport, Folders
-from daemon.queue import Fingerprint, JobQueue
+from daemon.queue import JobQueue
+from daemon.store import Fingerprint
 from daemon.rebuild import pair_outputs, prepare_queue, rebuild_queue
 from daemon.runner import Daemon
 from daemon.statedir import acquire_lock, inspect_queue, open_existing_queue, queue_path
@@ -91,7 +92,7 @@ def queue_with_jobs(folders: Folders, count: int = 30) -> Path:
         queue.offer(PurePosixPath(f"old/{index:03d}.jpg"), fingerprint)
         job = queue.claim()
         assert job is not None
-        queue.mark_done(job, content_hash=f"{index:064x}", fingerprint=fingerprint)
+        queue.finish(job, content_hash=f"{index:064x}", fingerprint=fingerprint, publish=lambda: None)
     queue.close()
     return queue_path(folders.state)
 

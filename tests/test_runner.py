@@ -21,7 +21,8 @@ from watchdog.observers.api import BaseObserver
 
 from daemon.errors import ModelLoadError
 from daemon.outputs import Folders
-from daemon.queue import Fingerprint, JobQueue
+from daemon.queue import JobQueue
+from daemon.store import Fingerprint
 from daemon.runner import EXIT_LOOP_FAILED, EXIT_SECOND_SIGNAL, Daemon, install_signal_handlers
 from daemon.settings import Settings, load_settings
 from daemon.statedir import QUEUE_FILE, acquire_lock
@@ -230,7 +231,7 @@ def test_an_original_left_behind_by_a_crash_after_its_cutout_is_archived_at_star
     queue.offer(P("a.png"), fingerprint)
     job = queue.claim()
     assert job is not None
-    queue.mark_done(job, content_hash="h", fingerprint=fingerprint)  # then the process died
+    queue.finish(job, content_hash="h", fingerprint=fingerprint, publish=lambda: None)  # then the process died
     queue.close()
     daemon = Daemon(settings=settings_for(folders, originals="archive"), folders=folders, model=BrightModel())
     daemon.setup()

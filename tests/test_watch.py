@@ -10,7 +10,9 @@ from pathlib import Path, PurePosixPath
 
 import pytest
 
-from daemon.queue import Fingerprint, JobQueue
+from daemon.queue import JobQueue
+
+from daemon.store import Fingerprint
 from daemon.watch import Settler, is_candidate_name, reconcile, start_observer
 from daemon.testing import FakeClock, wait_until
 from tests.conftest import subject_image, write_image
@@ -125,7 +127,7 @@ def test_reconcile_hints_new_and_changed_files_but_not_done_ones(
     for _ in range(2):
         job = queue.claim()
         assert job is not None
-        queue.mark_done(job, content_hash="h", fingerprint=Fingerprint.of(hot / job.source))
+        queue.finish(job, content_hash="h", fingerprint=Fingerprint.of(hot / job.source), publish=lambda: None)
     assert reconcile(root=hot, queue=queue, settler=settler) == 0
     (hot / "a.jpg").write_bytes(data + b"changed")
     assert reconcile(root=hot, queue=queue, settler=settler) == 1
@@ -148,7 +150,7 @@ def test_a_file_replaced_while_its_job_is_busy_stays_watched_and_is_requeued_aft
         clock.now += 2
         settler.run_once()
     assert settler.pending() == 1  # still watched while the job is busy
-    queue.mark_done(job, content_hash="old", fingerprint=Fingerprint(job.size, job.mtime_ns))
+    queue.finish(job, content_hash="old", fingerprint=Fingerprint(job.size, job.mtime_ns), publish=lambda: None)
     clock.now += 2
     settler.run_once()
     requeued = queue.get(P("a.jpg"))

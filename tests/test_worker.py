@@ -13,7 +13,8 @@ import pytest
 from daemon.errors import ModelError
 from daemon.outputs import Folders
 from daemon.pipeline import PipelineParams, process_image
-from daemon.queue import Fingerprint, JobQueue
+from daemon.queue import JobQueue
+from daemon.store import Fingerprint
 from daemon.settings import OriginalsPolicy, QueueSettings
 from daemon.status import retry
 from daemon.worker import Worker, backoff
