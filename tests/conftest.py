@@ -22,7 +22,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from daemon.testing import BrightModel, FakeClock
+from daemon.testing import POSTGRES_URL_ENV, BrightModel, FakeClock, TempPostgres, fresh_database, postgres_bindir
 from tests import harness, tiny_models
 
 DARK, BRIGHT = 20, 230
@@ -95,3 +95,31 @@ def torchscript_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def hf_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tiny_models.build_hf_model_dir(tmp_path_factory.mktemp("hf") / "tiny-birefnet")
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[str]:
+    """A PostgreSQL server's URL: the one `.ci/run` started, or one started here from the
+    installed binaries. Without binaries the tests that need it are skipped, never in CI."""
+    url = os.environ.get(POSTGRES_URL_ENV)
+    if url:
+        yield url
+        return
+    bindir = postgres_bindir()
+    if bindir is None:
+        if os.environ.get("CI"):
+            pytest.fail("CI must run the PostgreSQL tests, but no PostgreSQL binaries (initdb, pg_ctl) were found")
+        pytest.skip("no PostgreSQL server binaries (initdb, pg_ctl) on this machine")
+    server = TempPostgres(bindir=bindir).start()
+    yield server.url
+    server.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres_server: str) -> str:
+    """A fresh database with the current schema, for one test."""
+    from daemon.pgstore import migrate
+
+    url = fresh_database(postgres_server)
+    migrate(url)
+    return url

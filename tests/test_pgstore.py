@@ -1,0 +1,163 @@
+"""What only the PostgreSQL store has: leases on the database clock, several workers, the schema.
+
+A real server (`postgres_url`: a fresh database per test). What every store does is in
+test_store_contract.py; here, two or more `PostgresStore`s stand for machines of a fleet.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import PurePosixPath
+
+import psycopg
+import pytest
+
+from daemon.errors import ConfigError, QueueError
+from daemon.pgstore import MIGRATIONS, PostgresStore, migrate, redacted
+from daemon.store import Fingerprint, Job
+from daemon.testing import FakeClock
+
+P = PurePosixPath
+FP = Fingerprint(100, 1)
+LEASE = 30.0
+
+
+@pytest.fixture
+def fleet(postgres_url: str, clock: FakeClock) -> Iterator[list[PostgresStore]]:
+    stores = [PostgresStore(postgres_url, worker=f"machine-{n}", clock=clock, lease_seconds=LEASE) for n in range(2)]
+    yield stores
+    for store in stores:
+        store.close()
+
+
+def _claimed(store: PostgresStore) -> Job:
+    job = store.claim()
+    assert job is not None
+    return job
+
+
+def test_a_job_whose_lease_ran_out_is_claimed_elsewhere_and_its_old_claim_is_fenced(
+    fleet: list[PostgresStore], clock: FakeClock
+) -> None:
+    a, b = fleet
+    a.offer(P("x.jpg"), FP)
+    frozen = _claimed(a)
+    a.mark_stage(frozen, "inference")
+    assert b.claim() is None  # leased to machine-0
+    clock.advance(LEASE + 1)  # machine-0 froze (SIGSTOP, a network cut) past its lease
+    taken = _claimed(b)
+    assert taken.token > frozen.token and taken.attempts == 2 and (taken.crashes, taken.suspect) == (1, True)
+    published: list[str] = []
+    assert not a.heartbeat(frozen)
+    assert not a.finish(frozen, content_hash="late", fingerprint=FP, publish=lambda: published.append("late"))
+    assert b.finish(taken, content_hash="h", fingerprint=FP, publish=lambda: published.append("b"))
+    assert published == ["b"]
+
+
+def test_a_lease_that_ran_out_between_stages_does_not_count_as_a_death(
+    fleet: list[PostgresStore], clock: FakeClock
+) -> None:
+    a, b = fleet
+    a.offer(P("x.jpg"), FP)
+    _claimed(a)  # claimed, but not yet inside a stage
+    clock.advance(LEASE + 1)
+    taken = _claimed(b)
+    assert (taken.attempts, taken.crashes, taken.suspect) == (1, 0, False)
+
+
+def test_heartbeats_keep_a_slow_job_leased(fleet: list[PostgresStore], clock: FakeClock) -> None:
+    a, b = fleet
+    a.offer(P("x.jpg"), FP)
+    job = _claimed(a)
+    for _ in range(4):  # a minute-long CPU inference, two leases long
+        clock.advance(LEASE * 0.6)
+        assert a.heartbeat(job)
+    assert b.claim() is None
+
+
+def test_workers_claiming_at_once_each_get_different_jobs(postgres_url: str) -> None:
+    stores = [PostgresStore(postgres_url, worker=f"w{n}") for n in range(4)]
+    for index in range(120):
+        stores[0].offer(P(f"{index:03d}.jpg"), FP)
+    claimed: list[list[int]] = [[] for _ in stores]
+
+    def work(store: PostgresStore, mine: list[int]) -> None:
+        while (job := store.claim()) is not None:
+            mine.append(job.id)
+            store.finish(job, content_hash="h", fingerprint=FP, publish=lambda: None)
+
+    threads = [threading.Thread(target=work, args=pair) for pair in zip(stores, claimed, strict=True)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    every = [job_id for mine in claimed for job_id in mine]
+    assert len(every) == len(set(every)) == 120 and stores[0].counts()["done"] == 120
+    for store in stores:
+        store.close()
+
+
+def test_machines_offering_colliding_names_at_once_get_different_output_names(postgres_url: str) -> None:
+    stores = [PostgresStore(postgres_url, worker=f"w{n}") for n in range(3)]
+    names = ["x.jpg", "x.webp", "x.tif"]
+    threads = [threading.Thread(target=s.offer, args=(P(n), FP)) for s, n in zip(stores, names, strict=True)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    outputs = {job.output.as_posix() for job in stores[0].jobs(state="pending", limit=10)}
+    assert len(outputs) == 3 and "x.png" in outputs
+    for store in stores:
+        store.close()
+
+
+def test_a_restarted_worker_takes_back_its_own_jobs_at_once_and_leaves_others_to_their_lease(
+    postgres_url: str, clock: FakeClock
+) -> None:
+    first = PostgresStore(postgres_url, worker="mac-mini", clock=clock)
+    other = PostgresStore(postgres_url, worker="gpu-box", clock=clock)
+    for name in ("a.jpg", "b.jpg"):
+        first.offer(P(name), FP)
+    _claimed(first)
+    _claimed(other)
+    first.close()  # mac-mini was killed and starts again under the same worker id
+    again = PostgresStore(postgres_url, worker="mac-mini", clock=clock)
+    assert again.recover(crashed=False).released == 1
+    assert again.counts() == {"pending": 1, "running": 1, "done": 0, "failed": 0}
+    again.close()
+    other.close()
+
+
+# --- the schema --------------------------------------------------------------------------------------
+def test_migrating_twice_changes_nothing_and_a_store_without_tables_is_refused(postgres_server: str) -> None:
+    from daemon.testing import fresh_database
+
+    url = fresh_database(postgres_server)
+    with pytest.raises(ConfigError, match="schema version 0, this cutout needs 1: run `cutout queue init"):
+        PostgresStore(url)
+    assert migrate(url) == (0, len(MIGRATIONS))
+    assert migrate(url) == (len(MIGRATIONS), len(MIGRATIONS))
+    PostgresStore(url).close()
+
+
+def test_a_store_newer_than_this_program_is_refused_with_both_versions(postgres_url: str) -> None:
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute("UPDATE cutout_schema SET version = 99")
+    with pytest.raises(ConfigError, match=f"schema version 99, newer than this cutout knows \\({len(MIGRATIONS)}\\)"):
+        PostgresStore(postgres_url)
+    with pytest.raises(ConfigError, match="newer"):
+        migrate(postgres_url)
+
+
+def test_an_unreachable_server_is_a_queue_error_that_never_shows_the_password(tmp_path: object) -> None:
+    url = f"postgresql://cutout:s3cret@/cutout?host={tmp_path}&port=1"
+    with pytest.raises(QueueError, match="is unreachable") as caught:
+        PostgresStore(url, connect_timeout=0.5)
+    assert "s3cret" not in str(caught.value) and "cutout:***@" in str(caught.value)
+
+
+def test_urls_are_redacted_for_messages() -> None:
+    assert redacted("postgresql://u:pw@db.studio/q") == "postgresql://u:***@db.studio/q"
+    assert redacted("postgresql://u@db.studio/q") == "postgresql://u@db.studio/q"
+    assert redacted("postgresql:///q?host=/tmp") == "postgresql:///q?host=/tmp"

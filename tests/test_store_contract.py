@@ -1,0 +1,251 @@
+"""What every job store must do: one suite, run unchanged on SQLite and on PostgreSQL.
+
+States, attempts, claims, re-drops, output names, crash recovery and fencing. A store
+backend is done when it passes all of it (huey's storage tests are the model).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path, PurePosixPath
+
+import pytest
+
+from daemon.queue import JobQueue
+from daemon.store import Fingerprint, JobStore, Recovery
+from daemon.testing import FakeClock
+
+P = PurePosixPath
+FP = Fingerprint(100, 1)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def queue(request: pytest.FixtureRequest, tmp_path: Path, clock: FakeClock) -> Iterator[JobStore]:
+    store: JobStore
+    if request.param == "sqlite":
+        store = JobQueue(tmp_path / "state" / "queue.sqlite3", clock=clock)
+    else:
+        from daemon.pgstore import PostgresStore
+
+        store = PostgresStore(request.getfixturevalue("postgres_url"), clock=clock, worker="test-worker")
+    yield store
+    store.close()
+
+
+def test_a_new_file_becomes_a_pending_job_and_claiming_counts_the_attempt(queue: JobStore) -> None:
+    assert queue.offer(P("a/b.jpg"), FP) == "queued"
+    job = queue.claim()
+    assert job is not None and job.source == P("a/b.jpg") and job.output == P("a/b.png")
+    assert job.state == "running" and job.attempts == 1
+    assert queue.claim() is None
+
+
+def test_a_job_claimed_but_in_no_stage_when_the_process_died_goes_back_uncharged(queue: JobStore) -> None:
+    queue.offer(P("a.jpg"), FP)
+    queue.claim()
+    assert queue.recover(crashed=True) == Recovery(released=1, suspects=0, blamed=0, killed=0)
+    job = queue.claim()
+    assert job is not None and job.attempts == 1 and job.crashes == 0 and not job.suspect
+
+
+def test_the_only_job_inside_a_stage_when_the_process_crashed_is_charged_with_the_crash(queue: JobStore) -> None:
+    for name in ("a.jpg", "b.jpg", "c.jpg"):
+        queue.offer(P(name), FP)
+    a, _, _ = queue.claim(), queue.claim(), queue.claim()
+    assert a is not None
+    queue.mark_stage(a, "inference")
+    assert queue.recover(crashed=True) == Recovery(released=2, suspects=1, blamed=1, killed=0)
+    again = queue.get(P("a.jpg"))
+    assert again is not None and (again.crashes, again.kills) == (1, 0) and again.suspect and again.stage is None
+
+
+def test_the_only_job_inside_a_stage_when_the_process_was_killed_counts_a_kill_not_a_crash(queue: JobStore) -> None:
+    queue.offer(P("a.jpg"), FP)
+    a = queue.claim()
+    assert a is not None
+    queue.mark_stage(a, "decode")
+    assert queue.recover(crashed=False) == Recovery(released=0, suspects=1, blamed=0, killed=1)
+    again = queue.get(P("a.jpg"))
+    assert again is not None and (again.crashes, again.kills) == (0, 1) and again.suspect
+
+
+def test_several_jobs_inside_stages_become_suspects_that_run_first_and_alone(queue: JobStore) -> None:
+    for name in ("a.jpg", "b.jpg", "c.jpg", "d.jpg"):
+        queue.offer(P(name), FP)
+    jobs = [queue.claim() for _ in range(3)]
+    for job, stage in zip(jobs, ("decode", "inference", "finish"), strict=True):
+        assert job is not None
+        queue.mark_stage(job, stage)
+    assert queue.recover(crashed=True) == Recovery(released=0, suspects=3, blamed=0, killed=0)
+    assert all(job is not None and job.crashes == 0 for job in map(queue.get, (P("a.jpg"), P("b.jpg"))))
+    assert queue.claim(suspect_ok=False) is None  # other work in flight: the suspect waits, and so does the rest
+    first = queue.claim()
+    assert first is not None and first.suspect and first.source == P("a.jpg")
+
+
+@pytest.mark.parametrize("crashed", [True, False])
+def test_suspects_that_die_alone_take_turns_so_a_run_of_deaths_convicts_nobody_early(
+    queue: JobStore, crashed: bool
+) -> None:
+    for name in ("a.jpg", "b.jpg"):
+        queue.offer(P(name), FP)
+    for job in (queue.claim(), queue.claim()):
+        assert job is not None
+        queue.mark_stage(job, "decode")
+    queue.recover(crashed=crashed)
+    order = []
+    for _ in range(4):  # the process dies every time, whatever runs alone
+        job = queue.claim()
+        assert job is not None
+        order.append(job.source.name)
+        queue.mark_stage(job, "inference")
+        queue.recover(crashed=crashed)
+    assert order == ["a.jpg", "b.jpg", "a.jpg", "b.jpg"]
+    jobs = [job for job in map(queue.get, (P("a.jpg"), P("b.jpg"))) if job]
+    assert max(job.crashes if crashed else job.kills for job in jobs) == 2
+    assert max(job.kills if crashed else job.crashes for job in jobs) == 0
+
+
+def test_a_retry_waits_for_its_time_and_transient_errors_do_not_count_as_crashes(
+    queue: JobStore, clock: FakeClock
+) -> None:
+    queue.offer(P("a.jpg"), FP)
+    job = queue.claim()
+    assert job is not None
+    queue.mark_retry(job, reason="disk_full", message="full", delay=10, counts=False)
+    assert queue.claim() is None and queue.next_retry_in() == 10
+    clock.now += 10
+    again = queue.claim()
+    assert again is not None and again.attempts == 2 and again.unfinished_starts == 1
+
+
+def test_a_done_file_offered_again_unchanged_is_not_requeued(queue: JobStore) -> None:
+    queue.offer(P("a.jpg"), FP)
+    job = queue.claim()
+    assert job is not None
+    queue.finish(job, content_hash="abc", fingerprint=FP, publish=lambda: None)
+    assert queue.offer(P("a.jpg"), FP) == "unchanged"
+
+
+def test_a_redrop_with_the_same_content_is_not_reprocessed_but_new_content_is(queue: JobStore) -> None:
+    queue.offer(P("a.jpg"), FP)
+    job = queue.claim()
+    assert job is not None
+    queue.finish(job, content_hash="abc", fingerprint=FP, publish=lambda: None)
+    assert queue.offer(P("a.jpg"), Fingerprint(100, 2), content_hash=lambda: "abc") == "unchanged"
+    assert queue.offer(P("a.jpg"), Fingerprint(120, 3), content_hash=lambda: "def") == "requeued"
+    requeued = queue.claim()
+    assert requeued is not None and requeued.attempts == 1 and requeued.output == P("a.png")
+
+
+def test_a_pending_file_offered_again_stays_one_job(queue: JobStore) -> None:
+    assert queue.offer(P("a.jpg"), FP) == "queued"
+    assert queue.offer(P("a.jpg"), Fingerprint(200, 2)) == "busy"
+    assert queue.counts()["pending"] == 1
+
+
+def test_output_names_are_claimed_once_case_insensitively_in_arrival_order(queue: JobStore) -> None:
+    for name in ("x.png", "X.jpg", "x.webp"):
+        queue.offer(P(name), FP)
+    outputs = [queue.claim() for _ in range(3)]
+    assert [job.output.as_posix() for job in outputs if job] == ["x.png", "X.jpg.png", "x.webp.png"]
+
+
+def test_a_released_job_does_not_count_its_start(queue: JobStore) -> None:
+    queue.offer(P("a.jpg"), FP)
+    job = queue.claim()
+    assert job is not None
+    queue.release(job)
+    again = queue.claim()
+    assert again is not None and again.attempts == 1
+
+
+def test_a_failed_job_redropped_is_queued_from_scratch(queue: JobStore) -> None:
+    queue.offer(P("a.jpg"), FP)
+    job = queue.claim()
+    assert job is not None
+    queue.mark_failed(job, reason="no_foreground", message="none", quarantine=P("a.jpg"))
+    assert queue.offer(P("a.jpg"), Fingerprint(5, 5)) == "requeued"
+    again = queue.claim()
+    assert again is not None and again.attempts == 1
+    assert again.quarantine is None  # a new file at that path, not the quarantined one
+
+
+def test_a_failed_job_releases_its_output_name(queue: JobStore) -> None:
+    queue.offer(P("x.CR3"), FP)
+    raw = queue.claim()
+    assert raw is not None and raw.output == P("x.png")
+    queue.mark_failed(raw, reason="unsupported", message="RAW", quarantine=P("x.CR3"))
+    queue.offer(P("x.JPG"), FP)
+    jpeg = queue.claim()
+    assert jpeg is not None and jpeg.output == P("x.png")
+
+
+def test_state_changes_only_apply_to_the_state_they_expect(queue: JobStore) -> None:
+    queue.offer(P("a.jpg"), FP)
+    job = queue.claim()
+    assert job is not None
+    queue.finish(job, content_hash="h", fingerprint=FP, publish=lambda: None)
+    queue.mark_retry(job, reason="io_error", message="late", delay=0, counts=True)  # after done: ignored
+    queue.mark_failed(job, reason="model_error", message="late", quarantine=None)
+    assert queue.counts()["done"] == 1
+    assert queue.requeue(job) is False  # only failed jobs are sent back
+
+
+def test_a_retried_job_gets_its_output_name_back_if_still_free(queue: JobStore) -> None:
+    queue.offer(P("a.jpg"), FP)
+    job = queue.claim()
+    assert job is not None
+    queue.mark_failed(job, reason="model_error", message="x", quarantine=P("a.jpg"))
+    failed = queue.get(P("a.jpg"))
+    assert failed is not None and queue.requeue(failed) is True
+    again = queue.claim()
+    assert again is not None and again.output == P("a.png") and again.quarantine == P("a.jpg")
+
+
+# --- fencing ---------------------------------------------------------------------------------------
+def test_each_claim_of_a_job_gets_a_larger_token_than_the_last(queue: JobStore) -> None:
+    queue.offer(P("a.jpg"), FP)
+    tokens = []
+    for _ in range(3):
+        job = queue.claim()
+        assert job is not None
+        tokens.append(job.token)
+        queue.release(job)
+    assert 0 < tokens[0] < tokens[1] < tokens[2]
+
+
+def test_a_claim_that_was_taken_over_changes_nothing_and_publishes_nothing(queue: JobStore) -> None:
+    queue.offer(P("a.jpg"), FP)
+    stale = queue.claim()
+    assert stale is not None
+    queue.mark_stage(stale, "inference")
+    queue.recover(crashed=False)  # its process was presumed dead; the job went back
+    current = queue.claim()
+    assert current is not None and current.token > stale.token
+    published: list[str] = []
+    assert not queue.heartbeat(stale)
+    assert not queue.finish(stale, content_hash="old", fingerprint=FP, publish=lambda: published.append("stale"))
+    assert not queue.mark_failed(stale, reason="model_error", message="late", quarantine=None)
+    assert not queue.mark_retry(stale, reason="io_error", message="late", delay=0, counts=True)
+    queue.release(stale)
+    queue.mark_stage(stale, None)
+    assert queue.heartbeat(current)
+    assert queue.finish(current, content_hash="new", fingerprint=FP, publish=lambda: published.append("current"))
+    done = queue.get(P("a.jpg"))
+    assert published == ["current"] and done is not None and (done.state, done.content_hash) == ("done", "new")
+
+
+def test_a_publish_that_fails_leaves_the_job_running_for_a_retry(queue: JobStore) -> None:
+    queue.offer(P("a.jpg"), FP)
+    job = queue.claim()
+    assert job is not None
+
+    def disk_full() -> None:
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError):
+        queue.finish(job, content_hash="h", fingerprint=FP, publish=disk_full)
+    still = queue.get(P("a.jpg"))
+    assert still is not None and still.state == "running"
+    assert queue.mark_retry(job, reason="disk_full", message="full", delay=0, counts=False)
