@@ -130,6 +130,10 @@ def _add_queue(commands: Commands) -> None:
     queue = commands.add_parser("queue", help="the job queue database").add_subparsers(
         dest="queue_command", required=True
     )
+    init = queue.add_parser("init", help="create or upgrade the job store's tables (PostgreSQL: once per fleet)")
+    init.add_argument("--config", type=Path, help="YAML settings file")
+    init.add_argument("--state", type=Path, help="folders.state (the SQLite queue's folder)")
+    init.set_defaults(handler=cmd.cmd_queue_init)
     rebuild = queue.add_parser(
         "rebuild", help="move a damaged queue aside and rebuild it from the output and quarantine folders"
     )

@@ -59,7 +59,8 @@ def cmd_watch(args: argparse.Namespace, settings: Settings, ctx: Context) -> int
     if (pid := daemon_pid(folders.state)) is not None:
         raise ConfigError(f"a daemon (pid {pid}) is already running on {folders.state}")
     # Before the model loads: a damaged queue is refused at once, an empty or missing one rebuilt.
-    prepare_queue(folders)
+    if settings.queue.store == "sqlite":
+        prepare_queue(folders)
     loaded = open_model(settings, ctx=ctx, progress=sys.stderr.isatty())
     log.info("model_loaded", model=str(loaded.spec), origin=loaded.origin, device=str(loaded.device.device),
              device_reason=loaded.device.reason)
@@ -75,7 +76,8 @@ def cmd_status(args: argparse.Namespace, settings: Settings, ctx: Context) -> in
 
     folders = configured_folders(settings, ctx)  # none configured: the state folder alone will do
     quarantine = folders.quarantine if folders else None
-    report = collect_status(folders.state if folders else state_dir(settings, ctx), quarantine=quarantine)
+    report = collect_status(folders.state if folders else state_dir(settings, ctx), quarantine=quarantine,
+                            queue_settings=settings.queue)
     if args.json:
         print(report.to_json())
     else:
@@ -88,12 +90,19 @@ def cmd_retry(args: argparse.Namespace, settings: Settings, ctx: Context) -> int
 
     if args.all == (args.path is not None):
         raise ConfigError("give either a quarantined file or --all")
-    outcomes = retry(folders_from(settings, ctx), target=args.path, every=args.all)
+    outcomes = retry(folders_from(settings, ctx), target=args.path, every=args.all, queue_settings=settings.queue)
     for line in outcomes:
         print(line)
     if not outcomes:
         print("nothing in quarantine")
     return EXIT_FAILED if any(line.startswith("skipped") for line in outcomes) else EXIT_OK
+
+
+def cmd_queue_init(args: argparse.Namespace, settings: Settings, ctx: Context) -> int:
+    from daemon.stores import init_store
+
+    print(init_store(settings.queue, state=state_dir(settings, ctx)))
+    return EXIT_OK
 
 
 def cmd_queue_rebuild(args: argparse.Namespace, settings: Settings, ctx: Context) -> int:

@@ -41,8 +41,8 @@ from daemon.crashreport import CRASH_REPORT_FILE, CrashReport
 from daemon.errors import JobError, ModelLoadError, QueueDamaged, from_sqlite_error, is_queue_damage
 from daemon.outputs import Folders, apply_originals_policy
 from daemon.pipeline.matte import MatteModel
-from daemon.queue import JobQueue
 from daemon.store import Fingerprint, Recovery
+from daemon.stores import open_store
 from daemon.settings import Settings, cpu_threads, image_options, in_flight
 from daemon.statedir import QUEUE_FILE, acquire_lock
 from daemon.live import LIVE_FILE, LiveState
@@ -90,6 +90,7 @@ class Daemon:
     _started: bool = field(default=False, init=False, repr=False)
     _rescan_now: bool = field(default=False, init=False, repr=False)
     _paused: bool = field(default=False, init=False, repr=False)
+    _next_heartbeat: float = field(default=0.0, init=False, repr=False)
 
     def run(self) -> int:
         """Hold the lock; run the daemon's life on its own thread; answer signals until it ends.
@@ -157,14 +158,14 @@ class Daemon:
         refused by the start-up check: a person must run `cutout queue rebuild`."""
         if not is_queue_damage(exc):
             return False
-        log.error("queue_damaged", error=str(from_sqlite_error(exc, path=self.queue.path)))
+        log.error("queue_damaged", error=str(from_sqlite_error(exc, path=self.folders.state / QUEUE_FILE)))
         self.exit_code = QueueDamaged.exit_status
         self.stop.set()
         return True
 
     def setup(self) -> None:
         """Acquire in order, each with its release on `self._held`: teardown() unwinds them."""
-        self.queue = JobQueue(self.folders.state / QUEUE_FILE, clock=self.clock)
+        self.queue = open_store(self.settings.queue, state=self.folders.state, clock=self.clock)
         self._held.callback(self.queue.close)
         self._held.callback(self._log_stopped)  # last before the queue closes: it reads the counts
         self.queue.bind_input(self.folders.input)
@@ -291,8 +292,16 @@ class Daemon:
     def _watch_once(self, next_scan: float) -> float:
         if self._volume_present():
             next_scan = self._settle(next_scan)
+        self._heartbeat()
         self._publish()
         return next_scan
+
+    def _heartbeat(self) -> None:
+        """Every third of a lease: the jobs in flight stay this worker's (PostgreSQL store)."""
+        if self.monotonic() < self._next_heartbeat:
+            return
+        self._next_heartbeat = self.monotonic() + self.settings.queue.lease_seconds / 3
+        self.worker.heartbeat()
 
     def _settle(self, next_scan: float) -> float:
         """Rescan when due (or the hot folder just came back), then settle what is watched."""

@@ -30,6 +30,7 @@ T = TypeVar("T")
 OriginalsPolicy = Literal["keep", "archive", "delete"]
 LogFormat = Literal["auto", "json", "console"]
 LogLevel = Literal["debug", "info", "warning", "error"]
+StoreKind = Literal["sqlite", "postgresql"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -77,6 +78,14 @@ class QueueSettings:
     max_attempts: int = 3
     retry_base_seconds: float = 5.0
     retry_max_seconds: float = 600.0
+    store: StoreKind = "sqlite"
+    """sqlite: the queue file in the state folder, one machine. postgresql: one queue in a
+    PostgreSQL database, shared by every machine that names it (`url`)."""
+    url: str | None = None
+    """postgresql: where the store is (`postgresql://user@host/db`); the password comes from
+    libpq's PGPASSWORD or ~/.pgpass, never from this file."""
+    lease_seconds: float = 60.0
+    """postgresql: a claimed job whose worker stops answering this long goes to another."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -295,6 +304,7 @@ _POSITIVE = (
     "queue.max_attempts",
     "queue.retry_base_seconds",
     "queue.retry_max_seconds",
+    "queue.lease_seconds",
     "pipeline.target_size",
     "logging.max_bytes",
     "limits.max_pixels",
@@ -349,11 +359,29 @@ def validate(settings: Settings) -> Settings:
         settings.model.spec
     except ModelLoadError as exc:
         raise ConfigError(f"model.name: {exc}") from exc
+    _check_store(settings.queue)
     if settings.color.convert_to_srgb and settings.output.bit_depth == "source":
         raise ConfigError(
             "color.convert_to_srgb: true needs output.bit_depth: 8 (the sRGB conversion is done in 8 bits)"
         )
     return settings
+
+
+def _check_store(queue: QueueSettings) -> None:
+    if queue.store == "postgresql" and not queue.url:
+        raise ConfigError("queue.url: queue.store: postgresql needs the database, e.g. postgresql://cutout@db.studio/cutout")
+    if queue.url and not queue.url.startswith(("postgresql://", "postgres://")):
+        raise ConfigError(f"queue.url: expected postgresql://user@host/database, got {queue.url!r}")
+    if queue.url and _has_password(queue.url):
+        raise ConfigError(
+            "queue.url: holds a password; config files get copied and logged, so put it in ~/.pgpass "
+            "(or PGPASSWORD for the service) and leave it out of the URL"
+        )
+
+
+def _has_password(url: str) -> bool:
+    authority = url.split("://", 1)[1].split("/", 1)[0]
+    return "@" in authority and ":" in authority.rsplit("@", 1)[0] or "password=" in url.lower()
 
 
 def cpu_threads(settings: Settings, *, cores: int | None) -> int:

@@ -10,10 +10,13 @@ from typing import TextIO
 
 from daemon.errors import ConfigError, JobError
 from daemon.outputs import Folders, restore_from_quarantine
-from daemon.queue import JobQueue
 from daemon.store import Job, JobStore, State
 from daemon.live import Live, read_live
-from daemon.statedir import QUEUE_FILE, daemon_pid, open_existing_queue
+from daemon.settings import QueueSettings
+from daemon.statedir import daemon_pid
+from daemon.stores import open_store
+
+DEFAULT_QUEUE = QueueSettings()
 
 
 @dataclass(frozen=True)
@@ -32,10 +35,11 @@ class StatusReport:
         return json.dumps(vars(self), indent=2)
 
 
-def open_queue(state: Path) -> JobQueue:
-    # Checked first: a damaged queue gets a clear refusal, not a traceback or a healthy-looking status,
-    # and an empty file is never given a fresh schema that would make it look like a real queue.
-    return open_existing_queue(state / QUEUE_FILE)
+def open_queue(state: Path, *, queue: QueueSettings) -> JobStore:
+    # A SQLite queue is checked first: a damaged one gets a clear refusal, not a traceback or a
+    # healthy-looking status, and an empty file is never given a fresh schema that would make it
+    # look like a real queue.
+    return open_store(queue, state=state, existing=True)
 
 
 def _failure(job: Job, quarantine: Path | None) -> dict[str, str | None]:
@@ -44,10 +48,11 @@ def _failure(job: Job, quarantine: Path | None) -> dict[str, str | None]:
 
 
 def collect_status(
-    state: Path, *, quarantine: Path | None = None, now: float | None = None, last: int = 10
+    state: Path, *, queue_settings: QueueSettings = DEFAULT_QUEUE, quarantine: Path | None = None,
+    now: float | None = None, last: int = 10,
 ) -> StatusReport:
     """From the state folder alone; `quarantine` (else the one the daemon last ran with) for full paths."""
-    queue, now = open_queue(state), now or time.time()
+    queue, now = open_queue(state, queue=queue_settings), now or time.time()
     try:
         oldest = queue.oldest_pending_since()
         quarantine = quarantine or queue.folder("quarantine")
@@ -92,9 +97,11 @@ def print_status(report: StatusReport, *, out: TextIO) -> None:
         print(f"  {failure['file']}: {failure['reason']}: {failure['message']} -> {failure['quarantined_as']}", file=out)
 
 
-def retry(folders: Folders, *, target: Path | None, every: bool) -> list[str]:
+def retry(
+    folders: Folders, *, target: Path | None, every: bool, queue_settings: QueueSettings = DEFAULT_QUEUE
+) -> list[str]:
     """Send quarantined files back through the queue; one line per file saying what happened."""
-    queue = open_queue(folders.state)
+    queue = open_queue(folders.state, queue=queue_settings)
     try:
         chosen = [job for job in queue.jobs(state="failed", limit=1_000_000) if job.quarantine is not None]
         if not every:

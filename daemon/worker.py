@@ -99,6 +99,9 @@ class Worker:
         self._quarantine_lock = threading.Lock()
         self._alone: int | None = None
         """The suspect running alone (its job id): nothing else is claimed until it ends."""
+        self._held: dict[int, Job] = {}
+        """The jobs this worker has claimed and not yet ended, by id: their leases need heartbeats."""
+        self._held_lock = threading.Lock()
         self.stages: Stages[_Claimed] = Stages(
             model=model, params=params, options=options, in_flight=in_flight, cpu_threads=cpu_threads,
             on_done=self._done, on_failed=self._failed, on_stage=self._on_stage,
@@ -126,6 +129,7 @@ class Worker:
                 log.warning("suspect_runs_alone", path=display(job.source), crashes=job.crashes)
             refusal = self._refusal(claimed)
             if refusal is None:
+                self._hold(job)
                 return claimed, self.folders.input / job.source
             self._failed(Task(claimed, self.folders.input / job.source, StageTimer(), _NOT_RUN), refusal)
         return None
@@ -195,6 +199,8 @@ class Worker:
         """Every failure becomes exactly one of: quarantine, retry, or (vanished) a note."""
         try:
             self._route_failure(task, self._judged(task.key, exc))
+        except ClaimLost:  # another worker has the job now: its verdict, not ours
+            self._log(task, "claim_lost", action="dropped: another claim of this job is the current one")
         except Exception as error:  # quarantining failed (disk full, database): try again later
             log.exception("failure_not_recorded", path=str(task.key.job.source))
             self._retry_quietly(task, error)
@@ -203,8 +209,26 @@ class Worker:
         self.wake.set()
 
     def _end_alone(self, job: Job) -> None:
+        """The job is over for this worker: it no longer runs alone, nor needs a lease."""
         if self._alone == job.id:
             self._alone = None
+        with self._held_lock:
+            self._held.pop(job.id, None)
+
+    def _hold(self, job: Job) -> None:
+        with self._held_lock:
+            self._held[job.id] = job
+
+    def heartbeat(self) -> list[Job]:
+        """Extend the lease of every job in flight; returns those whose claim was lost (another
+        worker has them now: their work here will be dropped at the end, fenced by the store)."""
+        with self._held_lock:
+            held = list(self._held.values())
+        lost = [job for job in held if not self.queue.heartbeat(job)]
+        for job in lost:
+            log.warning("claim_lost", path=job.source.as_posix(), token=job.token,
+                        action="another worker has this job now; this worker's result will be dropped")
+        return lost
 
     def _judged(self, claimed: _Claimed, exc: BaseException) -> BaseException:
         """The error as the file deserves it: no verdict on a file whose volume is gone, or that
@@ -238,7 +262,7 @@ class Worker:
     def _route_failure(self, task: Task[_Claimed], exc: BaseException) -> None:
         job = task.key.job
         if isinstance(exc, Vanished):
-            self.queue.mark_failed(job, reason=exc.reason, message=str(exc), quarantine=None)
+            _fenced(self.queue.mark_failed(job, reason=exc.reason, message=str(exc), quarantine=None))
             self._log(task, "vanished", reason=exc.reason)
         elif isinstance(exc, PermanentError):
             where = self._quarantine(job, exc)
@@ -259,14 +283,14 @@ class Worker:
         reason = exc.reason if isinstance(exc, JobError) else "internal_error"
         retries = job.attempts if counts else job.finished_attempts + 1
         delay = backoff(retries=retries, settings=self.queue_settings)
-        self.queue.mark_retry(job, reason=reason, message=str(exc), delay=delay, counts=counts)
+        _fenced(self.queue.mark_retry(job, reason=reason, message=str(exc), delay=delay, counts=counts))
         self._log(task, "retry", reason=reason, message=str(exc), retry_in=round(delay, 1))
 
     def _quarantine(self, job: Job, error: JobError) -> str:
         """Record where the file goes, then move it: a crash in between leaves it in the hot
         folder with a failed row, which the next scan requeues; it is never lost."""
         if not (self.folders.input / job.source).exists():
-            self.queue.mark_failed(job, reason=error.reason, message=str(error), quarantine=None)
+            _fenced(self.queue.mark_failed(job, reason=error.reason, message=str(error), quarantine=None))
             return "nowhere (the file was gone)"
         report = ErrorReport(
             file=job.source.as_posix(), reason=error.reason, message=str(error), attempts=job.attempts,
@@ -274,7 +298,7 @@ class Worker:
         )
         with self._quarantine_lock:  # two failures must not pick the same free name
             target = quarantine_target(self.folders, job.source, previous=job.quarantine)
-            self.queue.mark_failed(job, reason=error.reason, message=str(error), quarantine=target)
+            _fenced(self.queue.mark_failed(job, reason=error.reason, message=str(error), quarantine=target))
             try:
                 move_to_quarantine(self.folders, job.source, target, report)
             except TransientError as exc:  # the file stays in the hot folder: back to the queue
@@ -329,6 +353,16 @@ class Worker:
         """Put prefetched jobs back (their start does not count), let the rest finish."""
         for task in self.stages.close():
             self.queue.release(task.key.job)
+            self._end_alone(task.key.job)
+
+
+class ClaimLost(Exception):
+    """The store refused a change to a job: this worker's claim on it is no longer the current one."""
+
+
+def _fenced(accepted: bool) -> None:
+    if not accepted:
+        raise ClaimLost
 
 
 _NOT_RUN: Future[Prepared] = Future()

@@ -178,3 +178,14 @@ def test_paths_of_the_wrong_type_are_still_reported_with_their_key(tmp_path: Pat
     with pytest.raises(ConfigError, match="folders.input: expected a path, got 5"):
         load_settings(_write(tmp_path, "folders:\n  input: 5\n"))
 
+
+
+@pytest.mark.parametrize(("url", "words"), [
+    (None, "needs the database"),
+    ("mysql://db/x", "expected postgresql://"),
+    ("postgresql://cutout:secret@db.studio/cutout", "holds a password"),
+    ("postgresql://cutout@db.studio/cutout?password=secret", "holds a password"),
+])
+def test_a_postgresql_store_needs_a_url_without_a_password(url: str | None, words: str) -> None:
+    with pytest.raises(ConfigError, match=words):
+        load_settings(overrides={"queue.store": "postgresql", "queue.url": url})

@@ -1,0 +1,59 @@
+"""Which job store a config uses, opened: the one place that knows both backends.
+
+`queue.store: sqlite` is the queue file in the state folder; `postgresql` the shared
+database at `queue.url` (daemon.pgstore, imported only then: a single machine does not
+need psycopg installed).
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from daemon.errors import ConfigError
+from daemon.settings import QueueSettings
+from daemon.statedir import QUEUE_FILE, open_existing_queue, open_job_queue
+from daemon.store import JobStore
+
+
+def worker_id(state: Path) -> str:
+    """This daemon in a fleet, the same across its restarts: the machine and its state folder."""
+    return f"{socket.gethostname()}:{state}"
+
+
+def open_store(
+    queue: QueueSettings, *, state: Path, clock: Callable[[], float] = time.time, existing: bool = False
+) -> JobStore:
+    """The configured store. `existing`: for commands that only read or steer it (status, retry),
+    a missing or damaged SQLite queue is refused instead of created."""
+    if queue.store == "postgresql":
+        assert queue.url is not None  # settings.validate
+        with _psycopg_needed():
+            from daemon.pgstore import PostgresStore
+        return PostgresStore(queue.url, worker=worker_id(state), lease_seconds=queue.lease_seconds)
+    path = state / QUEUE_FILE
+    return open_existing_queue(path, clock=clock) if existing else open_job_queue(path, clock=clock)
+
+
+def init_store(queue: QueueSettings, *, state: Path) -> str:
+    """`cutout queue init`: create or upgrade the store's tables; what was done, in words."""
+    if queue.store == "postgresql":
+        assert queue.url is not None
+        with _psycopg_needed():
+            from daemon.pgstore import migrate, redacted
+        before, after = migrate(queue.url)
+        where = redacted(queue.url)
+        return f"{where}: schema version {after}" + (" (already current)" if before == after else f" (was {before})")
+    open_job_queue(state / QUEUE_FILE).close()
+    return f"{state / QUEUE_FILE}: ready"
+
+
+@contextmanager
+def _psycopg_needed() -> Iterator[None]:
+    try:
+        yield
+    except ImportError as exc:
+        raise ConfigError(f"queue.store: postgresql needs psycopg: pip install -e '.[fleet]' ({exc})") from exc

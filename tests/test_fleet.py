@@ -1,0 +1,128 @@
+"""Workers of a fleet on one PostgreSQL store, in-process: fencing seen from the worker's side.
+
+A worker that froze past its lease finds its job taken by another machine: whatever it
+finishes afterwards is dropped, and the output is the other machine's.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import pytest
+from structlog.testing import capture_logs
+
+from daemon.outputs import Folders
+from daemon.pgstore import PostgresStore
+from daemon.pipeline.constants import PipelineParams
+from daemon.settings import QueueSettings
+from daemon.store import Fingerprint
+from daemon.testing import BrightModel, FakeClock, wait_until
+from daemon.worker import Worker
+from tests.conftest import subject_image, write_image
+
+P = PurePosixPath
+LEASE = 30.0
+
+
+@pytest.fixture
+def folders(tmp_path: Path) -> Folders:
+    made = Folders(input=tmp_path / "in", output=tmp_path / "out", quarantine=tmp_path / "q",
+                   archive=tmp_path / "archive", state=tmp_path / "state")
+    for folder in (made.input, made.output, made.quarantine):
+        folder.mkdir()
+    return made
+
+
+def worker_on(store: PostgresStore, folders: Folders, model: Any) -> Worker:
+    return Worker(model=model, params=PipelineParams(target_size=64), folders=folders, queue=store,
+                  queue_settings=QueueSettings(store="postgresql", url="postgresql://x@y/z"), policy="keep",
+                  in_flight=1, cpu_threads=1)
+
+
+def test_a_worker_frozen_past_its_lease_publishes_nothing_and_the_later_claim_wins(
+    folders: Folders, postgres_url: str, clock: FakeClock
+) -> None:
+    inside, thaw = threading.Event(), threading.Event()
+
+    class FreezingModel(BrightModel):
+        def predict(self, batch: Any) -> Any:
+            inside.set()
+            thaw.wait(30)  # SIGSTOP, a long GC pause, a network partition
+            return super().predict(batch)
+
+    path = write_image(folders.input / "a.png", subject_image(60, 80, (20, 15, 60, 45)))
+    frozen_store = PostgresStore(postgres_url, worker="frozen", clock=clock, lease_seconds=LEASE)
+    other = PostgresStore(postgres_url, worker="other", clock=clock, lease_seconds=LEASE)
+    frozen_store.offer(P("a.png"), Fingerprint.of(path))
+    frozen = worker_on(frozen_store, folders, FreezingModel())
+    with capture_logs() as logs:
+        runner = threading.Thread(target=frozen.run_once)
+        runner.start()
+        wait_until(inside.is_set, what="the frozen worker inside the model")
+        clock.advance(LEASE + 1)
+        taken = other.claim()
+        assert taken is not None and taken.attempts == 2
+        assert other.finish(taken, content_hash="b", fingerprint=Fingerprint.of(path),
+                            publish=lambda: (folders.output / "a.png").write_bytes(b"the other machine's cutout"))
+        assert frozen.heartbeat() != []  # its lease is gone
+        thaw.set()
+        runner.join(timeout=30)
+        wait_until(lambda: frozen.stages.idle, what="the frozen worker's finish")
+    frozen.close()
+    assert (folders.output / "a.png").read_bytes() == b"the other machine's cutout"
+    assert [e["outcome"] for e in logs if e["event"] == "job"] == ["claim_lost"]
+    assert not [p for p in folders.output.iterdir() if p.name.startswith(".")]  # no temp file left
+    done = other.get(P("a.png"))
+    assert done is not None and (done.state, done.content_hash) == ("done", "b")
+    frozen_store.close()
+    other.close()
+
+
+def _config(tmp_path: Path, url: str, folders: Folders) -> Path:
+    import yaml
+
+    config = tmp_path / "fleet.yaml"
+    config.write_text(yaml.safe_dump({
+        "folders": {"input": str(folders.input), "output": str(folders.output),
+                    "quarantine": str(folders.quarantine), "state": str(folders.state)},
+        "queue": {"store": "postgresql", "url": url},
+        "watch": {"settle_seconds": 0.05}, "pipeline": {"target_size": 64},
+    }))
+    return config
+
+
+def test_queue_init_creates_the_tables_once_and_status_reads_the_shared_queue(
+    folders: Folders, postgres_server: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from daemon.cli import main
+    from daemon.testing import fresh_database
+
+    config = _config(tmp_path, fresh_database(postgres_server), folders)
+    assert main(["status", "--config", str(config)]) == 2
+    assert "run `cutout queue init" in capsys.readouterr().err
+    assert main(["queue", "init", "--config", str(config)]) == 0
+    assert "schema version 1 (was 0)" in capsys.readouterr().out
+    assert main(["queue", "init", "--config", str(config)]) == 0
+    assert "(already current)" in capsys.readouterr().out
+    assert main(["status", "--config", str(config), "--json"]) == 0
+    assert '"pending": 0' in capsys.readouterr().out
+
+
+def test_the_daemon_runs_on_the_postgresql_store(folders: Folders, postgres_url: str, tmp_path: Path) -> None:
+    from daemon.runner import Daemon
+    from daemon.settings import load_settings
+    from tests.test_runner import Running
+
+    settings = load_settings(_config(tmp_path, postgres_url, folders))
+    daemon = Daemon(settings=settings, folders=folders, model=BrightModel())
+    with Running(daemon) as running:
+        for name in ("a.png", "shoot/b.png"):
+            write_image(folders.input / name, subject_image(60, 80, (20, 15, 60, 45)))
+        wait_until(lambda: len(list(folders.output.rglob("*.png"))) == 2, what="both cutouts")
+        running.signal(2)
+        assert running.finished() == 0
+    store = PostgresStore(postgres_url)
+    assert store.counts()["done"] == 2
+    store.close()
