@@ -79,6 +79,8 @@ def _add_watch(commands: Commands) -> None:
         "--log-file", type=Path,
         help="logging.file: JSON log rotated by size; when stdout is not a terminal it replaces stdout",
     )
+    watch.add_argument("--role", choices=("auto", "worker"),
+                       help="watch.role: auto (watch the folder when this is the fleet's watcher) or worker (only process)")
     watch.set_defaults(handler=cmd.cmd_watch)
 
 
@@ -176,6 +178,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         "model.device": getattr(args, "device", None),
         "model.revision": getattr(args, "revision", None),
         "logging.file": getattr(args, "log_file", None),
+        "watch.role": getattr(args, "role", None),
     }
     overrides.update({f"folders.{name}": getattr(args, name, None) for name in FOLDER_FLAGS})
     return load_settings(getattr(args, "config", None), overrides=overrides)

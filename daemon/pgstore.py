@@ -24,6 +24,7 @@ places work on the same rows.
 from __future__ import annotations
 
 import socket
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
@@ -35,7 +36,7 @@ from psycopg_pool import ConnectionPool
 
 from daemon.errors import ConfigError, QueueError
 from daemon.layout import claim_key, output_name
-from daemon.store import STATES, DoneRecord, FailedRecord, Fingerprint, Job, Offer, Recovery, State
+from daemon.store import STATES, DoneRecord, FailedRecord, Fingerprint, Job, Offer, Recovery, State, WorkerInfo
 
 Row = dict[str, Any]
 
@@ -72,9 +73,24 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX cutout_jobs_ready ON cutout_jobs (state, retry_at, id);
     """,
+    """
+    CREATE TABLE cutout_workers (
+        worker text PRIMARY KEY,
+        host text NOT NULL,
+        pid integer NOT NULL,
+        device text NOT NULL,
+        model text NOT NULL,
+        started_at double precision NOT NULL,
+        seen_at double precision NOT NULL,
+        done integer NOT NULL DEFAULT 0,
+        current text,
+        leader boolean NOT NULL DEFAULT false
+    );
+    """,
 )
 """Migration N+1 takes the schema from version N to N+1; never edit a released one."""
 SCHEMA_LOCK = 0x637574_6F7574  # "cutout": serialises migrations and output-name decisions
+LEADER_LOCK = SCHEMA_LOCK + 1  # held by the fleet's watcher for as long as its connection lives
 DEFAULT_LEASE_SECONDS = 60.0
 
 
@@ -86,6 +102,8 @@ class PostgresStore:
         clock: Callable[[], float] | None = None, pool_size: int = 4, connect_timeout: float = 10.0,
     ) -> None:
         self.url, self.lease_seconds, self.clock = url, lease_seconds, clock
+        self._leader: psycopg.Connection[tuple[Any, ...]] | None = None
+        self._leading_lock = threading.Lock()
         self.worker = worker or f"{socket.gethostname()}:{id(self)}"
         self._pool: ConnectionPool[psycopg.Connection[Row]] = ConnectionPool(
             url, min_size=1, max_size=pool_size, open=False, connection_class=psycopg.Connection[Row],
@@ -102,6 +120,7 @@ class PostgresStore:
             raise
 
     def close(self) -> None:
+        self._resign()
         self._pool.close()
 
     @contextmanager
@@ -362,6 +381,67 @@ class PostgresStore:
         with self.db() as conn:
             row = conn.execute("SELECT MIN(queued_at) AS at FROM cutout_jobs WHERE state = 'pending'").fetchone()
         return None if row is None or row["at"] is None else float(row["at"])
+
+    # --- the fleet ---------------------------------------------------------------------------
+    def lead(self) -> bool:
+        """The fleet's watcher holds a session advisory lock on a connection of its own: when it
+        dies (or its machine, or the network between), the server drops the connection and the
+        lock with it, and the next daemon to ask takes over."""
+        with self._leading_lock:
+            if self._leader is not None and not self._leader.closed:
+                try:
+                    self._leader.execute("SELECT 1")
+                    return True
+                except psycopg.Error:
+                    self._resign()
+            try:
+                conn = psycopg.connect(self.url, autocommit=True, connect_timeout=5)
+            except psycopg.Error:
+                return False
+            row = conn.execute("SELECT pg_try_advisory_lock(%s)", (LEADER_LOCK,)).fetchone()
+            if row is None or not row[0]:
+                conn.close()
+                return False
+            self._leader = conn
+            return True
+
+    def _resign(self) -> None:
+        if self._leader is not None:
+            self._leader.close()  # the server releases the lock with the connection
+            self._leader = None
+
+    def check_model(self, model: str) -> None:
+        with self.db() as conn:
+            conn.execute("INSERT INTO cutout_meta VALUES ('fleet.model', %s) ON CONFLICT (key) DO NOTHING", (model,))
+            row = conn.execute("SELECT value FROM cutout_meta WHERE key = 'fleet.model'").fetchone()
+        if row is not None and row["value"] != model:
+            raise ConfigError(
+                f"this fleet runs the model {row['value']}, but this machine would run {model}: give it the same "
+                "model.name and fetch the same revision (cutout model fetch --revision R), so that one hot folder "
+                "never gets cutouts from two models"
+            )
+
+    def report_worker(self, info: WorkerInfo) -> None:
+        with self.db() as conn:
+            now = self._now(conn)
+            conn.execute(
+                "INSERT INTO cutout_workers (worker, host, pid, device, model, started_at, seen_at, done, current,"
+                " leader) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (worker) DO UPDATE SET"
+                " host = excluded.host, pid = excluded.pid, device = excluded.device, model = excluded.model,"
+                " started_at = excluded.started_at, seen_at = excluded.seen_at, done = excluded.done,"
+                " current = excluded.current, leader = excluded.leader",
+                (info.worker, info.host, info.pid, info.device, info.model, info.started_at, now, info.done,
+                 info.current, info.leader),
+            )
+
+    def leave(self, worker: str) -> None:
+        with self.db() as conn:
+            conn.execute("DELETE FROM cutout_workers WHERE worker = %s", (worker,))
+
+    def fleet(self) -> list[WorkerInfo]:
+        with self.db() as conn:
+            rows = conn.execute("SELECT * FROM cutout_workers ORDER BY host, worker").fetchall()
+        return [WorkerInfo(**row) for row in rows]
 
     # --- rebuilding a lost queue --------------------------------------------------------------
     def record_done(self, records: list[DoneRecord]) -> None:

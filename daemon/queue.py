@@ -37,7 +37,7 @@ from pathlib import Path, PurePosixPath
 from daemon.atomic import access_problem, make_private_dir
 from daemon.errors import ConfigError, from_sqlite_error
 from daemon.layout import claim_key, output_name
-from daemon.store import STATES, DoneRecord, FailedRecord, Fingerprint, Job, Offer, Recovery, State
+from daemon.store import STATES, DoneRecord, FailedRecord, Fingerprint, Job, Offer, Recovery, State, WorkerInfo
 
 
 SCHEMA = """
@@ -433,6 +433,22 @@ class JobQueue:
                 " WHERE id = ? AND state = 'running' AND token = ?",
                 (job.id, job.token),
             )
+
+    # --- the fleet: one machine ---------------------------------------------------
+    def lead(self) -> bool:
+        return True  # the state folder's lock already makes this daemon the only one
+
+    def check_model(self, model: str) -> None:
+        """One machine may change its model at will: nothing to agree with."""
+
+    def report_worker(self, info: WorkerInfo) -> None:
+        """`cutout status` finds this daemon through the state folder's lock and live.json."""
+
+    def leave(self, worker: str) -> None:
+        """Nothing was reported, so nothing to withdraw."""
+
+    def fleet(self) -> list[WorkerInfo]:
+        return []
 
     # --- reporting --------------------------------------------------------------
     def counts(self) -> dict[State, int]:

@@ -34,20 +34,20 @@ from types import FrameType
 
 import numpy as np
 import structlog
-from watchdog.observers.api import BaseObserver
 
 from daemon.atomic import is_temp_name
 from daemon.crashreport import CRASH_REPORT_FILE, CrashReport
-from daemon.errors import JobError, ModelLoadError, QueueDamaged, from_sqlite_error, is_queue_damage
+from daemon.errors import JobError, ModelLoadError, QueueDamaged, QueueError, from_sqlite_error, is_queue_damage
 from daemon.outputs import Folders, apply_originals_policy
 from daemon.pipeline.matte import MatteModel
 from daemon.store import Fingerprint, Recovery
-from daemon.stores import open_store
+from daemon.stores import open_store, worker_id
 from daemon.settings import Settings, cpu_threads, image_options, in_flight
 from daemon.statedir import QUEUE_FILE, acquire_lock
 from daemon.live import LIVE_FILE, LiveState
 from daemon.volume import Volume
-from daemon.watch import Settler, reconcile, start_observer
+from daemon.watch import Settler, start_observer
+from daemon.watching import FolderWatch, Identity, ObserverFactory
 from daemon.worker import Worker
 
 log = structlog.get_logger("cutout.daemon")
@@ -56,8 +56,6 @@ EXIT_LOOP_FAILED = 1
 EXIT_SECOND_SIGNAL = 130
 SIGNAL_POLL_SECONDS = 0.2
 """How often the main thread looks for a signal: the handler itself only records it."""
-ObserverFactory = Callable[..., BaseObserver]
-"""`watch.start_observer`'s signature: (*, root, settler, polling, poll_interval) -> a started observer."""
 
 
 def sweep_temp_files(root: Path) -> int:
@@ -83,14 +81,15 @@ class Daemon:
     observer_factory: ObserverFactory = start_observer
     signals: Signals = field(default_factory=lambda: Signals())
     exit_now: Callable[[int], object] = os._exit
+    outage: Outage = field(default_factory=lambda: Outage())
+    model_name: str = "unnamed"
+    """The model and its revision (`hf:ZhengPeng7/BiRefNet@<commit>`): a fleet runs one."""
+    device: str = "unknown"
     exit_code: int = 0
     _held: ExitStack = field(default_factory=ExitStack, init=False, repr=False)
     _failure: BaseException | None = field(default=None, init=False, repr=False)
     _stopping: bool = field(default=False, init=False, repr=False)
     _started: bool = field(default=False, init=False, repr=False)
-    _rescan_now: bool = field(default=False, init=False, repr=False)
-    _paused: bool = field(default=False, init=False, repr=False)
-    _next_heartbeat: float = field(default=0.0, init=False, repr=False)
 
     def run(self) -> int:
         """Hold the lock; run the daemon's life on its own thread; answer signals until it ends.
@@ -128,12 +127,25 @@ class Daemon:
     def _inference_loop(self) -> None:
         try:
             while not self.stop.is_set():
-                self.worker.run_once()
+                self._run_once_or_wait_for_the_store()
         except Exception as exc:  # a bug in the loop itself: stop, and let launchd restart us
             if not self._stop_if_queue_damaged(exc):
                 log.exception("worker_loop_failed")
                 self.exit_code = EXIT_LOOP_FAILED
             self.stop.set()
+
+    def _run_once_or_wait_for_the_store(self) -> None:
+        """One turn; while the store is unreachable (a database restart, a network cut), wait
+        with backoff and try again: what was in flight is redone, nothing is quarantined."""
+        try:
+            self.worker.run_once()
+        except QueueError as exc:
+            if isinstance(exc, QueueDamaged) or is_queue_damage(exc.__cause__ or exc):
+                raise
+            self.outage.failed(exc)
+            self.stop.wait(self.outage.delay)
+        else:
+            self.outage.ok()
 
     def answer_signals(self) -> None:
         """On the main thread: the first signal asks for a graceful stop, a second exits now."""
@@ -169,6 +181,7 @@ class Daemon:
         self._held.callback(self.queue.close)
         self._held.callback(self._log_stopped)  # last before the queue closes: it reads the counts
         self.queue.bind_input(self.folders.input)
+        self.queue.check_model(self.model_name)
         self.queue.remember_folders({"quarantine": self.folders.quarantine, "output": self.folders.output})
         recovered = self._recover()
         self.volume = Volume(self.folders.input, has_work=self.queue.has_work)
@@ -178,10 +191,11 @@ class Daemon:
         self.worker = self._worker()
         self._held.callback(self.worker.close)
         self.settler = self._settler()
-        self.observer: BaseObserver | None = self._observer()
-        self._held.callback(self._stop_observer)
-        self._live = LiveState(self.folders.state / LIVE_FILE)
-        self._held.callback(self._live.clear)
+        live = LiveState(self.folders.state / LIVE_FILE)
+        self._held.callback(live.clear)
+        self.watch = self._folder_watch(live)
+        self.watch.start()
+        self._held.callback(self.watch.close)
         self._watch_thread = threading.Thread(target=self._watch_loop, name="cutout-watch", daemon=True)
         self._watch_thread.start()
         self._held.callback(self._watch_thread.join, 5)
@@ -204,10 +218,13 @@ class Daemon:
         self._held.callback(self._crash_report.disarm)
         return recovered
 
-    def _observer(self) -> BaseObserver:
-        watch = self.settings.watch
-        return self.observer_factory(
-            root=self.folders.input, settler=self.settler, polling=watch.polling, poll_interval=watch.poll_interval_seconds
+    def _folder_watch(self, live: LiveState) -> FolderWatch:
+        me = Identity(worker=worker_id(self.folders.state), model=self.model_name, device=self.device,
+                      started_at=self.clock())
+        return FolderWatch(
+            settings=self.settings, folders=self.folders, queue=self.queue, worker=self.worker, settler=self.settler,
+            volume=self.volume, live=live, observer_factory=self.observer_factory, identity=me, clock=self.clock,
+            monotonic=self.monotonic,
         )
 
     def _warm_up(self) -> None:
@@ -278,67 +295,18 @@ class Daemon:
 
     # --- the watch thread -----------------------------------------------------------
     def _watch_loop(self) -> None:
-        """Settle files; reconcile on start, every interval and when the hot folder returns."""
-        next_scan = self.monotonic()
+        """The folder watch's ticks until stopped; a failed tick is retried at the next."""
         tick = min(0.2, self.settings.watch.settle_seconds / 4)
         while not self.stop.is_set():
             try:
-                next_scan = self._watch_once(next_scan)
-            except Exception as exc:  # a failed scan is retried next tick; the daemon keeps running
+                self.watch.tick()
+            except QueueError as exc:  # the store is away: the inference loop says so and waits
+                if isinstance(exc, QueueDamaged) or is_queue_damage(exc.__cause__ or exc):
+                    self._stop_if_queue_damaged(exc.__cause__ or exc)
+            except Exception as exc:  # the daemon keeps running
                 if not self._stop_if_queue_damaged(exc):
                     log.exception("watch_error")
             self.stop.wait(tick)
-
-    def _watch_once(self, next_scan: float) -> float:
-        if self._volume_present():
-            next_scan = self._settle(next_scan)
-        self._heartbeat()
-        self._publish()
-        return next_scan
-
-    def _heartbeat(self) -> None:
-        """Every third of a lease: the jobs in flight stay this worker's (PostgreSQL store)."""
-        if self.monotonic() < self._next_heartbeat:
-            return
-        self._next_heartbeat = self.monotonic() + self.settings.queue.lease_seconds / 3
-        self.worker.heartbeat()
-
-    def _settle(self, next_scan: float) -> float:
-        """Rescan when due (or the hot folder just came back), then settle what is watched."""
-        if self.monotonic() >= next_scan or self._rescan_now:
-            self._rescan_now = False
-            hinted = reconcile(root=self.folders.input, queue=self.queue, settler=self.settler)
-            log.info("reconciled", new_or_changed=hinted)
-            next_scan = self.monotonic() + self.settings.watch.reconcile_interval_seconds
-        self.settler.run_once()
-        return next_scan
-
-    def _volume_present(self) -> bool:
-        """Pause while the hot folder's volume is gone (observer stopped, no job touched);
-        on its return, a fresh observer (the old one's watches died with the mount)."""
-        was_there = not self._paused  # not volume.available: the worker may have noticed first
-        there = self.volume.check()
-        self._paused = not there
-        if was_there and not there:
-            log.error("hot_folder_unavailable", input=str(self.folders.input), problem=self.volume.problem,
-                      action="paused: no job is claimed or changed until it returns")
-            self._stop_observer()
-        elif there and not was_there:
-            log.warning("hot_folder_back", input=str(self.folders.input), action="watching again, rescanning now")
-            self.observer = self._observer()
-            self._rescan_now = True
-            self.worker.wake.set()
-        return there
-
-    def _publish(self) -> None:
-        """What status shows of this process: files held back, and the hot folder's state."""
-        self._live.publish(waiting=self.settler.waiting(), volume_problem=self.volume.problem, now=self.clock())
-
-    def _stop_observer(self) -> None:
-        if self.observer is not None:
-            self.observer.stop()
-            self.observer.join(timeout=5)
-            self.observer = None
 
     def teardown(self) -> None:
         """Release, in reverse order, whatever setup() acquired (all of it, or as far as it got)."""
@@ -348,6 +316,30 @@ class Daemon:
     def _log_stopped(self) -> None:
         if self._started:
             log.info("daemon_stopped", exit_code=self.exit_code, **self.queue.counts())
+
+
+# --- The store going away ------------------------------------------------------------
+class Outage:
+    """The job store unreachable: said once when it starts and once when it ends, with a
+    backoff between tries (0.5 s, doubling to 30 s) so that a fleet does not hammer a
+    database that is starting up."""
+
+    def __init__(self, *, monotonic: Callable[[], float] = time.monotonic) -> None:
+        self.monotonic = monotonic
+        self.since: float | None = None
+        self.delay = 0.5
+
+    def failed(self, exc: Exception) -> None:
+        if self.since is None:
+            self.since = self.monotonic()
+            log.error("store_unreachable", error=str(exc), action="waiting for it; nothing is lost or quarantined")
+        else:
+            self.delay = min(self.delay * 2, 30.0)
+
+    def ok(self) -> None:
+        if self.since is not None:
+            log.warning("store_back", after_seconds=round(self.monotonic() - self.since, 1))
+        self.since, self.delay = None, 0.5
 
 
 # --- Signals ---------------------------------------------------------------------

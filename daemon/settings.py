@@ -31,6 +31,7 @@ OriginalsPolicy = Literal["keep", "archive", "delete"]
 LogFormat = Literal["auto", "json", "console"]
 LogLevel = Literal["debug", "info", "warning", "error"]
 StoreKind = Literal["sqlite", "postgresql"]
+WatchRole = Literal["auto", "worker"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -71,6 +72,9 @@ class WatchSettings:
     """Off: a symbolic link in the hot folder is ignored (logged once), so nobody can publish a
     file from outside it through a shared hot folder. On: the target is cut out; the link itself
     is never archived or deleted."""
+    role: WatchRole = "auto"
+    """auto: this daemon watches the hot folder when it is the fleet's watcher (always, on one
+    machine). worker: it only processes (a GPU box that does not see the folder's events)."""
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -30,6 +30,8 @@ class StatusReport:
     """Files not in the queue yet: still being written and settling, or found incomplete."""
     hot_folder_problem: str | None = None
     """Why the running daemon is paused (its hot folder's volume is gone), or None."""
+    workers: list[dict[str, object]] = field(default_factory=list)
+    """A fleet's daemons (PostgreSQL store): host, pid, device, model, the watcher, last heartbeat."""
 
     def to_json(self) -> str:
         return json.dumps(vars(self), indent=2)
@@ -66,6 +68,7 @@ def collect_status(
             daemon_pid=pid,
             waiting=_waiting(live, now=now),
             hot_folder_problem=live.volume_problem if live else None,
+            workers=[{**asdict(w), "seen_ago": round(now - w.seen_at, 1)} for w in queue.fleet()],
         )
     finally:
         queue.close()
@@ -88,6 +91,7 @@ def print_status(report: StatusReport, *, out: TextIO) -> None:
         print(f"oldest pending job waiting: {report.oldest_pending_age:.0f} s", file=out)
     for path in report.running:
         print(f"now processing: {path}", file=out)
+    _print_fleet(report.workers, out=out)
     for file in report.waiting:
         kind = "incomplete, waiting for the rest" if file["incomplete"] else "still being written or settling"
         print(f"not queued yet: {file['path']} ({file['size']} bytes, {kind}, {file['waiting']:.0f} s)", file=out)
@@ -95,6 +99,16 @@ def print_status(report: StatusReport, *, out: TextIO) -> None:
         print("last failures:", file=out)
     for failure in report.failures:
         print(f"  {failure['file']}: {failure['reason']}: {failure['message']} -> {failure['quarantined_as']}", file=out)
+
+
+def _print_fleet(workers: list[dict[str, object]], *, out: TextIO) -> None:
+    if workers:
+        print(f"fleet: {len(workers)} daemons", file=out)
+    for w in workers:
+        role = "watcher" if w["leader"] else "worker"
+        doing = f", on {w['current']}" if w["current"] else ""
+        print(f"  {w['host']} pid {w['pid']} ({role}, {w['device']}, {w['model']}): {w['done']} done{doing},"
+              f" last heard {w['seen_ago']:.0f} s ago", file=out)
 
 
 def retry(

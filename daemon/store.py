@@ -124,6 +124,22 @@ class FailedRecord:
     finished_at: float
 
 
+@dataclass(frozen=True, kw_only=True)
+class WorkerInfo:
+    """One daemon of a fleet, as `cutout status` shows it."""
+
+    worker: str  # host and state folder: the same across the daemon's restarts
+    host: str
+    pid: int
+    device: str
+    model: str
+    started_at: float
+    seen_at: float  # its last heartbeat, on the store's clock
+    done: int = 0  # images it finished since it started
+    current: str | None = None  # a file it works on now
+    leader: bool = False  # the fleet's watcher: it queues the hot folder's files
+
+
 class JobStore(Protocol):
     """Where jobs live. Methods that change a claimed job take the `Job` the claim returned
     and return False when that claim is no longer the current one."""
@@ -191,6 +207,22 @@ class JobStore(Protocol):
     def has_work(self) -> bool: ...
 
     def oldest_pending_since(self) -> float | None: ...
+
+    # --- the fleet ---------------------------------------------------------------------------------
+    def lead(self) -> bool:
+        """Whether this daemon is the one that watches the hot folder now (trying to become it).
+        One machine: always. A fleet: exactly one of its daemons at a time."""
+
+    def check_model(self, model: str) -> None:
+        """Refuse to work on a shared queue with another model (`model`: spec and revision) than
+        the fleet's, so one folder never gets cutouts from two models."""
+
+    def report_worker(self, info: WorkerInfo) -> None:
+        """This daemon's heartbeat for `cutout status` (nothing to share on one machine)."""
+
+    def leave(self, worker: str) -> None: ...
+
+    def fleet(self) -> list[WorkerInfo]: ...
 
     # --- rebuilding a lost queue ------------------------------------------------------------------
     def record_done(self, records: list[DoneRecord]) -> None: ...

@@ -102,6 +102,8 @@ class Worker:
         self._held: dict[int, Job] = {}
         """The jobs this worker has claimed and not yet ended, by id: their leases need heartbeats."""
         self._held_lock = threading.Lock()
+        self.done = 0
+        """Images this worker finished (its outputs published) since it started."""
         self.stages: Stages[_Claimed] = Stages(
             model=model, params=params, options=options, in_flight=in_flight, cpu_threads=cpu_threads,
             on_done=self._done, on_failed=self._failed, on_stage=self._on_stage,
@@ -174,6 +176,7 @@ class Worker:
             self._log(task, "claim_lost", action="dropped: another claim of this job is the current one")
             return
         written = self.folders.output / job.output
+        self.done += 1
         try:
             self._after_done(task.key)
         except Exception:
@@ -218,6 +221,11 @@ class Worker:
     def _hold(self, job: Job) -> None:
         with self._held_lock:
             self._held[job.id] = job
+
+    def current(self) -> str | None:
+        """A file in flight, for status (the oldest claim still held)."""
+        with self._held_lock:
+            return next((job.source.as_posix() for job in self._held.values()), None)
 
     def heartbeat(self) -> list[Job]:
         """Extend the lease of every job in flight; returns those whose claim was lost (another

@@ -14,7 +14,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from daemon.outputs import Folders
-from daemon.pgstore import PostgresStore
+from daemon.pgstore import MIGRATIONS, PostgresStore
 from daemon.pipeline.constants import PipelineParams
 from daemon.settings import QueueSettings
 from daemon.store import Fingerprint
@@ -103,7 +103,7 @@ def test_queue_init_creates_the_tables_once_and_status_reads_the_shared_queue(
     assert main(["status", "--config", str(config)]) == 2
     assert "run `cutout queue init" in capsys.readouterr().err
     assert main(["queue", "init", "--config", str(config)]) == 0
-    assert "schema version 1 (was 0)" in capsys.readouterr().out
+    assert f"schema version {len(MIGRATIONS)} (was 0)" in capsys.readouterr().out
     assert main(["queue", "init", "--config", str(config)]) == 0
     assert "(already current)" in capsys.readouterr().out
     assert main(["status", "--config", str(config), "--json"]) == 0

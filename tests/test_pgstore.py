@@ -134,7 +134,7 @@ def test_migrating_twice_changes_nothing_and_a_store_without_tables_is_refused(p
     from daemon.testing import fresh_database
 
     url = fresh_database(postgres_server)
-    with pytest.raises(ConfigError, match="schema version 0, this cutout needs 1: run `cutout queue init"):
+    with pytest.raises(ConfigError, match=f"schema version 0, this cutout needs {len(MIGRATIONS)}: run `cutout queue init"):
         PostgresStore(url)
     assert migrate(url) == (0, len(MIGRATIONS))
     assert migrate(url) == (len(MIGRATIONS), len(MIGRATIONS))
@@ -161,3 +161,61 @@ def test_urls_are_redacted_for_messages() -> None:
     assert redacted("postgresql://u:pw@db.studio/q") == "postgresql://u:***@db.studio/q"
     assert redacted("postgresql://u@db.studio/q") == "postgresql://u@db.studio/q"
     assert redacted("postgresql:///q?host=/tmp") == "postgresql:///q?host=/tmp"
+
+
+def test_an_older_schema_is_upgraded_in_place_and_keeps_its_jobs(postgres_server: str) -> None:
+    from daemon.testing import fresh_database
+
+    url = fresh_database(postgres_server)
+    with psycopg.connect(url, autocommit=True) as conn:  # a store made by the first release
+        conn.execute("CREATE TABLE cutout_schema (version integer NOT NULL)")
+        conn.execute(MIGRATIONS[0])
+        conn.execute("INSERT INTO cutout_schema VALUES (1)")
+        conn.execute("INSERT INTO cutout_jobs (source, output, size, mtime_ns, state, first_seen, queued_at)"
+                     " VALUES ('a.jpg', 'a.png', 1, 1, 'pending', 0, 0)")
+    assert migrate(url) == (1, len(MIGRATIONS))
+    store = PostgresStore(url)
+    assert store.counts()["pending"] == 1 and store.fleet() == []
+    store.close()
+
+
+# --- the fleet ---------------------------------------------------------------------------------------
+def test_one_daemon_leads_and_another_takes_over_when_its_connection_dies(fleet: list[PostgresStore]) -> None:
+    a, b = fleet
+    assert a.lead() and a.lead()  # it keeps the role
+    assert not b.lead()
+    with psycopg.connect(a.url, autocommit=True) as admin:  # the leader's machine drops off the network
+        admin.execute("SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND granted")
+    assert b.lead()
+    assert not a.lead()  # it notices it lost the role and does not get it back while b holds it
+
+
+def test_a_leader_that_stops_cleanly_hands_the_role_on_at_once(fleet: list[PostgresStore]) -> None:
+    a, b = fleet
+    assert a.lead()
+    a.close()
+    assert b.lead()
+
+
+def test_a_machine_with_another_model_is_refused_by_the_fleet(fleet: list[PostgresStore]) -> None:
+    a, b = fleet
+    a.check_model("hf:ZhengPeng7/BiRefNet@" + "a" * 40)
+    a.check_model("hf:ZhengPeng7/BiRefNet@" + "a" * 40)
+    with pytest.raises(ConfigError, match="this fleet runs the model hf:ZhengPeng7/BiRefNet@aaaa"):
+        b.check_model("hf:ZhengPeng7/BiRefNet@" + "b" * 40)
+
+
+def test_workers_report_themselves_for_status_and_leave_when_they_stop(
+    fleet: list[PostgresStore], clock: FakeClock
+) -> None:
+    from daemon.store import WorkerInfo
+
+    a, b = fleet
+    for store, leader in ((a, True), (b, False)):
+        store.report_worker(WorkerInfo(worker=store.worker, host="mac-mini", pid=42, device="mps", model="birefnet",
+                                       started_at=1.0, seen_at=0.0, done=3, current="a.jpg", leader=leader))
+    seen = a.fleet()
+    assert [(w.worker, w.leader, w.done, w.seen_at) for w in seen] == [
+        ("machine-0", True, 3, clock.now), ("machine-1", False, 3, clock.now)]
+    b.leave(b.worker)
+    assert [w.worker for w in a.fleet()] == ["machine-0"]
