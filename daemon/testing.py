@@ -160,15 +160,26 @@ class TempPostgres:
         return f"postgresql://postgres@/postgres?host={self.root}&port={self.port}"
 
     def start(self) -> TempPostgres:
-        data = self.root / "data"
-        self._run("initdb", "-D", str(data), "-U", "postgres", "-A", "trust", "--no-sync")
-        options = f"-k {self.root} -p {self.port} -c listen_addresses= -c fsync=off -c max_connections=200"
-        self._run("pg_ctl", "-D", str(data), "-o", options, "-w", "-l", str(self.root / "log"), "start")
+        self._run("initdb", "-D", str(self.root / "data"), "-U", "postgres", "-A", "trust", "--no-sync")
+        self._serve()
         return self
 
+    def restart(self, *, pause: float = 0.0) -> None:
+        """Down for `pause` seconds, then up again on the same data: every connection is cut."""
+        self._halt()
+        time.sleep(pause)
+        self._serve()
+
     def stop(self) -> None:
-        self._run("pg_ctl", "-D", str(self.root / "data"), "-m", "fast", "-w", "stop")
+        self._halt()
         shutil.rmtree(self.root, ignore_errors=True)
+
+    def _serve(self) -> None:
+        options = f"-k {self.root} -p {self.port} -c listen_addresses= -c fsync=off -c max_connections=200"
+        self._run("pg_ctl", "-D", str(self.root / "data"), "-o", options, "-w", "-l", str(self.root / "log"), "start")
+
+    def _halt(self) -> None:
+        self._run("pg_ctl", "-D", str(self.root / "data"), "-m", "fast", "-w", "stop")
 
     def _run(self, tool: str, *args: str) -> None:
         subprocess.run([*self._as, str(self.bindir / tool), *args], check=True, capture_output=True)
