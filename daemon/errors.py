@@ -29,7 +29,8 @@
             ├── PermissionDenied     permission_denied
             ├── OutputMissing        output_missing
             ├── VolumeUnavailable    volume_unavailable (the hot folder's volume went away: wait for it)
-            └── FileChanged          file_changed (still being written: a verdict on it would be wrong)
+            ├── FileChanged          file_changed (still being written: a verdict on it would be wrong)
+            └── StoreUnavailable     store_unavailable (the job store was unreachable as the job ended)
 
 Foreign exceptions (OpenCV, torch, OSError) are translated into this tree where
 they happen, with `raise ... from exc`, so the worker decides quarantine or
@@ -184,6 +185,13 @@ class VolumeUnavailable(TransientError):
 
 class FileChanged(TransientError):
     reason = "file_changed"
+
+
+class StoreUnavailable(TransientError):
+    """The job store could not be reached while the job ended (a database restart, a network
+    cut): the work is redone when it is back; the file is not at fault."""
+
+    reason = "store_unavailable"
 
 
 _OS_ERRORS: dict[int, type[TransientError]] = {

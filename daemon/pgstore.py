@@ -7,9 +7,12 @@ The same rules as the SQLite store (daemon/store.py), made safe for many workers
   from one sequence (tokens grow across the whole store).
 - **Leases** end on the database's clock, never a worker's. A worker extends its leases
   (`heartbeat`) while it works; a job whose lease ran out (a worker frozen, cut off or
-  killed) goes back to pending at the next claim anywhere. If it was inside a stage, that
-  counts as a death on it (`crashes`), so a file that kills every worker is quarantined
-  as `crashed` after `max_attempts` instead of going round the fleet.
+  killed, or the database away for longer than a lease) goes back to pending at the next
+  claim anywhere. If it was inside a stage, that counts as an unexplained death on it
+  (`kills`, with its high limit): a lease can run out without the file's fault. A worker
+  that crashed on it counts a crash when its service restarts it (`recover`, with the
+  crash report), so a file that kills every worker is quarantined as `crashed` after
+  `max_attempts` instead of going round the fleet.
 - **Fencing**: every change to a claimed job names its token. A worker whose lease ran
   out and whose job was claimed again changes nothing; its `finish()` publishes nothing.
 - **Output names** are decided under one transaction-scoped advisory lock, so two
@@ -282,7 +285,7 @@ class PostgresStore:
     def _expire_leases(self, conn: psycopg.Connection[Row], *, now: float) -> None:
         conn.execute(
             "UPDATE cutout_jobs SET state = 'pending', owner = NULL, lease_until = NULL, stage = NULL,"
-            " crashes = crashes + (stage IS NOT NULL)::int, suspect = suspect OR stage IS NOT NULL,"
+            " kills = kills + (stage IS NOT NULL)::int, suspect = suspect OR stage IS NOT NULL,"
             " attempts = CASE WHEN stage IS NULL THEN GREATEST(0, attempts - 1) ELSE attempts END"
             " WHERE state = 'running' AND lease_until < %s", (now,),
         )

@@ -23,7 +23,10 @@ from daemon.errors import (
     JobError,
     NameTooLong,
     PermanentError,
+    QueueDamaged,
+    QueueError,
     RetriesExhausted,
+    StoreUnavailable,
     TransientError,
     Truncated,
     Undecodable,
@@ -240,7 +243,12 @@ class Worker:
 
     def _judged(self, claimed: _Claimed, exc: BaseException) -> BaseException:
         """The error as the file deserves it: no verdict on a file whose volume is gone, or that
-        is still being written (changed since its claim, or written within the settle window)."""
+        is still being written (changed since its claim, or written within the settle window),
+        and none when the store itself was away."""
+        if isinstance(exc, QueueError) and not isinstance(exc, QueueDamaged):
+            away = StoreUnavailable(str(exc))
+            away.__cause__ = exc
+            return away
         if isinstance(exc, (JobError, OSError)) and not self.volume.check():
             gone = VolumeUnavailable(f"the hot folder's volume went away ({exc}); waiting for it to return")
             gone.__cause__ = exc

@@ -185,7 +185,6 @@ def test_a_database_restart_mid_run_loses_and_quarantines_nothing(
         server.restart(pause=2.0)
         _wait(lambda: _counts(url) == {"done": 120}, what="every job after the restart", timeout=240)
         assert nas.outputs() == names and nas.quarantined() == [] and nas.temp_files() == []
-        assert any(daemon.events("store_unreachable") for daemon in fleet)
         assert all(daemon.process is not None and daemon.process.poll() is None for daemon in fleet)
         assert all(daemon.stop() == 0 for daemon in fleet)
     finally:

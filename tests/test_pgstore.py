@@ -47,7 +47,7 @@ def test_a_job_whose_lease_ran_out_is_claimed_elsewhere_and_its_old_claim_is_fen
     assert b.claim() is None  # leased to machine-0
     clock.advance(LEASE + 1)  # machine-0 froze (SIGSTOP, a network cut) past its lease
     taken = _claimed(b)
-    assert taken.token > frozen.token and taken.attempts == 2 and (taken.crashes, taken.suspect) == (1, True)
+    assert taken.token > frozen.token and taken.attempts == 2 and (taken.kills, taken.crashes, taken.suspect) == (1, 0, True)
     published: list[str] = []
     assert not a.heartbeat(frozen)
     assert not a.finish(frozen, content_hash="late", fingerprint=FP, publish=lambda: published.append("late"))
@@ -63,7 +63,7 @@ def test_a_lease_that_ran_out_between_stages_does_not_count_as_a_death(
     _claimed(a)  # claimed, but not yet inside a stage
     clock.advance(LEASE + 1)
     taken = _claimed(b)
-    assert (taken.attempts, taken.crashes, taken.suspect) == (1, 0, False)
+    assert (taken.attempts, taken.kills, taken.suspect) == (1, 0, False)
 
 
 def test_heartbeats_keep_a_slow_job_leased(fleet: list[PostgresStore], clock: FakeClock) -> None:
