@@ -23,7 +23,7 @@ from daemon.outputs import Folders
 from daemon.pipeline.model import Accelerators, TorchAccelerators, choose_device
 from daemon.statedir import inspect_queue, queue_path
 from daemon.service import AgentStatus, Host, grant_target, manager_for
-from daemon.settings import OriginalsPolicy, Settings
+from daemon.settings import OriginalsPolicy, QueueSettings, Settings
 from daemon.torchvision_check import read_facts, verdict
 
 VERSIONED = ("torch", "transformers", "opencv-python-headless", "numpy", "watchdog", "torchvision", "timm")
@@ -222,6 +222,24 @@ def check_queue(folders: Folders | None, *, config: Path | None) -> Check:
     return Check("queue", "ok", f"{path} passes sqlite's integrity check")
 
 
+def check_shared_store(queue: QueueSettings, *, config: Path | None) -> Check:
+    """The fleet's PostgreSQL store: reachable, on this program's schema, and who is in it."""
+    from daemon.stores import open_store
+
+    try:
+        store = open_store(queue, state=Path("."), existing=True)
+    except CutoutError as exc:
+        fix = f"cutout queue init --config {config or 'F'}" if "queue init" in str(exc) else (
+            "check the server, queue.url and ~/.pgpass (psql with the same URL must connect)")
+        return Check("queue", "FAIL", str(exc), fix)
+    try:
+        counts, fleet = store.counts(), store.fleet()
+    finally:
+        store.close()
+    jobs = ", ".join(f"{state} {count}" for state, count in counts.items())
+    return Check("queue", "ok", f"the shared PostgreSQL store answers: {jobs}; {len(fleet)} daemons report in")
+
+
 # --- macOS privacy (TCC) -------------------------------------------------------------------------
 def protected_places(home: Path) -> dict[Path, str]:
     """Where macOS blocks a launchd job that has no Full Disk Access (reads fail, no dialog)."""
@@ -320,7 +338,10 @@ def run_checks(inputs: DoctorInputs) -> Iterator[Check]:
     yield check_model_cache(settings, store=inputs.store, config=inputs.config)
     yield check_model(settings, store=inputs.store, accelerators=accelerators)
     yield from check_folders(inputs.folders, policy=settings.originals)
-    yield check_queue(inputs.folders, config=inputs.config)
+    if inputs.settings.queue.store == "postgresql":
+        yield check_shared_store(inputs.settings.queue, config=inputs.config)
+    else:
+        yield check_queue(inputs.folders, config=inputs.config)
     paths = service_paths(host=inputs.host, config=inputs.config, folders=inputs.folders, policy=settings.originals)
     yield check_privacy(paths, host=inputs.host, label=inputs.label)
     yield check_agent(host=inputs.host, label=inputs.label)

@@ -126,3 +126,31 @@ def test_the_daemon_runs_on_the_postgresql_store(folders: Folders, postgres_url:
     store = PostgresStore(postgres_url)
     assert store.counts()["done"] == 2
     store.close()
+
+
+def test_status_lists_every_daemon_of_the_fleet(folders: Folders, postgres_url: str) -> None:
+    import io
+
+    from daemon.status import collect_status, print_status
+    from daemon.store import WorkerInfo
+
+    queue = QueueSettings(store="postgresql", url=postgres_url)
+    store = PostgresStore(postgres_url)
+    store.report_worker(WorkerInfo(worker="mini:/s", host="mac-mini", pid=7, device="mps", model="birefnet@abc",
+                                   started_at=0.0, seen_at=0.0, done=12, current="shoot/a.jpg", leader=True))
+    store.close()
+    report = collect_status(folders.state, queue_settings=queue)
+    out = io.StringIO()
+    print_status(report, out=out)
+    assert "fleet: 1 daemons" in out.getvalue()
+    assert "mac-mini pid 7 (watcher, mps, birefnet@abc): 12 done, on shoot/a.jpg" in out.getvalue()
+
+
+def test_doctor_checks_the_shared_store_and_names_the_fix(postgres_server: str, postgres_url: str) -> None:
+    from daemon.doctor import check_shared_store
+    from daemon.testing import fresh_database
+
+    ok = check_shared_store(QueueSettings(store="postgresql", url=postgres_url), config=None)
+    assert ok.status == "ok" and "pending 0" in ok.detail
+    bare = check_shared_store(QueueSettings(store="postgresql", url=fresh_database(postgres_server)), config=None)
+    assert bare.status == "FAIL" and bare.fix == "cutout queue init --config F"
