@@ -146,8 +146,8 @@ class TempPostgres:
     (the folder is handed to it). `database()` makes a fresh, empty database per caller.
     """
 
-    def __init__(self, *, bindir: Path, port: int = 54329) -> None:
-        self.bindir, self.port = bindir, port
+    def __init__(self, *, bindir: Path, port: int = 54329, options: str = "") -> None:
+        self.bindir, self.port, self.options = bindir, port, options
         self.root = Path(tempfile.mkdtemp(prefix="cutout-pg-"))
         self._as: list[str] = []
         if os.geteuid() == 0:
@@ -175,7 +175,7 @@ class TempPostgres:
         shutil.rmtree(self.root, ignore_errors=True)
 
     def _serve(self) -> None:
-        options = f"-k {self.root} -p {self.port} -c listen_addresses= -c fsync=off -c max_connections=200"
+        options = f"-k {self.root} -p {self.port} -c listen_addresses= -c fsync=off -c max_connections=200 {self.options}"
         self._run("pg_ctl", "-D", str(self.root / "data"), "-o", options, "-w", "-l", str(self.root / "log"), "start")
 
     def _halt(self) -> None:
