@@ -14,7 +14,7 @@ import sys
 import structlog
 
 from daemon.context import Context, configured_folders, folders_from, open_model, state_dir, store_for
-from daemon.errors import ConfigError, QueueDamaged
+from daemon.errors import ConfigError, QueueDamaged, QueueError
 from daemon.fetch import fetch_model, is_hub_model, plan_load
 from daemon.service import commands as service_commands
 from daemon.settings import Settings, cpu_threads, image_options, in_flight
@@ -84,7 +84,7 @@ def cmd_status(args: argparse.Namespace, settings: Settings, ctx: Context) -> in
         print(report.to_json())
     else:
         print_status(report, out=sys.stdout)
-    return EXIT_OK
+    return QueueError.exit_status if report.store_problem else EXIT_OK
 
 
 def cmd_retry(args: argparse.Namespace, settings: Settings, ctx: Context) -> int:

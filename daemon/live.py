@@ -36,6 +36,8 @@ class Live:
     updated: float
     waiting: list[Waiting]
     volume_problem: str | None
+    store_problem: str | None = None
+    """Since when, and why, the job store cannot be reached (a fleet's database away)."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -48,12 +50,14 @@ class LiveState:
         self.path = path
         self._last: tuple[object, ...] | None = None
 
-    def publish(self, *, waiting: list[Waiting], volume_problem: str | None, now: float) -> None:
-        key = (tuple((w.path, w.size, w.incomplete) for w in waiting), volume_problem)
+    def publish(
+        self, *, waiting: list[Waiting], volume_problem: str | None, now: float, store_problem: str | None = None
+    ) -> None:
+        key = (tuple((w.path, w.size, w.incomplete) for w in waiting), volume_problem, store_problem)
         if key == self._last:
             return
         self._last = key
-        snapshot = Live(updated=now, waiting=waiting, volume_problem=volume_problem)
+        snapshot = Live(updated=now, waiting=waiting, volume_problem=volume_problem, store_problem=store_problem)
         write_atomic(self.path, json.dumps(snapshot.to_dict()).encode(), durable=False)
 
     def clear(self) -> None:
@@ -65,6 +69,7 @@ def read_live(state: Path) -> Live | None:
     try:
         data = json.loads((state / LIVE_FILE).read_text(encoding="utf-8"))
         waiting = [Waiting(**item) for item in data["waiting"]]
-        return Live(updated=float(data["updated"]), waiting=waiting, volume_problem=data["volume_problem"])
+        return Live(updated=float(data["updated"]), waiting=waiting, volume_problem=data["volume_problem"],
+                    store_problem=data.get("store_problem"))
     except (OSError, ValueError, KeyError, TypeError):
         return None

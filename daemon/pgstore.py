@@ -113,9 +113,9 @@ class PostgresStore:
             kwargs={"row_factory": dict_row, "autocommit": True},
         )
         try:
+            with psycopg.connect(url, row_factory=dict_row, connect_timeout=max(1, round(connect_timeout))) as probe:
+                check_schema(probe)  # fails at once when unreachable; the pool would keep retrying
             self._pool.open(wait=True, timeout=connect_timeout)
-            with self.db() as conn:
-                check_schema(conn)
         except BaseException as exc:
             self._pool.close()  # its threads would go on trying to connect
             if isinstance(exc, psycopg.Error):

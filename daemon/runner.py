@@ -224,7 +224,7 @@ class Daemon:
         return FolderWatch(
             settings=self.settings, folders=self.folders, queue=self.queue, worker=self.worker, settler=self.settler,
             volume=self.volume, live=live, observer_factory=self.observer_factory, identity=me, clock=self.clock,
-            monotonic=self.monotonic,
+            monotonic=self.monotonic, store_problem=lambda: self.outage.problem,
         )
 
     def _warm_up(self) -> None:
@@ -327,11 +327,14 @@ class Outage:
     def __init__(self, *, monotonic: Callable[[], float] = time.monotonic) -> None:
         self.monotonic = monotonic
         self.since: float | None = None
+        self.problem: str | None = None
+        """For status: since when (wall clock) and why; None while the store answers."""
         self.delay = 0.5
 
     def failed(self, exc: Exception) -> None:
         if self.since is None:
             self.since = self.monotonic()
+            self.problem = f"unreachable since {time.strftime('%Y-%m-%d %H:%M:%S')}: {exc}"
             log.error("store_unreachable", error=str(exc), action="waiting for it; nothing is lost or quarantined")
         else:
             self.delay = min(self.delay * 2, 30.0)
@@ -339,7 +342,7 @@ class Outage:
     def ok(self) -> None:
         if self.since is not None:
             log.warning("store_back", after_seconds=round(self.monotonic() - self.since, 1))
-        self.since, self.delay = None, 0.5
+        self.since, self.problem, self.delay = None, None, 0.5
 
 
 # --- Signals ---------------------------------------------------------------------

@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import TextIO
 
-from daemon.errors import ConfigError, JobError
+from daemon.errors import ConfigError, JobError, QueueDamaged, QueueError
 from daemon.outputs import Folders, restore_from_quarantine
 from daemon.store import Job, JobStore, State
 from daemon.live import Live, read_live
@@ -32,6 +32,8 @@ class StatusReport:
     """Why the running daemon is paused (its hot folder's volume is gone), or None."""
     workers: list[dict[str, object]] = field(default_factory=list)
     """A fleet's daemons (PostgreSQL store): host, pid, device, model, the watcher, last heartbeat."""
+    store_problem: str | None = None
+    """The job store cannot be reached (this command's try), and since when (this machine's daemon)."""
 
     def to_json(self) -> str:
         return json.dumps(vars(self), indent=2)
@@ -54,7 +56,13 @@ def collect_status(
     now: float | None = None, last: int = 10,
 ) -> StatusReport:
     """From the state folder alone; `quarantine` (else the one the daemon last ran with) for full paths."""
-    queue, now = open_queue(state, queue=queue_settings), now or time.time()
+    now = now or time.time()
+    try:
+        queue = open_queue(state, queue=queue_settings)
+    except QueueError as exc:
+        if isinstance(exc, QueueDamaged):
+            raise
+        return _unreachable(state, exc, now=now)
     try:
         oldest = queue.oldest_pending_since()
         quarantine = quarantine or queue.folder("quarantine")
@@ -74,6 +82,16 @@ def collect_status(
         queue.close()
 
 
+def _unreachable(state: Path, exc: QueueError, *, now: float) -> StatusReport:
+    """What this machine still knows when the store is away: its daemon, and since when it lost it."""
+    pid = daemon_pid(state)
+    live = read_live(state) if pid is not None else None
+    seen = f"; this machine's daemon: {live.store_problem}" if live and live.store_problem else ""
+    return StatusReport(counts={}, running=[], failures=[], oldest_pending_age=None, daemon_pid=pid,
+                        waiting=_waiting(live, now=now), hot_folder_problem=live.volume_problem if live else None,
+                        store_problem=f"{exc}{seen}")
+
+
 def _waiting(live: Live | None, *, now: float) -> list[dict[str, object]]:
     if live is None:
         return []
@@ -86,6 +104,9 @@ def print_status(report: StatusReport, *, out: TextIO) -> None:
     print(f"daemon: {daemon}", file=out)
     if report.hot_folder_problem:
         print(f"PAUSED: {report.hot_folder_problem} (nothing is lost; it resumes when the folder is back)", file=out)
+    if report.store_problem:
+        print(f"STORE UNREACHABLE: {report.store_problem} (the daemons wait for it; nothing is lost)", file=out)
+        return
     print("jobs: " + "  ".join(f"{state} {count}" for state, count in report.counts.items()), file=out)
     if report.oldest_pending_age is not None:
         print(f"oldest pending job waiting: {report.oldest_pending_age:.0f} s", file=out)

@@ -61,6 +61,7 @@ class FolderWatch:
     live: LiveState
     observer_factory: ObserverFactory
     identity: Identity
+    store_problem: Callable[[], str | None]
     clock: Callable[[], float]
     monotonic: Callable[[], float]
     observer: BaseObserver | None = None
@@ -74,13 +75,16 @@ class FolderWatch:
 
     def tick(self) -> None:
         with self._lock:
-            present = self._volume_present()
-            watching = self._lead() and present
-            self._listen(watching)
-            if watching:
-                self._settle()
-            self._heartbeat()
-            self.live.publish(waiting=self.settler.waiting(), volume_problem=self.volume.problem, now=self.clock())
+            try:
+                present = self._volume_present()
+                watching = self._lead() and present
+                self._listen(watching)
+                if watching:
+                    self._settle()
+                self._heartbeat()
+            finally:  # also while the store is away: status says so
+                self.live.publish(waiting=self.settler.waiting(), volume_problem=self.volume.problem,
+                                  now=self.clock(), store_problem=self.store_problem())
 
     def start(self) -> None:
         """Listen from the start when this daemon is the watcher (the first tick scans)."""

@@ -154,3 +154,27 @@ def test_doctor_checks_the_shared_store_and_names_the_fix(postgres_server: str, 
     assert ok.status == "ok" and "pending 0" in ok.detail
     bare = check_shared_store(QueueSettings(store="postgresql", url=fresh_database(postgres_server)), config=None)
     assert bare.status == "FAIL" and bare.fix == "cutout queue init --config F"
+
+
+def test_status_with_the_store_away_says_so_and_since_when_this_machine_lost_it(
+    folders: Folders, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    from daemon.cli import main
+    from daemon.live import LIVE_FILE
+    from daemon.statedir import acquire_lock
+
+    url = f"postgresql://cutout@/cutout?host={tmp_path}&port=1&connect_timeout=1"
+    config = _config(tmp_path, url, folders)
+    folders.state.mkdir()
+    lock = acquire_lock(folders.state)  # this machine's daemon runs, and lost the store at 10:02
+    (folders.state / LIVE_FILE).write_text(json.dumps({
+        "updated": 0, "waiting": [], "volume_problem": None,
+        "store_problem": "unreachable since 2026-11-30 10:02:11: server closed the connection"}))
+    try:
+        assert main(["status", "--config", str(config)]) == 5
+    finally:
+        lock.close()
+    out = capsys.readouterr().out
+    assert "STORE UNREACHABLE: the PostgreSQL job store" in out and "unreachable since 2026-11-30 10:02:11" in out
