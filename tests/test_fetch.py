@@ -129,6 +129,7 @@ def test_the_real_downloader_offline_fails_with_a_clear_message_and_restores_pro
 
 
 # --- starting on the pin ----------------------------------------------------------------------
+@pytest.mark.slow  # loads the tiny model through transformers twice
 def test_a_later_start_loads_the_pinned_commit_offline_without_downloading(
     repo: str, ctx: Context, hub: FakeHub, state: Path, tmp_path: Path
 ) -> None:
@@ -143,6 +144,7 @@ def test_a_later_start_loads_the_pinned_commit_offline_without_downloading(
     assert hub.calls == []
 
 
+@pytest.mark.slow  # loads the tiny model through transformers
 def test_the_loaded_model_reports_the_pinned_revision(repo: str, ctx: Context, state: Path, tmp_path: Path) -> None:
     main(["model", "fetch", "--model", f"hf:{repo}", "--state", str(state)], context=ctx)
     assert _open(tmp_path, repo, ctx) == f"Hugging Face {repo} @ {COMMIT_A}"

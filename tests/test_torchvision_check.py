@@ -139,6 +139,7 @@ def _torchvision_without_operators(root: Path, *, version: str, requires: str) -
     return root
 
 
+@pytest.mark.slow  # a real interpreter imports torch and a broken torchvision
 def test_the_probe_finds_torchvision_operators_missing_for_real(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     root = _torchvision_without_operators(tmp_path / "site", version="0.29.1", requires="torch (>=99.0)")
     monkeypatch.setenv("PYTHONPATH", str(root))
@@ -147,6 +148,7 @@ def test_the_probe_finds_torchvision_operators_missing_for_real(tmp_path: Path, 
     assert facts.error is not None and "torchvision" in facts.error and "nms" in facts.error
 
 
+@pytest.mark.slow  # a real interpreter imports torch and a broken torchvision
 def test_doctor_fails_on_a_torchvision_that_does_not_fit_and_prints_the_fix(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
