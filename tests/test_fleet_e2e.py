@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import psycopg
 import pytest
 
@@ -68,7 +69,7 @@ def _daemons(
             **settings,
         })
         started.append(daemon)
-        made.append(daemon)
+        made.append(daemon.start())
     return made
 
 
@@ -96,8 +97,6 @@ def test_four_daemons_share_400_files_each_once_and_every_daemon_works(
 ) -> None:
     nas = Nas(tmp_path / "nas")
     fleet = _daemons(started, tmp_path, nas, url=store_url, model=str(torchscript_model), count=4)
-    for daemon in fleet:
-        daemon.start()
     names = nas.drop(400)
     _wait(lambda: _counts(store_url) == {"done": 400}, what="400 jobs done", timeout=300)
     assert nas.outputs() == names and nas.temp_files() == [] and nas.quarantined() == []
@@ -114,8 +113,6 @@ def test_kills_and_a_freeze_past_the_lease_leave_exactly_one_output_per_file(
     nas = Nas(tmp_path / "nas")
     fleet = _daemons(started, tmp_path, nas, url=store_url, model=f"hf:{slow}", count=2,
                      worker={"in_flight": 1, "cpu_threads": 1})
-    for daemon in fleet:
-        daemon.start()
     names = nas.drop(16)
     chance = random.Random(7)
     for _ in range(3):  # kill -9 at random points, and the service manager restarts the daemon
@@ -149,8 +146,6 @@ def test_when_the_watcher_dies_another_daemon_watches_and_queues_new_files(
 ) -> None:
     nas = Nas(tmp_path / "nas")
     fleet = _daemons(started, tmp_path, nas, url=store_url, model=str(torchscript_model), count=2)
-    for daemon in fleet:
-        daemon.start()
     _wait(lambda: any(_is_watcher(d) for d in fleet), what="a watcher")
     watcher = next(d for d in fleet if _is_watcher(d))
     other = next(d for d in fleet if d is not watcher)
@@ -178,8 +173,6 @@ def test_a_database_restart_mid_run_loses_and_quarantines_nothing(
         migrate(url)
         nas = Nas(tmp_path / "nas")
         fleet = _daemons(started, tmp_path, nas, url=url, model=str(torchscript_model), count=2)
-        for daemon in fleet:
-            daemon.start()
         names = nas.drop(120)
         _wait(lambda: _counts(url).get("done", 0) >= 10, what="some jobs done")
         server.restart(pause=2.0)
@@ -196,15 +189,11 @@ def test_a_file_that_kills_every_worker_is_quarantined_as_crashed_after_max_atte
 ) -> None:
     poison_model = tiny_models.build_poison_hf_model_dir(tmp_path / "poison-model")
     nas = Nas(tmp_path / "nas")
-    fleet = _daemons(started, tmp_path, nas, url=store_url, model=f"hf:{poison_model}", count=2,
-                     queue={"max_attempts": 2}, worker={"in_flight": 1})
-    import numpy as np
-
     poison = np.zeros((64, 64, 3), np.uint8)
     poison[:, :] = tiny_models.POISON_RGB
     write_image(nas.input / "poison.png", poison)
-    for daemon in fleet:
-        daemon.start()
+    fleet = _daemons(started, tmp_path, nas, url=store_url, model=f"hf:{poison_model}", count=2,
+                     queue={"max_attempts": 2}, worker={"in_flight": 1})
     deadline = time.monotonic() + 180
     while _counts(store_url).get("failed", 0) == 0:  # launchd's KeepAlive, on every machine
         assert time.monotonic() < deadline, "the poison file was never quarantined"

@@ -19,14 +19,7 @@ from typing import ClassVar
 
 from daemon.errors import ServiceError
 from daemon.service.files import make_dirs, remove, write_atomically
-from daemon.service.spec import (
-    AgentSpec,
-    AgentStatus,
-    ServiceChange,
-    check_spec,
-    environment,
-    program_arguments,
-)
+from daemon.service.spec import AgentSpec, AgentStatus, ServiceChange, check_spec, environment, program_arguments
 from daemon.service.tools import CommandFailedError, Tool, leading_int
 
 MUST_ACT_ENV = "CUTOUT_MUST_ACT_STATUS"

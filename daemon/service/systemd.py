@@ -12,14 +12,7 @@ from typing import ClassVar
 
 from daemon.errors import QueueDamaged
 from daemon.service.files import make_dirs, remove, write_atomically
-from daemon.service.spec import (
-    AgentSpec,
-    AgentStatus,
-    ServiceChange,
-    check_spec,
-    environment,
-    program_arguments,
-)
+from daemon.service.spec import AgentSpec, AgentStatus, ServiceChange, check_spec, environment, program_arguments
 from daemon.service.tools import Tool, leading_int
 
 _UNIT = """\
