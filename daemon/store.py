@@ -1,8 +1,9 @@
 """The job store: what the daemon asks of the place its jobs live, and the records it gets back.
 
-    JobStore       the Protocol: offer, claim, finish, fail, retry, report
-    ├── daemon.queue.JobQueue        SQLite in the state folder: one machine (the default)
-    └── daemon.pgstore.PostgresStore  PostgreSQL: every machine of a fleet on one queue
+    JobStore                              the Protocol: offer, claim, finish, fail, retry, report
+    └── daemon.sqlstore.SqlJobStore       the rules in SQL, written once for both databases
+        ├── daemon.queue.JobQueue         SQLite in the state folder: one machine (the default)
+        └── daemon.pgstore.PostgresStore  PostgreSQL: every machine of a fleet on one queue
 
 Every backend passes the same contract suite (tests/test_store_contract.py). The rules
 that suite holds them to:

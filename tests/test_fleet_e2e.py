@@ -106,6 +106,7 @@ def test_four_daemons_share_400_files_each_once_and_every_daemon_works(
     assert all(daemon.stop() == 0 for daemon in fleet)
 
 
+@pytest.mark.timeout(360)  # several daemon restarts, each loading torch: slow on a busy 2-core machine
 def test_kills_and_a_freeze_past_the_lease_leave_exactly_one_output_per_file(
     tmp_path: Path, store_url: str, started: list[harness.DaemonProcess]
 ) -> None:
