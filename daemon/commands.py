@@ -15,7 +15,7 @@ import structlog
 
 from daemon.context import Context, configured_folders, folders_from, open_model, state_dir, store_for
 from daemon.errors import ConfigError, QueueDamaged, QueueError
-from daemon.fetch import fetch_model, is_hub_model, plan_load
+from daemon.fetch import fetch_model, is_hub_model
 from daemon.service import commands as service_commands
 from daemon.settings import Settings, cpu_threads, image_options, in_flight
 
@@ -64,9 +64,8 @@ def cmd_watch(args: argparse.Namespace, settings: Settings, ctx: Context) -> int
     loaded = open_model(settings, ctx=ctx, progress=sys.stderr.isatty())
     log.info("model_loaded", model=str(loaded.spec), origin=loaded.origin, device=str(loaded.device.device),
              device_reason=loaded.device.reason)
-    revision = plan_load(settings.model, store=store_for(settings, ctx)).revision
     daemon = Daemon(settings=settings, folders=folders, model=loaded.model, device=str(loaded.device.device),
-                    model_name=f"{loaded.spec}@{revision}" if revision else str(loaded.spec))
+                    model_name=f"{loaded.spec}@{loaded.revision}" if loaded.revision else str(loaded.spec))
     install_signal_handlers(daemon)
     with capture_native_stderr():  # OpenCV and libjpeg write to fd 2 directly: make their lines log events
         code = daemon.run()

@@ -219,13 +219,17 @@ database"): the file's bytes are wrong, and no restart changes that."""
 
 
 def is_queue_damage(exc: BaseException) -> bool:
-    """Whether an exception is sqlite saying the database file itself is damaged."""
+    """Whether an exception says the queue file itself is damaged: sqlite's own error, or ours."""
+    if isinstance(exc, QueueDamaged):
+        return True
     code = (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF  # extended codes keep the primary one in the low byte
     return isinstance(exc, sqlite3.DatabaseError) and code in _SQLITE_DAMAGE
 
 
 def from_sqlite_error(exc: BaseException, *, path: Path) -> QueueError:
     """Translate an sqlite3 error on the queue file: damage, or a failure a restart may fix."""
+    if isinstance(exc, QueueError):
+        return exc  # translated already
     error: QueueError
     if is_queue_damage(exc):
         error = QueueDamaged(path, f"is damaged (sqlite: {exc})")

@@ -140,7 +140,7 @@ class Daemon:
         try:
             self.worker.run_once()
         except QueueError as exc:
-            if isinstance(exc, QueueDamaged) or is_queue_damage(exc.__cause__ or exc):
+            if is_queue_damage(exc):
                 raise
             self.outage.failed(exc)
             self.stop.wait(self.outage.delay)
@@ -202,10 +202,6 @@ class Daemon:
         self._started = True
         log.info("daemon_started", recovered_running_jobs=asdict(recovered), stale_temp_files=swept,
                  **self._describe())
-
-    def run_once(self) -> None:
-        """One turn of the inference loop (tests drive the daemon with it)."""
-        self.worker.run_once()
 
     def _recover(self) -> Recovery:
         """Jobs a dead process left running, judged by how it died; then arm the crash report."""
@@ -301,8 +297,7 @@ class Daemon:
             try:
                 self.watch.tick()
             except QueueError as exc:  # the store is away: the inference loop says so and waits
-                if isinstance(exc, QueueDamaged) or is_queue_damage(exc.__cause__ or exc):
-                    self._stop_if_queue_damaged(exc.__cause__ or exc)
+                self._stop_if_queue_damaged(exc)
             except Exception as exc:  # the daemon keeps running
                 if not self._stop_if_queue_damaged(exc):
                     log.exception("watch_error")

@@ -90,6 +90,8 @@ class LoadedModel:
     spec: ModelSpec
     device: DeviceChoice
     origin: str
+    revision: str | None = None
+    """The commit a hub model was loaded at (its pin); None for a local model."""
 
 
 def load_model(
@@ -106,7 +108,8 @@ def load_model(
     else:
         module, origin = load_torchscript_module(Path(spec.source)), f"TorchScript file {spec.source}"
     module = _to_device(module, device=device.device)
-    return LoadedModel(TorchMatteModel(module, device=device.device, size=size), spec, device, origin)
+    return LoadedModel(TorchMatteModel(module, device=device.device, size=size), spec, device, origin,
+                       revision if spec.kind == "hf" and not spec.is_local_hf else None)
 
 
 def _to_device(module: torch.nn.Module, *, device: torch.device) -> torch.nn.Module:
