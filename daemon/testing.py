@@ -185,7 +185,7 @@ class TempPostgres:
         subprocess.run([*self._as, str(self.bindir / tool), *args], check=True, capture_output=True)
 
 
-def fresh_database(server_url: str) -> str:
+def fresh_store_url(server_url: str) -> str:
     """An empty place for one job store on the server at `server_url`: its URL.
 
     A schema of its own in one shared database, chosen with libpq's `options` (search_path):

@@ -22,7 +22,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from daemon.testing import POSTGRES_URL_ENV, BrightModel, FakeClock, TempPostgres, fresh_database, postgres_bindir
+from daemon.testing import POSTGRES_URL_ENV, BrightModel, FakeClock, TempPostgres, fresh_store_url, postgres_bindir
 from tests import harness, tiny_models
 
 DARK, BRIGHT = 20, 230
@@ -120,6 +120,6 @@ def postgres_url(postgres_server: str) -> str:
     """A fresh database with the current schema, for one test."""
     from daemon.pgstore import migrate
 
-    url = fresh_database(postgres_server)
+    url = fresh_store_url(postgres_server)
     migrate(url)
     return url

@@ -21,18 +21,10 @@ from daemon.store import Fingerprint
 from daemon.testing import BrightModel, FakeClock, wait_until
 from daemon.worker import Worker
 from tests.conftest import subject_image, write_image
+from tests.test_runner import Running, folders  # noqa: F401  (the fixture: folders as `cutout watch` makes them)
 
 P = PurePosixPath
 LEASE = 30.0
-
-
-@pytest.fixture
-def folders(tmp_path: Path) -> Folders:
-    made = Folders(input=tmp_path / "in", output=tmp_path / "out", quarantine=tmp_path / "q",
-                   archive=tmp_path / "archive", state=tmp_path / "state")
-    for folder in (made.input, made.output, made.quarantine):
-        folder.mkdir()
-    return made
 
 
 def worker_on(store: PostgresStore, folders: Folders, model: Any) -> Worker:
@@ -97,9 +89,9 @@ def test_queue_init_creates_the_tables_once_and_status_reads_the_shared_queue(
     folders: Folders, postgres_server: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from daemon.cli import main
-    from daemon.testing import fresh_database
+    from daemon.testing import fresh_store_url
 
-    config = _config(tmp_path, fresh_database(postgres_server), folders)
+    config = _config(tmp_path, fresh_store_url(postgres_server), folders)
     assert main(["status", "--config", str(config)]) == 2
     assert "run `cutout queue init" in capsys.readouterr().err
     assert main(["queue", "init", "--config", str(config)]) == 0
@@ -113,7 +105,6 @@ def test_queue_init_creates_the_tables_once_and_status_reads_the_shared_queue(
 def test_the_daemon_runs_on_the_postgresql_store(folders: Folders, postgres_url: str, tmp_path: Path) -> None:
     from daemon.runner import Daemon
     from daemon.settings import load_settings
-    from tests.test_runner import Running
 
     settings = load_settings(_config(tmp_path, postgres_url, folders))
     daemon = Daemon(settings=settings, folders=folders, model=BrightModel())
@@ -148,11 +139,11 @@ def test_status_lists_every_daemon_of_the_fleet(folders: Folders, postgres_url: 
 
 def test_doctor_checks_the_shared_store_and_names_the_fix(postgres_server: str, postgres_url: str) -> None:
     from daemon.doctor import check_shared_store
-    from daemon.testing import fresh_database
+    from daemon.testing import fresh_store_url
 
     ok = check_shared_store(QueueSettings(store="postgresql", url=postgres_url), config=None)
     assert ok.status == "ok" and "pending 0" in ok.detail
-    bare = check_shared_store(QueueSettings(store="postgresql", url=fresh_database(postgres_server)), config=None)
+    bare = check_shared_store(QueueSettings(store="postgresql", url=fresh_store_url(postgres_server)), config=None)
     assert bare.status == "FAIL" and bare.fix == "cutout queue init --config F"
 
 

@@ -20,7 +20,7 @@ import pytest
 
 from daemon.atomic import is_temp_name
 from daemon.pgstore import migrate
-from daemon.testing import TempPostgres, fresh_database, postgres_bindir
+from daemon.testing import TempPostgres, fresh_store_url, postgres_bindir
 from tests import harness, tiny_models
 from tests.conftest import subject_image, write_image
 
@@ -87,7 +87,7 @@ def _wait(condition: Any, *, what: str, timeout: float = 120.0) -> None:
 
 @pytest.fixture
 def store_url(postgres_server: str) -> str:
-    url = fresh_database(postgres_server)
+    url = fresh_store_url(postgres_server)
     migrate(url)
     return url
 
@@ -170,7 +170,7 @@ def test_a_database_restart_mid_run_loses_and_quarantines_nothing(
         pytest.skip("no PostgreSQL server binaries to restart")
     server = TempPostgres(bindir=bindir, port=54331).start()
     try:
-        url = fresh_database(server.url)
+        url = fresh_store_url(server.url)
         migrate(url)
         nas = Nas(tmp_path / "nas")
         fleet = _daemons(started, tmp_path, nas, url=url, model=str(torchscript_model), count=2)

@@ -131,9 +131,9 @@ def test_a_restarted_worker_takes_back_its_own_jobs_at_once_and_leaves_others_to
 
 # --- the schema --------------------------------------------------------------------------------------
 def test_migrating_twice_changes_nothing_and_a_store_without_tables_is_refused(postgres_server: str) -> None:
-    from daemon.testing import fresh_database
+    from daemon.testing import fresh_store_url
 
-    url = fresh_database(postgres_server)
+    url = fresh_store_url(postgres_server)
     with pytest.raises(ConfigError, match=f"schema version 0, this cutout needs {len(MIGRATIONS)}: run `cutout queue init"):
         PostgresStore(url)
     assert migrate(url) == (0, len(MIGRATIONS))
@@ -164,9 +164,9 @@ def test_urls_are_redacted_for_messages() -> None:
 
 
 def test_an_older_schema_is_upgraded_in_place_and_keeps_its_jobs(postgres_server: str) -> None:
-    from daemon.testing import fresh_database
+    from daemon.testing import fresh_store_url
 
-    url = fresh_database(postgres_server)
+    url = fresh_store_url(postgres_server)
     with psycopg.connect(url, autocommit=True) as conn:  # a store made by the first release
         conn.execute("CREATE TABLE cutout_schema (version integer NOT NULL)")
         conn.execute(MIGRATIONS[0])
