@@ -36,7 +36,7 @@ from benchmarks.images import encode, photo_like
 from benchmarks.standin import build_standin
 from daemon.pgstore import PostgresStore, migrate
 from daemon.store import Fingerprint
-from daemon.testing import TempPostgres, fresh_database, postgres_bindir
+from daemon.testing import TempPostgres, fresh_store_url, postgres_bindir
 
 STATS = "shared_preload_libraries=pg_stat_statements"
 PHOTO_SIZE = (480, 320)
@@ -62,7 +62,7 @@ class FleetDaemon(DaemonUnderTest):
 
 
 def run_fleet(*, count: int, server: TempPostgres, model: Path, images: int, work: Path) -> dict[str, Any]:
-    url = fresh_database(server.url)
+    url = fresh_store_url(server.url)
     migrate(url)
     shared = work / f"fleet-{count}"
     shutil.rmtree(shared, ignore_errors=True)
@@ -124,7 +124,7 @@ def _database_work(url: str) -> dict[str, int]:
 
 # --- Claim latency, no model in the way ----------------------------------------------------------
 def claim_latency(*, server: TempPostgres, claimers: int, jobs: int) -> dict[str, Any]:
-    url = fresh_database(server.url)
+    url = fresh_store_url(server.url)
     migrate(url)
     stores = [PostgresStore(url, worker=f"bench-{n}", pool_size=2) for n in range(claimers)]
     for index in range(jobs):
