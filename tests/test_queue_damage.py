@@ -532,7 +532,9 @@ def _new_life_processes_only_new_files(daemon: harness.DaemonProcess) -> None:
     daemon.start(wait=False)  # the harness counts refused starts too: wait for this one's own event
     daemon.wait_for(lambda: daemon.started_count() == lives + 1, what="daemon_started")
     write_image(daemon.input / "new.jpg", subject_image(300, 400, BOX))
-    daemon.wait_for(lambda: "new.png" in daemon.outputs(), what="the new file's cutout")
+    # the job event follows the published output: wait for the event, not the file
+    daemon.wait_for(lambda: bool(_jobs_of(daemon, "new.jpg")), what="the new file's job")
+    assert "new.png" in daemon.outputs()
     assert [e["path"] for e in daemon.jobs()[before:]] == ["new.jpg"]  # nothing of the first life redone
 
 
