@@ -109,6 +109,17 @@ def is_temp_name(name: str) -> bool:
     return name.startswith(TEMP_PREFIX) and name.endswith(TEMP_SUFFIX)
 
 
+def sweep_temp_files(root: Path) -> int:
+    """Remove temp files a killed process left behind (never a final name)."""
+    removed = 0
+    for folder, _, names in os.walk(root):
+        for name in names:
+            if is_temp_name(name):
+                (Path(folder) / name).unlink(missing_ok=True)
+                removed += 1
+    return removed
+
+
 def make_private_dir(path: Path) -> None:
     """Create `path` (and missing parents) with the last folder 0700; an existing folder is left as it is."""
     path.mkdir(mode=PRIVATE_DIR_MODE, parents=True, exist_ok=True)

@@ -12,16 +12,18 @@ import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import TextIO
+from typing import Literal, TextIO
 
 import structlog
 from tqdm import tqdm
 
 from daemon.errors import JobError, from_os_error
-from daemon.layout import iter_inputs, plan_outputs
+from daemon.layout import iter_inputs
+from daemon.pipeline.recipe import OutputFile
+from daemon.routing import SEED_ROUTING, Routing, contents, plan_files
 from daemon.outputs import check_folder_rules
 from daemon.stages import Stages, Task
-from daemon.atomic import write_atomic
+from daemon.atomic import sweep_temp_files, write_atomic
 from daemon.pipeline.constants import ImageOptions, PipelineParams
 from daemon.pipeline.matte import MatteModel
 from daemon.pipeline.pipeline import Cutout, Prepared
@@ -37,10 +39,17 @@ class Failure:
     message: str
 
 
+Skip = Literal["up_to_date", "existing", "never"]
+"""Which files a batch leaves alone: those whose outputs are all newer than the file and the
+config (the default: a rerun redoes only what changed), those whose outputs all exist
+(`--skip-existing`: resume an interrupted batch), or none (`--force`)."""
+
+
 @dataclass
 class BatchReport:
     done: list[PurePosixPath] = field(default_factory=list)
     failed: list[Failure] = field(default_factory=list)
+    skipped: list[PurePosixPath] = field(default_factory=list)
     seconds: float = 0.0
 
     @property
@@ -74,6 +83,9 @@ def run_batch(
     in_flight: int = 4,
     cpu_threads: int = 2,
     clock: Callable[[], float] = time.perf_counter,
+    routing: Routing = SEED_ROUTING,
+    skip: Skip = "never",
+    config_mtime: float = 0.0,
 ) -> BatchReport:
     """Process every input under `input_dir` into `output_dir`; never stops on a bad file.
 
@@ -81,20 +93,38 @@ def run_batch(
     encode behind the model), so a batch is limited by the slower of model and CPU.
     """
     check_process_folders(input_dir, output_dir, state=None)
-    plan = plan_outputs(iter_inputs(input_dir))
-    report = BatchReport()
+    if output_dir.is_dir():
+        sweep_temp_files(output_dir)  # what a killed run was writing: never a finished output
+    plan = plan_files(iter_inputs(input_dir), routing=routing)
+    report = BatchReport(skipped=[rel for rel, files in plan.items()
+                                  if _skippable(input_dir / rel, [output_dir / f.path for f in files], skip=skip,
+                                                config_mtime=config_mtime)])
+    for rel in report.skipped:
+        del plan[rel]
     start = clock()
     with tqdm(total=len(plan), unit="img", disable=not progress, dynamic_ncols=True) as bar:
         recorder = _Recorder(output_dir=output_dir, plan=plan, report=report, bar=bar)
         stages: Stages[PurePosixPath] = Stages(
             model=model, params=params, options=options, in_flight=in_flight,
             cpu_threads=cpu_threads, on_done=recorder.done, on_failed=recorder.failed,
+            recipes=routing.recipes_of,
         )
         _drive(stages, todo=iter(sorted(plan)), input_dir=input_dir)
     report.done.sort()
     report.failed.sort(key=lambda failure: failure.path)
     report.seconds = clock() - start
     return report
+
+
+def _skippable(source: Path, outputs: list[Path], *, skip: Skip, config_mtime: float) -> bool:
+    """Whether `skip` leaves this file alone (outputs are written atomically: one that exists is whole)."""
+    if skip == "never":
+        return False
+    try:
+        made = [path.stat().st_mtime for path in outputs]
+    except OSError:
+        return False  # an output is missing (or unreadable): do the file
+    return skip == "existing" or min(made) >= max(source.stat().st_mtime, config_mtime)
 
 
 def _drive(stages: Stages[PurePosixPath], *, todo: Iterator[PurePosixPath], input_dir: Path) -> None:
@@ -121,23 +151,20 @@ class _Recorder:
     """What `run_batch` does with each finished image (called on pool threads)."""
 
     output_dir: Path
-    plan: dict[PurePosixPath, PurePosixPath]
+    plan: dict[PurePosixPath, list[OutputFile]]
     report: BatchReport
     bar: tqdm
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def done(self, task: Task[PurePosixPath], prepared: Prepared, cutout: Cutout) -> None:
-        output = self.output_dir / self.plan[task.key]
+        files = contents(self.plan[task.key], cutout.files)
         with task.timer.stage("save"):
-            try:
-                output.parent.mkdir(parents=True, exist_ok=True)
-                write_atomic(output, cutout.png)
-            except OSError as exc:  # as `cutout watch` reports it: disk_full, permission_denied, ...
-                raise from_os_error(exc, doing=f"writing {output}") from exc
+            for rel, data in files:
+                _write(self.output_dir / rel, data)
         with self.lock:
             self.report.done.append(task.key)
             self.bar.update()
-        log.info("image_done", path=str(task.key), output=str(self.plan[task.key]),
+        log.info("image_done", path=str(task.key), output=[rel.as_posix() for rel, _ in files],
                  timings=_rounded(task.timer.seconds), notes=list(cutout.notes))
 
     def failed(self, task: Task[PurePosixPath], exc: BaseException) -> None:
@@ -146,6 +173,14 @@ class _Recorder:
             self.report.failed.append(Failure(task.key, reason, message))
             self.bar.update()
         log.warning("image_failed", path=str(task.key), reason=reason, message=message, traceback=_trace(exc))
+
+
+def _write(path: Path, data: bytes) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(path, data)
+    except OSError as exc:  # as `cutout watch` reports it: disk_full, permission_denied, ...
+        raise from_os_error(exc, doing=f"writing {path}") from exc
 
 
 def _trace(exc: BaseException) -> str | None:
@@ -159,7 +194,8 @@ def _rounded(timings: dict[str, float]) -> dict[str, float]:
 
 def print_summary(report: BatchReport, *, input_dir: Path, out: TextIO) -> None:
     per_image = report.seconds / report.total if report.total else 0.0
-    print(f"done: {len(report.done)}  failed: {len(report.failed)}  ({per_image:.2f} s per image)", file=out)
+    skipped = f"  skipped: {len(report.skipped)} (outputs already there)" if report.skipped else ""
+    print(f"done: {len(report.done)}  failed: {len(report.failed)}{skipped}  ({per_image:.2f} s per image)", file=out)
     for failure in report.failed:
         where = input_dir / failure.path
         print(f"  FAILED {failure.path}: {failure.reason}: {failure.message} (left in place: {where})", file=out)

@@ -52,10 +52,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_watch(commands)
     _add_status(commands)
     _add_retry(commands)
+    _add_reprocess(commands)
     _add_doctor(commands)
     _add_model(commands)
     _add_service(commands)
     _add_queue(commands)
+    _add_dashboard(commands)
     return parser
 
 
@@ -68,6 +70,11 @@ def _add_process(commands: Commands) -> None:
     process.add_argument("output", type=Path, help="folder for the RGBA PNGs (same relative paths)")
     _common(process)
     process.add_argument("--state", type=Path, help="folders.state: where the model pin is kept")
+    process.add_argument("--recipe", help="the config's recipe to apply to every file (default: the config's routes)")
+    redo = process.add_mutually_exclusive_group()
+    redo.add_argument("--force", action="store_true", help="redo every file, even where its outputs are up to date")
+    redo.add_argument("--skip-existing", action="store_true",
+                      help="skip every file whose outputs all exist, however old (resume an interrupted batch)")
     process.set_defaults(handler=cmd.cmd_process)
 
 
@@ -94,11 +101,22 @@ def _add_status(commands: Commands) -> None:
 
 def _add_retry(commands: Commands) -> None:
     retry = commands.add_parser("retry", help="send quarantined files back through the queue")
-    retry.add_argument("path", nargs="?", type=Path, help="a quarantined file (or its original path)")
-    retry.add_argument("--all", action="store_true", help="every quarantined file")
-    retry.add_argument("--config", type=Path, help="YAML settings file")
-    _folder_flags(retry)
+    _path_or_all(retry, path="a quarantined file (or its original path)", every="every quarantined file")
     retry.set_defaults(handler=cmd.cmd_retry)
+
+
+def _add_reprocess(commands: Commands) -> None:
+    again = commands.add_parser("reprocess", help="run done files through the daemon again (after a recipe changed)")
+    _path_or_all(again, path="a file or folder of the hot folder", every="every done file")
+    again.set_defaults(handler=cmd.cmd_reprocess)
+
+
+def _path_or_all(parser: argparse.ArgumentParser, *, path: str, every: str) -> None:
+    """The files a queue-steering command acts on: one PATH or --all, and where the daemon's folders are."""
+    parser.add_argument("path", nargs="?", type=Path, help=path)
+    parser.add_argument("--all", action="store_true", help=every)
+    parser.add_argument("--config", type=Path, help="YAML settings file")
+    _folder_flags(parser)
 
 
 def _add_doctor(commands: Commands) -> None:
@@ -119,6 +137,10 @@ def _add_model(commands: Commands) -> None:
     _common(export)
     export.add_argument("--state", type=Path, help="folders.state: where the model pin is kept")
     export.set_defaults(handler=cmd.cmd_model_export)
+
+    listing = model.add_parser("list", help="the BiRefNet family: names, hub repositories, sizes, speed, licences")
+    listing.add_argument("--config", type=Path, help="YAML settings file (marks the configured model)")
+    listing.set_defaults(handler=cmd.cmd_model_list)
 
     fetch = model.add_parser("fetch", help="download the model once and pin its exact revision (then offline)")
     fetch.add_argument("--config", type=Path, help="YAML settings file")
@@ -142,6 +164,17 @@ def _add_queue(commands: Commands) -> None:
     rebuild.add_argument("--config", type=Path, help="YAML settings file")
     _folder_flags(rebuild)
     rebuild.set_defaults(handler=cmd.cmd_queue_rebuild)
+
+
+def _add_dashboard(commands: Commands) -> None:
+    dashboard = commands.add_parser(
+        "dashboard", help="serve the web dashboard (queue, cutouts, quarantine, retry, /metrics) until stopped"
+    )
+    dashboard.add_argument("--config", type=Path, help="YAML settings file (the daemon's)")
+    _folder_flags(dashboard)
+    dashboard.add_argument("--bind", help="dashboard.bind: 127.0.0.1 (default, this machine only) or 0.0.0.0 (needs the token)")
+    dashboard.add_argument("--port", type=int, help="dashboard.port (default 8765)")
+    dashboard.set_defaults(handler=cmd.cmd_dashboard)
 
 
 def _add_service(commands: Commands) -> None:
@@ -179,6 +212,8 @@ def settings_from(args: argparse.Namespace) -> Settings:
         "model.revision": getattr(args, "revision", None),
         "logging.file": getattr(args, "log_file", None),
         "watch.role": getattr(args, "role", None),
+        "dashboard.bind": getattr(args, "bind", None),
+        "dashboard.port": getattr(args, "port", None),
     }
     overrides.update({f"folders.{name}": getattr(args, name, None) for name in FOLDER_FLAGS})
     return load_settings(getattr(args, "config", None), overrides=overrides)

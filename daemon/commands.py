@@ -17,7 +17,7 @@ from daemon.context import Context, configured_folders, folders_from, open_model
 from daemon.errors import ConfigError, QueueDamaged, QueueError
 from daemon.fetch import fetch_model, is_hub_model
 from daemon.service import commands as service_commands
-from daemon.settings import Settings, cpu_threads, image_options, in_flight
+from daemon.settings import Settings, cpu_threads, image_options, in_flight, routing
 
 log = structlog.get_logger("cutout")
 
@@ -32,6 +32,7 @@ def cmd_process(args: argparse.Namespace, settings: Settings, ctx: Context) -> i
         return EXIT_USAGE
     # Before the model loads: a refusal should not wait for it.
     check_process_folders(args.input, args.output, state=settings.folders.state)
+    routing(settings, only=args.recipe)  # an unknown --recipe, before the model loads
     loaded = open_model(settings, ctx=ctx, progress=sys.stderr.isatty())
     report = run_batch(
         args.input,
@@ -42,6 +43,9 @@ def cmd_process(args: argparse.Namespace, settings: Settings, ctx: Context) -> i
         in_flight=in_flight(settings, cores=os.cpu_count()),
         cpu_threads=cpu_threads(settings, cores=os.cpu_count()),
         progress=sys.stderr.isatty(),
+        routing=routing(settings, only=args.recipe),
+        skip="never" if args.force else "existing" if args.skip_existing else "up_to_date",
+        config_mtime=args.config.stat().st_mtime if args.config else 0.0,
     )
     print_summary(report, input_dir=args.input, out=sys.stdout)
     return EXIT_FAILED if report.failed else EXIT_OK
@@ -91,12 +95,30 @@ def cmd_retry(args: argparse.Namespace, settings: Settings, ctx: Context) -> int
 
     if args.all == (args.path is not None):
         raise ConfigError("give either a quarantined file or --all")
-    outcomes = retry(folders_from(settings, ctx), target=args.path, every=args.all, queue_settings=settings.queue)
+    outcomes = retry(folders_from(settings, ctx), target=args.path, every=args.all, queue_settings=settings.queue,
+                     routing=routing(settings))
     for line in outcomes:
         print(line)
     if not outcomes:
         print("nothing in quarantine")
     return EXIT_FAILED if any(line.startswith("skipped") for line in outcomes) else EXIT_OK
+
+
+def cmd_reprocess(args: argparse.Namespace, settings: Settings, ctx: Context) -> int:
+    from daemon.status import reprocess
+
+    if args.all == (args.path is not None):
+        raise ConfigError("give either a file or folder of the hot folder, or --all")
+    for line in reprocess(folders_from(settings, ctx), target=args.path, queue_settings=settings.queue,
+                          routing=routing(settings)):
+        print(line)
+    return EXIT_OK
+
+
+def cmd_dashboard(args: argparse.Namespace, settings: Settings, ctx: Context) -> int:
+    from daemon.dashboard.server import serve
+
+    return serve(settings, folders_from(settings, ctx))
 
 
 def cmd_queue_init(args: argparse.Namespace, settings: Settings, ctx: Context) -> int:
@@ -135,6 +157,20 @@ def cmd_model_export(args: argparse.Namespace, settings: Settings, ctx: Context)
     size = args.input_res or settings.pipeline.target_size
     out = export_torchscript(loaded.model.module, out=args.out, input_res=size)
     print(f"wrote {out} (TorchScript, traced at {size}x{size}; use it with --model {out})")
+    return EXIT_OK
+
+
+def cmd_model_list(args: argparse.Namespace, settings: Settings, ctx: Context) -> int:
+    from daemon.pipeline.modelspec import FAMILY
+
+    configured = str(settings.model.spec)
+    print(f"{'':2}{'name':<18} {'hub repository':<30} {'backbone':<9} {'size':>5}  {'speed':<28} {'licence':<7} use")
+    for family in FAMILY.values():
+        mark = "* " if family.name == configured else "  "
+        print(f"{mark}{family.name:<18} {family.repo:<30} {family.backbone:<9} {family.size:>5}  {family.speed:<28} "
+              f"{family.licence:<7} {family.use}")
+    print("\n* the configured model. Each runs the built-in BiRefNet on its repository's model.safetensors (no "
+          "remote code).\nAlso: hf:<repo or folder> (the repository's own code, pinned) and a TorchScript file path.")
     return EXIT_OK
 
 

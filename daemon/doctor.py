@@ -132,7 +132,8 @@ def check_model(settings: Settings, *, store: ModelStore, accelerators: Accelera
 
     def probe() -> str:
         device = choose_device(settings.model.device, accelerators=accelerators)
-        loaded = load_planned(plan_load(settings.model, store=store), device=device, size=settings.pipeline.target_size)
+        loaded = load_planned(plan_load(settings.model, store=store), device=device, size=settings.pipeline.target_size,
+                              store=store)
         return f"{settings.model.spec} loads on {device.device} from {loaded.origin}"
 
     if _unfetched(settings=settings, store=store):

@@ -104,8 +104,9 @@ class ModelPin:
 
 
 def is_hub_model(spec: ModelSpec) -> bool:
-    """A repo on the hub (downloaded, pinned), not a TorchScript file or a local folder."""
-    return spec.kind == "hf" and not spec.is_local_hf
+    """A repo on the hub (downloaded, pinned): a BiRefNet of the family or an `hf:` repo, not a
+    TorchScript file or a local folder."""
+    return spec.kind == "native" or (spec.kind == "hf" and not spec.is_local_hf)
 
 
 @dataclass(frozen=True, kw_only=True)

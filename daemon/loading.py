@@ -9,15 +9,56 @@ from __future__ import annotations
 
 import structlog
 
+import dataclasses
+from pathlib import Path
+
+from daemon.errors import ModelLoadError
 from daemon.fetch import Downloader, LoadPlan, ModelStore, fetch_model, plan_load
+from daemon.pipeline.modelspec import WEIGHTS_FILE
 from daemon.pipeline.model import DeviceChoice, LoadedModel, choose_device, load_model
-from daemon.settings import Settings
+from daemon.pipeline.precision import compiled, probe_batch, with_precision
+from daemon.settings import ModelSettings, Settings
 
 log = structlog.get_logger("cutout.model")
 
 
-def load_planned(plan: LoadPlan, *, device: DeviceChoice, size: int) -> LoadedModel:
-    return load_model(plan.spec, device=device, revision=plan.revision, offline=plan.offline, size=size)
+def load_planned(plan: LoadPlan, *, device: DeviceChoice, size: int, store: ModelStore | None = None) -> LoadedModel:
+    weights = _native_weights(plan, store=store)
+    loaded = load_model(plan.spec, device=device, revision=plan.revision, offline=plan.offline, size=size,
+                        weights=weights)
+    if loaded.warning:
+        log.warning("model_fallback", model=str(plan.spec), problem=loaded.warning)
+    return loaded
+
+
+def _native_weights(plan: LoadPlan, *, store: ModelStore | None) -> Path | None:
+    """A family BiRefNet's weights file in its pinned snapshot (None: not fetched; load_model says so)."""
+    if plan.spec.kind != "native" or plan.pin is None or store is None:
+        return None
+    path = store.snapshot(plan.pin) / WEIGHTS_FILE
+    if not path.is_file():
+        raise ModelLoadError(
+            f"{plan.spec.source} @ {plan.pin.short} has no {WEIGHTS_FILE} in {path.parent}: run `cutout model fetch` "
+            f"again, or use hf:{plan.spec.source} (its own code)"
+        )
+    return path
+
+
+def tuned(loaded: LoadedModel, *, model: ModelSettings) -> LoadedModel:
+    """`model.precision` and `model.compile` applied, each checked on a probe image against float32."""
+    if model.precision == "float32" and not model.compile:
+        return loaded
+    if model.precision != "float32" and loaded.device.device.type == "cpu":
+        raise ModelLoadError(
+            f"model.precision: {model.precision} needs a GPU (CUDA or Apple MPS), and this model runs on the CPU "
+            f"({loaded.device.reason}): use float32"
+        )
+    reference = loaded.model.predict(probe_batch(loaded.model.size))
+    faster = with_precision(loaded.model, precision=model.precision, reference=reference)
+    if model.compile:
+        faster, outcome = compiled(faster, reference=reference)
+        log.info("model_compile", outcome=outcome)
+    return dataclasses.replace(loaded, model=faster)
 
 
 def open_model(
@@ -33,4 +74,5 @@ def open_model(
         log.info("model_pinned", model=str(model.spec), revision=pin.revision, pin_file=str(store.pin_file))
         plan = plan_load(model, store=store)
     chosen = choose_device(device or settings.model.device)
-    return load_planned(plan, device=chosen, size=settings.pipeline.target_size)
+    loaded = load_planned(plan, device=chosen, size=settings.pipeline.target_size, store=store)
+    return tuned(loaded, model=settings.model)

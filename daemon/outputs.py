@@ -12,8 +12,8 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
@@ -324,24 +324,36 @@ def restore_from_quarantine(folders: Folders, *, quarantined: PurePosixPath, sou
 
 
 @contextmanager
-def staged_output(folders: Folders, rel: PurePosixPath, png: bytes) -> Iterator[Callable[[], Path]]:
-    """The cutout on the disk beside its final name; `publish()` renames it into place. The
-    daemon calls it inside the job store's transaction, so only the current claim publishes."""
+def staged_outputs(folders: Folders, files: Sequence[tuple[PurePosixPath, bytes]]) -> Iterator[Callable[[], list[Path]]]:
+    """Every file of a job on the disk beside its final name; `publish()` renames them all into
+    place. The daemon calls it inside the job store's transaction, so only the current claim
+    publishes; a crash between two renames leaves the job not done, and its rerun replaces them."""
     if not folders.output.is_dir():
         raise from_os_error(FileNotFoundError(2, "output folder is missing"), doing=f"writing {folders.output}")
-    path = folders.output / rel
+    paths = [folders.output / rel for rel, _ in files]
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with staged(path, png) as temp:
+        with ExitStack() as stack:
+            temps = [_stage(stack, path, data) for path, (_, data) in zip(paths, files, strict=True)]
 
-            def publish() -> Path:
-                os.replace(temp, path)
-                sync_dir(path.parent)
-                return path
+            def publish() -> list[Path]:
+                for temp, path in zip(temps, paths, strict=True):
+                    os.replace(temp, path)
+                for folder in dict.fromkeys(path.parent for path in paths):
+                    sync_dir(folder)
+                return paths
 
             yield publish
     except OSError as exc:
-        raise from_os_error(exc, doing=f"writing {path}") from exc
+        raise from_os_error(exc, doing=f"writing {_where(paths)}") from exc
+
+
+def _stage(stack: ExitStack, path: Path, data: bytes) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return stack.enter_context(staged(path, data))
+
+
+def _where(paths: Sequence[Path]) -> str:
+    return str(paths[0]) if len(paths) == 1 else f"{paths[0]} and {len(paths) - 1} more"
 
 
 def apply_originals_policy(folders: Folders, rel: PurePosixPath, *, policy: OriginalsPolicy) -> Path | None:

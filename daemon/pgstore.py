@@ -101,6 +101,13 @@ MIGRATIONS: tuple[str, ...] = (
         leader boolean NOT NULL DEFAULT false
     );
     """,
+    """
+    CREATE TABLE cutout_names (
+        key text PRIMARY KEY,
+        job_id bigint NOT NULL REFERENCES cutout_jobs (id)
+    );
+    CREATE INDEX cutout_names_job ON cutout_names (job_id);
+    """,
 )
 """Migration N+1 takes the schema from version N to N+1; never edit a released one."""
 SCHEMA_LOCK = 0x637574_6F7574  # "cutout": serialises migrations and output-name decisions
@@ -113,6 +120,7 @@ class PostgresStore(SqlJobStore):
 
     JOBS = "cutout_jobs"
     META = "cutout_meta"
+    NAMES = "cutout_names"
     FOR_UPDATE = " FOR UPDATE"
     FOR_UPDATE_SKIP_LOCKED = " FOR UPDATE SKIP LOCKED"  # claimers never wait on each other's rows
     CLEAR_CLAIM = ", owner = NULL, lease_until = NULL"

@@ -72,6 +72,11 @@ CREATE TABLE IF NOT EXISTS jobs (
     token INTEGER NOT NULL DEFAULT 0      -- the fencing token: grows at every claim
 );
 CREATE INDEX IF NOT EXISTS jobs_ready ON jobs (state, retry_at, id);
+CREATE TABLE IF NOT EXISTS names (      -- output names a job's recipes derive from its own
+    key TEXT PRIMARY KEY,                 -- claim_key of the name
+    job_id INTEGER NOT NULL REFERENCES jobs (id)
+);
+CREATE INDEX IF NOT EXISTS names_job ON names (job_id);
 """
 
 ADDED_COLUMNS = {
@@ -103,6 +108,7 @@ class JobQueue(SqlJobStore):
 
     JOBS = "jobs"
     META = "meta"
+    NAMES = "names"
     # One transaction at a time holds the whole database (BEGIN IMMEDIATE): no row to lock.
     FOR_UPDATE = ""
     FOR_UPDATE_SKIP_LOCKED = ""

@@ -20,7 +20,6 @@ teardown and the signal paths in-process with a fake clock (`daemon.testing`).
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import sqlite3
@@ -35,14 +34,15 @@ from types import FrameType
 import numpy as np
 import structlog
 
-from daemon.atomic import is_temp_name
+from daemon.atomic import sweep_temp_files
+from daemon.companions import alongside
 from daemon.crashreport import CRASH_REPORT_FILE, CrashReport
 from daemon.errors import JobError, ModelLoadError, QueueDamaged, QueueError, from_sqlite_error, is_queue_damage
 from daemon.outputs import Folders, apply_originals_policy
 from daemon.pipeline.matte import MatteModel
 from daemon.store import Fingerprint, Recovery
 from daemon.stores import open_store, worker_id
-from daemon.settings import Settings, cpu_threads, image_options, in_flight
+from daemon.settings import Settings, cpu_threads, image_options, in_flight, public_settings, routing
 from daemon.statedir import QUEUE_FILE, acquire_lock
 from daemon.live import LIVE_FILE, LiveState
 from daemon.volume import Volume
@@ -56,17 +56,6 @@ EXIT_LOOP_FAILED = 1
 EXIT_SECOND_SIGNAL = 130
 SIGNAL_POLL_SECONDS = 0.2
 """How often the main thread looks for a signal: the handler itself only records it."""
-
-
-def sweep_temp_files(root: Path) -> int:
-    """Remove temp files a killed process left behind (never a final name)."""
-    removed = 0
-    for folder, _, names in os.walk(root):
-        for name in names:
-            if is_temp_name(name):
-                (Path(folder) / name).unlink(missing_ok=True)
-                removed += 1
-    return removed
 
 
 # --- The daemon ------------------------------------------------------------------
@@ -177,7 +166,10 @@ class Daemon:
 
     def setup(self) -> None:
         """Acquire in order, each with its release on `self._held`: teardown() unwinds them."""
+        self._held.enter_context(alongside(settings=self.settings, folders=self.folders, model=self.model_name,
+                                           device=self.device, clock=self.clock))  # telemetry, dashboard, alerts
         self.queue = open_store(self.settings.queue, state=self.folders.state, clock=self.clock)
+        self.queue.name_outputs(routing(self.settings).extra_names)
         self._held.callback(self.queue.close)
         self._held.callback(self._log_stopped)  # last before the queue closes: it reads the counts
         self.queue.bind_input(self.folders.input)
@@ -265,6 +257,7 @@ class Daemon:
             settle_seconds=self.settings.watch.settle_seconds,
             follow_symlinks=self.settings.watch.follow_symlinks,
             volume=self.volume,
+            routing=routing(self.settings),
         )
 
     def _settler(self) -> Settler:
@@ -284,7 +277,7 @@ class Daemon:
         cores = os.cpu_count()
         return {
             "folders": folders,
-            "settings": json.loads(json.dumps(asdict(self.settings), default=str)),
+            "settings": public_settings(self.settings),  # without the dashboard's token, the webhook's URL
             "in_flight": in_flight(self.settings, cores=cores),
             "cpu_threads": cpu_threads(self.settings, cores=cores),
         }

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import math
 import os
 import types
@@ -23,8 +24,10 @@ from typing import Any, Literal, TypeVar
 import yaml
 
 from daemon.errors import ConfigError, ModelLoadError
-from daemon.pipeline.constants import BitDepth, ImageOptions, PipelineParams
-from daemon.pipeline.modelspec import DEFAULT_MODEL, DeviceName, ModelSpec, parse_model_spec
+from daemon.pipeline.constants import TARGET_SIZE, BitDepth, ImageOptions, PipelineParams
+from daemon.pipeline.modelspec import DEFAULT_MODEL, DeviceName, ModelSpec, Precision, parse_model_spec
+from daemon.pipeline.recipe import DEFAULT_RECIPE, Recipe, recipe_problem
+from daemon.routing import Route, Routing, route_problem
 
 T = TypeVar("T")
 OriginalsPolicy = Literal["keep", "archive", "delete"]
@@ -32,6 +35,7 @@ LogFormat = Literal["auto", "json", "console"]
 LogLevel = Literal["debug", "info", "warning", "error"]
 StoreKind = Literal["sqlite", "postgresql"]
 WatchRole = Literal["auto", "worker"]
+WebhookFormat = Literal["json", "ntfy"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -54,6 +58,11 @@ class ModelSettings:
     revision: str | None = None
     device: DeviceName = "auto"
     offline: bool = False
+    precision: Precision = "float32"
+    """float32 (the seed's); float16 or bfloat16 on a GPU (CUDA, MPS): faster, checked against
+    float32 on one image at start, refused on the CPU."""
+    compile: bool = False
+    """torch.compile the model at start (slower start, faster images where the device supports it)."""
 
     @functools.cached_property
     def spec(self) -> ModelSpec:
@@ -133,6 +142,48 @@ class LoggingSettings:
 
 
 @dataclass(frozen=True, kw_only=True)
+class DashboardSettings:
+    enabled: bool = False
+    """`cutout watch` serves the dashboard too (`cutout dashboard` serves it alone)."""
+    bind: str = "127.0.0.1"
+    """Where it listens: this Mac only. Any other address (0.0.0.0: the studio network) needs the token."""
+    port: int = 8765
+    token: str | None = None
+    """Asked of every request when set, and always when `bind` is not local (none set: one is
+    generated, kept 0600 in the state folder). Never logged, never shown on the page."""
+    thumbnail_px: int = 320
+    """The grid's thumbnails: the longer side, in pixels."""
+    preview_px: int = 1600
+    """The before/after view's images: the longer side, in pixels."""
+    thumbnail_cache_mb: int = 256
+    """Thumbnails are cached in the state folder up to this size; the least recently used go first."""
+    recent: int = 48
+    """How many of the latest cutouts the grid shows."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class AlertSettings:
+    webhook_url: str | None = None
+    """POST a JSON message here (Slack, Mattermost, Teams: they read `text`); a secret: never logged."""
+    webhook_format: WebhookFormat = "json"
+    """json: {"text": ..., "cutout": {...}}; ntfy: the text as the body, the title in a header."""
+    desktop: bool = False
+    """A notification on this machine: Notification Center on macOS, notify-send on Linux."""
+    group_seconds: float = 60.0
+    """Events of one kind within this window make one message (200 bad files: one message)."""
+    stall_minutes: float = 15.0
+    """Work waiting but nothing finished for this long: the queue is stalled."""
+    disk_free_percent: float = 5.0
+    """Less free space than this on the output's disk: an alert (0: never)."""
+    check_seconds: float = 10.0
+    """How often the daemon looks for something to tell."""
+
+    @property
+    def active(self) -> bool:
+        return self.webhook_url is not None or self.desktop
+
+
+@dataclass(frozen=True, kw_only=True)
 class Settings:
     folders: FolderSettings = field(default_factory=FolderSettings)
     model: ModelSettings = field(default_factory=ModelSettings)
@@ -144,7 +195,18 @@ class Settings:
     output: OutputSettings = field(default_factory=OutputSettings)
     limits: LimitsSettings = field(default_factory=LimitsSettings)
     logging: LoggingSettings = field(default_factory=LoggingSettings)
+    dashboard: DashboardSettings = field(default_factory=DashboardSettings)
+    alerts: AlertSettings = field(default_factory=AlertSettings)
     originals: OriginalsPolicy = "keep"
+    recipes: dict[str, Recipe] = field(default_factory=dict)
+    """Named output settings; `default` (the seed's cropped RGBA PNG) is built in and may be redefined."""
+    routes: tuple[Route, ...] = ()
+    """Which recipes each file gets: the first route whose `match` fits; none fits -> `default`."""
+
+    @functools.cached_property
+    def all_recipes(self) -> dict[str, Recipe]:
+        """The configured recipes with the built-in `default` (following output.bit_depth) unless redefined."""
+        return {DEFAULT_RECIPE: Recipe(bit_depth=self.output.bit_depth)} | self.recipes
 
 
 # --- Loading -------------------------------------------------------------------
@@ -163,7 +225,21 @@ def load_settings(path: Path | None = None, *, overrides: dict[str, object] | No
         if value is not None:
             _set_dotted(data, dotted, _anchored(dotted, value, base=cwd))
     settings = build(Settings, data, prefix="")
-    return validate(settings)
+    return validate(_size_of_model(settings, data))
+
+
+def _size_of_model(settings: Settings, data: dict[str, Any]) -> Settings:
+    """`pipeline.target_size` not given, or 0, follows the model: a BiRefNet of the family its own
+    size (2048 for birefnet-hr), any other model the seed's 1088."""
+    pipeline = data.get("pipeline")
+    if isinstance(pipeline, dict) and pipeline.get("target_size", 0) != 0:
+        return settings
+    try:
+        spec = settings.model.spec
+    except ModelLoadError:
+        return settings  # reported by validate, with its key
+    size = spec.native.size if spec.kind == "native" else TARGET_SIZE
+    return dataclasses.replace(settings, pipeline=dataclasses.replace(settings.pipeline, target_size=size))
 
 
 PATH_KEYS = (
@@ -250,8 +326,16 @@ def build(cls: type[T], data: object, *, prefix: str) -> T:
     unknown = sorted(set(data) - names)
     if unknown:
         raise ConfigError(f"unknown setting {prefix + str(unknown[0])!r} (known: {', '.join(sorted(names))})")
+    required = [f.name for f in dataclasses.fields(cls) if _is_required(f)]  # type: ignore[arg-type]
+    missing = [name for name in required if name not in data]
+    if missing:
+        raise ConfigError(f"{prefix}{missing[0]}: is required here")
     values = {name: _convert(hints[name], data[name], key=prefix + name) for name in names if name in data}
     return cls(**values)
+
+
+def _is_required(field_: dataclasses.Field[object]) -> bool:
+    return field_.default is dataclasses.MISSING and field_.default_factory is dataclasses.MISSING
 
 
 def _convert(hint: Any, value: object, *, key: str) -> object:
@@ -267,9 +351,32 @@ def _convert(hint: Any, value: object, *, key: str) -> object:
         if value not in args:
             raise ConfigError(f"{key}: {value!r} is not one of {', '.join(map(str, args))}")
         return value
+    if origin is tuple and args[-1:] == (Ellipsis,):
+        return _convert_list(args[0], value, key=key)
     if origin is tuple:
         return _convert_tuple(args, value, key=key)
+    if origin is dict:
+        return _convert_mapping(args[1], value, key=key)
     return _convert_scalar(hint, value, key=key)
+
+
+def _convert_list(item: Any, value: object, *, key: str) -> tuple[object, ...]:
+    """A YAML list (or, for a list of names, one name alone) as a tuple of `item`."""
+    if isinstance(value, str) and item is str:
+        value = [value]
+    if not isinstance(value, (list, tuple)):
+        raise ConfigError(f"{key}: expected a list, got {value!r}")
+    return tuple(_convert(item, entry, key=f"{key}[{index}]") for index, entry in enumerate(value))
+
+
+def _convert_mapping(item: Any, value: object, *, key: str) -> dict[str, object]:
+    """A YAML mapping of names to `item`s (`recipes:`); a name must be a plain string."""
+    if not isinstance(value, dict):
+        raise ConfigError(f"{key}: expected a mapping of names, got {value!r}")
+    for name in value:
+        if not isinstance(name, str) or not name or "/" in name:
+            raise ConfigError(f"{key}: {name!r} is not a usable name")
+    return {name: _convert(item, entry, key=f"{key}.{name}") for name, entry in value.items()}
 
 
 def _convert_tuple(args: tuple[Any, ...], value: object, *, key: str) -> tuple[object, ...]:
@@ -364,11 +471,36 @@ def validate(settings: Settings) -> Settings:
     except ModelLoadError as exc:
         raise ConfigError(f"model.name: {exc}") from exc
     _check_store(settings.queue)
+    _check_dashboard(settings.dashboard)
+    _check_alerts(settings.alerts)
+    _check_recipes(settings)
+    if settings.model.precision != "float32" and settings.model.device == "cpu":
+        raise ConfigError(
+            f"model.precision: {settings.model.precision} needs a GPU (CUDA or Apple MPS); on the CPU it is slower "
+            "than float32 and not supported: use float32"
+        )
     if settings.color.convert_to_srgb and settings.output.bit_depth == "source":
         raise ConfigError(
             "color.convert_to_srgb: true needs output.bit_depth: 8 (the sRGB conversion is done in 8 bits)"
         )
     return settings
+
+
+def _check_recipes(settings: Settings) -> None:
+    """Each recipe can work, each route names recipes that exist, and no two recipes of a route
+    write the same file."""
+    for name, recipe in settings.recipes.items():
+        problem = recipe_problem(recipe)
+        if problem is not None:
+            raise ConfigError(f"recipes.{name}.{problem}")
+    for index, route in enumerate(settings.routes):
+        _check_route(route, key=f"routes[{index}]", known=settings.all_recipes)
+
+
+def _check_route(route: Route, *, key: str, known: dict[str, Recipe]) -> None:
+    problem = route_problem(route.match, route.recipes, recipes=known)
+    if problem is not None:
+        raise ConfigError(f"{key}.{problem}")
 
 
 def _check_store(queue: QueueSettings) -> None:
@@ -381,6 +513,49 @@ def _check_store(queue: QueueSettings) -> None:
             "queue.url: holds a password; config files get copied and logged, so put it in ~/.pgpass "
             "(or PGPASSWORD for the service) and leave it out of the URL"
         )
+
+
+def _check_dashboard(dashboard: DashboardSettings) -> None:
+    if not 1 <= dashboard.port <= 65535:
+        raise ConfigError(f"dashboard.port: must be between 1 and 65535, got {dashboard.port}")
+    for key in ("thumbnail_px", "preview_px", "thumbnail_cache_mb", "recent"):
+        if getattr(dashboard, key) <= 0:
+            raise ConfigError(f"dashboard.{key}: must be greater than 0, got {getattr(dashboard, key)!r}")
+    if not dashboard.bind.strip():
+        raise ConfigError("dashboard.bind: expected an address such as 127.0.0.1 or 0.0.0.0")
+    if dashboard.token is not None and len(dashboard.token) < MIN_TOKEN_CHARS:
+        raise ConfigError(f"dashboard.token: too short to guess-proof (at least {MIN_TOKEN_CHARS} characters;"
+                          " leave it out and one is generated)")
+
+
+MIN_TOKEN_CHARS = 16
+
+
+def _check_alerts(alerts: AlertSettings) -> None:
+    url = alerts.webhook_url
+    if url is not None and not url.startswith(("http://", "https://")):
+        raise ConfigError("alerts.webhook_url: expected an http:// or https:// URL")  # the value may be a secret
+    for key in ("stall_minutes", "check_seconds"):
+        if getattr(alerts, key) <= 0:
+            raise ConfigError(f"alerts.{key}: must be greater than 0, got {getattr(alerts, key)!r}")
+    if alerts.group_seconds < 0:
+        raise ConfigError(f"alerts.group_seconds: must be 0 or more, got {alerts.group_seconds!r}")
+    if not 0 <= alerts.disk_free_percent < 100:
+        raise ConfigError(f"alerts.disk_free_percent: must be between 0 and 100, got {alerts.disk_free_percent!r}")
+
+
+SECRET_KEYS = ("dashboard.token", "alerts.webhook_url")
+"""Settings that must never reach a log or a page: `public_settings` hides them."""
+
+
+def public_settings(settings: Settings) -> dict[str, Any]:
+    """The settings as plain data for a log line, with every secret replaced by a mark."""
+    data: dict[str, Any] = json.loads(json.dumps(dataclasses.asdict(settings), default=str))
+    for dotted in SECRET_KEYS:
+        section, key = dotted.split(".")
+        if data[section][key] is not None:
+            data[section][key] = "(set, not shown)"
+    return data
 
 
 def _has_password(url: str) -> bool:
@@ -399,11 +574,21 @@ def in_flight(settings: Settings, *, cores: int | None) -> int:
     return settings.worker.in_flight or cpu_threads(settings, cores=cores) + 2
 
 
+def routing(settings: Settings, *, only: str | None = None) -> Routing:
+    """Which recipes each file gets, from the recipes and routes sections; `only`: that recipe for
+    every file (`cutout process --recipe`)."""
+    if only is None:
+        return Routing(recipes=settings.all_recipes, routes=settings.routes)
+    if only not in settings.all_recipes:
+        raise ConfigError(f"--recipe: no recipe named {only!r} (known: {', '.join(sorted(settings.all_recipes))})")
+    return Routing(recipes=settings.all_recipes, routes=[Route(match="**", recipes=(only,))])
+
+
 def image_options(settings: Settings) -> ImageOptions:
     """The reading and output choices the pipeline needs, from their three sections."""
     return ImageOptions(
         convert_to_srgb=settings.color.convert_to_srgb,
-        bit_depth=settings.output.bit_depth,
+        bit_depth="source" if routing(settings).wants_source_depth() else 8,
         keep_metadata=settings.output.keep_metadata,
         max_pixels=settings.limits.max_pixels,
         max_file_bytes=settings.limits.max_file_bytes,

@@ -15,7 +15,10 @@ The two differ in a few places only, and each is a seam a subclass fills in:
   PostgreSQL store rewrites each statement once to psycopg's `%(name)s`
   (`daemon.pgstore.pyformat`). Names, not positions, because a statement here sets up to
   a dozen columns and a name says which value goes where.
-- **Tables**: `JOBS` and `META` (PostgreSQL's carry a `cutout_` prefix, to share a database).
+- **Tables**: `JOBS`, `META` and `NAMES` (PostgreSQL's carry a `cutout_` prefix, to share a database).
+- **Output names**: a job claims the seed's name (`output_key` on its row) and every other
+  name its recipes derive from it (`NAMES` rows, from `extra_names`); a name is free when
+  neither holds it for another job.
 - **The clock**: `_now(conn)`, the time every row is stamped with: the process's clock on
   one machine, the database's for a fleet, so that every lease ends on one clock.
 - **Row locks**: `FOR_UPDATE` ends each SELECT of a row the transaction goes on to change,
@@ -37,14 +40,15 @@ Everything else is one SQL text that both run: booleans are written `true` and `
 
 from __future__ import annotations
 
+import itertools
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path, PurePosixPath
 from typing import Any, ClassVar, Protocol
 
-from daemon.layout import claim_key, output_name
-from daemon.store import STATES, DoneRecord, FailedRecord, Fingerprint, Job, Offer, Recovery, State
+from daemon.layout import candidate_outputs, claim_key
+from daemon.store import STATES, DoneRecord, ExtraNames, FailedRecord, Fingerprint, Job, Offer, Recovery, State
 
 Params = Mapping[str, object]
 """A statement's parameters, by the names its SQL gives them (`:name`)."""
@@ -87,6 +91,9 @@ class SqlJobStore(ABC):
 
     JOBS: ClassVar[str]
     META: ClassVar[str]
+    NAMES: ClassVar[str]
+    extra_names: ExtraNames = staticmethod(lambda source, claimed: ())
+    """The names besides the seed's that `source`'s recipes derive from its claimed name."""
     FOR_UPDATE: ClassVar[str]
     """Appended to a SELECT of a row this transaction goes on to change."""
     FOR_UPDATE_SKIP_LOCKED: ClassVar[str]
@@ -118,6 +125,10 @@ class SqlJobStore(ABC):
     @abstractmethod
     def _own_running(self) -> tuple[str, Params]:
         """The running rows `recover` judges: a WHERE condition and its parameters."""
+
+    def name_outputs(self, extra_names: ExtraNames) -> None:
+        """Which names besides the seed's each source's recipes write (the config's routes)."""
+        self.extra_names = extra_names
 
     # --- which hot folder ----------------------------------------------------------------------
     def remember_folders(self, folders: dict[str, Path]) -> None:
@@ -172,6 +183,7 @@ class SqlJobStore(ABC):
             {"source": source.as_posix(), "output": output.as_posix(), "key": claim_key(output),
              "size": fingerprint.size, "mtime_ns": fingerprint.mtime_ns, "now": now},
         )
+        self._claim_extra_names(conn, source, output)
 
     def _reoffer(self, conn: Sql, job: Job, fingerprint: Fingerprint, digest: str | None) -> Offer:
         if job.state in ("pending", "running"):
@@ -193,21 +205,44 @@ class SqlJobStore(ABC):
     def _claim_output(
         self, conn: Sql, source: PurePosixPath, *, preferred: PurePosixPath | None = None
     ) -> PurePosixPath:
-        """The output name for `source`: `preferred` if nobody holds it, else the layout rule's first free one."""
+        """The output name for `source`: `preferred` if it and the names its recipes derive from it
+        are free, else the layout rule's first such name."""
+        candidates = itertools.chain([preferred] if preferred is not None else [], candidate_outputs(source))
+        return next(name for name in candidates if self._free(conn, source, name))
 
-        def taken(key: str) -> bool:
-            row = conn.execute(f"SELECT 1 FROM {self.JOBS} WHERE output_key = :key", {"key": key}).fetchone()
-            return row is not None
+    def _free(self, conn: Sql, source: PurePosixPath, candidate: PurePosixPath) -> bool:
+        names = (candidate, *self.extra_names(source, candidate))
+        return not any(self._name_holder(conn, claim_key(name), source=source) for name in names)
 
-        if preferred is not None and not taken(claim_key(preferred)):
-            return preferred
-        return output_name(source, is_taken=taken)
+    def _name_holder(self, conn: Sql, key: str, *, source: PurePosixPath) -> bool:
+        """Whether a job other than `source`'s holds the name `key`, as its own or a derived one."""
+        row = conn.execute(
+            f"SELECT 1 FROM {self.JOBS} WHERE output_key = :key AND source <> :source UNION ALL"
+            f" SELECT 1 FROM {self.NAMES} n JOIN {self.JOBS} j ON j.id = n.job_id"
+            " WHERE n.key = :key AND j.source <> :source",
+            {"key": key, "source": source.as_posix()},
+        ).fetchone()
+        return row is not None
+
+    def _claim_extra_names(self, conn: Sql, source: PurePosixPath, output: PurePosixPath) -> None:
+        """The job's derived names, as its recipes give them now, replacing any it held."""
+        job = f"(SELECT id FROM {self.JOBS} WHERE source = :source)"
+        conn.execute(f"DELETE FROM {self.NAMES} WHERE job_id = {job}", {"source": source.as_posix()})
+        conn.executemany(
+            f"INSERT INTO {self.NAMES} (key, job_id) VALUES (:key, {job})",
+            [{"key": claim_key(extra), "source": source.as_posix()} for extra in self.extra_names(source, output)],
+        )
 
     def _reclaim(self, conn: Sql, job: Job) -> None:
-        """A failed job gave up its output name; claim one again (the same one if still free)."""
+        """A job gave up its output names (failed), or its recipes changed (redone); claim them
+        again (the same ones if still free)."""
         output = self._claim_output(conn, job.source, preferred=job.output)
         conn.execute(f"UPDATE {self.JOBS} SET output = :output, output_key = :key WHERE id = :id",
                      {"output": output.as_posix(), "key": claim_key(output), "id": job.id})
+        self._claim_extra_names(conn, job.source, output)
+
+    def _release_names(self, conn: Sql, job_id: int) -> None:
+        conn.execute(f"DELETE FROM {self.NAMES} WHERE job_id = :id", {"id": job_id})
 
     def record_rejected(
         self, source: PurePosixPath, fingerprint: Fingerprint, *, reason: str, message: str,
@@ -226,16 +261,25 @@ class SqlJobStore(ABC):
                  "size": fingerprint.size, "mtime_ns": fingerprint.mtime_ns, "reason": reason, "message": message,
                  "quarantine": _posix(quarantine), "now": self._now(conn)},
             )
+            conn.execute(f"DELETE FROM {self.NAMES} WHERE job_id IN (SELECT id FROM {self.JOBS} WHERE source = :source"
+                         " AND state = 'failed')", {"source": source.as_posix()})
 
     def requeue(self, job: Job) -> bool:
         """Send a failed job back through the queue from scratch (`cutout retry`)."""
+        return self._again(job, was="failed")
+
+    def redo(self, job: Job) -> bool:
+        """Send a done job through the queue again (`cutout reprocess`): its recipes changed."""
+        return self._again(job, was="done")
+
+    def _again(self, job: Job, *, was: State) -> bool:
         with self.db() as conn:
             self._lock_names(conn)
-            still_failed = conn.execute(
-                f"SELECT 1 FROM {self.JOBS} WHERE id = :id AND state = 'failed'{self.FOR_UPDATE}", {"id": job.id}
+            still = conn.execute(
+                f"SELECT 1 FROM {self.JOBS} WHERE id = :id AND state = :was{self.FOR_UPDATE}", {"id": job.id, "was": was}
             ).fetchone()
-            if still_failed is None:
-                return False  # the daemon already picked the restored file up
+            if still is None:
+                return False  # the daemon already picked it up (a restored file), or it is busy
             self._reclaim(conn, job)
             conn.execute(
                 f"UPDATE {self.JOBS} SET state = 'pending', attempts = 0, finished_attempts = 0, retry_at = 0,"
@@ -340,15 +384,18 @@ class SqlJobStore(ABC):
         return True
 
     def mark_failed(self, job: Job, *, reason: str, message: str, quarantine: PurePosixPath | None) -> bool:
-        """Failed for good; the output name is released (a RAW file must not keep `x.png` from `x.jpg`)."""
+        """Failed for good; the output names are released (a RAW file must not keep `x.png` from `x.jpg`)."""
         with self.db() as conn:
-            return conn.execute(
+            failed = conn.execute(
                 f"UPDATE {self.JOBS} SET state = 'failed', reason = :reason, message = :message,"
                 " quarantine = :quarantine, finished_at = :now, output_key = NULL, stage = NULL,"
                 f" suspect = false{self.CLEAR_CLAIM} WHERE id = :id AND state = 'running' AND token = :token",
                 {"reason": reason, "message": message, "quarantine": _posix(quarantine), "now": self._now(conn),
                  "id": job.id, "token": job.token},
             ).rowcount == 1
+            if failed:
+                self._release_names(conn, job.id)
+            return failed
 
     def mark_retry(
         self, job: Job, *, reason: str, message: str, delay: float, counts: bool, was: State = "running"
@@ -429,6 +476,8 @@ class SqlJobStore(ABC):
                 " :mtime_ns, :hash, 'done', 1, :at, :at, :at, :at)",
                 rows,
             )
+            for record in records:
+                self._claim_extra_names(conn, record.source, record.output)
 
     def record_failed(self, records: list[FailedRecord]) -> None:
         """Quarantined files found on disk: failed rows without an output claim, so `cutout retry` works."""

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +25,8 @@ from typing import Generic, TypeVar
 
 from daemon.pipeline.constants import ImageOptions, PipelineParams
 from daemon.pipeline.matte import FloatArray, MatteModel
-from daemon.pipeline.pipeline import Cutout, Prepared, StageTimer, finish, prepare
+from daemon.pipeline.pipeline import Cutout, Prepared, StageTimer, finish, prepare, seed_recipes
+from daemon.pipeline.recipe import Recipe
 
 K = TypeVar("K")
 
@@ -55,8 +56,10 @@ class Stages(Generic[K]):
         on_done: Callable[[Task[K], Prepared, Cutout], None],
         on_failed: Callable[[Task[K], BaseException], None],
         on_stage: Callable[[K, str | None], None] = lambda key, stage: None,
+        recipes: Callable[[K], Sequence[Recipe]] | None = None,
     ) -> None:
         self.model, self.params, self.options = model, params, options
+        self.recipes = recipes or (lambda key: seed_recipes(options))
         self.on_done, self.on_failed, self.on_stage = on_done, on_failed, on_stage
         self.finished = threading.Event()
         """Set whenever a task completes: a slot is free again."""
@@ -111,7 +114,7 @@ class Stages(Generic[K]):
         """On a pool thread: the CPU stages after the model, then the caller's `on_done`."""
         try:
             self.on_stage(task.key, "finish")
-            cutout = finish(prepared, matte, params=self.params, timer=task.timer)
+            cutout = finish(prepared, matte, params=self.params, timer=task.timer, recipes=self.recipes(task.key))
             self.on_done(task, prepared, cutout)
         except Exception as exc:  # on_failed decides: quarantine, retry, or report
             self.on_failed(task, exc)

@@ -12,6 +12,7 @@ from daemon.errors import ConfigError, JobError, QueueDamaged, QueueError
 from daemon.outputs import Folders, restore_from_quarantine
 from daemon.store import Job, JobStore, State
 from daemon.live import Live, read_live
+from daemon.routing import SEED_ROUTING, Routing
 from daemon.settings import QueueSettings
 from daemon.statedir import daemon_pid
 from daemon.stores import open_store
@@ -133,12 +134,17 @@ def _print_fleet(workers: list[dict[str, object]], *, out: TextIO) -> None:
 
 
 def retry(
-    folders: Folders, *, target: Path | None, every: bool, queue_settings: QueueSettings = DEFAULT_QUEUE
+    folders: Folders, *, target: Path | None, every: bool, queue_settings: QueueSettings = DEFAULT_QUEUE,
+    routing: Routing = SEED_ROUTING, reason: str | None = None,
 ) -> list[str]:
-    """Send quarantined files back through the queue; one line per file saying what happened."""
+    """Send quarantined files back through the queue; one line per file saying what happened.
+    `every` with a `reason`: only the files quarantined for that reason (the dashboard's "Retry all")."""
     queue = open_queue(folders.state, queue=queue_settings)
+    queue.name_outputs(routing.extra_names)  # a file taken up again claims its recipes' names
     try:
         chosen = [job for job in queue.jobs(state="failed", limit=1_000_000) if job.quarantine is not None]
+        if every and reason is not None:
+            chosen = [job for job in chosen if job.reason == reason]
         if not every:
             chosen = [job for job in chosen if _matches(job, target, folders)]
             if not chosen:
@@ -146,6 +152,43 @@ def retry(
         return [_send_back(folders, queue, job) for job in chosen]
     finally:
         queue.close()
+
+
+def reprocess(
+    folders: Folders, *, target: Path | None, queue_settings: QueueSettings = DEFAULT_QUEUE,
+    routing: Routing = SEED_ROUTING,
+) -> list[str]:
+    """Done files (all, or those at or under `target` in the hot folder) through the queue again,
+    with the recipes the config gives them now: what was queued, and what was left and why."""
+    queue = open_queue(folders.state, queue=queue_settings)
+    queue.name_outputs(routing.extra_names)
+    try:
+        done = [job for job in queue.jobs(state="done", limit=10_000_000) if _under(job, target, folders)]
+        present = [job for job in done if (folders.input / job.source).is_file()]
+        queued = sum(queue.redo(job) for job in present)
+    finally:
+        queue.close()
+    lines = [f"queued again: {queued} file{'s' if queued != 1 else ''}"]
+    if len(done) > len(present):
+        lines.append(f"left: {len(done) - len(present)} whose original is no longer in the hot folder (archived or deleted)")
+    return lines
+
+
+def _under(job: Job, target: Path | None, folders: Folders) -> bool:
+    """`target` is None (every file), or the file or a folder above it, absolute or relative to the hot folder."""
+    if target is None:
+        return True
+    wanted = _in_hot_folder(Path(target).expanduser(), folders)
+    return wanted in (PurePosixPath("."), job.source) or wanted in job.source.parents
+
+
+def _in_hot_folder(path: Path, folders: Folders) -> PurePosixPath:
+    """`path` relative to the hot folder: given inside it, or as a path relative to it."""
+    if path.absolute().is_relative_to(folders.input):
+        return PurePosixPath(path.absolute().relative_to(folders.input).as_posix())
+    if path.is_absolute():
+        raise ConfigError(f"{path} is not in the hot folder {folders.input}")
+    return PurePosixPath(path.as_posix())
 
 
 def _send_back(folders: Folders, queue: JobStore, job: Job) -> str:

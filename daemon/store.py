@@ -23,7 +23,7 @@ that suite holds them to:
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from stat import S_ISREG
@@ -88,6 +88,9 @@ class Fingerprint:
 
 
 Offer = Literal["queued", "requeued", "unchanged", "busy"]
+
+ExtraNames = Callable[[PurePosixPath, PurePosixPath], Sequence[PurePosixPath]]
+"""(a source, the seed's output name it claimed) -> the other names its recipes write there."""
 
 
 @dataclass(frozen=True)
@@ -170,6 +173,13 @@ class JobStore(Protocol):
 
     def requeue(self, job: Job) -> bool:
         """`cutout retry`: a failed job back to pending; False if it is no longer failed."""
+
+    def redo(self, job: Job) -> bool:
+        """`cutout reprocess`: a done job back to pending, its names claimed as its recipes give
+        them now; False if it is no longer done."""
+
+    def name_outputs(self, extra_names: ExtraNames) -> None:
+        """Which names besides the seed's each source's recipes write (the config's routes)."""
 
     def known(self) -> dict[str, tuple[State, int, int]]: ...
 

@@ -42,12 +42,13 @@ from daemon.outputs import (
     forget_error_file,
     move_to_quarantine,
     quarantine_target,
-    staged_output,
+    staged_outputs,
 )
 from daemon.pipeline.constants import ImageOptions, PipelineParams
 from daemon.pipeline.matte import MatteModel
 from daemon.pipeline.pipeline import Cutout, Prepared, StageTimer
 from daemon.pipeline.pipeline import DEFAULTS
+from daemon.routing import SEED_ROUTING, Routing, contents
 from daemon.store import Fingerprint, Job, JobStore
 from daemon.volume import ALWAYS_THERE, VolumeState
 from daemon.settings import OriginalsPolicy, QueueSettings
@@ -94,8 +95,9 @@ class Worker:
         settle_seconds: float = 0.0,
         follow_symlinks: bool = False,
         volume: VolumeState = ALWAYS_THERE,
+        routing: Routing = SEED_ROUTING,
     ) -> None:
-        self.folders, self.queue = folders, queue
+        self.folders, self.queue, self.routing = folders, queue, routing
         self.queue_settings, self.policy, self.clock = queue_settings, policy, clock
         self.settle_seconds, self.follow_symlinks, self.volume = settle_seconds, follow_symlinks, volume
         self.wake = threading.Event()
@@ -110,6 +112,7 @@ class Worker:
         self.stages: Stages[_Claimed] = Stages(
             model=model, params=params, options=options, in_flight=in_flight, cpu_threads=cpu_threads,
             on_done=self._done, on_failed=self._failed, on_stage=self._on_stage,
+            recipes=lambda claimed: routing.recipes_of(claimed.job.source),
         )
 
     # --- the loop body ----------------------------------------------------------------
@@ -152,9 +155,10 @@ class Worker:
                 f"the daemon died {job.kills} times while processing only this file, each time killed from"
                 " outside without a crash report: most likely out of memory"
             )
-        if name_bytes(job.output.name) > NAME_MAX:
+        longest = max((file.path.name for file in self.routing.files(job.source, claimed=job.output)), key=name_bytes)
+        if name_bytes(longest) > NAME_MAX:
             return NameTooLong(
-                f"its cutout's name would be {name_bytes(job.output.name)} bytes, above the file system's limit"
+                f"its output {longest!r}'s name would be {name_bytes(longest)} bytes, above the file system's limit"
                 f" of {NAME_MAX}: shorten the file name and drop it again"
             )
         if not self.follow_symlinks and (self.folders.input / job.source).is_symlink():
@@ -170,7 +174,8 @@ class Worker:
     # --- after the model --------------------------------------------------------------
     def _done(self, task: Task[_Claimed], prepared: Prepared, cutout: Cutout) -> None:
         job = task.key.job
-        with task.timer.stage("save"), staged_output(self.folders, job.output, cutout.png) as publish:
+        files = contents(self.routing.files(job.source, claimed=job.output), cutout.files)
+        with task.timer.stage("save"), staged_outputs(self.folders, files) as publish:
             published = self.queue.finish(job, content_hash=prepared.sha256, publish=publish,
                                           fingerprint=task.key.fingerprint or _stored(job))
         # From here on the job is over for this worker: nothing below may send it back to on_failed.
@@ -178,13 +183,14 @@ class Worker:
         if not published:
             self._log(task, "claim_lost", action="dropped: another claim of this job is the current one")
             return
-        written = self.folders.output / job.output
+        written = [str(self.folders.output / rel) for rel, _ in files]
         self.done += 1
         try:
             self._after_done(task.key)
         except Exception:
             log.exception("after_done_failed", path=job.source.as_posix())
-        self._log(task, "done", output=str(written), size=f"{cutout.width}x{cutout.height}", notes=list(cutout.notes))
+        also = {"also": written[1:]} if len(written) > 1 else {}
+        self._log(task, "done", output=written[0], **also, size=f"{cutout.width}x{cutout.height}", notes=list(cutout.notes))
         self.wake.set()
 
     def _after_done(self, claimed: _Claimed) -> None:

@@ -73,7 +73,8 @@ def test_no_module_imports_one_that_imports_it_back() -> None:
 
 
 @pytest.mark.parametrize("module", ["daemon.status", "daemon.statedir", "daemon.queue", "daemon.settings",
-                                    "daemon.outputs", "daemon.live", "daemon.fetch", "daemon.service"])
+                                    "daemon.outputs", "daemon.live", "daemon.fetch", "daemon.service",
+                                    "daemon.dashboard.server", "daemon.companions", "daemon.alerts", "daemon.monitor"])
 def test_what_read_only_commands_use_never_reaches_the_life_cycle_or_the_model(module: str) -> None:
     reached, todo = set(), [module]
     while todo:
@@ -103,7 +104,7 @@ def _loaded_by(*args: str) -> dict[str, object]:
 
 
 @pytest.mark.parametrize("args", [
-    ["--help"], ["--version"], ["status", "--state", "{state}"],
+    ["--help"], ["--version"], ["status", "--state", "{state}"], ["dashboard", "--help"],
     ["retry", "--state", "{state}", "--input", "{state}/in", "--output", "{state}/out", "--all"],
 ])
 def test_commands_that_never_run_the_model_never_import_torch_opencv_or_the_daemon(

@@ -94,7 +94,7 @@ def test_webp_bmp_and_gif_cut_short_are_incomplete(suffix: str) -> None:
         (".hidden.jpg", False),
         ("._a.jpg", False),
         ("notes.txt", False),
-        ("raw.CR3", True),  # taken, to be refused with the export step
+        ("raw.CR3", True),  # camera RAW: decoded by LibRaw (the `raw` extra)
         ("iphone.HEIC", True),
         ("anim.gif", True),
         ("jpg", False),

@@ -44,7 +44,8 @@ def _subject_batch() -> tuple[np.ndarray, np.ndarray]:
     [
         ("hf:ZhengPeng7/BiRefNet", ModelSpec("hf", BIREFNET_REPO)),
         ("hf:birefnet", ModelSpec("hf", BIREFNET_REPO)),
-        ("birefnet", ModelSpec("hf", BIREFNET_REPO)),
+        ("birefnet", ModelSpec("native", BIREFNET_REPO, "birefnet")),
+        ("BiRefNet-Lite", ModelSpec("native", "ZhengPeng7/BiRefNet_lite", "birefnet-lite")),
         ("hf:/models/local", ModelSpec("hf", "/models/local")),
         ("models/x.torchscript", ModelSpec("torchscript", "models/x.torchscript")),
     ],

@@ -17,13 +17,13 @@ import numpy.typing as npt
 import pytest
 from PIL import Image, ImageOps
 
-from daemon.errors import TooLarge, Unsupported
+from daemon.errors import TooLarge, Undecodable, Unsupported
 from daemon.pipeline import ImageOptions, process_image
 from daemon.pipeline.composite import crop_box
 from daemon.pipeline.pipeline import StageTimer, finish
 from daemon.pipeline.postprocess import postprocess
 from daemon.pipeline.preprocess import normalize, resize_and_pad
-from daemon.pipeline.source import HEIF_AVAILABLE
+from daemon.pipeline.source import HEIF_AVAILABLE, RAW_AVAILABLE
 from daemon.pipeline.constants import PipelineParams
 from daemon.testing import BrightModel
 from tests.conftest import BRIGHT, DARK, subject_image, write_image
@@ -235,9 +235,11 @@ def test_a_heic_from_an_iphone_is_read_upright(tmp_path: Path) -> None:
     assert np.abs(rgba.astype(int) - reference.astype(int)).mean() < 3.0  # lossy, but not turned
 
 
-def test_raw_files_are_unsupported_with_the_export_step(tmp_path: Path) -> None:
+def test_a_raw_file_libraw_cannot_read_is_undecodable_and_without_the_extra_unsupported(tmp_path: Path) -> None:
+    """RAW decoding itself is tested in test_raw.py (with rawpy absent in a subprocess too)."""
     (tmp_path / "IMG_1234.CR3").write_bytes(b"\x00\x00\x00\x18ftypcrx " + b"\x00" * 100)
-    with pytest.raises(Unsupported, match="camera RAW.*export it as JPEG or TIFF"):
+    expected = (Undecodable, r"IMG_1234\.CR3: LibRaw") if RAW_AVAILABLE else (Unsupported, r"pip install -e '\.\[raw\]'")
+    with pytest.raises(expected[0], match=expected[1]):
         process_image(tmp_path / "IMG_1234.CR3", model=BrightModel())
 
 

@@ -20,7 +20,7 @@ def test_config_default_yaml_lists_every_setting() -> None:
     import yaml
 
     def keys(value: object, prefix: str = "") -> set[str]:
-        if isinstance(value, dict):
+        if isinstance(value, dict) and value:  # an empty mapping (`recipes: {}`) is a setting of its own
             return {k for key, item in value.items() for k in keys(item, f"{prefix}{key}.")}
         return {prefix.rstrip(".")}
 

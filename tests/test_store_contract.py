@@ -249,3 +249,48 @@ def test_a_publish_that_fails_leaves_the_job_running_for_a_retry(queue: JobStore
     still = queue.get(P("a.jpg"))
     assert still is not None and still.state == "running"
     assert queue.mark_retry(job, reason="disk_full", message="full", delay=0, counts=False)
+
+
+# --- Names that recipes derive from the claimed one (routing.py) -----------------------------------
+def _mask_for_shop(source: PurePosixPath, claimed: PurePosixPath) -> list[PurePosixPath]:
+    """What a route `shop/** -> [default, mask]` derives: the matte beside the cutout."""
+    if source.parts[0] != "shop":
+        return []
+    return [claimed.with_name(claimed.name.removesuffix(".png") + "-mask.png")]
+
+
+def test_a_derived_name_is_claimed_so_a_file_of_that_name_gets_another_output(queue: JobStore) -> None:
+    queue.name_outputs(_mask_for_shop)
+    queue.offer(P("shop/x.jpg"), FP)  # claims shop/x.png and shop/x-mask.png
+    queue.offer(P("shop/x-mask.jpg"), FP)  # would be shop/x-mask.png: taken, so the next candidate
+    outputs = {job.source.as_posix(): job.output.as_posix() for job in queue.jobs(state="pending")}
+    assert outputs == {"shop/x.jpg": "shop/x.png", "shop/x-mask.jpg": "shop/x-mask.jpg.png"}
+
+
+def test_a_file_whose_derived_name_is_held_moves_to_its_next_candidate(queue: JobStore) -> None:
+    queue.name_outputs(_mask_for_shop)
+    queue.offer(P("shop/x-mask.png"), FP)  # holds shop/x-mask.png (and shop/x-mask-mask.png)
+    queue.offer(P("shop/x.jpg"), FP)  # x.png would derive x-mask.png: held, so x.jpg.png
+    job = queue.get(P("shop/x.jpg"))
+    assert job is not None and job.output == P("shop/x.jpg.png")
+
+
+def test_a_failed_job_releases_its_derived_names(queue: JobStore) -> None:
+    queue.name_outputs(_mask_for_shop)
+    queue.offer(P("shop/x.jpg"), FP)
+    job = queue.claim()
+    assert job is not None and queue.mark_failed(job, reason="no_foreground", message="m", quarantine=None)
+    queue.offer(P("shop/x-mask.jpg"), FP)
+    again = queue.get(P("shop/x-mask.jpg"))
+    assert again is not None and again.output == P("shop/x-mask.png")
+
+
+def test_redo_sends_a_done_job_back_once_and_not_a_busy_one(queue: JobStore) -> None:
+    queue.offer(P("a.jpg"), FP)
+    job = queue.claim()
+    assert job is not None and queue.finish(job, content_hash="h", fingerprint=FP, publish=lambda: None)
+    done = queue.get(P("a.jpg"))
+    assert done is not None and queue.redo(done)
+    assert not queue.redo(done)  # pending now: nothing to redo
+    again = queue.claim()
+    assert again is not None and again.source == P("a.jpg") and again.output == P("a.png") and again.attempts == 1

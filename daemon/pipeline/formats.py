@@ -5,7 +5,9 @@ grey, with only a warning on stderr. So completeness is checked here, from the
 file's own structure, before anything is decoded: the JPEG end-of-image marker
 found by walking the segments (so an EXIF thumbnail's marker cannot fool it and
 trailing data after the image is allowed), the PNG `IEND` chunk by walking the
-chunks.
+chunks. Camera RAW files, large and written slowly by tethering software, get a walk
+of their container (`raw_truncation`): the TIFF directories of DNG/NEF/CR2/ARW/ORF/RW2,
+the top-level boxes of CR3, the offsets in a RAF header.
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ RAW_SUFFIXES = frozenset(
     {".cr2", ".cr3", ".crw", ".nef", ".nrw", ".arw", ".srf", ".sr2", ".dng", ".raf", ".orf", ".rw2",
      ".pef", ".srw", ".3fr", ".fff", ".iiq", ".erf", ".mos", ".mrw", ".x3f", ".rwl"}
 )
-"""Camera RAW files: taken as inputs only to be refused with the export step to take instead."""
+"""Camera RAW files: decoded through LibRaw where the `raw` extra (rawpy) is installed, else
+refused as unsupported with the command that installs it."""
 
 JPEG_SIGNATURE = b"\xff\xd8"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -132,7 +135,9 @@ def _jpeg_file_complete(handle: BinaryIO, *, size: int) -> bool:
 
 
 def file_truncation(path: Path) -> str | None:
-    """`truncation()` for a file on disk, reading only headers and the tail where it can."""
+    """`truncation()` for a file on disk, reading only headers and the tail where it can; for a
+    file named as a camera RAW, its container's walk (`raw_truncation`, which source.py also
+    runs before LibRaw: `truncation()` has no name to go by)."""
     with open(path, "rb") as handle:
         head = handle.read(16)
         size = os.fstat(handle.fileno()).st_size
@@ -146,6 +151,8 @@ def file_truncation(path: Path) -> str | None:
         if head.startswith(b"GIF8"):
             handle.seek(max(0, size - 64))
             return truncation(head + handle.read()) if size > 16 else truncation(head)
+        if is_raw_name(path.name):
+            return raw_truncation(handle, size=size) or header_truncation(head, size)
     return header_truncation(head, size)
 
 
@@ -173,6 +180,161 @@ def truncation(data: bytes) -> str | None:
     if data.startswith(b"GIF8") and not data.rstrip(b"\x00").endswith(b";"):
         return "GIF has no trailer (file is incomplete)"
     return header_truncation(data[:16], len(data))
+
+
+def is_raw_name(name: str) -> bool:
+    """A camera RAW file by extension, any case: decoded by LibRaw, never by Pillow or OpenCV."""
+    dot = name.rfind(".")
+    return dot > 0 and name[dot:].lower() in RAW_SUFFIXES
+
+
+# --- Camera RAW containers ------------------------------------------------------------------
+# Tethering software writes a 50 MB RAW over seconds, and a RAW's pixel data sits at its end.
+# Each walk below reads only the container's directories (a few kB wherever the file is) and
+# answers one question: does everything they point at lie inside the file? They never raise:
+# a pointer past the end means incomplete; what they cannot make sense of (an absurd entry
+# count, a box shorter than its header) is left to LibRaw, since a false "incomplete" would
+# hold a good file back and then quarantine it as truncated.
+
+class _PastTheEnd(Exception):
+    """Inside the walks only: a directory, value or data block lies past the end of the file."""
+
+
+_RAW_TIFF_ORDER = {**_TIFF_ORDER, b"IIRO": "<", b"IIRS": "<", b"MMOR": ">", b"IIU\x00": "<"}
+"""TIFF byte orders by header, with the magic numbers of Olympus ORF and Panasonic RW2."""
+_TIFF_INTEGERS = {3: "H", 4: "I", 13: "I"}  # SHORT, LONG, IFD: the types that offsets and counts use
+_TIFF_DATA = {273: 279, 324: 325, 513: 514}
+"""Offsets tag -> byte counts tag: strips, tiles, and the JPEG preview of older RAWs."""
+_TIFF_SUB_IFDS = 330
+_MAX_DIRECTORIES = 64
+_MAX_ENTRIES = 4096
+_MAX_VALUES = 1 << 16  # strips or tiles per image: 120 MP in one-row strips is 12 000
+_MAX_BOXES = 4096
+_RAF_SIGNATURE = b"FUJIFILMCCD-RAW "
+
+
+def _at(handle: BinaryIO, offset: int, length: int, *, size: int) -> bytes:
+    """`length` bytes at `offset`, or _PastTheEnd when the file does not reach that far."""
+    if offset + length > size:
+        raise _PastTheEnd
+    handle.seek(offset)
+    data = handle.read(length)
+    if len(data) < length:
+        raise _PastTheEnd
+    return data
+
+
+def _tiff_values(handle: BinaryIO, entry: bytes, *, order: str, size: int) -> tuple[int, ...]:
+    """An entry's SHORT/LONG/IFD values (inline or at their offset); () for any other type."""
+    kind, count = struct.unpack(order + "HI", entry[2:8])
+    code = _TIFF_INTEGERS.get(kind)
+    if code is None or not 0 < count <= _MAX_VALUES:
+        return ()
+    length = count * struct.calcsize(code)
+    stored = entry[8 : 8 + length] if length <= 4 else _at(
+        handle, struct.unpack(order + "I", entry[8:12])[0], length, size=size
+    )
+    return struct.unpack(f"{order}{count}{code}", stored)
+
+
+def _tiff_directory(handle: BinaryIO, offset: int, *, order: str, size: int) -> tuple[dict[int, tuple[int, ...]], int]:
+    """The offset-bearing tags of the directory at `offset`, and the next directory's offset."""
+    count = struct.unpack(order + "H", _at(handle, offset, 2, size=size))[0]
+    if count > _MAX_ENTRIES:
+        return {}, 0  # not a directory: nothing to judge here
+    block = _at(handle, offset + 2, 12 * count + 4, size=size)
+    wanted = {*_TIFF_DATA, *_TIFF_DATA.values(), _TIFF_SUB_IFDS}
+    tags: dict[int, tuple[int, ...]] = {}
+    for index in range(count):
+        entry = block[12 * index : 12 * index + 12]
+        tag = struct.unpack(order + "H", entry[:2])[0]
+        if tag in wanted:
+            tags[tag] = _tiff_values(handle, entry, order=order, size=size)
+    return tags, struct.unpack(order + "I", block[-4:])[0]
+
+
+def _tiff_data_end(tags: dict[int, tuple[int, ...]]) -> int:
+    """Where the last strip, tile or preview of one directory ends."""
+    ends = [
+        start + length
+        for offsets, counts in _TIFF_DATA.items()
+        for start, length in zip(tags.get(offsets, ()), tags.get(counts, ()))
+    ]
+    return max(ends, default=0)
+
+
+def _tiff_raw_truncation(handle: BinaryIO, *, order: str, first: int, size: int) -> str | None:
+    """Every directory reachable from the header (the chain and SubIFDs, where NEF, ARW and
+    DNG keep the sensor data) and every block of image data they point at must be inside."""
+    todo, end = [first], 0
+    seen: set[int] = set()
+    while todo and len(seen) < _MAX_DIRECTORIES:
+        offset = todo.pop()
+        if offset < 8 or offset in seen:
+            continue  # no directory (0), or a loop
+        seen.add(offset)
+        tags, following = _tiff_directory(handle, offset, order=order, size=size)
+        end = max(end, _tiff_data_end(tags))
+        todo += [following, *tags.get(_TIFF_SUB_IFDS, ())]
+    return "camera RAW is shorter than its image data says (file is incomplete)" if end > size else None
+
+
+def _bmff_truncation(handle: BinaryIO, *, size: int) -> str | None:
+    """CR3 (ISO-BMFF, like HEIF): the top-level boxes (ftyp, moov, uuid..., mdat) must tile the file."""
+    pos = 0
+    for _ in range(_MAX_BOXES):
+        if pos >= size:
+            return None
+        handle.seek(pos)
+        header = handle.read(16)
+        if len(header) < 8:
+            raise _PastTheEnd
+        length = int.from_bytes(header[:4], "big")
+        if length == 1:  # a 64-bit size follows the type
+            if len(header) < 16:
+                raise _PastTheEnd
+            length = int.from_bytes(header[8:16], "big")
+        if length == 0:
+            return None  # the last box, to the end of the file by definition
+        if length < 8:
+            return None  # not a box: nothing to judge
+        if pos + length > size:
+            kind = header[4:8].decode("latin-1")
+            return f"camera RAW is shorter than its {kind!r} box says (file is incomplete)"
+        pos += length
+    return None
+
+
+def _raf_truncation(handle: BinaryIO, *, size: int) -> str | None:
+    """Fujifilm RAF: the header's (offset, length) pairs at byte 84 (JPEG preview), 92 (Fuji
+    directory) and 100 (the sensor data, usually last) must end inside the file."""
+    pairs = struct.unpack(">6I", _at(handle, 84, 24, size=size))
+    end = max(start + length for start, length in zip(pairs[::2], pairs[1::2]))
+    return "camera RAW (RAF) is shorter than its header says (file is incomplete)" if end > size else None
+
+
+def raw_truncation(handle: BinaryIO, *, size: int) -> str | None:
+    """Why a camera RAW file (by its container, whatever its name says) is incomplete, or None.
+
+    Reads directories only, by seeking: cheap on a 100 MB file, as the watcher calls it at
+    every settle check. Containers it does not know (CRW, X3F, MRW, ...) are left to the
+    size/mtime rule and to LibRaw.
+    """
+    handle.seek(0)
+    head = handle.read(16)
+    if size < len(_RAF_SIGNATURE):  # shorter than the header of any RAW: the writer has only begun
+        return "camera RAW is shorter than any RAW header (file is incomplete)"
+    try:
+        if (order := _RAW_TIFF_ORDER.get(head[:4])) is not None:
+            first = struct.unpack(order + "I", head[4:8])[0]
+            return _tiff_raw_truncation(handle, order=order, first=first, size=size)
+        if head[4:8] == b"ftyp":
+            return _bmff_truncation(handle, size=size)
+        if head.startswith(_RAF_SIGNATURE):
+            return _raf_truncation(handle, size=size)
+    except _PastTheEnd:
+        return "camera RAW is shorter than its directories say (file is incomplete)"
+    return None
 
 
 def is_image_name(name: str) -> bool:

@@ -68,10 +68,16 @@ def to_square_logits(logits: torch.Tensor, *, size: int) -> torch.Tensor:
 class TorchMatteModel:
     """A loaded torch module on its device, behind the `MatteModel` Protocol."""
 
-    def __init__(self, module: torch.nn.Module, *, device: torch.device, size: int) -> None:
+    def __init__(
+        self, module: torch.nn.Module, *, device: torch.device, size: int, dtype: torch.dtype = torch.float32,
+        channels_last: bool = False,
+    ) -> None:
         self.module = module
         self.device = device
         self.size = size
+        self.dtype = dtype
+        """The module's parameters' type: the input is cast to it; the matte is float32 whatever it is."""
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
 
     def predict(self, batch: FloatArray) -> FloatArray:
         """Forward, extract, force (S, S), sigmoid; one transfer of the final matte."""
@@ -79,7 +85,8 @@ class TorchMatteModel:
             raise ModelError(f"input batch has shape {batch.shape}, expected (1, 3, {self.size}, {self.size})")
         try:
             with torch.inference_mode():
-                output = self.module(torch.from_numpy(batch).to(self.device))
+                tensor = torch.from_numpy(batch).to(self.device, dtype=self.dtype)
+                output = self.module(tensor.contiguous(memory_format=self.memory_format))
                 matte = torch.sigmoid(to_square_logits(extract_primary_tensor(output), size=self.size))
                 result: FloatArray = matte.cpu().numpy().astype(np.float32, copy=False)
         except RuntimeError as exc:

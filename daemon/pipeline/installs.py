@@ -16,10 +16,21 @@
 from __future__ import annotations
 
 PYTORCH_INDEX = "https://download.pytorch.org/whl/"
-BIREFNET_EXTRA = (
-    "pip install -e '.[birefnet]' (in the cutout checkout; where cutout is already installed, "
-    "pip install 'cutout-daemon[birefnet]' works from any folder)"
-)
+
+
+def extra_install_command(extra: str) -> str:
+    """How to install one of cutout's optional extras, from a checkout or over an installed cutout."""
+    return (
+        f"pip install -e '.[{extra}]' (in the cutout checkout; where cutout is already installed, "
+        f"pip install 'cutout-daemon[{extra}]' works from any folder)"
+    )
+
+
+BIREFNET_EXTRA = extra_install_command("birefnet")
+RAW_EXTRA = extra_install_command("raw")
+"""rawpy: LibRaw's Python binding, with LibRaw itself inside its wheels (no system library)."""
+RAW_UPGRADE = "pip install --upgrade rawpy"
+"""A newer rawpy wheel carries a newer LibRaw, which knows newer cameras."""
 
 
 def torch_build(version: str) -> tuple[str, str | None]:

@@ -92,6 +92,8 @@ class LoadedModel:
     origin: str
     revision: str | None = None
     """The commit a hub model was loaded at (its pin); None for a local model."""
+    warning: str | None = None
+    """What did not go as configured (a native checkpoint that did not fit), for the log."""
 
 
 def load_model(
@@ -101,21 +103,48 @@ def load_model(
     revision: str | None = None,
     offline: bool = False,
     size: int = TARGET_SIZE,
+    weights: Path | None = None,
 ) -> LoadedModel:
-    """Load once, float32, eval mode, on the chosen device."""
-    if spec.kind == "hf":
+    """Load once, float32, eval mode, on the chosen device. A native BiRefNet needs its
+    `weights` file (from the pinned snapshot)."""
+    native, warning = spec.kind == "native", None
+    if native:
+        module, origin, warning = _native_or_remote(spec, weights=weights, revision=revision, offline=offline)
+        native = warning is None
+    elif spec.kind == "hf":
         module, origin = load_hf_module(spec.source, revision=revision, offline=offline)
     else:
         module, origin = load_torchscript_module(Path(spec.source)), f"TorchScript file {spec.source}"
-    module = _to_device(module, device=device.device)
-    return LoadedModel(TorchMatteModel(module, device=device.device, size=size), spec, device, origin,
-                       revision if spec.kind == "hf" and not spec.is_local_hf else None)
+    module = _to_device(module, device=device.device, channels_last=native)
+    matte = TorchMatteModel(module, device=device.device, size=size, channels_last=native)
+    pinned = spec.kind != "torchscript" and not spec.is_local_hf
+    return LoadedModel(matte, spec, device, origin, revision if pinned else None, warning)
 
 
-def _to_device(module: torch.nn.Module, *, device: torch.device) -> torch.nn.Module:
-    """float32 everywhere (MPS fails on float64 attributes), then the device, eval mode."""
+def _native_or_remote(
+    spec: ModelSpec, *, weights: Path | None, revision: str | None, offline: bool
+) -> tuple[torch.nn.Module, str, str | None]:
+    """The package's BiRefNet; if the checkpoint does not fit it, the hub's own code and a
+    warning that names the keys (never random weights)."""
+    from daemon.pipeline.native import CheckpointMismatch, load_native
+
+    if weights is None:
+        raise ModelLoadError(f"{spec} is not fetched yet: run `cutout model fetch` (it pins the weights)")
     try:
-        return module.float().to(device).eval()
+        return load_native(spec.native, weights=weights), f"{spec} (built-in BiRefNet) from {weights}", None
+    except CheckpointMismatch as exc:
+        module, origin = load_hf_module(spec.source, revision=revision, offline=offline)
+        return module, f"{origin}, its own code", f"{exc}; loaded the hub's own code for it instead (trust_remote_code)"
+
+
+def _to_device(module: torch.nn.Module, *, device: torch.device, channels_last: bool = False) -> torch.nn.Module:
+    """float32 everywhere (MPS fails on float64 attributes), then the device, eval mode; the
+    native model's convolutions in channels-last layout (faster, same numbers)."""
+    try:
+        moved = module.float().to(device)
+        if channels_last:
+            moved = moved.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        return moved.eval()
     except RuntimeError as exc:
         raise ModelLoadError(f"could not move the model to {device}: {exc}") from exc
 

@@ -10,17 +10,19 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from daemon.errors import NoForeground
-from daemon.pipeline.composite import CropBox, combine_alpha, crop_box, encode_cutout, foreground_fraction
+from daemon.pipeline.composite import CropBox, combine_alpha, crop_box, foreground_fraction
 from daemon.pipeline.constants import ImageOptions, PipelineParams
 from daemon.pipeline.matte import FloatArray, MatteModel
 from daemon.pipeline.postprocess import Region, clean_matte, restore_matte
 from daemon.pipeline.preprocess import PadMeta, normalize, read_file, resize_and_pad
+from daemon.pipeline.recipe import DEFAULT, Recipe
+from daemon.pipeline.render import RecipeFiles, render_recipe
 from daemon.pipeline.source import SourceImage, read_source
 
 DEFAULTS = ImageOptions()
@@ -56,15 +58,25 @@ class Prepared:
 
 @dataclass(frozen=True)
 class Cutout:
-    """The finished cutout: PNG bytes and what is worth reporting about it."""
+    """The finished cutout: each recipe's files, and what is worth reporting about it."""
 
-    png: bytes
+    files: tuple[RecipeFiles, ...]
+    """One entry per recipe asked for, in that order."""
     width: int
     height: int
     box: CropBox
+    """The seed's crop box (subject plus padding) in the upright source."""
     foreground_fraction: float
     notes: tuple[str, ...] = ()
     """What was worth knowing about the input (animated, EXIF ignored, ...)."""
+
+    @property
+    def png(self) -> bytes:
+        """The first recipe's output: the seed's cropped RGBA PNG under the default recipe."""
+        first = self.files[0].output
+        if first is None:
+            raise ValueError("the first recipe writes only a mask")
+        return first.data
 
 
 @dataclass(frozen=True)
@@ -95,8 +107,11 @@ def check_foreground(matte: FloatArray, *, params: PipelineParams, region: Regio
     return fraction
 
 
-def finish(prepared: Prepared, matte: FloatArray, *, params: PipelineParams, timer: StageTimer) -> Cutout:
-    """Stages 5-6: restore and clean the matte, check it, crop and encode."""
+def finish(
+    prepared: Prepared, matte: FloatArray, *, params: PipelineParams, timer: StageTimer,
+    recipes: Sequence[Recipe] = (DEFAULT,),
+) -> Cutout:
+    """Stages 5-6: restore and clean the matte, check it, then each recipe's crop and encoding."""
     with timer.stage("postprocess"):
         cleaned, region = clean_matte(restore_matte(matte, meta=prepared.meta), params=params)
         full = combine_alpha(cleaned, prepared.source.alpha)
@@ -108,10 +123,13 @@ def finish(prepared: Prepared, matte: FloatArray, *, params: PipelineParams, tim
             if fraction > 0
             else CropBox(0, 0, full.shape[1], full.shape[0])
         )
-        png = encode_cutout(
-            prepared.source, full, box=box, compression=params.png_compression, png_filter=params.png_filter
-        )
-    return Cutout(png, box.width, box.height, box, fraction, prepared.source.notes)
+        files = tuple(render_recipe(prepared.source, full, box=box, recipe=recipe, params=params) for recipe in recipes)
+    return Cutout(files, box.width, box.height, box, fraction, prepared.source.notes)
+
+
+def seed_recipes(options: ImageOptions) -> tuple[Recipe]:
+    """The seed's one output, at the depth the options decode (`output.bit_depth`)."""
+    return (Recipe(bit_depth=options.bit_depth),)
 
 
 def process_image(
@@ -120,6 +138,7 @@ def process_image(
     model: MatteModel,
     params: PipelineParams | None = None,
     options: ImageOptions = DEFAULTS,
+    recipes: Sequence[Recipe] | None = None,
 ) -> ProcessResult:
     """The whole seed pipeline for one file: the cutout's PNG bytes, for the caller to write
     (the daemon and `cutout process` write them atomically, next to their bookkeeping)."""
@@ -128,5 +147,5 @@ def process_image(
     prepared = prepare(path, params=params, timer=timer, options=options)
     with timer.stage("inference"):
         matte = model.predict(prepared.batch)
-    cutout = finish(prepared, matte, params=params, timer=timer)
+    cutout = finish(prepared, matte, params=params, timer=timer, recipes=recipes or seed_recipes(options))
     return ProcessResult(cutout, timer.seconds)

@@ -3,10 +3,12 @@
 OpenCV decodes the pixels wherever it can, so that an 8-bit sRGB JPEG gives
 exactly the seed's pixels; Pillow reads the header first (size limits before
 any pixel is decoded, orientation, ICC profile, EXIF, XMP, frames) and decodes
-what OpenCV cannot (CMYK with its profile, GIF, animations, HEIC).
+what OpenCV cannot (CMYK with its profile, GIF, animations, HEIC). Camera RAW files,
+by name, go to LibRaw instead (raw.py), which gives upright 16-bit sRGB.
 
     bytes ─▶ probe (Pillow, header only) ─▶ limits ─▶ decode (OpenCV | Pillow)
           ─▶ orient (EXIF 1-8) ─▶ colour (keep the profile | convert to sRGB) ─▶ SourceImage
+    RAW   ─▶ container check ─▶ limits ─▶ LibRaw (white balance, orientation, sRGB) ─▶ SourceImage
 """
 
 from __future__ import annotations
@@ -24,9 +26,10 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image, ImageCms, UnidentifiedImageError
 
-from daemon.errors import TooLarge, Undecodable, Unsupported
+from daemon.errors import TooLarge, Truncated, Undecodable, Unsupported
 from daemon.pipeline.constants import ImageOptions
-from daemon.pipeline.formats import RAW_SUFFIXES, png_has_late_chunks, tiff_size
+from daemon.pipeline.formats import is_raw_name, png_has_late_chunks, raw_truncation, tiff_size
+from daemon.pipeline.raw import RAW_AVAILABLE as RAW_AVAILABLE, decode_raw
 
 try:  # HEIC/HEIF through the optional `heif` extra
     from pillow_heif import register_heif_opener
@@ -153,15 +156,20 @@ def _orientation(exif: Image.Exif | None) -> int:
 def _metadata(image: Image.Image, exif: Image.Exif | None) -> tuple[Metadata, str | None]:
     xmp = image.info.get("xmp") or image.info.get("XML:com.adobe.xmp")
     xmp_bytes = xmp.encode() if isinstance(xmp, str) else xmp if isinstance(xmp, bytes) else None
+    return _exif_metadata(exif, xmp=xmp_bytes)
+
+
+def _exif_metadata(exif: Image.Exif | None, *, xmp: bytes | None) -> tuple[Metadata, str | None]:
+    """The EXIF block to copy (orientation reset to 1), its capture time, and the XMP as given."""
     if exif is None or len(exif) == 0:
-        return Metadata(xmp=xmp_bytes), None
+        return Metadata(xmp=xmp), None
     try:
         capture = exif.get_ifd(EXIF_IFD).get(DATETIME_ORIGINAL)
         exif[ORIENTATION_TAG] = 1  # the pixels are made upright: the tag must not rotate them again
         raw = exif.tobytes()
     except Exception as exc:  # unserialisable EXIF: keep the image, drop the block
-        return Metadata(xmp=xmp_bytes), f"EXIF not copied ({type(exc).__name__})"
-    return Metadata(exif=raw.removeprefix(b"Exif\x00\x00"), xmp=xmp_bytes, capture_time=_iso(capture)), None
+        return Metadata(xmp=xmp), f"EXIF not copied ({type(exc).__name__})"
+    return Metadata(exif=raw.removeprefix(b"Exif\x00\x00"), xmp=xmp, capture_time=_iso(capture)), None
 
 
 def _iso(value: object) -> str | None:
@@ -213,16 +221,6 @@ def _opencv_only(data: bytes, *, options: ImageOptions) -> _Header:
         raise Undecodable("not a readable image (unknown or damaged format)")
     check_limits(*size, options=options)
     return _Header("TIFF", "RGB", size[0], size[1], 1, None, 1, Metadata(), ("read by OpenCV only: no metadata",))
-
-
-def check_name(name: str) -> None:
-    """RAW camera files are refused by name, with the export step to take instead."""
-    suffix = name[name.rfind(".") :].lower() if "." in name else ""
-    if suffix in RAW_SUFFIXES:
-        raise Unsupported(
-            f"{suffix} is a camera RAW file, which cannot be cut out directly: export it as JPEG or "
-            "TIFF (Capture One: Export Variants; Lightroom: File > Export) into the hot folder"
-        )
 
 
 # --- Decode ---------------------------------------------------------------------------
@@ -347,10 +345,57 @@ def _eight_bit(color: UInt8Array | UInt16Array) -> UInt8Array:
     return color.astype(np.uint8, copy=False)
 
 
+# --- Camera RAW -----------------------------------------------------------------------------
+_RAW_CONTAINER_TAGS = frozenset({
+    254, 256, 257, 258, 259, 262, 273, 277, 278, 279, 284, 322, 323, 324, 325, 330, 513, 514,
+    33421, 33422, 0x02BC,  # layout of the container's own images, its CFA pattern, and XMP (kept apart)
+})
+"""IFD0 tags of a TIFF-based RAW that describe the RAW's container, not the photograph: their
+offsets and sizes mean nothing in the cutout's EXIF. So do the DNG tags (colour matrices,
+calibration, private data: 50706-52999)."""
+
+
+def _raw_exif(data: bytes) -> tuple[Metadata, tuple[str, ...]]:
+    """EXIF from a TIFF-based RAW's first directory (DNG, NEF, CR2, ARW: what the camera wrote,
+    Exif sub-IFD included), without the container's tags; CR3, RAF, ORF and RW2 give none."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            exif = Image.Exif()
+            exif.load(data)
+            xmp = exif.get(0x02BC)
+            for tag in [tag for tag in exif if tag in _RAW_CONTAINER_TAGS or 50706 <= tag < 53000]:
+                del exif[tag]
+    except Exception as exc:  # a damaged or non-TIFF container: the pixels matter, not the EXIF
+        return Metadata(), (f"EXIF not read from the RAW container ({type(exc).__name__})",)
+    xmp_bytes = bytes(xmp) if isinstance(xmp, (bytes, tuple)) else xmp.encode() if isinstance(xmp, str) else None
+    metadata, note = _exif_metadata(exif, xmp=xmp_bytes)
+    return metadata, (note,) if note else ()
+
+
+def read_raw(data: bytes, *, name: str, options: ImageOptions) -> SourceImage:
+    """A camera RAW: its container checked whole, its header size limited, then LibRaw.
+
+    LibRaw has already turned the pixels upright and into sRGB: no orientation is applied
+    here, and the EXIF copy has its orientation reset like every other format's.
+    """
+    if RAW_AVAILABLE and (why := raw_truncation(io.BytesIO(data), size=len(data))) is not None:
+        raise Truncated(why)
+    decoded = decode_raw(data, name=name, check_size=lambda width, height: check_limits(width, height, options=options))
+    metadata: Metadata = Metadata()
+    notes: tuple[str, ...] = ()
+    if options.keep_metadata:
+        metadata, notes = _raw_exif(data) if data[:4] in (b"II*\x00", b"MM\x00*") else (Metadata(), ())
+        metadata = replace(metadata, capture_time=metadata.capture_time or decoded.capture_time)
+    deep = decoded.rgb if options.bit_depth == "source" else None
+    return SourceImage(_eight_bit(decoded.rgb), deep, None, None, True, metadata, notes)
+
+
 # --- Together -----------------------------------------------------------------------------
 def read_source(data: bytes, *, name: str, options: ImageOptions) -> SourceImage:
     """The file's bytes as an upright SourceImage, or a JobError that says why not."""
-    check_name(name)
+    if is_raw_name(name):
+        return read_raw(data, name=name, options=options)
     header = probe(data, options=options)
     pixels = decode_pixels(data, header)
     notes = header.notes + (("several frames or pages: the first one only",) if header.frames > 1 else ())

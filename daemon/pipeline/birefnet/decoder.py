@@ -1,0 +1,167 @@
+"""BiRefNet's decoder: from the deepest map up to the input's resolution, each level fed the
+previous level (upsampled) plus a lateral view of the encoder's map, and the input image
+itself cut into patches ("bilateral reference"); side predictions at 1/32, 1/16 and 1/8
+and the final logits at full size. Eval-mode only.
+
+Attribute names are the checkpoint's. The gradient heads `gdt_convs_pred_*` predict a
+training target and are never used at inference; they exist so that the released
+`model.safetensors` loads with `strict=True`.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+from daemon.pipeline.birefnet.aspp import ASPPDeformable
+from daemon.pipeline.birefnet.ops import pointwise, resize
+
+INNER_CHANNELS = 64
+GRADIENT_CHANNELS = 16
+PATCH_GRIDS = (32, 16, 8, 4, 1)
+"""Patches per side of the image fed to ipt_blk5 .. ipt_blk1 (the map's stride at that level)."""
+
+
+class Predictions(NamedTuple):
+    """Every output of the eval-mode reference, coarse to fine (its list order)."""
+
+    side4: torch.Tensor
+    side3: torch.Tensor
+    side2: torch.Tensor
+    logits: torch.Tensor
+
+
+def image_patches(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(B, 3, H, W) -> (B, gh·gw·3, h, w): the image cut into a gh x gw grid of h x w patches
+    stacked on channels in the order of the hub's single-file model (its `get_patches_batch`):
+    column by column, top to bottom within a column, colours innermost, so channel =
+    (column·gh + row)·3 + colour. (The GitHub repository's einops order, colour outermost,
+    does not reproduce the hub code's numbers.) Built channels-last in memory, then resized
+    to `size`, a no-op when the grid divides the image."""
+    batch, colours, height, width = image.shape
+    rows, cols = height // size[0], width // size[1]
+    tiles = image.view(batch, colours, rows, height // rows, cols, width // cols).permute(0, 3, 5, 4, 2, 1)
+    stacked = tiles.reshape(batch, height // rows, width // cols, cols * rows * colours).permute(0, 3, 1, 2)
+    return resize(stacked, size)
+
+
+def gradient_head(in_channels: int) -> nn.Sequential:
+    """Conv 3x3, batch norm, ReLU: the features both gradient heads read."""
+    return nn.Sequential(nn.Conv2d(in_channels, GRADIENT_CHANNELS, 3, padding=1), nn.BatchNorm2d(GRADIENT_CHANNELS), nn.ReLU())
+
+
+def one_channel(in_channels: int) -> nn.Sequential:
+    """A 1x1 convolution to a single map, wrapped as the checkpoint names it (`name.0`)."""
+    return nn.Sequential(nn.Conv2d(in_channels, 1, 1))
+
+
+class SimpleConvs(nn.Module):
+    """Two 3x3 convolutions without activation: the image patches' encoder."""
+
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, INNER_CHANNELS, 3, padding=1)
+        self.conv_out = nn.Conv2d(INNER_CHANNELS, out_channels, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = self.conv_out(self.conv1(x))
+        return out
+
+
+class BasicDecBlk(nn.Module):
+    """Conv 3x3 to 64 channels, BN, ReLU, deformable ASPP, conv 3x3 out, BN."""
+
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__()
+        self.conv_in = nn.Conv2d(in_channels, INNER_CHANNELS, 3, padding=1)
+        self.dec_att = ASPPDeformable(INNER_CHANNELS)
+        self.conv_out = nn.Conv2d(INNER_CHANNELS, out_channels, 3, padding=1)
+        self.bn_in = nn.BatchNorm2d(INNER_CHANNELS)
+        self.bn_out = nn.BatchNorm2d(out_channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu_(self.bn_in(self.conv_in(x)))
+        out: torch.Tensor = self.bn_out(self.conv_out(self.dec_att(x)))
+        return out
+
+
+class BasicLatBlk(nn.Module):
+    """The lateral path: a 1x1 convolution of the encoder's map."""
+
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, out_channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = self.conv(x)
+        return out
+
+
+class Decoder(nn.Module):
+    """`channels` are the encoder's map widths, deepest first (Swin-L: 3072, 1536, 768, 384)."""
+
+    def __init__(self, channels: tuple[int, int, int, int]) -> None:
+        super().__init__()
+        c0, c1, c2, c3 = channels
+        ipt_out = (c0 // 8, c0 // 8, c1 // 8, c2 // 8, c3 // 8)
+        for level, grid, width in zip((5, 4, 3, 2, 1), PATCH_GRIDS, ipt_out):
+            self.add_module(f"ipt_blk{level}", SimpleConvs(3 * grid * grid, width))
+        self.decoder_block4 = BasicDecBlk(c0 + ipt_out[0], c1)
+        self.decoder_block3 = BasicDecBlk(c1 + ipt_out[1], c2)
+        self.decoder_block2 = BasicDecBlk(c2 + ipt_out[2], c3)
+        self.decoder_block1 = BasicDecBlk(c3 + ipt_out[3], c3 // 2)
+        self.conv_out1 = one_channel(c3 // 2 + ipt_out[4])
+        self._add_heads(c1, c2, c3)
+
+    def _add_heads(self, c1: int, c2: int, c3: int) -> None:
+        """Lateral blocks, side outputs and gradient heads of levels 4, 3, 2, in checkpoint order."""
+        levels = {4: c1, 3: c2, 2: c3}
+        for level, width in levels.items():
+            self.add_module(f"lateral_block{level}", BasicLatBlk(width, width))
+        for level, width in levels.items():
+            self.add_module(f"conv_ms_spvn_{level}", nn.Conv2d(width, 1, 1))
+        for level, width in levels.items():
+            self.add_module(f"gdt_convs_{level}", gradient_head(width))
+        for prefix in ("gdt_convs_pred", "gdt_convs_attn"):
+            for level in levels:
+                self.add_module(f"{prefix}_{level}", one_channel(GRADIENT_CHANNELS))
+
+    def forward(self, image: torch.Tensor, x1: torch.Tensor, x2: torch.Tensor, x3: torch.Tensor,
+                x4: torch.Tensor) -> Predictions:
+        """`image` is the normalised input; x1 .. x4 the encoder's maps (x4 squeezed)."""
+        p4, side4 = self._level(4, self._with_patches(x4, image, "ipt_blk5"))
+        p3, side3 = self._level(3, self._with_patches(self._upward(p4, x3, 4), image, "ipt_blk4"))
+        p2, side2 = self._level(2, self._with_patches(self._upward(p3, x2, 3), image, "ipt_blk3"))
+        p1 = self.decoder_block1(self._with_patches(self._upward(p2, x1, 2), image, "ipt_blk2"))
+        return Predictions(side4, side3, side2, self._logits(p1, image))
+
+    def _logits(self, p1: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+        """conv_out1 of [p1 upsampled to full size, ipt_blk1(image)], computed as the sum of
+        its two parts, with p1's part taken before the upsampling: a 1x1 convolution and a
+        bilinear resize commute, so the full-size copy of p1's channels is never made."""
+        head = self.conv_out1[0]
+        assert isinstance(head, nn.Conv2d)
+        weight, bias = head.weight.flatten(1), head.bias
+        split = p1.shape[1]
+        coarse = resize(pointwise(p1, weight[:, :split]), (image.shape[-2], image.shape[-1]))
+        return coarse + pointwise(self.get_submodule("ipt_blk1")(image), weight[:, split:], bias)
+
+    def _level(self, level: int, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Decoder block, its side prediction, and the block's output gated by the
+        sigmoid of the gradient-attention map."""
+        p: torch.Tensor = self.get_submodule(f"decoder_block{level}")(x)
+        side: torch.Tensor = self.get_submodule(f"conv_ms_spvn_{level}")(p)
+        gradient = self.get_submodule(f"gdt_convs_{level}")(p)
+        return p * torch.sigmoid(self.get_submodule(f"gdt_convs_attn_{level}")(gradient)), side
+
+    def _upward(self, p: torch.Tensor, skip: torch.Tensor, level: int) -> torch.Tensor:
+        """The deeper level's output at the skip map's size, plus the lateral view of the skip."""
+        lateral: torch.Tensor = self.get_submodule(f"lateral_block{level}")(skip)
+        return resize(p, (skip.shape[-2], skip.shape[-1])) + lateral
+
+    def _with_patches(self, x: torch.Tensor, image: torch.Tensor, block: str) -> torch.Tensor:
+        """`x` with the encoded image patches of its size appended on channels."""
+        patches = image_patches(image, (x.shape[-2], x.shape[-1]))
+        return torch.cat((x, self.get_submodule(block)(patches)), dim=1)

@@ -1,0 +1,250 @@
+"""What the daemon measures while it runs, published for the dashboard and `/metrics`.
+
+The worker already says, once per job, what happened and where the time went (the
+`job` log event: outcome, reason, per-stage seconds, queue wait, total). `JobTap` is a
+structlog processor that reads that event as it passes, so the measurements cost the
+worker nothing new and can never disagree with the log; it runs whatever
+`logging.level` is (structlog's processors run before the standard library filters).
+
+`Telemetry` keeps the counts and fixed-bucket histograms since the daemon started and
+the timings of the last jobs. `TelemetryPublisher` writes them to `telemetry.json` in
+the state folder every few seconds when they changed (atomically, not fsynced, like
+`live.json`), with a heartbeat, so a dashboard in another process (`cutout dashboard`)
+sees them, and sees when the daemon stopped or died.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import sys
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, MutableMapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from daemon.atomic import write_atomic
+
+TELEMETRY_FILE = "telemetry.json"
+BUCKETS: tuple[float, ...] = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
+"""Histogram upper bounds in seconds: a 10 ms encode to a five-minute CPU forward."""
+RECENT_JOBS = 500
+"""Jobs whose timings are kept for the before/after view (older ones show the store's times)."""
+HEARTBEAT_SECONDS = 15.0
+"""A snapshot is written at least this often, so a dead daemon's last sign of life is known."""
+
+
+@dataclass
+class Histogram:
+    """Counts per bucket (not cumulative; the last is +Inf), their sum, and their number."""
+
+    counts: list[int] = field(default_factory=lambda: [0] * (len(BUCKETS) + 1))
+    total: float = 0.0
+
+    def observe(self, seconds: float) -> None:
+        index = next((i for i, bound in enumerate(BUCKETS) if seconds <= bound), len(BUCKETS))
+        self.counts[index] += 1
+        self.total += seconds
+
+    @property
+    def count(self) -> int:
+        return sum(self.counts)
+
+    def cumulative(self) -> list[tuple[str, int]]:
+        """Prometheus' buckets: (upper bound, observations at or below it), +Inf last."""
+        running, out = 0, []
+        for bound, n in zip([*map(str, BUCKETS), "+Inf"], self.counts, strict=True):
+            running += n
+            out.append((bound, running))
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"counts": list(self.counts), "sum": self.total}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Histogram:
+        counts = [int(n) for n in data["counts"]]
+        if len(counts) != len(BUCKETS) + 1:
+            raise ValueError("histogram buckets changed")
+        return cls(counts=counts, total=float(data["sum"]))
+
+
+@dataclass(frozen=True)
+class JobTiming:
+    """One finished job as the worker reported it."""
+
+    path: str
+    outcome: str
+    reason: str | None
+    stages: dict[str, float]
+    queue_wait: float
+    total: float
+    at: float
+
+
+@dataclass
+class Snapshot:
+    """Everything `telemetry.json` holds."""
+
+    pid: int
+    model: str
+    device: str
+    started_at: float
+    updated: float
+    stopped_at: float | None = None
+    outcomes: dict[str, int] = field(default_factory=dict)
+    stages: dict[str, Histogram] = field(default_factory=dict)
+    job_seconds: Histogram = field(default_factory=Histogram)
+    queue_wait_seconds: Histogram = field(default_factory=Histogram)
+    last_success: float | None = None
+    rss_bytes: int | None = None
+    recent: list[JobTiming] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "pid": self.pid, "model": self.model, "device": self.device, "started_at": self.started_at,
+            "updated": self.updated, "stopped_at": self.stopped_at, "outcomes": self.outcomes,
+            "stages": {name: h.to_dict() for name, h in self.stages.items()},
+            "job_seconds": self.job_seconds.to_dict(), "queue_wait_seconds": self.queue_wait_seconds.to_dict(),
+            "last_success": self.last_success, "rss_bytes": self.rss_bytes,
+            "recent": [vars(t) for t in self.recent],
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Snapshot:
+        return cls(
+            pid=int(data["pid"]), model=str(data["model"]), device=str(data["device"]),
+            started_at=float(data["started_at"]), updated=float(data["updated"]), stopped_at=data.get("stopped_at"),
+            outcomes={str(k): int(v) for k, v in data["outcomes"].items()},
+            stages={str(k): Histogram.from_dict(v) for k, v in data["stages"].items()},
+            job_seconds=Histogram.from_dict(data["job_seconds"]),
+            queue_wait_seconds=Histogram.from_dict(data["queue_wait_seconds"]),
+            last_success=data.get("last_success"), rss_bytes=data.get("rss_bytes"),
+            recent=[JobTiming(**item) for item in data["recent"]],
+        )
+
+    def timing(self, path: str) -> JobTiming | None:
+        return next((t for t in reversed(self.recent) if t.path == path), None)
+
+
+class Telemetry:
+    """The running daemon's measurements; `observe` is called from any thread."""
+
+    def __init__(self, *, model: str, device: str, clock: Callable[[], float] = time.time) -> None:
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._snapshot = Snapshot(pid=os.getpid(), model=model, device=device, started_at=clock(), updated=clock())
+        self._recent: OrderedDict[str, JobTiming] = OrderedDict()
+        self.generation = 0
+        """Grows at every change: the publisher writes only when it moved."""
+
+    def observe(self, event: Mapping[str, Any]) -> None:
+        """One `job` log event. Never raises: a malformed event is skipped."""
+        try:
+            timing = _timing(event, at=self.clock())
+        except (KeyError, TypeError, ValueError):
+            return
+        with self._lock:
+            snap = self._snapshot
+            snap.outcomes[timing.outcome] = snap.outcomes.get(timing.outcome, 0) + 1
+            if timing.outcome == "done":
+                snap.last_success = timing.at
+                for stage, seconds in timing.stages.items():
+                    snap.stages.setdefault(stage, Histogram()).observe(seconds)
+                snap.job_seconds.observe(timing.total)
+                snap.queue_wait_seconds.observe(timing.queue_wait)
+            self._recent.pop(timing.path, None)
+            self._recent[timing.path] = timing
+            while len(self._recent) > RECENT_JOBS:
+                self._recent.popitem(last=False)
+            self.generation += 1
+
+    def snapshot(self, *, stopped: bool = False) -> Snapshot:
+        """A copy, stamped now (with this process's memory)."""
+        with self._lock:
+            data = self._snapshot.to_dict()
+            data["recent"] = [vars(t) for t in self._recent.values()]
+        snap = Snapshot.from_dict(data)
+        snap.updated, snap.rss_bytes = self.clock(), resident_bytes()
+        snap.stopped_at = snap.updated if stopped else None
+        return snap
+
+
+def _timing(event: Mapping[str, Any], *, at: float) -> JobTiming:
+    stages = {str(name): float(seconds) for name, seconds in dict(event.get("timings") or {}).items()}
+    reason = event.get("reason")
+    return JobTiming(path=str(event["path"]), outcome=str(event["outcome"]), reason=None if reason is None else str(reason),
+                     stages=stages, queue_wait=float(event.get("queue_wait", 0.0)), total=float(event.get("total", 0.0)),
+                     at=at)
+
+
+def resident_bytes() -> int | None:
+    """This process's resident memory: current on Linux, the peak on macOS (no /proc there)."""
+    try:
+        with open("/proc/self/statm", encoding="ascii") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return int(peak if sys.platform == "darwin" else peak * 1024)
+
+
+# --- The tap: structlog's job events into the measurements ---------------------------------
+class JobTap:
+    """A structlog processor that hands every `job` event to `telemetry` and passes it on unchanged."""
+
+    def __init__(self, telemetry: Telemetry) -> None:
+        self.telemetry = telemetry
+
+    def __call__(self, logger: object, method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+        if event.get("event") == "job":
+            self.telemetry.observe(event)
+        return event
+
+    def install(self) -> None:
+        """First in structlog's chain (before anything renders the event)."""
+        processors = list(structlog.get_config()["processors"])
+        if self not in processors:
+            structlog.configure(processors=[self, *processors])
+
+    def remove(self) -> None:
+        processors = list(structlog.get_config()["processors"])
+        if self in processors:
+            processors.remove(self)
+            structlog.configure(processors=processors)
+
+
+# --- Publishing and reading ---------------------------------------------------------------
+class TelemetryPublisher:
+    """Writes `telemetry.json` when the measurements moved, and at least every heartbeat."""
+
+    def __init__(self, telemetry: Telemetry, *, state: Path, monotonic: Callable[[], float] = time.monotonic) -> None:
+        self.telemetry, self.path, self.monotonic = telemetry, state / TELEMETRY_FILE, monotonic
+        self._written: tuple[int, float] | None = None
+
+    def tick(self) -> None:
+        generation, now = self.telemetry.generation, self.monotonic()
+        if self._written and self._written[0] == generation and now - self._written[1] < HEARTBEAT_SECONDS:
+            return
+        self._write(self.telemetry.snapshot())
+        self._written = (generation, now)
+
+    def stopped(self) -> None:
+        """A clean stop: the last snapshot says when."""
+        self._write(self.telemetry.snapshot(stopped=True))
+
+    def _write(self, snapshot: Snapshot) -> None:
+        write_atomic(self.path, json.dumps(snapshot.to_dict()).encode(), durable=False)
+
+
+def read_telemetry(state: Path) -> Snapshot | None:
+    """The daemon's last published snapshot, or None (never published, or unreadable)."""
+    try:
+        return Snapshot.from_dict(json.loads((state / TELEMETRY_FILE).read_text(encoding="utf-8")))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None

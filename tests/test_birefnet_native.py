@@ -1,0 +1,249 @@
+"""The package's own BiRefNet (`daemon.pipeline.birefnet`) against the reference.
+
+The reference is the hub's single-file BiRefNet, through the golden fixtures
+(`tests/fixtures/birefnet-golden/`, README there): its exact state_dict keys, and its
+outputs with weights filled by a rule from the key names. Those prove the whole network;
+the fast tests below pin down the parts that goldens at two sizes cannot reach: torchvision's
+sampling rule for the deformable convolution at the image's edges, window geometry at odd
+sizes, batches, and memory formats.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from daemon.pipeline.birefnet import Backbone, BiRefNet, build_birefnet, key_differences
+from daemon.pipeline.birefnet import deform
+from daemon.pipeline.birefnet.swin import SwinShape
+from daemon.pipeline.birefnet.windows import partition, shift_mask, window_layout
+from tests.birefnet_weights import GOLDEN, golden_input, load_rule_weights, reference_keys
+
+BACKBONES: list[Backbone] = ["swin_v1_l", "swin_v1_t"]
+TINY = SwinShape(embed_dim=16, depths=(2, 2, 2, 2), num_heads=(1, 2, 2, 4), window=7)
+"""A Swin small enough for fast tests; the decoder around it is the real one."""
+
+ENCODER_TOLERANCE = 5e-5
+"""Of each map's standard deviation. Measured: 6e-6 at most. A missing window shift moves
+x2 and x4 by about one standard deviation (the fixtures' README)."""
+LOGITS_TOLERANCE = 1e-5
+"""Absolute, as the README advises for the logits. Measured: 2e-6 at most."""
+
+
+# --- The checkpoint's keys -----------------------------------------------------------------
+@pytest.mark.parametrize("backbone", BACKBONES)
+def test_the_state_dict_has_exactly_the_reference_keys_shapes_and_dtypes(backbone: Backbone) -> None:
+    model = build_birefnet(backbone, device="meta")
+    ours = [(key, list(value.shape), str(value.dtype).removeprefix("torch.")) for key, value in model.state_dict().items()]
+    theirs = [(key, spec["shape"], spec["dtype"]) for key, spec in reference_keys(backbone).items()]
+    assert ours == theirs
+    assert key_differences(model, {key: spec["shape"] for key, spec in reference_keys(backbone).items()}).loads_strictly
+
+
+def test_key_differences_name_what_is_missing_unexpected_and_reshaped() -> None:
+    model = build_birefnet("swin_v1_t", device="meta")
+    checkpoint = {key: spec["shape"] for key, spec in reference_keys("swin_v1_t").items()}
+    del checkpoint["decoder.conv_out1.0.bias"]
+    checkpoint["decoder.refiner.weight"] = [1]
+    checkpoint["bb.norm3.weight"] = [769]
+    differences = key_differences(model, checkpoint)
+    assert (differences.missing, differences.unexpected) == (("decoder.conv_out1.0.bias",), ("decoder.refiner.weight",))
+    assert differences.mismatched == (("bb.norm3.weight", (768,), (769,)),)
+    assert not differences.loads_strictly
+    assert differences.describe() == (
+        "1 missing: decoder.conv_out1.0.bias; 1 unexpected: decoder.refiner.weight; "
+        "1 with another shape: bb.norm3.weight (model [768], checkpoint [769])"
+    )
+
+
+def test_an_unknown_backbone_is_refused_by_name() -> None:
+    with pytest.raises(ValueError, match="swin_v1_b"):
+        build_birefnet("swin_v1_b", device="meta")  # type: ignore[arg-type]
+
+
+# --- Deformable convolution: torchvision's rule ------------------------------------------------
+def _corner(image: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    """image[b, :, rows, cols] where that pixel exists, else 0 (rows, cols: (B, H, W) integers)."""
+    batch, channels, height, width = image.shape
+    valid = (rows >= 0) & (rows <= height - 1) & (cols >= 0) & (cols <= width - 1)
+    index = (rows.clamp(0, height - 1) * width + cols.clamp(0, width - 1)).view(batch, 1, -1)
+    values = image.reshape(batch, channels, -1).gather(2, index.expand(-1, channels, -1))
+    return values.view(batch, channels, *rows.shape[1:]) * valid.unsqueeze(1)
+
+
+def _torchvision_bilinear(image: torch.Tensor, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """torchvision's `bilinear_interpolate` for deform_conv2d, literally: 0 when the point is
+    at or beyond one pixel outside the image, else the four corners that exist, weighted."""
+    height, width = image.shape[-2:]
+    inside = ((y > -1) & (y < height) & (x > -1) & (x < width)).unsqueeze(1)
+    top, left = y.floor(), x.floor()
+    dy, dx = (y - top).unsqueeze(1), (x - left).unsqueeze(1)
+    top_i, left_i = top.long(), left.long()
+    value = ((1 - dy) * (1 - dx) * _corner(image, top_i, left_i) + (1 - dy) * dx * _corner(image, top_i, left_i + 1)
+             + dy * (1 - dx) * _corner(image, top_i + 1, left_i) + dy * dx * _corner(image, top_i + 1, left_i + 1))
+    return value * inside
+
+
+def _torchvision_deform_conv2d(image: torch.Tensor, offset: torch.Tensor, mask: torch.Tensor,
+                               weight: torch.Tensor, padding: int) -> torch.Tensor:
+    """torchvision.ops.deform_conv2d (stride 1, one offset group, mask, no bias), tap by tap."""
+    kernel, (height, width) = weight.shape[-1], image.shape[-2:]
+    rows, cols = torch.meshgrid(torch.arange(height, dtype=image.dtype), torch.arange(width, dtype=image.dtype), indexing="ij")
+    out = torch.zeros(image.shape[0], weight.shape[0], height, width, dtype=image.dtype)
+    for tap in range(kernel * kernel):
+        i, j = divmod(tap, kernel)
+        y = rows - padding + i + offset[:, 2 * tap]
+        x = cols - padding + j + offset[:, 2 * tap + 1]
+        sampled = _torchvision_bilinear(image, y, x) * mask[:, tap].unsqueeze(1)
+        out += torch.einsum("oc,bchw->bohw", weight[:, :, i, j], sampled)
+    return out
+
+
+@pytest.mark.parametrize(("height", "width", "kernel"), [(5, 1, 3), (1, 4, 1), (6, 7, 1), (9, 8, 3), (12, 10, 7)])
+def test_the_deformable_convolution_samples_as_torchvision_does(height: int, width: int, kernel: int) -> None:
+    """Offsets large enough to leave the image, half of them whole pixels (exact edges)."""
+    generator = torch.Generator().manual_seed(height * 100 + width * 10 + kernel)
+    taps = kernel * kernel
+    image = torch.randn(2, 5, height, width, generator=generator)
+    offset = 3 * torch.randn(2, 2 * taps, height, width, generator=generator)
+    offset[:, ::2] = offset[:, ::2].round()
+    mask = 2 * torch.rand(2, taps, height, width, generator=generator)
+    weight = torch.randn(4, 5, kernel, kernel, generator=generator)
+    base = deform.base_grid(kernel, kernel // 2, height, width, torch.device("cpu"))
+    ours = deform.deform_conv2d(image, offset, mask, weight, base)
+    expected = _torchvision_deform_conv2d(image.double(), offset.double(), mask.double(), weight.double(), kernel // 2)
+    torch.testing.assert_close(ours.double(), expected, rtol=0, atol=1e-5 * float(expected.abs().max()))
+
+
+def test_taps_taken_in_groups_give_the_same_numbers(monkeypatch: pytest.MonkeyPatch) -> None:
+    generator = torch.Generator().manual_seed(7)
+    image, offset = torch.randn(1, 4, 6, 6, generator=generator), torch.randn(1, 18, 6, 6, generator=generator)
+    mask, weight = torch.rand(1, 9, 6, 6, generator=generator), torch.randn(3, 4, 3, 3, generator=generator)
+    base = deform.base_grid(3, 1, 6, 6, torch.device("cpu"))
+    whole = deform.deform_conv2d(image, offset, mask, weight, base)
+    monkeypatch.setattr(deform, "SAMPLE_BUDGET", 4 * 36 * 2)  # two taps a group
+    torch.testing.assert_close(deform.deform_conv2d(image, offset, mask, weight, base), whole)
+
+
+# --- Window geometry ----------------------------------------------------------------------------
+@pytest.mark.parametrize(("height", "width", "window", "shift"), [(9, 5, 4, 2), (8, 8, 4, 0), (3, 2, 7, 3), (14, 7, 7, 3)])
+def test_a_window_layout_is_the_reference_pad_roll_and_partition(height: int, width: int, window: int, shift: int) -> None:
+    x = torch.randn(2, height, width, 3)
+    layout = window_layout(height, width, window, shift, torch.device("cpu"))
+    padded = F.pad(x, (0, 0, 0, -width % window, 0, -height % window))
+    rolled = torch.roll(padded, shifts=(-shift, -shift), dims=(1, 2))
+    assert torch.equal(layout.windows(x), partition(rolled, window))
+    assert torch.equal(layout.merge(layout.windows(x)), x)
+    assert (layout.mask is None) == (shift == 0)
+
+
+def _reference_shift_mask(height: int, width: int, window: int, shift: int) -> torch.Tensor:
+    """The reference's construction: nine regions labelled by slices, compared pairwise."""
+    labels = torch.zeros(1, height, width, 1)
+    bands = (slice(0, -window), slice(-window, -shift), slice(-shift, None))
+    for number, (rows, cols) in enumerate((rows, cols) for rows in bands for cols in bands):
+        labels[:, rows, cols, :] = number
+    flat = partition(labels, window).view(-1, window * window)
+    different = (flat.unsqueeze(1) - flat.unsqueeze(2)) != 0
+    return torch.zeros(different.shape).masked_fill(different, float("-inf")).unsqueeze(1)
+
+
+@pytest.mark.parametrize(("height", "width", "window"), [(12, 12, 12), (36, 24, 12), (14, 21, 7)])
+def test_the_shift_mask_is_the_reference_one(height: int, width: int, window: int) -> None:
+    assert torch.equal(shift_mask(height, width, window, window // 2), _reference_shift_mask(height, width, window, window // 2))
+
+
+# --- The whole network, small -------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def tiny() -> Iterator[BiRefNet]:
+    torch.manual_seed(0)
+    yield BiRefNet(TINY).eval()
+
+
+@pytest.mark.parametrize(("height", "width"), [(64, 64), (160, 96)])
+def test_any_multiple_of_32_gives_logits_and_side_outputs_at_its_size(tiny: BiRefNet, height: int, width: int) -> None:
+    """160 x 96: stage maps that need padding to whole windows, an odd map to merge, not square."""
+    image = torch.randn(1, 3, height, width)
+    with torch.inference_mode():
+        predictions, logits = tiny.predictions(image), tiny(image)
+    assert [tuple(p.shape[-2:]) for p in predictions] == [(height // s, width // s) for s in (32, 16, 8, 1)]
+    assert torch.equal(logits, predictions.logits) and logits.shape == (1, 1, height, width)
+
+
+def test_a_batch_gives_what_its_images_give_alone(tiny: BiRefNet) -> None:
+    images = torch.randn(2, 3, 64, 96)
+    with torch.inference_mode():
+        together, apart = tiny(images), torch.cat([tiny(images[:1]), tiny(images[1:])])
+    torch.testing.assert_close(together, apart, rtol=0, atol=1e-5)
+
+
+def test_the_memory_format_changes_no_number(tiny: BiRefNet) -> None:
+    image = torch.randn(1, 3, 96, 64)
+    with torch.inference_mode():
+        channels_last = tiny(image)
+        tiny.memory_format = torch.contiguous_format
+        try:
+            contiguous = tiny(image)
+        finally:
+            tiny.memory_format = torch.channels_last
+    torch.testing.assert_close(channels_last, contiguous, rtol=0, atol=1e-5)
+
+
+def test_sizes_first_seen_in_inference_mode_still_run_with_autograd() -> None:
+    """The per-size caches (window layouts, sampling grids) are built as normal tensors."""
+    torch.manual_seed(0)
+    model, image = BiRefNet(TINY).eval(), torch.randn(1, 3, 64, 64)
+    with torch.inference_mode():
+        model(image)
+    model(image).sum().backward()
+    assert model.decoder.conv_out1[0].weight.grad is not None
+
+
+# --- The golden numbers -------------------------------------------------------------------------
+@pytest.fixture(scope="module", params=[pytest.param("swin_v1_l", marks=pytest.mark.slow), "swin_v1_t"])
+def golden_model(request: pytest.FixtureRequest) -> Iterator[tuple[str, BiRefNet]]:
+    backbone: Backbone = request.param
+    model = build_birefnet(backbone)
+    load_rule_weights(model, backbone)
+    yield backbone, model
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_encoder_maps_and_every_prediction_match_the_reference_at_128(golden_model: tuple[str, BiRefNet]) -> None:
+    backbone, model = golden_model
+    golden = np.load(GOLDEN / backbone / "encoder_128.npz")
+    image, stride = golden_input(128), int(golden["channel_stride"])
+    with torch.inference_mode():
+        maps, predictions = model.encode(image), model.predictions(image)
+    for name, ours in zip(("x1", "x2", "x3", "x4"), maps):
+        expected = golden[name]
+        np.testing.assert_allclose(ours[:, ::stride].numpy(), expected, rtol=0, atol=ENCODER_TOLERANCE * float(expected.std()),
+                                   err_msg=name)
+    for index, ours in enumerate(predictions):
+        np.testing.assert_allclose(ours.numpy(), golden[f"pred{index}"], rtol=0, atol=LOGITS_TOLERANCE, err_msg=f"pred{index}")
+
+
+@pytest.mark.timeout(120)
+def test_the_logits_match_the_reference_at_256(golden_model: tuple[str, BiRefNet]) -> None:
+    """Fast for Swin-T (about a second: drawing its 44 M weights, one forward); Swin-L's
+    220 M weights take five seconds to draw, so that one is slow."""
+    backbone, model = golden_model
+    with torch.inference_mode():
+        logits = model(golden_input(256))
+    np.testing.assert_allclose(logits.numpy(), np.load(GOLDEN / backbone / "out_256.npy"), rtol=0, atol=LOGITS_TOLERANCE)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_the_lite_model_runs_at_the_pipeline_size() -> None:
+    """1088², the seed's size: 34² deepest maps, every stage padded to whole windows."""
+    torch.manual_seed(0)
+    model = build_birefnet("swin_v1_t")
+    with torch.inference_mode():
+        logits = model(torch.randn(1, 3, 1088, 1088))
+    assert logits.shape == (1, 1, 1088, 1088) and bool(torch.isfinite(logits).all())

@@ -1,0 +1,246 @@
+"""Recipes and routes: the config, which files get which recipes, their names, and the commands
+that run them (`cutout process --recipe/--force/--skip-existing`, `cutout reprocess`).
+
+The pixels of each recipe are tested in test_render.py; the real daemon routing three
+subfolders to three recipes in test_recipes_e2e.py.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import time
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from daemon.batch import run_batch
+from daemon.errors import ConfigError
+from daemon.outputs import Folders
+from daemon.pipeline.constants import PipelineParams
+from daemon.pipeline.recipe import Recipe
+from daemon.queue import JobQueue
+from daemon.routing import Route, Routing, matches, plan_files
+from daemon.settings import load_settings, routing
+from daemon.status import reprocess
+from daemon.store import Fingerprint
+from daemon.testing import BrightModel, FakeClock
+from daemon.worker import Worker
+from daemon.settings import QueueSettings
+from tests.conftest import subject_image, write_image
+
+P = PurePosixPath
+BOX = (100, 80, 300, 220)
+SHOP = """
+recipes:
+  white-2000:
+    format: jpeg
+    background: '#ffffff'
+    crop: canvas
+    canvas: [400, 400]
+    margin: 10%
+  web:
+    format: webp
+    subfolder: web
+  mask-only:
+    mask: only
+routes:
+  - match: shop/**
+    recipes: white-2000
+  - match: shop/special/**
+    recipes: [web]
+  - match: retouch/**
+    recipes: [default, mask-only]
+"""
+
+
+def _config(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "config.yaml"
+    path.write_text(text)
+    return path
+
+
+# --- the config ---------------------------------------------------------------------------------
+def test_recipes_and_routes_are_read_with_the_seed_defaults_for_what_they_leave_out(tmp_path: Path) -> None:
+    settings = load_settings(_config(tmp_path, SHOP))
+    white = settings.recipes["white-2000"]
+    assert (white.format, white.background, white.crop, white.canvas, white.margin) == (
+        "jpeg", "#ffffff", "canvas", (400, 400), "10%")
+    assert white.mask == "none" and white.suffix == "" and settings.all_recipes["default"] == Recipe()
+    assert settings.routes[0] == Route(match="shop/**", recipes=("white-2000",))  # one name alone is a list of one
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("recipes:\n  r:\n    format: gif\n", "recipes.r.format: 'gif' is not one of png, webp, tiff, jpeg"),
+        ("recipes:\n  r:\n    format: jpeg\n", "recipes.r.format: jpeg has no transparency"),
+        ("recipes:\n  r:\n    background: white\n", "recipes.r.background: 'white' is not `transparent`"),
+        ("recipes:\n  r:\n    crop: canvas\n    canvas: [0, 100]\n", "recipes.r.canvas: 0 x 100 is not a possible"),
+        ("recipes:\n  r:\n    crop: canvas\n    margin: 50%\n", "recipes.r.margin: 50% leaves no room"),
+        ("recipes:\n  r:\n    margin: 7 px\n", "recipes.r.margin: '7 px' is not a margin"),
+        ("recipes:\n  r:\n    subfolder: ../out\n", "recipes.r.subfolder: '../out' must be a relative folder"),
+        ("recipes:\n  r:\n    format: webp\n    bit_depth: 16\n", "recipes.r.bit_depth: webp is 8 bits only"),
+        ("recipes:\n  r:\n    quality: 0\n    format: jpeg\n    background: '#000'\n", "recipes.r.quality"),
+        ("routes:\n  - match: shop/**\n    recipes: [nope]\n", "routes[0].recipes: no recipe named 'nope'"),
+        ("routes:\n  - match: /abs/**\n", "routes[0].match: '/abs/**' must be a glob relative"),
+        ("routes:\n  - match: a/**\n    recipes: []\n", "routes[0].recipes: names no recipe"),
+        ("recipes:\n  copy: {}\nroutes:\n  - match: '**'\n    recipes: [default, copy]\n",
+         "routes[0].recipes: default, copy would write files of the same name"),
+        ("routes:\n  - recipes: [default]\n", "routes[0].match: is required here"),
+        ("recipes:\n  r:\n    colour: red\n", "unknown setting 'recipes.r.colour'"),
+    ],
+)
+def test_a_bad_recipe_or_route_is_refused_with_its_key_named(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=None) as caught:
+        load_settings(_config(tmp_path, text))
+    assert message in str(caught.value)
+
+
+# --- which files get which recipes, and their names ---------------------------------------------
+@pytest.mark.parametrize(
+    ("glob", "path", "expected"),
+    [
+        ("shop/**", "shop/x.jpg", True), ("shop/**", "shop/a/b/x.jpg", True), ("shop/**", "shopping/x.jpg", False),
+        ("**/*.tif", "x.tif", True), ("**/*.tif", "a/b/X.TIF", True), ("*.jpg", "a/x.jpg", False),
+        ("Retouch/*.jpg", "retouch/x.jpg", True), ("shop/**/hero-?.jpg", "shop/a/hero-1.jpg", True),
+    ],
+)
+def test_route_globs_match_relative_paths_with_double_star_across_folders(glob: str, path: str, expected: bool) -> None:
+    assert matches(glob, P(path)) is expected
+
+
+def test_the_first_matching_route_wins_and_unrouted_files_get_default(tmp_path: Path) -> None:
+    rules = routing(load_settings(_config(tmp_path, SHOP)))
+    assert rules.recipe_names(P("shop/special/x.jpg")) == ("white-2000",)  # shop/** comes first
+    assert rules.recipe_names(P("retouch/a/x.jpg")) == ("default", "mask-only")
+    assert rules.recipe_names(P("x.jpg")) == ("default",)
+
+
+def test_each_recipe_names_its_files_from_the_claimed_name(tmp_path: Path) -> None:
+    rules = routing(load_settings(_config(tmp_path, SHOP + "  - match: web/**\n    recipes: [web]\n")))
+    assert [f.path.as_posix() for f in rules.files(P("shop/x.jpg"), claimed=P("shop/x.png"))] == ["shop/x.jpg"]
+    assert [(f.path.as_posix(), f.mask) for f in rules.files(P("retouch/x.jpg"), claimed=P("retouch/x.png"))] == [
+        ("retouch/x.png", False), ("retouch/x-mask.png", True)]
+    assert [f.path.as_posix() for f in rules.files(P("web/x.png"), claimed=P("web/x.png.png"))] == ["web/web/x.png.webp"]
+
+
+def test_a_batch_claims_every_derived_name_so_no_two_inputs_share_an_output() -> None:
+    rules = Routing(recipes={"default": Recipe(), "mask": Recipe(mask="only")},
+                    routes=[Route(match="**", recipes=("default", "mask"))])
+    plan = plan_files([P("x.jpg"), P("x-mask.jpg")], routing=rules)
+    names = [f.path.as_posix() for files in plan.values() for f in files]
+    assert sorted(names) == ["x-mask-mask.png", "x-mask.png", "x.jpg-mask.png", "x.jpg.png"]
+
+
+# --- cutout process -----------------------------------------------------------------------------------
+def _photos(root: Path, *names: str) -> None:
+    for name in names:
+        write_image(root / name, subject_image(300, 400, BOX))
+
+
+def _batch(tmp_path: Path, rules: Routing, **kwargs: object) -> list[str]:
+    report = run_batch(tmp_path / "in", tmp_path / "out", model=BrightModel(), params=PipelineParams(),
+                       progress=False, routing=rules, **kwargs)  # type: ignore[arg-type]
+    assert not report.failed, report.failed
+    return sorted(p.as_posix() for p in report.done)
+
+
+def test_process_writes_each_routed_recipe_in_its_own_format(tmp_path: Path) -> None:
+    _photos(tmp_path / "in", "shop/a.jpg", "retouch/b.jpg", "c.jpg")
+    rules = routing(load_settings(_config(tmp_path, SHOP)))
+    assert _batch(tmp_path, rules) == ["c.jpg", "retouch/b.jpg", "shop/a.jpg"]
+    out = tmp_path / "out"
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()) == [
+        "c.png", "retouch/b-mask.png", "retouch/b.png", "shop/a.jpg"]
+    with Image.open(out / "shop/a.jpg") as shop:
+        assert (shop.format, shop.mode, shop.size) == ("JPEG", "RGB", (400, 400))
+    with Image.open(out / "retouch/b-mask.png") as mask, Image.open(out / "retouch/b.png") as cutout:
+        assert mask.mode == "L" and np.array_equal(np.asarray(mask), np.asarray(cutout)[..., 3])
+
+
+def test_process_recipe_applies_one_recipe_to_every_file(tmp_path: Path) -> None:
+    _photos(tmp_path / "in", "shop/a.jpg", "b.jpg")
+    _batch(tmp_path, routing(load_settings(_config(tmp_path, SHOP)), only="web"))
+    assert sorted(p.name for p in (tmp_path / "out").rglob("*.webp")) == ["a.webp", "b.webp"]
+    with pytest.raises(ConfigError, match="--recipe: no recipe named 'nope'"):
+        routing(load_settings(_config(tmp_path, SHOP)), only="nope")
+
+
+def _age(path: Path, seconds: float) -> None:
+    then = time.time() - seconds
+    os.utime(path, (then, then))
+
+
+def test_skip_existing_finishes_only_the_files_an_interrupted_batch_left(tmp_path: Path) -> None:
+    _photos(tmp_path / "in", "a.jpg", "b.jpg", "c.jpg")
+    assert _batch(tmp_path, Routing(recipes={"default": Recipe()})) == ["a.jpg", "b.jpg", "c.jpg"]
+    (tmp_path / "out" / "b.png").unlink()  # as if the batch was killed before b
+    _age(tmp_path / "out" / "a.png", 3600)  # older than its input: only --skip-existing leaves it
+    _age(tmp_path / "in" / "a.jpg", 60)
+    assert _batch(tmp_path, Routing(recipes={"default": Recipe()}), skip="existing") == ["b.jpg"]
+
+
+def test_a_rerun_redoes_what_changed_and_force_redoes_everything(tmp_path: Path) -> None:
+    _photos(tmp_path / "in", "a.jpg", "b.jpg")
+    rules = Routing(recipes={"default": Recipe()})
+    _batch(tmp_path, rules)
+    for name in ("a.png", "b.png"):
+        _age(tmp_path / "out" / name, 60)
+    _age(tmp_path / "in" / "b.jpg", 120)
+    write_image(tmp_path / "in" / "a.jpg", subject_image(300, 400, (50, 50, 200, 200)))  # newer than a.png
+    assert _batch(tmp_path, rules, skip="up_to_date") == ["a.jpg"]
+    assert _batch(tmp_path, rules, skip="up_to_date", config_mtime=time.time() + 5) == ["a.jpg", "b.jpg"]
+    assert _batch(tmp_path, rules, skip="never") == ["a.jpg", "b.jpg"]
+
+
+# --- the daemon's worker and cutout reprocess ------------------------------------------------------
+@pytest.fixture
+def folders(tmp_path: Path) -> Folders:
+    made = Folders(input=tmp_path / "in", output=tmp_path / "out", quarantine=tmp_path / "q",
+                   archive=tmp_path / "archive", state=tmp_path / "state")
+    for path in (made.input, made.output, made.quarantine, made.state):
+        path.mkdir()
+    return made
+
+
+def _drain(worker: Worker, queue: JobQueue) -> None:
+    for _ in range(300):
+        worker.run_once(idle_wait=0.02)
+        counts = queue.counts()
+        if counts["running"] == counts["pending"] == 0:
+            return
+    raise AssertionError(queue.counts())
+
+
+def _worker(folders: Folders, queue: JobQueue, rules: Routing, clock: FakeClock) -> Worker:
+    queue.name_outputs(rules.extra_names)
+    return Worker(model=BrightModel(), params=PipelineParams(), folders=folders, queue=queue,
+                  queue_settings=QueueSettings(), policy="keep", in_flight=2, cpu_threads=2, clock=clock,
+                  routing=rules)
+
+
+def test_the_worker_publishes_every_file_of_a_routed_job_and_reprocess_rewrites_them_with_the_new_recipe(
+    folders: Folders, tmp_path: Path, clock: FakeClock
+) -> None:
+    queue = JobQueue(folders.state / "queue.sqlite3", clock=clock)
+    for name in ("retouch/a.jpg", "retouch/b.jpg", "c.jpg"):
+        write_image(folders.input / name, subject_image(300, 400, BOX))
+        queue.offer(P(name), Fingerprint.of(folders.input / name))
+    first = routing(load_settings(_config(tmp_path, SHOP)))
+    _drain(_worker(folders, queue, first, clock), queue)
+    assert sorted(p.relative_to(folders.output).as_posix() for p in folders.output.rglob("*.png")) == [
+        "c.png", "retouch/a-mask.png", "retouch/a.png", "retouch/b-mask.png", "retouch/b.png"]
+
+    changed = routing(load_settings(_config(tmp_path, SHOP.replace("[default, mask-only]", "[web]"))))
+    assert reprocess(folders, target=Path("retouch"), routing=changed) == ["queued again: 2 files"]
+    assert reprocess(folders, target=folders.input / "retouch", routing=changed) == ["queued again: 0 files"]
+    _drain(_worker(folders, queue, changed, clock), queue)
+    assert sorted(p.relative_to(folders.output / "web").as_posix() for p in (folders.output / "web").rglob("*")) == [
+        "retouch", "retouch/a.webp", "retouch/b.webp"]
+    with Image.open(io.BytesIO((folders.output / "web/retouch/a.webp").read_bytes())) as webp:
+        assert webp.format == "WEBP" and webp.mode == "RGBA"
+    with pytest.raises(ConfigError, match="is not in the hot folder"):
+        reprocess(folders, target=tmp_path / "elsewhere", routing=changed)
