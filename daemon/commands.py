@@ -182,7 +182,7 @@ def cmd_model_fetch(args: argparse.Namespace, settings: Settings, ctx: Context) 
     print(f"fetching {spec} @ {revision or 'default branch'} into {store.cache}", file=sys.stderr)
     pin = fetch_model(spec, revision=revision, store=store, downloader=ctx.downloader, progress=sys.stderr.isatty())
     changed = "" if before is None or before.revision == pin.revision else f" (was {before.revision})"
-    print(f"pinned {spec} at {pin.revision}{changed}: {len(pin.files)} files, pin in {store.pin_file}")
+    print(f"pinned {spec} at {pin.revision}{changed}: {len(pin.files)} file{'s' if len(pin.files) != 1 else ''}, pin in {store.pin_file}")
     print("cutout now loads this revision offline; it changes only when you run: cutout model fetch --revision R")
     return EXIT_OK
 

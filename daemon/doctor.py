@@ -75,7 +75,8 @@ def _guarded(name: str, fix: str, probe: Callable[[], str]) -> Check:
 
 def check_torchvision(settings: Settings) -> Check:
     """torchvision imported for real: a torch installed over it breaks every hub model (torchvision_check.py)."""
-    found = verdict(read_facts(), needed=is_hub_model(settings.model.spec))
+    spec = settings.model.spec  # the built-in BiRefNet needs no torchvision; a hub model's own code does
+    found = verdict(read_facts(), needed=spec.kind == "hf" and is_hub_model(spec))
     return Check("torchvision", found.status, found.detail, found.fix)
 
 

@@ -166,3 +166,34 @@ def test_compile_is_used_only_when_it_gives_the_eager_matte() -> None:
     assert difference(reference, chosen.predict(probe_batch(64))).within(Tolerance())
     broken = dataclasses.replace(Tolerance(), mean=-1.0)  # nothing can be within it: the eager model must stay
     assert compiled(model, reference=reference, tolerance=broken)[0] is model
+
+
+@pytest.mark.slow
+def test_a_family_model_is_fetched_as_its_weights_alone_and_loads_offline_into_the_built_in_code(
+    tmp_path: Path,
+) -> None:
+    from huggingface_hub import constants
+
+    from daemon.cli import main
+    from daemon.context import Context, open_model
+    from daemon.service import Host
+    from tests.fake_hub import BROKEN_MODEL_CODE, COMMIT_A, FakeHub
+
+    tree = tmp_path / "hub-tree"
+    tree.mkdir()
+    _rule_weights(tree, "swin_v1_t")
+    (tree / "birefnet.py").write_text(BROKEN_MODEL_CODE)  # the repo's code: never fetched, never run
+    hub, state = FakeHub(trees={COMMIT_A: tree}), tmp_path / "state"
+    host = Host(system="Linux", machine="x86_64", home=tmp_path / "home", uid=1000, python=tmp_path / "python")
+    ctx = Context(host=host, hf_home=Path(constants.HF_HOME), hf_cache=Path(constants.HF_HUB_CACHE),
+                  default_state=state, downloader=hub)
+    config = tmp_path / "config.yaml"
+    config.write_text(f"model:\n  name: birefnet-lite\n  device: cpu\nfolders:\n  state: {state}\npipeline:\n  target_size: 64\n")
+    assert main(["model", "fetch", "--config", str(config)], context=ctx) == 0
+    assert hub.calls == [("ZhengPeng7/BiRefNet_lite", None, False)]
+    snapshot = Path(constants.HF_HUB_CACHE) / "models--ZhengPeng7--BiRefNet_lite" / "snapshots" / COMMIT_A
+    assert sorted(p.name for p in snapshot.iterdir()) == ["model.safetensors"]
+
+    loaded = open_model(load_settings(config), ctx=ctx)
+    assert loaded.revision == COMMIT_A and "built-in BiRefNet" in loaded.origin and loaded.warning is None
+    assert isinstance(loaded.model.module, BiRefNet) and loaded.model.predict(probe_batch(64)).shape == (64, 64)

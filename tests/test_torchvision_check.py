@@ -154,7 +154,7 @@ def test_doctor_fails_on_a_torchvision_that_does_not_fit_and_prints_the_fix(
 ) -> None:
     root = _torchvision_without_operators(tmp_path / "site", version="0.29.1", requires="torch (>=99.0)")
     monkeypatch.setenv("PYTHONPATH", str(root))
-    main(["doctor", "--device", "cpu", "--state", str(tmp_path / "state")])  # the default: a hub model
+    main(["doctor", "--device", "cpu", "--state", str(tmp_path / "state"), "--model", "hf:ZhengPeng7/BiRefNet"])
     out = capsys.readouterr().out
     torch_version = metadata.version("torch")
     assert f"[FAIL] torchvision: torchvision 0.29.1 requires torch>=99.0 but torch {torch_version} is installed" in out
