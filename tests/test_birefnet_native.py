@@ -204,7 +204,8 @@ def test_sizes_first_seen_in_inference_mode_still_run_with_autograd() -> None:
 
 
 # --- The golden numbers -------------------------------------------------------------------------
-@pytest.fixture(scope="module", params=[pytest.param("swin_v1_l", marks=pytest.mark.slow), "swin_v1_t"])
+@pytest.fixture(scope="module", params=[pytest.param("swin_v1_l", marks=pytest.mark.slow),
+                                        pytest.param("swin_v1_t", marks=pytest.mark.slow)])  # 44 M weights to draw: seconds
 def golden_model(request: pytest.FixtureRequest) -> Iterator[tuple[str, BiRefNet]]:
     backbone: Backbone = request.param
     model = build_birefnet(backbone)

@@ -197,3 +197,20 @@ def test_a_family_model_is_fetched_as_its_weights_alone_and_loads_offline_into_t
     loaded = open_model(load_settings(config), ctx=ctx)
     assert loaded.revision == COMMIT_A and "built-in BiRefNet" in loaded.origin and loaded.warning is None
     assert isinstance(loaded.model.module, BiRefNet) and loaded.model.predict(probe_batch(64)).shape == (64, 64)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_the_built_in_model_exports_to_torchscript_with_the_same_logits(tmp_path: Path) -> None:
+    from daemon.pipeline.model import export_torchscript, load_torchscript_module
+
+    weights, _ = _rule_weights(tmp_path, "swin_v1_t")
+    native = load_native(FAMILY["birefnet-lite"], weights=weights)
+    out = export_torchscript(native, out=tmp_path / "lite.torchscript", input_res=64)
+    traced = load_torchscript_module(out)
+    batch = birefnet_weights.golden_input(64)
+    with torch.inference_mode():
+        expected = native(batch)
+        found = traced(batch)
+    torch.testing.assert_close(found, expected[-1] if isinstance(expected, (list, tuple)) else expected,
+                               rtol=0.0, atol=1e-4)
