@@ -241,6 +241,16 @@ class SqlJobStore(ABC):
                      {"output": output.as_posix(), "key": claim_key(output), "id": job.id})
         self._claim_extra_names(conn, job.source, output)
 
+    def refresh_names(self) -> int:
+        """Claim the names of every waiting job as the recipes give them now (the config may have
+        changed since they were offered); how many jobs were looked at."""
+        with self.db() as conn:
+            self._lock_names(conn)
+            rows = conn.execute(f"SELECT * FROM {self.JOBS} WHERE state = 'pending'{self.FOR_UPDATE}").fetchall()
+            for row in rows:
+                self._reclaim(conn, _job(row))
+        return len(rows)
+
     def _release_names(self, conn: Sql, job_id: int) -> None:
         conn.execute(f"DELETE FROM {self.NAMES} WHERE job_id = :id", {"id": job_id})
 

@@ -294,3 +294,12 @@ def test_redo_sends_a_done_job_back_once_and_not_a_busy_one(queue: JobStore) -> 
     assert not queue.redo(done)  # pending now: nothing to redo
     again = queue.claim()
     assert again is not None and again.source == P("a.jpg") and again.output == P("a.png") and again.attempts == 1
+
+
+def test_refreshing_names_claims_what_a_changed_config_derives_for_waiting_jobs(queue: JobStore) -> None:
+    queue.offer(P("shop/x.jpg"), FP)  # offered before the mask recipe existed: holds shop/x.png alone
+    queue.name_outputs(_mask_for_shop)
+    assert queue.refresh_names() == 1
+    queue.offer(P("shop/x-mask.jpg"), FP)
+    job = queue.get(P("shop/x-mask.jpg"))
+    assert job is not None and job.output == P("shop/x-mask.jpg.png")  # shop/x-mask.png is x.jpg's mask now
