@@ -117,11 +117,14 @@ def cpu_forward(backbone: Backbone, *, weights: Path, size: int, repeat: int) ->
     rows = []
     for name, layout in LAYOUTS.items():
         model = with_layout(load_native(family_of(backbone), weights=weights), layout)
+        start = cpu_snapshot()
         with torch.inference_mode():
             logits, times = first_and_steady(lambda: model(image), repeat=repeat)
+        share = others_share(start, cpu_snapshot(), cpus=usable_cpus())
         assert logits.shape == (1, 1, size, size)
         rows.append({"backbone": backbone, "family": family_of(backbone).name, "layout": name, "size": size,
-                     "dtype": "float32", "threads": torch.get_num_threads(), "repeat": repeat, **times})
+                     "dtype": "float32", "threads": torch.get_num_threads(), "repeat": repeat, **times,
+                     "others_share": None if share is None else round(share, 3)})
         del model, logits
     return rows
 
@@ -240,12 +243,12 @@ def device_forward(device: torch.device, backbone: Backbone, *, weights: Path, s
 def print_tables(result: dict[str, Any]) -> None:
     print(f"torch {result['machine']['torch']}, {result['threads']} threads, {result['machine']['usable_cpus']} CPUs "
           f"({result['machine']['cpu_model']}); load {result['load_at_start']} -> {result['load_at_end']}, "
-          f"others used {result['others_share']}")
+          f"other processes used {_share(result['others_share'])} of the CPUs")
     print(f"\nforward on the CPU, float32, {result['size']}²: first call and steady (median of {result['repeat']})")
-    print(f"{'family':<15} {'backbone':<10} {'layout':<14} {'first':>9} {'steady':>9} {'steady CPU':>11}")
+    print(f"{'family':<15} {'backbone':<10} {'layout':<14} {'first':>9} {'steady':>9} {'steady CPU':>11} {'others':>7}")
     for row in result["cpu_forward"]:
         print(f"{row['family']:<15} {row['backbone']:<10} {row['layout']:<14} {row['first_s']:>8.2f}s "
-              f"{row['steady_s']:>8.2f}s {row['steady_cpu_s']:>10.2f}s")
+              f"{row['steady_s']:>8.2f}s {row['steady_cpu_s']:>10.2f}s {_share(row['others_share']):>7}")
     for line in ratios(result["cpu_forward"]):
         print(line)
     print("\npeak memory of loading (fresh process each; MB = 10^6 bytes)")
@@ -259,6 +262,11 @@ def print_tables(result: dict[str, Any]) -> None:
     for row in device.get("rows", []):
         timing = row.get("error") or f"first {row['first_s']:.3f}s, steady {row['steady_s']:.3f}s"
         print(f"  {row['family']:<15} {row['variant']:<18} {timing}")
+
+
+def _share(share: float | None) -> str:
+    """What other processes used of all CPUs while a row ran ("-" where the window was too short)."""
+    return "-" if share is None else f"{share:.0%}"
 
 
 def ratios(rows: list[dict[str, Any]]) -> Iterator[str]:

@@ -176,7 +176,6 @@ class Daemon:
         self.queue.check_model(self.model_name)
         self.queue.remember_folders({"quarantine": self.folders.quarantine, "output": self.folders.output})
         recovered = self._recover()
-        self.queue.refresh_names()  # the recipes may have changed since these jobs were offered
         self.volume = Volume(self.folders.input, has_work=self.queue.has_work)
         swept = sum(sweep_temp_files(f) for f in (self.folders.output, self.folders.quarantine, self.folders.archive))
         self._warm_up()

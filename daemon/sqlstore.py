@@ -241,16 +241,6 @@ class SqlJobStore(ABC):
                      {"output": output.as_posix(), "key": claim_key(output), "id": job.id})
         self._claim_extra_names(conn, job.source, output)
 
-    def refresh_names(self) -> int:
-        """Claim the names of every waiting job as the recipes give them now (the config may have
-        changed since they were offered); how many jobs were looked at."""
-        with self.db() as conn:
-            self._lock_names(conn)
-            rows = conn.execute(f"SELECT * FROM {self.JOBS} WHERE state = 'pending'{self.FOR_UPDATE}").fetchall()
-            for row in rows:
-                self._reclaim(conn, _job(row))
-        return len(rows)
-
     def _release_names(self, conn: Sql, job_id: int) -> None:
         conn.execute(f"DELETE FROM {self.NAMES} WHERE job_id = :id", {"id": job_id})
 
@@ -344,13 +334,17 @@ class SqlJobStore(ABC):
         with self.db() as conn:
             now = self._now(conn)
             self._return_lost_claims(conn, now=now)
+            self._lock_names(conn)  # before the row's lock, in the order offer() takes them
             row = conn.execute(
-                f"SELECT id, suspect FROM {self.JOBS} WHERE state = 'pending' AND retry_at <= :now"
+                f"SELECT * FROM {self.JOBS} WHERE state = 'pending' AND retry_at <= :now"
                 f" ORDER BY suspect DESC, crashes + kills, retry_at, id LIMIT 1{self.FOR_UPDATE_SKIP_LOCKED}",
                 {"now": now},
             ).fetchone()
             if row is None or (row["suspect"] and not suspect_ok):
                 return None
+            # The claimer writes the files, so its recipes decide the names: the row's may have
+            # been claimed under another config (an older start, `cutout retry` with another file).
+            self._reclaim(conn, _job(row))
             return _job(self._take(conn, row["id"], now=now))
 
     def _holds(self, conn: Sql, job: Job, *, state: State = "running") -> bool:

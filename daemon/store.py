@@ -181,9 +181,6 @@ class JobStore(Protocol):
     def name_outputs(self, extra_names: ExtraNames) -> None:
         """Which names besides the seed's each source's recipes write (the config's routes)."""
 
-    def refresh_names(self) -> int:
-        """At start: every waiting job's names claimed as the recipes give them now."""
-
     def known(self) -> dict[str, tuple[State, int, int]]: ...
 
     # --- running work -----------------------------------------------------------------------

@@ -244,3 +244,21 @@ def test_the_worker_publishes_every_file_of_a_routed_job_and_reprocess_rewrites_
         assert webp.format == "WEBP" and webp.mode == "RGBA"
     with pytest.raises(ConfigError, match="is not in the hot folder"):
         reprocess(folders, target=tmp_path / "elsewhere", routing=changed)
+
+
+def test_an_input_named_like_anothers_mask_gets_its_own_files_and_overwrites_nothing(
+    folders: Folders, clock: FakeClock
+) -> None:
+    queue = JobQueue(folders.state / "queue.sqlite3", clock=clock)
+    rules = Routing(recipes={"default": Recipe(), "mask": Recipe(mask="only")},
+                    routes=[Route(match="**", recipes=("default", "mask"))])
+    worker = _worker(folders, queue, rules, clock)
+    write_image(folders.input / "x.jpg", subject_image(300, 400, BOX))
+    write_image(folders.input / "x-mask.jpg", subject_image(300, 400, (20, 20, 120, 100)))  # another subject
+    for name in ("x.jpg", "x-mask.jpg"):
+        queue.offer(P(name), Fingerprint.of(folders.input / name))
+    _drain(worker, queue)
+    assert sorted(p.name for p in folders.output.iterdir()) == [
+        "x-mask.jpg-mask.png", "x-mask.jpg.png", "x-mask.png", "x.png"]
+    with Image.open(folders.output / "x.png") as cutout, Image.open(folders.output / "x-mask.png") as mask:
+        assert np.array_equal(np.asarray(cutout)[..., 3], np.asarray(mask))  # x.jpg's matte, not x-mask.jpg's cutout

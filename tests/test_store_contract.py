@@ -296,10 +296,19 @@ def test_redo_sends_a_done_job_back_once_and_not_a_busy_one(queue: JobStore) -> 
     assert again is not None and again.source == P("a.jpg") and again.output == P("a.png") and again.attempts == 1
 
 
-def test_refreshing_names_claims_what_a_changed_config_derives_for_waiting_jobs(queue: JobStore) -> None:
+def test_a_claim_takes_the_names_the_claimers_recipes_derive_whatever_the_offer_claimed(queue: JobStore) -> None:
     queue.offer(P("shop/x.jpg"), FP)  # offered before the mask recipe existed: holds shop/x.png alone
-    queue.name_outputs(_mask_for_shop)
-    assert queue.refresh_names() == 1
+    queue.name_outputs(_mask_for_shop)  # the daemon that claims it writes the mask too
+    job = queue.claim()
+    assert job is not None and job.output == P("shop/x.png")
     queue.offer(P("shop/x-mask.jpg"), FP)
-    job = queue.get(P("shop/x-mask.jpg"))
-    assert job is not None and job.output == P("shop/x-mask.jpg.png")  # shop/x-mask.png is x.jpg's mask now
+    other = queue.get(P("shop/x-mask.jpg"))
+    assert other is not None and other.output == P("shop/x-mask.jpg.png")  # shop/x-mask.png is x.jpg's mask
+
+
+def test_a_claim_moves_a_job_whose_derived_name_another_took_meanwhile(queue: JobStore) -> None:
+    queue.offer(P("shop/x.jpg"), FP)  # claimed no mask name: offered under the old config
+    queue.name_outputs(_mask_for_shop)
+    queue.offer(P("shop/x-mask.png"), FP)  # takes shop/x-mask.png under the new one
+    first = queue.claim()
+    assert first is not None and first.source == P("shop/x.jpg") and first.output == P("shop/x.jpg.png")
