@@ -265,6 +265,25 @@ def test_files_under_the_roots_are_served_links_inside_included(studio: Studio, 
     assert client.get("/thumb/input/shoot/a.jpg?px=l").status_code == 200
 
 
+def test_a_file_that_is_not_an_image_is_an_inert_download_never_a_page_or_script(studio: Studio) -> None:
+    client = studio.client()
+    for name, text in (("look.html", "<script>fetch('/parts')</script>"), ("x.js", "fetch('/parts')")):
+        (studio.folders.input / name).write_text(text)  # anyone who can drop files in a shared hot folder
+        response = client.get(f"/file/input/{name}")
+        assert response.status_code == 200 and response.headers["content-type"] == "application/octet-stream"
+        assert response.headers["content-disposition"].startswith("attachment")
+        assert "sandbox" in _policies(response.headers["content-security-policy"])
+        assert response.headers["x-content-type-options"] == "nosniff"  # the guard's, on every answer
+    image = client.get("/file/output/shoot/a.png")
+    assert image.headers["content-type"] == "image/png" and "content-disposition" not in image.headers
+    assert "sandbox" in _policies(image.headers["content-security-policy"])
+
+
+def _policies(header: str) -> list[str]:
+    """Each Content-Security-Policy the response carries (every one is enforced)."""
+    return [policy.strip() for policy in header.split(",")]
+
+
 # --- Retry: exactly `cutout retry` --------------------------------------------------------------
 def test_retry_one_file_moves_it_back_and_queues_it_again(studio: Studio) -> None:
     client, dash = studio.open()

@@ -60,6 +60,25 @@ class Dashboard:
     """`host:port` when reachable from the network (the page says so), else None."""
 
 
+IMAGE_TYPES = {
+    ".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".webp": "image/webp", ".gif": "image/gif",
+    ".bmp": "image/bmp", ".tif": "image/tiff", ".tiff": "image/tiff",
+}
+"""What the browser may show inline. Anything else in the folders (a dropped `.html` or `.js`,
+a RAW, a HEIC) is sent as an opaque download, so a file someone put in a shared hot folder can
+never run as script in the dashboard's origin."""
+
+
+def download_of(path: Path) -> dict[str, Any]:
+    """A file's response settings: an image type shown inline, else an attachment; sandboxed either way."""
+    headers = {"Cache-Control": "private, no-cache", "Content-Security-Policy": "sandbox"}  # + Guard's headers
+    media = IMAGE_TYPES.get(path.suffix.lower())
+    if media is None:
+        return {"media_type": "application/octet-stream", "headers": headers,
+                "content_disposition_type": "attachment", "filename": path.name}
+    return {"media_type": media, "headers": headers}
+
+
 def create_app(dash: Dashboard) -> Starlette:
     roots = roots_of(dash.folders)
 
@@ -98,7 +117,7 @@ def create_app(dash: Dashboard) -> Starlette:
         real = safe_file(roots, request.path_params["root"], request.path_params["path"])
         if real is None:
             return PlainTextResponse(NOT_FOUND, status_code=404)
-        return FileResponse(real, headers={"Cache-Control": "private, no-cache"})
+        return FileResponse(real, **download_of(real))
 
     async def retry_files(request: Request) -> Response:
         return await _retry(request, dash)
