@@ -16,6 +16,7 @@ only its scheme and host (`redact_url`).
 
 from __future__ import annotations
 
+import http.client
 import json
 import platform
 import shutil
@@ -153,13 +154,21 @@ Poster = Callable[[str, bytes, dict[str, str]], int]
 """POST `body` with `headers` to a URL; the HTTP status (raises OSError when nothing answered)."""
 
 
+class WebhookUnreachable(Exception):
+    """The POST got no HTTP answer: refused, timed out, DNS, TLS, or a broken reply."""
+
+
 def urllib_post(url: str, body: bytes, headers: dict[str, str]) -> int:
+    """POST and return the HTTP status; every way of getting no status is one error of ours
+    (http.client's BadStatusLine and IncompleteRead are not OSErrors)."""
     request = urllib.request.Request(url, data=body, headers=headers, method="POST")
     try:
         with urllib.request.urlopen(request, timeout=POST_TIMEOUT) as response:  # noqa: S310 (http(s) only: settings)
             return int(response.status)
     except urllib.error.HTTPError as exc:
         return int(exc.code)
+    except (OSError, ValueError, http.client.HTTPException) as exc:
+        raise WebhookUnreachable(type(exc).__name__) from None  # `from None`: the URL (a secret) is in the cause
 
 
 def webhook_request(message: Message, *, fmt: WebhookFormat) -> tuple[bytes, dict[str, str]]:
@@ -318,7 +327,7 @@ class Alerts:
         body, headers = webhook_request(message, fmt=self.settings.webhook_format)
         try:
             status = self.post(url, body, headers)
-        except (OSError, ValueError) as exc:  # refused, timed out, DNS, TLS
+        except (WebhookUnreachable, OSError, ValueError) as exc:  # refused, timed out, DNS, TLS, a broken reply
             log.warning("webhook_failed", webhook=redact_url(url), error=type(exc).__name__, kind=message.kind)
             return False
         if 200 <= status < 300:

@@ -74,10 +74,11 @@ def _private_opener(path: str, flags: int) -> int:
 
 
 def _renderers(*, as_json: bool) -> list[structlog.types.Processor]:
-    """JSON gets the traceback as a string field; the console renders it itself."""
+    """JSON gets the traceback as a string field; the console renders it itself, plainly: rich's
+    tracebacks would print every frame's local variables, secrets (a webhook URL, a token) included."""
     if as_json:
         return [structlog.processors.format_exc_info, structlog.processors.JSONRenderer()]
-    return [structlog.dev.ConsoleRenderer()]
+    return [structlog.dev.ConsoleRenderer(exception_formatter=structlog.dev.plain_traceback)]
 
 
 def _handler(handler: logging.Handler, *, as_json: bool) -> logging.Handler:
