@@ -25,7 +25,7 @@ from typing import Any, Protocol
 
 from daemon.atomic import make_private_dir, write_atomic
 from daemon.errors import ConfigError, ModelLoadError
-from daemon.pipeline.modelspec import WEIGHTS_FILE, ModelSpec
+from daemon.pipeline.modelspec import ModelSpec
 from daemon.settings import ModelSettings
 
 PIN_FILE_NAME = "model-pin.json"
@@ -43,18 +43,13 @@ class Snapshot:
 
 
 class Downloader(Protocol):
-    """Download (or find in `cache`) a hub repo at `revision` (None = default branch): every
-    file, or only those named in `files`."""
+    """Download (or find in `cache`) a hub repo at `revision` (None = default branch)."""
 
-    def __call__(
-        self, *, repo: str, revision: str | None, cache: Path, progress: bool, files: tuple[str, ...] | None = None
-    ) -> Snapshot: ...
+    def __call__(self, *, repo: str, revision: str | None, cache: Path, progress: bool) -> Snapshot: ...
 
 
-def hub_download(
-    *, repo: str, revision: str | None, cache: Path, progress: bool, files: tuple[str, ...] | None = None
-) -> Snapshot:
-    """huggingface_hub's snapshot_download: resolves the ref, fetches the files, returns the snapshot."""
+def hub_download(*, repo: str, revision: str | None, cache: Path, progress: bool) -> Snapshot:
+    """huggingface_hub's snapshot_download: resolves the ref, fetches every file, returns the snapshot."""
     from huggingface_hub import snapshot_download
     from huggingface_hub.utils.tqdm import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
 
@@ -62,8 +57,7 @@ def hub_download(
     if not progress:
         disable_progress_bars()  # no bars in a service's log
     try:
-        folder = Path(snapshot_download(repo, revision=revision, cache_dir=cache,
-                                        allow_patterns=list(files) if files else None))
+        folder = Path(snapshot_download(repo, revision=revision, cache_dir=cache))
     except Exception as exc:  # OSError, ValueError, or the HTTP library's own errors (requests/httpx by version)
         raise ModelLoadError(_download_failed(repo, revision, exc)) from exc
     finally:
@@ -180,9 +174,9 @@ def fetch_model(
     """Download `spec` at `revision` (None = default branch) and pin the commit it resolved to."""
     if not is_hub_model(spec):
         raise ConfigError(f"{spec} is a local model: there is nothing to fetch (fetch is for Hugging Face hub repos)")
-    # A family BiRefNet needs its weights alone: no code is fetched that could ever run.
-    files = (WEIGHTS_FILE,) if spec.kind == "native" else None
-    snapshot = downloader(repo=spec.source, revision=revision, cache=store.cache, progress=progress, files=files)
+    # The whole snapshot, a family BiRefNet's too: the built-in model reads its weights alone, and
+    # the repository's own code is there (never run) for the day a revision no longer fits it.
+    snapshot = downloader(repo=spec.source, revision=revision, cache=store.cache, progress=progress)
     pin = _pin_for(spec, snapshot, requested=revision, cache=store.cache)
     store.record(pin)
     return pin

@@ -479,9 +479,11 @@ def validate(settings: Settings) -> Settings:
             f"model.precision: {settings.model.precision} needs a GPU (CUDA or Apple MPS); on the CPU it is slower "
             "than float32 and not supported: use float32"
         )
-    if settings.color.convert_to_srgb and settings.output.bit_depth == "source":
+    if settings.color.convert_to_srgb and routing(settings).wants_source_depth():
+        deep = "output.bit_depth" if settings.output.bit_depth != 8 else "the recipes' bit_depth"
         raise ConfigError(
-            "color.convert_to_srgb: true needs output.bit_depth: 8 (the sRGB conversion is done in 8 bits)"
+            f"color.convert_to_srgb: true needs 8-bit outputs, and {deep} asks for 16 bits (the sRGB conversion "
+            "is done in 8 bits)"
         )
     return settings
 

@@ -84,16 +84,12 @@ def repo_folder(cache: Path, repo: str) -> Path:
     return cache / f"models--{repo.replace('/', '--')}"
 
 
-def lay_out_snapshot(
-    cache: Path, *, repo: str, commit: str, source: Path, ref: str | None, files: tuple[str, ...] | None = None
-) -> Path:
-    """Copy `source`'s files (those named in `files`, if given) into the cache as the snapshot of
-    `commit`, exactly as huggingface_hub lays it out (blobs by sha256, snapshot files as relative
-    symlinks into them); point `ref` at it."""
+def lay_out_snapshot(cache: Path, *, repo: str, commit: str, source: Path, ref: str | None) -> Path:
+    """Copy `source`'s files into the cache as the snapshot of `commit`, exactly as huggingface_hub
+    lays it out (blobs by sha256, snapshot files as relative symlinks into them); point `ref` at it."""
     storage = repo_folder(cache, repo)
     snapshot = storage / "snapshots" / commit
-    wanted = (p for p in source.rglob("*") if p.is_file() and (files is None or p.relative_to(source).as_posix() in files))
-    for path in sorted(wanted):
+    for path in sorted(p for p in source.rglob("*") if p.is_file()):
         _link_blob(storage, snapshot / path.relative_to(source), data=path.read_bytes())
     if ref is not None:
         (storage / "refs").mkdir(parents=True, exist_ok=True)
@@ -118,14 +114,12 @@ class FakeHub:
     refs: dict[str, str] = field(default_factory=lambda: {"main": COMMIT_A})
     calls: list[tuple[str, str | None, bool]] = field(default_factory=list)
 
-    def __call__(
-        self, *, repo: str, revision: str | None, cache: Path, progress: bool, files: tuple[str, ...] | None = None
-    ) -> Snapshot:
+    def __call__(self, *, repo: str, revision: str | None, cache: Path, progress: bool) -> Snapshot:
         self.calls.append((repo, revision, progress))
         wanted = revision or "main"
         commit = wanted if _COMMIT.fullmatch(wanted) else self.refs[wanted]
         ref = None if commit == wanted else wanted
-        folder = lay_out_snapshot(cache, repo=repo, commit=commit, source=self.trees[commit], ref=ref, files=files)
+        folder = lay_out_snapshot(cache, repo=repo, commit=commit, source=self.trees[commit], ref=ref)
         return Snapshot(commit=commit, folder=folder)
 
 

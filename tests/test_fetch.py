@@ -112,8 +112,7 @@ def test_fetch_of_a_local_model_is_refused(
 
 
 def test_a_download_that_resolves_to_no_commit_is_not_pinned(tmp_path: Path, state: Path) -> None:
-    def branch_named(*, repo: str, revision: str | None, cache: Path, progress: bool,
-                     files: tuple[str, ...] | None = None) -> Snapshot:
+    def branch_named(*, repo: str, revision: str | None, cache: Path, progress: bool) -> Snapshot:
         return Snapshot(commit="main", folder=tmp_path)
 
     store = ModelStore(pin_file=state / PIN_FILE_NAME, cache=CACHE)

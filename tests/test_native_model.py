@@ -168,35 +168,57 @@ def test_compile_is_used_only_when_it_gives_the_eager_matte() -> None:
     assert compiled(model, reference=reference, tolerance=broken)[0] is model
 
 
-@pytest.mark.slow
-def test_a_family_model_is_fetched_as_its_weights_alone_and_loads_offline_into_the_built_in_code(
-    tmp_path: Path,
-) -> None:
+def _family_context(tmp_path: Path, trees: dict[str, Path]) -> tuple[object, Path, Path]:
+    """A real hub cache fed by a fake hub serving `trees` (commit -> folder), and a config for birefnet-lite."""
     from huggingface_hub import constants
 
-    from daemon.cli import main
-    from daemon.context import Context, open_model
+    from daemon.context import Context
     from daemon.service import Host
-    from tests.fake_hub import BROKEN_MODEL_CODE, COMMIT_A, FakeHub
+    from tests.fake_hub import FakeHub
+
+    state = tmp_path / "state"
+    host = Host(system="Linux", machine="x86_64", home=tmp_path / "home", uid=1000, python=tmp_path / "python")
+    ctx = Context(host=host, hf_home=Path(constants.HF_HOME), hf_cache=Path(constants.HF_HUB_CACHE),
+                  default_state=state, downloader=FakeHub(trees=trees, refs={"main": next(iter(trees))}))
+    config = tmp_path / "config.yaml"
+    config.write_text(f"model:\n  name: birefnet-lite\n  device: cpu\nfolders:\n  state: {state}\n"
+                      "pipeline:\n  target_size: 64\n")
+    return ctx, config, state
+
+
+@pytest.mark.slow
+def test_a_family_model_is_fetched_and_pinned_and_loads_offline_into_the_built_in_code_never_the_repos(
+    tmp_path: Path,
+) -> None:
+    from daemon.cli import main
+    from daemon.context import open_model
+    from tests.fake_hub import BROKEN_MODEL_CODE, COMMIT_A
 
     tree = tmp_path / "hub-tree"
     tree.mkdir()
     _rule_weights(tree, "swin_v1_t")
-    (tree / "birefnet.py").write_text(BROKEN_MODEL_CODE)  # the repo's code: never fetched, never run
-    hub, state = FakeHub(trees={COMMIT_A: tree}), tmp_path / "state"
-    host = Host(system="Linux", machine="x86_64", home=tmp_path / "home", uid=1000, python=tmp_path / "python")
-    ctx = Context(host=host, hf_home=Path(constants.HF_HOME), hf_cache=Path(constants.HF_HUB_CACHE),
-                  default_state=state, downloader=hub)
-    config = tmp_path / "config.yaml"
-    config.write_text(f"model:\n  name: birefnet-lite\n  device: cpu\nfolders:\n  state: {state}\npipeline:\n  target_size: 64\n")
+    (tree / "birefnet.py").write_text(BROKEN_MODEL_CODE)  # the repository's code: fetched, never run
+    ctx, config, _ = _family_context(tmp_path, {COMMIT_A: tree})
     assert main(["model", "fetch", "--config", str(config)], context=ctx) == 0
-    assert hub.calls == [("ZhengPeng7/BiRefNet_lite", None, False)]
-    snapshot = Path(constants.HF_HUB_CACHE) / "models--ZhengPeng7--BiRefNet_lite" / "snapshots" / COMMIT_A
-    assert sorted(p.name for p in snapshot.iterdir()) == ["model.safetensors"]
-
-    loaded = open_model(load_settings(config), ctx=ctx)
+    loaded = open_model(load_settings(config), ctx=ctx)  # type: ignore[arg-type]
     assert loaded.revision == COMMIT_A and "built-in BiRefNet" in loaded.origin and loaded.warning is None
     assert isinstance(loaded.model.module, BiRefNet) and loaded.model.predict(probe_batch(64)).shape == (64, 64)
+
+
+@pytest.mark.slow
+def test_a_pinned_revision_that_no_longer_fits_loads_offline_with_the_repos_own_code_and_says_why(
+    tmp_path: Path, hf_model_dir: Path
+) -> None:
+    from daemon.cli import main
+    from daemon.context import open_model
+    from tests.fake_hub import COMMIT_B
+
+    ctx, config, _ = _family_context(tmp_path, {COMMIT_B: hf_model_dir})  # a "renamed" checkpoint, with its code
+    assert main(["model", "fetch", "--config", str(config)], context=ctx) == 0
+    (tmp_path / "c2.yaml").write_text(config.read_text().replace("device: cpu", "device: cpu\n  offline: true"))
+    loaded = open_model(load_settings(tmp_path / "c2.yaml"), ctx=ctx)  # type: ignore[arg-type]
+    assert loaded.warning is not None and "does not fit the birefnet-lite architecture" in loaded.warning
+    assert not isinstance(loaded.model.module, BiRefNet) and loaded.revision == COMMIT_B
 
 
 @pytest.mark.slow

@@ -91,6 +91,10 @@ def test_recipes_and_routes_are_read_with_the_seed_defaults_for_what_they_leave_
          "routes[0].recipes: default, copy would write files of the same name"),
         ("routes:\n  - recipes: [default]\n", "routes[0].match: is required here"),
         ("recipes:\n  r:\n    colour: red\n", "unknown setting 'recipes.r.colour'"),
+        ("color:\n  convert_to_srgb: true\nrecipes:\n  r:\n    format: tiff\n    bit_depth: 16\n",
+         "color.convert_to_srgb: true needs 8-bit outputs, and the recipes' bit_depth asks for 16 bits"),
+        ("color:\n  convert_to_srgb: true\noutput:\n  bit_depth: source\n",
+         "color.convert_to_srgb: true needs 8-bit outputs, and output.bit_depth asks for 16 bits"),
     ],
 )
 def test_a_bad_recipe_or_route_is_refused_with_its_key_named(tmp_path: Path, text: str, message: str) -> None:
