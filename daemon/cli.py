@@ -157,6 +157,8 @@ def _add_queue(commands: Commands) -> None:
     init = queue.add_parser("init", help="create or upgrade the job store's tables (PostgreSQL: once per fleet)")
     init.add_argument("--config", type=Path, help="YAML settings file")
     init.add_argument("--state", type=Path, help="folders.state (the SQLite queue's folder)")
+    init.add_argument("--change-model", action="store_true",
+                      help="PostgreSQL: forget the fleet's model, so the next daemon to start sets it (stop them all first)")
     init.set_defaults(handler=cmd.cmd_queue_init)
     rebuild = queue.add_parser(
         "rebuild", help="move a damaged queue aside and rebuild it from the output and quarantine folders"

@@ -124,7 +124,7 @@ def cmd_dashboard(args: argparse.Namespace, settings: Settings, ctx: Context) ->
 def cmd_queue_init(args: argparse.Namespace, settings: Settings, ctx: Context) -> int:
     from daemon.stores import init_store
 
-    print(init_store(settings.queue, state=state_dir(settings, ctx)))
+    print(init_store(settings.queue, state=state_dir(settings, ctx), change_model=args.change_model))
     return EXIT_OK
 
 

@@ -117,7 +117,12 @@ class ModelStore:
     cache: Path
 
     def pin(self, spec: ModelSpec) -> ModelPin | None:
-        entry = self._read().get(str(spec))
+        models = self._read()
+        entry = models.get(str(spec))
+        if entry is None and spec.kind == "native":
+            # Pinned before the family had names (`hf:ZhengPeng7/BiRefNet`): the same repository,
+            # commit and files, so an upgraded service starts offline on what it has.
+            entry = models.get(f"hf:{spec.source}")
         return None if entry is None else self._parse(str(spec), entry)
 
     def record(self, pin: ModelPin) -> None:

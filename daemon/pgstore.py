@@ -250,7 +250,8 @@ class PostgresStore(SqlJobStore):
             raise ConfigError(
                 f"this fleet runs the model {row['value']}, but this machine would run {model}: give it the same "
                 "model.name and fetch the same revision (cutout model fetch --revision R), so that one hot folder "
-                "never gets cutouts from two models"
+                "never gets cutouts from two models; to change the fleet's model, stop every daemon and run "
+                "`cutout queue init --change-model`"
             )
 
     def report_worker(self, info: WorkerInfo) -> None:
@@ -309,8 +310,9 @@ def schema_version(conn: psycopg.Connection[DictRow]) -> int:
     return int(row["version"]) if row else 0
 
 
-def migrate(url: str) -> tuple[int, int]:
-    """Bring the store's schema to this program's version (`cutout queue init`): (before, after)."""
+def migrate(url: str, *, forget_model: bool = False) -> tuple[int, int, str | None]:
+    """Bring the store's schema to this program's version (`cutout queue init`): (before, after,
+    the fleet model forgotten with `forget_model`, or None)."""
     try:
         with psycopg.connect(url, row_factory=dict_row) as conn, conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
@@ -321,9 +323,11 @@ def migrate(url: str) -> tuple[int, int]:
                 conn.execute(sql)
             conn.execute("DELETE FROM cutout_schema")
             conn.execute("INSERT INTO cutout_schema VALUES (%s)", (len(MIGRATIONS),))
+            forgot = conn.execute("DELETE FROM cutout_meta WHERE key = 'fleet.model' RETURNING value").fetchone() \
+                if forget_model else None
     except psycopg.OperationalError as exc:
         raise _unreachable(url, exc) from exc
-    return before, len(MIGRATIONS)
+    return before, len(MIGRATIONS), forgot["value"] if forgot else None
 
 
 def check_schema(conn: psycopg.Connection[DictRow]) -> None:

@@ -38,15 +38,17 @@ def open_store(
     return open_existing_queue(path, clock=clock) if existing else open_job_queue(path, clock=clock)
 
 
-def init_store(queue: QueueSettings, *, state: Path) -> str:
-    """`cutout queue init`: create or upgrade the store's tables; what was done, in words."""
+def init_store(queue: QueueSettings, *, state: Path, change_model: bool = False) -> str:
+    """`cutout queue init`: create or upgrade the store's tables; what was done, in words.
+    `change_model`: a fleet forgets its model, so the next daemon to start sets it."""
     if queue.store == "postgresql":
         assert queue.url is not None
         with _psycopg_needed():
             from daemon.pgstore import migrate, redacted
-        before, after = migrate(queue.url)
+        before, after, forgot = migrate(queue.url, forget_model=change_model)
         where = redacted(queue.url)
-        return f"{where}: schema version {after}" + (" (already current)" if before == after else f" (was {before})")
+        done = f"{where}: schema version {after}" + (" (already current)" if before == after else f" (was {before})")
+        return done + (f"; the fleet's model ({forgot}) is forgotten: the next daemon to start sets it" if forgot else "")
     open_job_queue(state / QUEUE_FILE).close()
     return f"{state / QUEUE_FILE}: ready"
 

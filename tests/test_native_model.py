@@ -236,3 +236,15 @@ def test_the_built_in_model_exports_to_torchscript_with_the_same_logits(tmp_path
         found = traced(batch)
     torch.testing.assert_close(found, expected[-1] if isinstance(expected, (list, tuple)) else expected,
                                rtol=0.0, atol=1e-4)
+
+
+def test_a_pin_made_under_the_old_hub_name_serves_the_family_name_after_an_upgrade(tmp_path: Path) -> None:
+    from daemon.fetch import PIN_FILE_NAME, ModelPin, ModelStore
+
+    store = ModelStore(pin_file=tmp_path / PIN_FILE_NAME, cache=tmp_path / "hub")
+    store.record(ModelPin(model="hf:ZhengPeng7/BiRefNet", repo="ZhengPeng7/BiRefNet", requested=None,
+                          revision="a" * 40, files=("model.safetensors", "birefnet.py"), cache=str(tmp_path / "hub"),
+                          fetched_at="2026-11-01T00:00:00+00:00"))
+    pin = store.pin(parse_model_spec("birefnet"))
+    assert pin is not None and pin.revision == "a" * 40 and pin.model == "birefnet"
+    assert store.pin(parse_model_spec("birefnet-lite")) is None  # another repository: not this pin

@@ -136,8 +136,8 @@ def test_migrating_twice_changes_nothing_and_a_store_without_tables_is_refused(p
     url = fresh_store_url(postgres_server)
     with pytest.raises(ConfigError, match=f"schema version 0, this cutout needs {len(MIGRATIONS)}: run `cutout queue init"):
         PostgresStore(url)
-    assert migrate(url) == (0, len(MIGRATIONS))
-    assert migrate(url) == (len(MIGRATIONS), len(MIGRATIONS))
+    assert migrate(url) == (0, len(MIGRATIONS), None)
+    assert migrate(url) == (len(MIGRATIONS), len(MIGRATIONS), None)
     PostgresStore(url).close()
 
 
@@ -173,7 +173,7 @@ def test_an_older_schema_is_upgraded_in_place_and_keeps_its_jobs(postgres_server
         conn.execute("INSERT INTO cutout_schema VALUES (1)")
         conn.execute("INSERT INTO cutout_jobs (source, output, size, mtime_ns, state, first_seen, queued_at)"
                      " VALUES ('a.jpg', 'a.png', 1, 1, 'pending', 0, 0)")
-    assert migrate(url) == (1, len(MIGRATIONS))
+    assert migrate(url) == (1, len(MIGRATIONS), None)
     store = PostgresStore(url)
     assert store.counts()["pending"] == 1 and store.fleet() == []
     store.close()
@@ -201,8 +201,19 @@ def test_a_machine_with_another_model_is_refused_by_the_fleet(fleet: list[Postgr
     a, b = fleet
     a.check_model("hf:ZhengPeng7/BiRefNet@" + "a" * 40)
     a.check_model("hf:ZhengPeng7/BiRefNet@" + "a" * 40)
-    with pytest.raises(ConfigError, match="this fleet runs the model hf:ZhengPeng7/BiRefNet@aaaa"):
+    with pytest.raises(ConfigError, match="this fleet runs the model hf:ZhengPeng7/BiRefNet@aaaa.*--change-model"):
         b.check_model("hf:ZhengPeng7/BiRefNet@" + "b" * 40)
+
+
+def test_queue_init_change_model_lets_the_next_daemon_set_the_fleets_model(
+    fleet: list[PostgresStore], postgres_url: str
+) -> None:
+    a, b = fleet
+    a.check_model("hf:ZhengPeng7/BiRefNet@" + "a" * 40)
+    assert migrate(postgres_url, forget_model=True)[2] == "hf:ZhengPeng7/BiRefNet@" + "a" * 40
+    b.check_model("birefnet@" + "b" * 40)  # the first to start after it: the fleet's model now
+    with pytest.raises(ConfigError, match="this fleet runs the model birefnet@bbbb"):
+        a.check_model("hf:ZhengPeng7/BiRefNet@" + "a" * 40)
 
 
 def test_workers_report_themselves_for_status_and_leave_when_they_stop(
