@@ -17,7 +17,7 @@ from typing import Literal, TextIO
 import structlog
 from tqdm import tqdm
 
-from daemon.errors import JobError, from_os_error
+from daemon.errors import ConfigError, JobError, from_os_error
 from daemon.layout import iter_inputs
 from daemon.pipeline.recipe import OutputFile
 from daemon.routing import SEED_ROUTING, Routing, contents, plan_files
@@ -39,10 +39,10 @@ class Failure:
     message: str
 
 
-Skip = Literal["up_to_date", "existing", "never"]
-"""Which files a batch leaves alone: those whose outputs are all newer than the file and the
-config (the default: a rerun redoes only what changed), those whose outputs all exist
-(`--skip-existing`: resume an interrupted batch), or none (`--force`)."""
+Skip = Literal["existing", "never"]
+"""Which files a batch leaves alone: those whose outputs all exist (`--skip-existing`: resume an
+interrupted batch), or none (`--force`). Without either flag `cutout process` refuses to write
+over outputs that are there (`refuse_overwrite`): a rerun is always a decision."""
 
 
 @dataclass
@@ -85,7 +85,6 @@ def run_batch(
     clock: Callable[[], float] = time.perf_counter,
     routing: Routing = SEED_ROUTING,
     skip: Skip = "never",
-    config_mtime: float = 0.0,
 ) -> BatchReport:
     """Process every input under `input_dir` into `output_dir`; never stops on a bad file.
 
@@ -96,9 +95,8 @@ def run_batch(
     if output_dir.is_dir():
         sweep_temp_files(output_dir)  # what a killed run was writing: never a finished output
     plan = plan_files(iter_inputs(input_dir), routing=routing)
-    report = BatchReport(skipped=[rel for rel, files in plan.items()
-                                  if _skippable(input_dir / rel, [output_dir / f.path for f in files], skip=skip,
-                                                config_mtime=config_mtime)])
+    done_before = [rel for rel, files in plan.items() if all((output_dir / f.path).is_file() for f in files)]
+    report = BatchReport(skipped=done_before if skip == "existing" else [])
     for rel in report.skipped:
         del plan[rel]
     start = clock()
@@ -116,15 +114,16 @@ def run_batch(
     return report
 
 
-def _skippable(source: Path, outputs: list[Path], *, skip: Skip, config_mtime: float) -> bool:
-    """Whether `skip` leaves this file alone (outputs are written atomically: one that exists is whole)."""
-    if skip == "never":
-        return False
-    try:
-        made = [path.stat().st_mtime for path in outputs]
-    except OSError:
-        return False  # an output is missing (or unreadable): do the file
-    return skip == "existing" or min(made) >= max(source.stat().st_mtime, config_mtime)
+def refuse_overwrite(input_dir: Path, output_dir: Path, *, routing: Routing) -> None:
+    """Before the model loads: outputs this batch would write that are already there stop it,
+    with the two ways on (outputs are written atomically, so one that is there is whole)."""
+    plan = plan_files(iter_inputs(input_dir), routing=routing)
+    there = [file.path for files in plan.values() for file in files if (output_dir / file.path).exists()]
+    if there:
+        raise ConfigError(
+            f"{len(there)} of this batch's output files are already in {output_dir} (first: {there[0]}): "
+            "--force writes them again, --skip-existing keeps them and does only the files that have none"
+        )
 
 
 def _drive(stages: Stages[PurePosixPath], *, todo: Iterator[PurePosixPath], input_dir: Path) -> None:

@@ -72,7 +72,7 @@ def _add_process(commands: Commands) -> None:
     process.add_argument("--state", type=Path, help="folders.state: where the model pin is kept")
     process.add_argument("--recipe", help="the config's recipe to apply to every file (default: the config's routes)")
     redo = process.add_mutually_exclusive_group()
-    redo.add_argument("--force", action="store_true", help="redo every file, even where its outputs are up to date")
+    redo.add_argument("--force", action="store_true", help="write every file's outputs, over those already there")
     redo.add_argument("--skip-existing", action="store_true",
                       help="skip every file whose outputs all exist, however old (resume an interrupted batch)")
     process.set_defaults(handler=cmd.cmd_process)

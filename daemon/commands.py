@@ -25,14 +25,16 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
 def cmd_process(args: argparse.Namespace, settings: Settings, ctx: Context) -> int:
-    from daemon.batch import check_process_folders, print_summary, run_batch
+    from daemon.batch import check_process_folders, print_summary, refuse_overwrite, run_batch
 
     if not args.input.is_dir():
         print(f"cutout process: input folder {args.input} does not exist", file=sys.stderr)
         return EXIT_USAGE
     # Before the model loads: a refusal should not wait for it.
     check_process_folders(args.input, args.output, state=settings.folders.state)
-    routing(settings, only=args.recipe)  # an unknown --recipe, before the model loads
+    rules = routing(settings, only=args.recipe)  # an unknown --recipe, before the model loads
+    if not (args.force or args.skip_existing):
+        refuse_overwrite(args.input, args.output, routing=rules)
     loaded = open_model(settings, ctx=ctx, progress=sys.stderr.isatty())
     report = run_batch(
         args.input,
@@ -43,9 +45,8 @@ def cmd_process(args: argparse.Namespace, settings: Settings, ctx: Context) -> i
         in_flight=in_flight(settings, cores=os.cpu_count()),
         cpu_threads=cpu_threads(settings, cores=os.cpu_count()),
         progress=sys.stderr.isatty(),
-        routing=routing(settings, only=args.recipe),
-        skip="never" if args.force else "existing" if args.skip_existing else "up_to_date",
-        config_mtime=args.config.stat().st_mtime if args.config else 0.0,
+        routing=rules,
+        skip="existing" if args.skip_existing else "never",
     )
     print_summary(report, input_dir=args.input, out=sys.stdout)
     return EXIT_FAILED if report.failed else EXIT_OK

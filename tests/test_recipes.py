@@ -8,8 +8,6 @@ subfolders to three recipes in test_recipes_e2e.py.
 from __future__ import annotations
 
 import io
-import os
-import time
 from pathlib import Path, PurePosixPath
 
 import numpy as np
@@ -23,12 +21,11 @@ from daemon.pipeline.constants import PipelineParams
 from daemon.pipeline.recipe import Recipe
 from daemon.queue import JobQueue
 from daemon.routing import Route, Routing, matches, plan_files
-from daemon.settings import load_settings, routing
+from daemon.settings import QueueSettings, load_settings, routing
 from daemon.status import reprocess
 from daemon.store import Fingerprint
 from daemon.testing import BrightModel, FakeClock
 from daemon.worker import Worker
-from daemon.settings import QueueSettings
 from tests.conftest import subject_image, write_image
 
 P = PurePosixPath
@@ -173,31 +170,28 @@ def test_process_recipe_applies_one_recipe_to_every_file(tmp_path: Path) -> None
         routing(load_settings(_config(tmp_path, SHOP)), only="nope")
 
 
-def _age(path: Path, seconds: float) -> None:
-    then = time.time() - seconds
-    os.utime(path, (then, then))
-
-
 def test_skip_existing_finishes_only_the_files_an_interrupted_batch_left(tmp_path: Path) -> None:
     _photos(tmp_path / "in", "a.jpg", "b.jpg", "c.jpg")
-    assert _batch(tmp_path, Routing(recipes={"default": Recipe()})) == ["a.jpg", "b.jpg", "c.jpg"]
-    (tmp_path / "out" / "b.png").unlink()  # as if the batch was killed before b
-    _age(tmp_path / "out" / "a.png", 3600)  # older than its input: only --skip-existing leaves it
-    _age(tmp_path / "in" / "a.jpg", 60)
-    assert _batch(tmp_path, Routing(recipes={"default": Recipe()}), skip="existing") == ["b.jpg"]
+    rules = Routing(recipes={"default": Recipe(), "mask": Recipe(mask="only")},
+                    routes=[Route(match="**", recipes=("default", "mask"))])
+    assert _batch(tmp_path, rules) == ["a.jpg", "b.jpg", "c.jpg"]
+    (tmp_path / "out" / "b.png").unlink()  # as if the batch was killed between b's two files
+    (tmp_path / "out" / "c-mask.png").unlink()
+    assert _batch(tmp_path, rules, skip="existing") == ["b.jpg", "c.jpg"]
+    assert _batch(tmp_path, rules, skip="never") == ["a.jpg", "b.jpg", "c.jpg"]  # --force
 
 
-def test_a_rerun_redoes_what_changed_and_force_redoes_everything(tmp_path: Path) -> None:
+def test_process_refuses_to_write_over_outputs_unless_told_which_way(tmp_path: Path) -> None:
+    from daemon.batch import refuse_overwrite
+
     _photos(tmp_path / "in", "a.jpg", "b.jpg")
     rules = Routing(recipes={"default": Recipe()})
+    refuse_overwrite(tmp_path / "in", tmp_path / "out", routing=rules)  # nothing there yet
     _batch(tmp_path, rules)
-    for name in ("a.png", "b.png"):
-        _age(tmp_path / "out" / name, 60)
-    _age(tmp_path / "in" / "b.jpg", 120)
-    write_image(tmp_path / "in" / "a.jpg", subject_image(300, 400, (50, 50, 200, 200)))  # newer than a.png
-    assert _batch(tmp_path, rules, skip="up_to_date") == ["a.jpg"]
-    assert _batch(tmp_path, rules, skip="up_to_date", config_mtime=time.time() + 5) == ["a.jpg", "b.jpg"]
-    assert _batch(tmp_path, rules, skip="never") == ["a.jpg", "b.jpg"]
+    (tmp_path / "out" / "a.png").unlink()
+    with pytest.raises(ConfigError, match=r"1 of this batch's output files are already in .*\(first: b.png\): "
+                                          r"--force writes them again, --skip-existing keeps them"):
+        refuse_overwrite(tmp_path / "in", tmp_path / "out", routing=rules)
 
 
 # --- the daemon's worker and cutout reprocess ------------------------------------------------------
