@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import re
+import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import PurePosixPath
@@ -26,19 +27,25 @@ if TYPE_CHECKING:  # rendering imports OpenCV; naming must not (cutout status im
 @functools.lru_cache(maxsize=256)
 def glob_pattern(glob: str) -> re.Pattern[str]:
     """`glob` as a regular expression on a relative POSIX path: `**` spans folders, `*` and `?`
-    stay inside one name; compared case-insensitively (the default macOS file system is)."""
-    segments, parts = glob.strip("/").split("/"), []
+    stay inside one name; both sides are compared as claim keys are (NFC, case folded: the
+    default macOS file system ignores case, and a name typed on a Mac may come from Linux
+    decomposed)."""
+    segments, parts = _folded(glob).strip("/").split("/"), []
     for index, segment in enumerate(segments):
         if segment == "**":
             parts.append("(?:[^/]+/)*" if index < len(segments) - 1 else ".*")
             continue
         body = re.escape(segment).replace(r"\*", "[^/]*").replace(r"\?", "[^/]")
         parts.append(body + "/")
-    return re.compile("".join(parts).removesuffix("/"), re.IGNORECASE)
+    return re.compile("".join(parts).removesuffix("/"))
+
+
+def _folded(text: str) -> str:
+    return unicodedata.normalize("NFC", text).casefold()
 
 
 def matches(glob: str, rel: PurePosixPath) -> bool:
-    return glob_pattern(glob).fullmatch(rel.as_posix()) is not None
+    return glob_pattern(glob).fullmatch(_folded(rel.as_posix())) is not None
 
 
 @dataclass(frozen=True, kw_only=True)

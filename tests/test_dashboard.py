@@ -149,6 +149,19 @@ def test_the_page_shows_the_queue_recent_cutouts_and_quarantine_by_reason(studio
     assert "http" not in html.replace(LOCAL, "").split("<body")[1].split("</main>")[0].replace("https", "")
 
 
+def test_a_file_routed_to_another_recipe_shows_and_downloads_the_file_its_recipe_wrote(studio: Studio) -> None:
+    _image(studio.folders.output / "shoot/a.jpg", (40, 30))  # shoot/** -> a JPEG on white: no a.png is written
+    (studio.folders.output / "shoot/a.png").unlink()
+    client = studio.client(recipes={"white": {"format": "jpeg", "background": "#ffffff"}},
+                           routes=[{"match": "shoot/**", "recipes": ["white"]}])
+    html = client.get("/").text
+    assert "/thumb/output/shoot/a.jpg?px=s" in html and "shoot/a.png" not in html
+    job = studio.queue.get(P("shoot/a.jpg"))
+    assert job is not None
+    view = client.get(f"/view/{job.id}").text
+    assert '/file/output/shoot/a.jpg"' in view and client.get("/thumb/output/shoot/a.jpg?px=l").status_code == 200
+
+
 def test_the_live_parts_are_the_same_html_as_the_page_and_follow_the_store(studio: Studio) -> None:
     client, dash = studio.open()
     first = client.get("/parts").json()

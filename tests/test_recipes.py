@@ -107,6 +107,7 @@ def test_a_bad_recipe_or_route_is_refused_with_its_key_named(tmp_path: Path, tex
         ("shop/**", "shop/x.jpg", True), ("shop/**", "shop/a/b/x.jpg", True), ("shop/**", "shopping/x.jpg", False),
         ("**/*.tif", "x.tif", True), ("**/*.tif", "a/b/X.TIF", True), ("*.jpg", "a/x.jpg", False),
         ("Retouch/*.jpg", "retouch/x.jpg", True), ("shop/**/hero-?.jpg", "shop/a/hero-1.jpg", True),
+        ("caf\u00e9/**", "cafe\u0301/x.jpg", True), ("STRASSE/*", "stra\u00dfe/x.jpg", True),  # NFD, folded case
     ],
 )
 def test_route_globs_match_relative_paths_with_double_star_across_folders(glob: str, path: str, expected: bool) -> None:

@@ -23,6 +23,7 @@ from datetime import datetime
 from daemon.errors import CutoutError
 from daemon.live import read_live
 from daemon.outputs import Folders
+from daemon.routing import SEED_ROUTING, Routing
 from daemon.settings import DashboardSettings, QueueSettings
 from daemon.statedir import daemon_pid
 from daemon.store import STATES, Job, State, WorkerInfo
@@ -85,9 +86,9 @@ class Board:
     def __init__(
         self, *, folders: Folders, queue: QueueSettings, dashboard: DashboardSettings,
         telemetry: Callable[[], Snapshot | None] | None = None, clock: Callable[[], float] = time.time,
-        view: Callable[[], StoreView] | None = None,
+        view: Callable[[], StoreView] | None = None, routing: Routing = SEED_ROUTING,
     ) -> None:
-        self.folders, self.dashboard, self.clock = folders, dashboard, clock
+        self.folders, self.dashboard, self.clock, self.routing = folders, dashboard, clock, routing
         self.telemetry = telemetry or (lambda: read_telemetry(folders.state))
         self._open_view = view or (lambda: open_view(queue, state=folders.state))
         self._view: StoreView | None = None
@@ -129,10 +130,18 @@ class Board:
     def job(self, job_id: int) -> Job | None:
         with self._lock:
             try:
-                return self._view_now().get_job(job_id)
+                job = self._view_now().get_job(job_id)
             except CutoutError:
                 self._drop_view()
                 return None
+        return None if job is None else self.shown(job)
+
+    def shown(self, job: Job) -> Job:
+        """The job with `output` the file to show: its first recipe's cutout (the claimed seed name
+        is written only by the default recipe), or its mask when it has nothing else."""
+        files = self.routing.files(job.source, claimed=job.output)
+        first = next((file for file in files if not file.mask), files[0] if files else None)
+        return job if first is None else replace(job, output=first.path)
 
     def timing(self, job: Job) -> JobTiming | None:
         snapshot = self.telemetry()
@@ -174,7 +183,7 @@ class Board:
             done_today=len(view.finished_since(midnight)) if midnight < now - CHART_MINUTES * 60
             else sum(1 for at in hour if at >= midnight),
             oldest_pending_age=None if oldest is None else max(0.0, now - oldest), per_minute=per_minute,
-            recent=view.jobs(state="done", limit=self.dashboard.recent),
+            recent=[self.shown(job) for job in view.jobs(state="done", limit=self.dashboard.recent)],
             quarantine=[job for job in failed if job.quarantine is not None],
             failed_by_reason=view.failed_by_reason(), workers=view.fleet(), last_success=view.last_finished(),
         )

@@ -34,7 +34,7 @@ from daemon.dashboard.board import Board
 from daemon.dashboard.thumbs import THUMBS_FOLDER, ThumbCache
 from daemon.errors import ConfigError
 from daemon.outputs import Folders
-from daemon.settings import DashboardSettings, Settings
+from daemon.settings import DashboardSettings, Settings, routing
 from daemon.telemetry import Snapshot
 
 log = structlog.get_logger("cutout.dashboard")
@@ -67,7 +67,8 @@ def build_dashboard(
     dash = settings.dashboard
     exposed = not is_local(dash.bind)
     return Dashboard(
-        board=Board(folders=folders, queue=settings.queue, dashboard=dash, telemetry=telemetry),
+        board=Board(folders=folders, queue=settings.queue, dashboard=dash, telemetry=telemetry,
+                    routing=routing(settings)),
         thumbs=ThumbCache(folders.state / THUMBS_FOLDER, max_bytes=dash.thumbnail_cache_mb * 1_000_000,
                           max_pixels=settings.limits.max_pixels),
         access=Access(token=resolve_token(dash, state=folders.state), exposed=exposed),
