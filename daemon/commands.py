@@ -65,7 +65,7 @@ def cmd_watch(args: argparse.Namespace, settings: Settings, ctx: Context) -> int
         raise ConfigError(f"a daemon (pid {pid}) is already running on {folders.state}")
     # Before the model loads: a damaged queue is refused at once, an empty or missing one rebuilt.
     if settings.queue.store == "sqlite":
-        prepare_queue(folders)
+        prepare_queue(folders, routing=routing(settings))
     loaded = open_model(settings, ctx=ctx, progress=sys.stderr.isatty())
     log.info("model_loaded", model=str(loaded.spec), origin=loaded.origin, device=str(loaded.device.device),
              device_reason=loaded.device.reason)
@@ -132,7 +132,7 @@ def cmd_queue_init(args: argparse.Namespace, settings: Settings, ctx: Context) -
 def cmd_queue_rebuild(args: argparse.Namespace, settings: Settings, ctx: Context) -> int:
     from daemon.rebuild import rebuild_queue
 
-    report = rebuild_queue(folders_from(settings, ctx))
+    report = rebuild_queue(folders_from(settings, ctx), routing=routing(settings))
     for line in report.lines():
         print(line)
     config = shlex.quote(os.path.abspath(args.config)) if args.config else "F"

@@ -26,11 +26,12 @@ and renames the new one into place: a crash part-way leaves the old file (refuse
 again) or no file (rebuilt again), never an empty queue that would redo everything.
 The new queue learns:
 
-- the done set from the output folder: an input in the hot folder is done when the
-  output name the layout rules gave it holds a complete PNG written after the input
-  last changed (its mtime and its ctime, which a copy or move into the folder sets).
-  It is recorded with its current fingerprint and content hash and claims that
-  output name, so names stay stable and a re-drop of the same bytes is not redone.
+- the done set from the output folder: an input in the hot folder is done when every
+  file its recipes derive from the output name the layout rules gave it (the seed's PNG
+  alone without recipes) is complete and written after the input last changed (its
+  mtime and its ctime, which a copy or move into the folder sets). It is recorded with
+  its current fingerprint and content hash and claims those names, so names stay stable
+  and a re-drop of the same bytes is not redone.
   A cutout older than its input is stale: the input is processed again.
 - the failed set from the quarantine folder's `<name>.error.json` reports (their
   `file` is the original path), so `cutout retry` works on them.
@@ -61,6 +62,7 @@ from daemon.errors import ConfigError, QueueDamaged, QueueError
 from daemon.layout import candidate_outputs, claim_key, is_storable, iter_inputs
 from daemon.outputs import ERROR_SUFFIX, Folders
 from daemon.pipeline.formats import PNG_SIGNATURE, file_truncation
+from daemon.routing import SEED_ROUTING, Routing
 from daemon.store import DoneRecord, FailedRecord, Fingerprint
 from daemon.statedir import acquire_lock, daemon_pid, inspect_queue, open_job_queue, queue_path
 from daemon.watch import content_hash, is_candidate_name
@@ -72,14 +74,16 @@ SIDE_FILES = ("-wal", "-shm")
 BUILDING_SUFFIX = ".rebuilding"
 
 
-def prepare_queue(folders: Folders, *, clock: Callable[[], float] = time.time) -> RebuildReport | None:
+def prepare_queue(
+    folders: Folders, *, clock: Callable[[], float] = time.time, routing: Routing = SEED_ROUTING
+) -> RebuildReport | None:
     """At `cutout watch` start, before the model loads: refuse a damaged queue, rebuild an empty or missing one."""
     health = inspect_queue(queue_path(folders.state))
     if health.state == "damaged":
         raise QueueDamaged(health.path, health.problem)
     if health.state == "healthy":
         return None
-    report = rebuild_queue(folders, clock=clock)
+    report = rebuild_queue(folders, clock=clock, routing=routing)
     if health.state == "empty" or report.done or report.quarantined:
         log.warning("queue_rebuilt", previous=report.previous, moved_to=[str(p) for p in report.moved],
                     done=report.done, quarantined=report.quarantined, without_current_cutout=report.not_done)
@@ -110,7 +114,9 @@ class RebuildReport:
         ]
 
 
-def rebuild_queue(folders: Folders, *, clock: Callable[[], float] = time.time) -> RebuildReport:
+def rebuild_queue(
+    folders: Folders, *, clock: Callable[[], float] = time.time, routing: Routing = SEED_ROUTING
+) -> RebuildReport:
     """A fresh queue from the output and quarantine folders, the old file kept aside; never while a daemon runs."""
     path = queue_path(folders.state)
     if (pid := daemon_pid(folders.state)) is not None:
@@ -121,12 +127,12 @@ def rebuild_queue(folders: Folders, *, clock: Callable[[], float] = time.time) -
         )
     lock = acquire_lock(folders.state)  # also refuses a daemon that starts right now
     try:
-        return _rebuild(folders, path=path, clock=clock)
+        return _rebuild(folders, path=path, clock=clock, routing=routing)
     finally:
         lock.close()
 
 
-def _rebuild(folders: Folders, *, path: Path, clock: Callable[[], float]) -> RebuildReport:
+def _rebuild(folders: Folders, *, path: Path, clock: Callable[[], float], routing: Routing) -> RebuildReport:
     if not folders.input.is_dir():
         raise ConfigError(
             f"folders.input: hot folder {folders.input} does not exist, so the rebuild cannot tell which cutouts "
@@ -135,9 +141,10 @@ def _rebuild(folders: Folders, *, path: Path, clock: Callable[[], float]) -> Reb
     previous = _describe(path)
     building = path.with_name(path.name + BUILDING_SUFFIX)
     _remove_with_side_files(building)  # a rebuild that died part-way
-    adopted, not_done = adopt_outputs(folders)
+    adopted, not_done = adopt_outputs(folders, routing=routing)
     failed, notes = quarantined_jobs(folders, done={record.source for record in adopted})
     queue = open_job_queue(building, clock=clock)
+    queue.name_outputs(routing.extra_names)  # each done job claims every file its recipes wrote
     try:
         queue.bind_input(folders.input)
         queue.record_done(adopted)
@@ -187,29 +194,39 @@ def _remove_with_side_files(path: Path) -> None:
 
 
 # --- The done set: cutouts in the output folder ------------------------------------------------------
-def adopt_outputs(folders: Folders) -> tuple[list[DoneRecord], int]:
-    """Done records for inputs whose current cutout is in the output folder; and how many inputs have none."""
+def adopt_outputs(folders: Folders, *, routing: Routing = SEED_ROUTING) -> tuple[list[DoneRecord], int]:
+    """Done records for inputs whose recipes' current files are all in the output folder; and how
+    many inputs have none."""
     # A name that is not UTF-8 was never processed (it is refused as invalid_name): never done.
     inputs = sorted(rel for rel in iter_inputs(folders.input) if is_candidate_name(rel.name) and is_storable(rel))
     if not folders.output.is_dir():
         return [], len(inputs)
 
-    def current(source: PurePosixPath, output: PurePosixPath) -> bool:
-        return is_current_cutout(folders.input / source, folders.output / output)
+    def files(source: PurePosixPath, claimed: PurePosixPath) -> list[Path]:
+        return [folders.output / file.path for file in routing.files(source, claimed=claimed)]
 
-    pairs = pair_outputs(inputs, exists=lambda rel: (folders.output / rel).is_file(), current=current)
-    records = [r for source, output in pairs.items() if (r := _done_record(folders, source, output)) is not None]
+    def exists(source: PurePosixPath, claimed: PurePosixPath) -> bool:
+        return all(path.is_file() for path in files(source, claimed))
+
+    def current(source: PurePosixPath, claimed: PurePosixPath) -> bool:
+        return all(is_current_cutout(folders.input / source, path) for path in files(source, claimed))
+
+    pairs = pair_outputs(inputs, exists=exists, current=current)
+    records = [r for source, claimed in pairs.items()
+               if (r := _done_record(folders, source, claimed, files=files(source, claimed))) is not None]
     return records, len(inputs) - len(records)
 
 
 def pair_outputs(
     inputs: Iterable[PurePosixPath],
     *,
-    exists: Callable[[PurePosixPath], bool],
+    exists: Callable[[PurePosixPath, PurePosixPath], bool],
     current: Callable[[PurePosixPath, PurePosixPath], bool],
 ) -> dict[PurePosixPath, PurePosixPath]:
     """Which input each existing cutout belongs to, by the layout rules (daemon/layout.py).
 
+    `exists(source, claimed)` and `current(source, claimed)` answer for the files the input's
+    recipes derive from the claimed name (the seed's PNG alone without recipes).
     An input gets its own extension in the output name (`x.jpg` -> `x.jpg.png`, then
     `x.jpg.2.png`) only when another input held `x.png`; so such names are paired first,
     with the last of the run (the one given last). Then, in sorted order, each remaining
@@ -228,51 +245,58 @@ def pair_outputs(
             claimed.add(claim_key(displaced[-1]))
     for source in plain:
         name = next(candidate_outputs(source))
-        if claim_key(name) not in claimed and exists(name) and current(source, name):
+        if claim_key(name) not in claimed and exists(source, name) and current(source, name):
             pairs[source] = name
             claimed.add(claim_key(name))
     return pairs
 
 
-def _existing_run(source: PurePosixPath, *, exists: Callable[[PurePosixPath], bool]) -> Iterator[PurePosixPath]:
+def _existing_run(
+    source: PurePosixPath, *, exists: Callable[[PurePosixPath, PurePosixPath], bool]
+) -> Iterator[PurePosixPath]:
     """The own-extension output names of `source` that exist, up to the first one missing."""
     names = candidate_outputs(source)
     next(names)  # the plain name: shared by every input of that stem, no evidence of ownership
     for name in names:
-        if not exists(name):
+        if not exists(source, name):
             return
         yield name
 
 
 def is_current_cutout(source: Path, output: Path) -> bool:
-    """A complete PNG written after the input last changed (content: mtime; arrival by copy or move: ctime)."""
+    """A complete output file written after the input last changed (content: mtime; arrival by copy
+    or move: ctime)."""
     try:
         made, changed = output.stat(), source.stat()
     except OSError:
         return False
     if not S_ISREG(made.st_mode) or made.st_mtime_ns < max(changed.st_mtime_ns, changed.st_ctime_ns):
         return False
-    return _complete_png(output)
+    return _complete(output)
 
 
-def _complete_png(path: Path) -> bool:
+def _complete(path: Path) -> bool:
+    """A PNG that is one (signature) and whole; any other format whole as far as its structure tells."""
     try:
-        with open(path, "rb") as handle:
-            if handle.read(len(PNG_SIGNATURE)) != PNG_SIGNATURE:
-                return False
+        if path.suffix.lower() == ".png":
+            with open(path, "rb") as handle:
+                if handle.read(len(PNG_SIGNATURE)) != PNG_SIGNATURE:
+                    return False
         return file_truncation(path) is None
     except OSError:
         return False
 
 
-def _done_record(folders: Folders, source: PurePosixPath, output: PurePosixPath) -> DoneRecord | None:
+def _done_record(
+    folders: Folders, source: PurePosixPath, output: PurePosixPath, *, files: list[Path]
+) -> DoneRecord | None:
     path = folders.input / source
     fingerprint = Fingerprint.read(path)
     if fingerprint is None:
         return None
     try:
         digest = content_hash(path)
-        finished = (folders.output / output).stat().st_mtime
+        finished = max(path.stat().st_mtime for path in files)
     except OSError:  # gone while we looked: the daemon's scan decides about it
         return None
     if Fingerprint.read(path) != fingerprint:  # changed while hashed: the hash may be of neither version

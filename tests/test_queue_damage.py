@@ -399,7 +399,7 @@ def test_a_file_that_arrived_after_the_cutout_of_its_name_is_not_taken_for_done(
     made_after = {PurePosixPath("x.png")}  # the cutout is newer than x.png, older than x.jpg
     pairs = pair_outputs(
         [PurePosixPath("x.jpg"), PurePosixPath("x.png")],
-        exists=names.__contains__,
+        exists=lambda source, output: output in names,
         current=lambda source, output: source in made_after,
     )
     assert pairs == {PurePosixPath("x.png"): PurePosixPath("x.png")}

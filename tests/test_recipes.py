@@ -261,3 +261,30 @@ def test_an_input_named_like_anothers_mask_gets_its_own_files_and_overwrites_not
         "x-mask.jpg-mask.png", "x-mask.jpg.png", "x-mask.png", "x.png"]
     with Image.open(folders.output / "x.png") as cutout, Image.open(folders.output / "x-mask.png") as mask:
         assert np.array_equal(np.asarray(cutout)[..., 3], np.asarray(mask))  # x.jpg's matte, not x-mask.jpg's cutout
+
+
+def test_a_rebuilt_queue_adopts_what_each_recipe_wrote_and_claims_it(
+    folders: Folders, tmp_path: Path, clock: FakeClock
+) -> None:
+    from daemon.rebuild import rebuild_queue
+
+    rules = Routing(recipes={"default": Recipe(), "white": Recipe(format="jpeg", background="#ffffff"),
+                             "mask": Recipe(mask="only")},
+                    routes=[Route(match="shop/**", recipes=("white", "mask"))])
+    queue = JobQueue(folders.state / "queue.sqlite3", clock=clock)
+    for name in ("shop/x.jpg", "shop/y.jpg", "z.jpg"):
+        write_image(folders.input / name, subject_image(300, 400, BOX))
+        queue.offer(P(name), Fingerprint.of(folders.input / name))
+    _drain(_worker(folders, queue, rules, clock), queue)
+    queue.close()
+    (folders.output / "shop/y-mask.png").unlink()  # y lost one of its files: not done
+
+    report = rebuild_queue(folders, routing=rules)
+    assert (report.done, report.not_done) == (2, 1)
+    rebuilt = JobQueue(folders.state / "queue.sqlite3", clock=clock)
+    rebuilt.name_outputs(rules.extra_names)
+    assert {job.source.as_posix() for job in rebuilt.jobs(state="done")} == {"shop/x.jpg", "z.jpg"}
+    rebuilt.offer(P("shop/x-mask.jpg"), Fingerprint(1, 1))  # shop/x-mask.png is x.jpg's mask, adopted and claimed
+    job = rebuilt.get(P("shop/x-mask.jpg"))
+    assert job is not None and job.output == P("shop/x-mask.jpg.png")
+    rebuilt.close()
