@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import unicodedata
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 
 from daemon.pipeline.formats import is_image_name
@@ -76,18 +76,3 @@ def candidate_outputs(rel: PurePosixPath) -> Iterator[PurePosixPath]:
     while True:
         yield rel.with_name(f"{rel.name}.{count}{OUTPUT_SUFFIX}")
         count += 1
-
-
-def output_name(rel: PurePosixPath, *, is_taken: Callable[[str], bool]) -> PurePosixPath:
-    """The first candidate output name that nobody else has claimed."""
-    return next(c for c in candidate_outputs(rel) if not is_taken(claim_key(c)))
-
-
-def plan_outputs(inputs: Iterable[PurePosixPath]) -> dict[PurePosixPath, PurePosixPath]:
-    """Output names for a whole batch, claimed in sorted order."""
-    claimed: set[str] = set()
-    plan: dict[PurePosixPath, PurePosixPath] = {}
-    for rel in sorted(inputs):
-        plan[rel] = output_name(rel, is_taken=claimed.__contains__)
-        claimed.add(claim_key(plan[rel]))
-    return plan

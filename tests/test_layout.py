@@ -4,9 +4,17 @@ from __future__ import annotations
 
 from pathlib import Path, PurePosixPath
 
-from daemon.layout import iter_inputs, output_name, plan_outputs
+from itertools import islice
+
+from daemon.layout import candidate_outputs, iter_inputs
+from daemon.routing import SEED_ROUTING, plan_files
 
 P = PurePosixPath
+
+
+def plan_outputs(inputs: list[PurePosixPath]) -> dict[PurePosixPath, PurePosixPath]:
+    """The seed's one output per input, named as a batch names them (routing.plan_files)."""
+    return {rel: files[0].path for rel, files in plan_files(inputs, routing=SEED_ROUTING).items()}
 
 
 def test_inputs_are_found_recursively_skipping_hidden_files_folders_and_non_images(tmp_path: Path) -> None:
@@ -36,5 +44,5 @@ def test_an_input_named_like_a_fallback_gets_the_next_free_name() -> None:
 
 
 def test_the_counter_is_used_when_the_plain_and_extension_names_are_taken() -> None:
-    taken = {"x.png", "x.jpg.png", "x.jpg.2.png"}
-    assert output_name(P("X.JPG"), is_taken=taken.__contains__) == P("X.JPG.3.png")
+    assert list(islice(candidate_outputs(P("X.JPG")), 4)) == [P("X.png"), P("X.JPG.png"), P("X.JPG.2.png"),
+                                                               P("X.JPG.3.png")]
