@@ -44,7 +44,7 @@ FAMILY: dict[str, Family] = {
         Family(name="birefnet-lite", repo="ZhengPeng7/BiRefNet_lite", backbone="swin_v1_t", size=1024,
                speed="about 3x faster (Swin-T)", licence="MIT", use="a small Mac; a little less edge detail"),
         Family(name="birefnet-hr", repo="ZhengPeng7/BiRefNet_HR", backbone="swin_v1_l", size=2048,
-               speed="about 4x slower (2048 input)", licence="MIT", use="high-resolution product shots"),
+               speed="about 4x slower (estimate)", licence="MIT", use="high-resolution product shots"),
         Family(name="birefnet-matting", repo="ZhengPeng7/BiRefNet-matting", backbone="swin_v1_l", size=1024,
                speed="1x (Swin-L)", licence="MIT", use="soft edges: hair, fur, veils"),
         Family(name="birefnet-portrait", repo="ZhengPeng7/BiRefNet-portrait", backbone="swin_v1_l", size=1024,
