@@ -102,6 +102,7 @@ def _add_status(commands: Commands) -> None:
 def _add_retry(commands: Commands) -> None:
     retry = commands.add_parser("retry", help="send quarantined files back through the queue")
     _path_or_all(retry, path="a quarantined file (or its original path)", every="every quarantined file")
+    retry.add_argument("--reason", help="with --all: only the files quarantined for this reason (e.g. truncated)")
     retry.set_defaults(handler=cmd.cmd_retry)
 
 

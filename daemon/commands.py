@@ -96,12 +96,14 @@ def cmd_retry(args: argparse.Namespace, settings: Settings, ctx: Context) -> int
 
     if args.all == (args.path is not None):
         raise ConfigError("give either a quarantined file or --all")
+    if args.reason and not args.all:
+        raise ConfigError("--reason goes with --all: every quarantined file of that reason")
     outcomes = retry(folders_from(settings, ctx), target=args.path, every=args.all, queue_settings=settings.queue,
-                     routing=routing(settings))
+                     routing=routing(settings), reason=args.reason)
     for line in outcomes:
         print(line)
     if not outcomes:
-        print("nothing in quarantine")
+        print("nothing in quarantine" + (f" for the reason {args.reason}" if args.reason else ""))
     return EXIT_FAILED if any(line.startswith("skipped") for line in outcomes) else EXIT_OK
 
 

@@ -68,6 +68,19 @@ def test_retry_moves_the_file_back_and_queues_it(filled: tuple[Folders, list[str
     assert queue.counts()["pending"] == 2
 
 
+def test_retry_all_of_one_reason_leaves_the_other_reasons(
+    filled: tuple[Folders, list[str]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    folders, flags = filled
+    assert main(["retry", "--all", "--reason", "truncated", *flags]) == 0
+    assert capsys.readouterr().out == "nothing in quarantine for the reason truncated\n"  # dark.png stays
+    assert (folders.quarantine / "sub" / "dark.png").exists()
+    assert main(["retry", "--all", "--reason", "no_foreground", *flags]) == 0
+    assert "queued again: sub/dark.png" in capsys.readouterr().out
+    assert main(["retry", "sub/dark.png", "--reason", "x", *flags]) == 2
+    assert "--reason goes with --all" in capsys.readouterr().err
+
+
 def test_retry_of_an_unknown_file_is_a_clear_error(filled: tuple[Folders, list[str]], capsys: pytest.CaptureFixture[str]) -> None:
     _, flags = filled
     assert main(["retry", "nope.jpg", *flags]) == 2
