@@ -332,9 +332,9 @@ class SqlJobStore(ABC):
         nothing is, so that the suspect runs alone.
         """
         with self.db() as conn:
+            self._lock_names(conn)  # before any row's lock, in the order offer() takes them
             now = self._now(conn)
             self._return_lost_claims(conn, now=now)
-            self._lock_names(conn)  # before the row's lock, in the order offer() takes them
             row = conn.execute(
                 f"SELECT * FROM {self.JOBS} WHERE state = 'pending' AND retry_at <= :now"
                 f" ORDER BY suspect DESC, crashes + kills, retry_at, id LIMIT 1{self.FOR_UPDATE_SKIP_LOCKED}",
