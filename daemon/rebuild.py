@@ -144,7 +144,7 @@ def _rebuild(folders: Folders, *, path: Path, clock: Callable[[], float], routin
     adopted, not_done = adopt_outputs(folders, routing=routing)
     failed, notes = quarantined_jobs(folders, done={record.source for record in adopted})
     queue = open_job_queue(building, clock=clock)
-    queue.name_outputs(routing.extra_names)  # each done job claims every file its recipes wrote
+    queue.name_outputs(routing.name_deriver)  # each done job claims every file its recipes wrote
     try:
         queue.bind_input(folders.input)
         queue.record_done(adopted)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import re
 import unicodedata
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING
@@ -78,6 +78,15 @@ class Routing:
         """The names besides `claimed` that the store must claim for `rel`."""
         key = claim_key(claimed)
         return [file.path for file in self.files(rel, claimed=claimed) if claim_key(file.path) != key]
+
+    @property
+    def name_deriver(self) -> Callable[[PurePosixPath, PurePosixPath], list[PurePosixPath]] | None:
+        """`extra_names` for the store, or None when every recipe in use writes the seed's name alone."""
+        used = {DEFAULT_RECIPE, *(name for route in self.routes for name in route.recipes)}
+        sample = PurePosixPath("a/x.png")
+        seed_only = all([f.path for f in output_files(sample, recipes=self.recipes, names=(name,))] == [sample]
+                        for name in used)
+        return None if seed_only else self.extra_names
 
     def recipes_of(self, rel: PurePosixPath) -> list[Recipe]:
         return [self.recipes[name] for name in self.recipe_names(rel)]

@@ -169,7 +169,7 @@ class Daemon:
         self._held.enter_context(alongside(settings=self.settings, folders=self.folders, model=self.model_name,
                                            device=self.device, clock=self.clock))  # telemetry, dashboard, alerts
         self.queue = open_store(self.settings.queue, state=self.folders.state, clock=self.clock)
-        self.queue.name_outputs(routing(self.settings).extra_names)
+        self.queue.name_outputs(routing(self.settings).name_deriver)
         self._held.callback(self.queue.close)
         self._held.callback(self._log_stopped)  # last before the queue closes: it reads the counts
         self.queue.bind_input(self.folders.input)

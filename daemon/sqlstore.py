@@ -94,6 +94,8 @@ class SqlJobStore(ABC):
     NAMES: ClassVar[str]
     extra_names: ExtraNames = staticmethod(lambda source, claimed: ())
     """The names besides the seed's that `source`'s recipes derive from its claimed name."""
+    derives_names: bool = False
+    """Whether any recipe derives a name: only then does a claim re-claim its job's names."""
     FOR_UPDATE: ClassVar[str]
     """Appended to a SELECT of a row this transaction goes on to change."""
     FOR_UPDATE_SKIP_LOCKED: ClassVar[str]
@@ -126,9 +128,11 @@ class SqlJobStore(ABC):
     def _own_running(self) -> tuple[str, Params]:
         """The running rows `recover` judges: a WHERE condition and its parameters."""
 
-    def name_outputs(self, extra_names: ExtraNames) -> None:
-        """Which names besides the seed's each source's recipes write (the config's routes)."""
-        self.extra_names = extra_names
+    def name_outputs(self, extra_names: ExtraNames | None) -> None:
+        """Which names besides the seed's each source's recipes write (the config's routes);
+        None: no recipe writes any (the seed's output alone)."""
+        self.derives_names = extra_names is not None
+        self.extra_names = extra_names or SqlJobStore.extra_names
 
     # --- which hot folder ----------------------------------------------------------------------
     def remember_folders(self, folders: dict[str, Path]) -> None:
@@ -332,7 +336,8 @@ class SqlJobStore(ABC):
         nothing is, so that the suspect runs alone.
         """
         with self.db() as conn:
-            self._lock_names(conn)  # before any row's lock, in the order offer() takes them
+            if self.derives_names:
+                self._lock_names(conn)  # before any row's lock, in the order offer() takes them
             now = self._now(conn)
             self._return_lost_claims(conn, now=now)
             row = conn.execute(
@@ -344,7 +349,9 @@ class SqlJobStore(ABC):
                 return None
             # The claimer writes the files, so its recipes decide the names: the row's may have
             # been claimed under another config (an older start, `cutout retry` with another file).
-            self._reclaim(conn, _job(row))
+            # Without derived names the seed's name, held since the offer, is all it writes.
+            if self.derives_names:
+                self._reclaim(conn, _job(row))
             return _job(self._take(conn, row["id"], now=now))
 
     def _holds(self, conn: Sql, job: Job, *, state: State = "running") -> bool:

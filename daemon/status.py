@@ -140,7 +140,7 @@ def retry(
     """Send quarantined files back through the queue; one line per file saying what happened.
     `every` with a `reason`: only the files quarantined for that reason (the dashboard's "Retry all")."""
     queue = open_queue(folders.state, queue=queue_settings)
-    queue.name_outputs(routing.extra_names)  # a file taken up again claims its recipes' names
+    queue.name_outputs(routing.name_deriver)  # a file taken up again claims its recipes' names
     try:
         chosen = [job for job in queue.jobs(state="failed", limit=1_000_000) if job.quarantine is not None]
         if every and reason is not None:
@@ -161,7 +161,7 @@ def reprocess(
     """Done files (all, or those at or under `target` in the hot folder) through the queue again,
     with the recipes the config gives them now: what was queued, and what was left and why."""
     queue = open_queue(folders.state, queue=queue_settings)
-    queue.name_outputs(routing.extra_names)
+    queue.name_outputs(routing.name_deriver)
     try:
         done = [job for job in queue.jobs(state="done", limit=10_000_000) if _under(job, target, folders)]
         present = [job for job in done if (folders.input / job.source).is_file()]

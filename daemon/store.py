@@ -178,8 +178,9 @@ class JobStore(Protocol):
         """`cutout reprocess`: a done job back to pending, its names claimed as its recipes give
         them now; False if it is no longer done."""
 
-    def name_outputs(self, extra_names: ExtraNames) -> None:
-        """Which names besides the seed's each source's recipes write (the config's routes)."""
+    def name_outputs(self, extra_names: ExtraNames | None) -> None:
+        """Which names besides the seed's each source's recipes write (the config's routes);
+        None when no recipe writes any."""
 
     def known(self) -> dict[str, tuple[State, int, int]]: ...
 

@@ -215,7 +215,7 @@ def _drain(worker: Worker, queue: JobQueue) -> None:
 
 
 def _worker(folders: Folders, queue: JobQueue, rules: Routing, clock: FakeClock) -> Worker:
-    queue.name_outputs(rules.extra_names)
+    queue.name_outputs(rules.name_deriver)
     return Worker(model=BrightModel(), params=PipelineParams(), folders=folders, queue=queue,
                   queue_settings=QueueSettings(), policy="keep", in_flight=2, cpu_threads=2, clock=clock,
                   routing=rules)
@@ -282,9 +282,20 @@ def test_a_rebuilt_queue_adopts_what_each_recipe_wrote_and_claims_it(
     report = rebuild_queue(folders, routing=rules)
     assert (report.done, report.not_done) == (2, 1)
     rebuilt = JobQueue(folders.state / "queue.sqlite3", clock=clock)
-    rebuilt.name_outputs(rules.extra_names)
+    rebuilt.name_outputs(rules.name_deriver)
     assert {job.source.as_posix() for job in rebuilt.jobs(state="done")} == {"shop/x.jpg", "z.jpg"}
     rebuilt.offer(P("shop/x-mask.jpg"), Fingerprint(1, 1))  # shop/x-mask.png is x.jpg's mask, adopted and claimed
     job = rebuilt.get(P("shop/x-mask.jpg"))
     assert job is not None and job.output == P("shop/x-mask.jpg.png")
     rebuilt.close()
+
+
+def test_the_store_is_told_of_derived_names_only_when_a_recipe_in_use_writes_one() -> None:
+    from daemon.routing import SEED_ROUTING
+
+    assert SEED_ROUTING.name_deriver is None  # the seed's output alone: claims stay as cheap as before
+    deep = Routing(recipes={"default": Recipe(), "deep": Recipe(bit_depth=16), "web": Recipe(format="webp")},
+                   routes=[Route(match="a/**", recipes=("deep",))])
+    assert deep.name_deriver is None  # `web` is defined but no route uses it; `deep` writes x.png too
+    web = Routing(recipes=deep.recipes, routes=[Route(match="a/**", recipes=("web",))])
+    assert web.name_deriver is not None and web.name_deriver(P("a/x.jpg"), P("a/x.png")) == [P("a/x.webp")]
