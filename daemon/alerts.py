@@ -151,7 +151,7 @@ def redact_url(url: str) -> str:
 
 
 Poster = Callable[[str, bytes, dict[str, str]], int]
-"""POST `body` with `headers` to a URL; the HTTP status (raises OSError when nothing answered)."""
+"""POST `body` with `headers` to a URL; the HTTP status (raises WebhookUnreachable when nothing answered)."""
 
 
 class WebhookUnreachable(Exception):

@@ -95,8 +95,8 @@ def run_batch(
     if output_dir.is_dir():
         sweep_temp_files(output_dir)  # what a killed run was writing: never a finished output
     plan = plan_files(iter_inputs(input_dir), routing=routing)
-    done_before = [rel for rel, files in plan.items() if all((output_dir / f.path).is_file() for f in files)]
-    report = BatchReport(skipped=done_before if skip == "existing" else [])
+    report = BatchReport(skipped=[] if skip == "never" else [
+        rel for rel, files in plan.items() if all((output_dir / f.path).is_file() for f in files)])
     for rel in report.skipped:
         del plan[rel]
     start = clock()

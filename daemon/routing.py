@@ -108,14 +108,15 @@ def plan_files(inputs: Iterable[PurePosixPath], *, routing: Routing) -> dict[Pur
     claimed: set[str] = set()
     plan: dict[PurePosixPath, list[OutputFile]] = {}
     for rel in sorted(inputs):
-        base = next(c for c in candidate_outputs(rel) if not claimed & _keys(c, routing.extra_names(rel, c)))
-        claimed |= _keys(base, routing.extra_names(rel, base))
+        base, keys = next((c, k) for c in candidate_outputs(rel) if not claimed & (k := _keys(rel, c, routing)))
+        claimed |= keys
         plan[rel] = routing.files(rel, claimed=base)
     return plan
 
 
-def _keys(claimed: PurePosixPath, extra: Sequence[PurePosixPath]) -> set[str]:
-    return {claim_key(name) for name in (claimed, *extra)}
+def _keys(rel: PurePosixPath, candidate: PurePosixPath, routing: Routing) -> set[str]:
+    """The claim keys of every name `rel` would hold with `candidate` as its seed name."""
+    return {claim_key(name) for name in (candidate, *routing.extra_names(rel, candidate))}
 
 
 SEED_ROUTING = Routing(recipes={DEFAULT_RECIPE: Recipe()})

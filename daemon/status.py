@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import TextIO
@@ -133,15 +135,25 @@ def _print_fleet(workers: list[dict[str, object]], *, out: TextIO) -> None:
               f" last heard {w['seen_ago']:.0f} s ago", file=out)
 
 
+@contextmanager
+def steering(folders: Folders, *, queue_settings: QueueSettings, routing: Routing) -> Iterator[JobStore]:
+    """The existing queue, for a command that sends jobs back through it: a job taken up again
+    claims the names its recipes give now."""
+    queue = open_queue(folders.state, queue=queue_settings)
+    queue.name_outputs(routing.name_deriver)
+    try:
+        yield queue
+    finally:
+        queue.close()
+
+
 def retry(
     folders: Folders, *, target: Path | None, every: bool, queue_settings: QueueSettings = DEFAULT_QUEUE,
     routing: Routing = SEED_ROUTING, reason: str | None = None,
 ) -> list[str]:
     """Send quarantined files back through the queue; one line per file saying what happened.
     `every` with a `reason`: only the files quarantined for that reason (the dashboard's "Retry all")."""
-    queue = open_queue(folders.state, queue=queue_settings)
-    queue.name_outputs(routing.name_deriver)  # a file taken up again claims its recipes' names
-    try:
+    with steering(folders, queue_settings=queue_settings, routing=routing) as queue:
         chosen = [job for job in queue.jobs(state="failed", limit=1_000_000) if job.quarantine is not None]
         if every and reason is not None:
             chosen = [job for job in chosen if job.reason == reason]
@@ -150,8 +162,6 @@ def retry(
             if not chosen:
                 raise ConfigError(f"{target} is not a quarantined file of this daemon (see: cutout status)")
         return [_send_back(folders, queue, job) for job in chosen]
-    finally:
-        queue.close()
 
 
 def reprocess(
@@ -160,14 +170,10 @@ def reprocess(
 ) -> list[str]:
     """Done files (all, or those at or under `target` in the hot folder) through the queue again,
     with the recipes the config gives them now: what was queued, and what was left and why."""
-    queue = open_queue(folders.state, queue=queue_settings)
-    queue.name_outputs(routing.name_deriver)
-    try:
+    with steering(folders, queue_settings=queue_settings, routing=routing) as queue:
         done = [job for job in queue.jobs(state="done", limit=10_000_000) if _under(job, target, folders)]
         present = [job for job in done if (folders.input / job.source).is_file()]
         queued = sum(queue.redo(job) for job in present)
-    finally:
-        queue.close()
     lines = [f"queued again: {queued} file{'s' if queued != 1 else ''}"]
     if len(done) > len(present):
         lines.append(f"left: {len(done) - len(present)} whose original is no longer in the hot folder (archived or deleted)")

@@ -79,6 +79,11 @@ class TorchMatteModel:
         """The module's parameters' type: the input is cast to it; the matte is float32 whatever it is."""
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
 
+    def replaced(self, module: torch.nn.Module, *, dtype: torch.dtype | None = None) -> TorchMatteModel:
+        """The same model settings around another module (converted, compiled), at `dtype` if given."""
+        return TorchMatteModel(module, device=self.device, size=self.size, dtype=dtype or self.dtype,
+                               channels_last=self.memory_format == torch.channels_last)
+
     def predict(self, batch: FloatArray) -> FloatArray:
         """Forward, extract, force (S, S), sigmoid; one transfer of the final matte."""
         if batch.shape != (1, 3, self.size, self.size):

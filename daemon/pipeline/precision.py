@@ -68,8 +68,7 @@ def with_precision(
     """The model converted to `precision`, after its probe matte matched `reference` (float32's)."""
     if precision == "float32":
         return model
-    faster = TorchMatteModel(model.module.to(DTYPES[precision]), device=model.device, size=model.size,
-                             dtype=DTYPES[precision], channels_last=model.memory_format == torch.channels_last)
+    faster = model.replaced(model.module.to(DTYPES[precision]), dtype=DTYPES[precision])
     found = difference(reference, faster.predict(probe_batch(model.size)))
     if not found.within(tolerance):
         raise ModelLoadError(
@@ -87,8 +86,7 @@ def compiled(
     try:
         with warnings.catch_warnings():  # torch's own deprecation notices while it compiles: not ours to act on
             warnings.simplefilter("ignore", DeprecationWarning)
-            candidate = TorchMatteModel(torch.compile(model.module), device=model.device, size=model.size,  # type: ignore[arg-type]
-                                        dtype=model.dtype, channels_last=model.memory_format == torch.channels_last)
+            candidate = model.replaced(torch.compile(model.module))  # type: ignore[arg-type]
             found = difference(reference, candidate.predict(probe_batch(model.size)))
     except Exception as exc:  # any compiler failure (no C compiler, an unsupported op) means: stay eager
         return model, f"torch.compile failed on {model.device.type} ({type(exc).__name__}: {exc}); running uncompiled"

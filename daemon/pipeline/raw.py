@@ -117,6 +117,7 @@ def _libraw(name: str) -> Iterator[None]:
         raise TooLarge(f"{name}: LibRaw refused it as too large to decode ({_said(exc)})") from exc
     except (rawpy.LibRawUnsufficientMemoryError, rawpy.LibRawMemPoolOverflowError) as exc:
         raise MemoryError(f"{name}: LibRaw ran out of memory decoding it ({_said(exc)})") from exc
+    # rawpy itself raises the built-in exception for a colour filter layout it has no code for.
     except (rawpy.LibRawNotImplementedError, rawpy.NotSupportedError, NotImplementedError) as exc:
         raise Unsupported(
             f"{name}: LibRaw {libraw_version()} cannot decode this kind of RAW ({_said(exc)}): "
