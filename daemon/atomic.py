@@ -14,9 +14,12 @@ from __future__ import annotations
 
 import os
 import pwd
+import re
+import socket
 import stat
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -46,6 +49,17 @@ PRIVATE_DIR_MODE = 0o700
 TEMP_PREFIX = ".cutout-"
 TEMP_SUFFIX = ".tmp"
 """Temp names start with a dot (ignored by the watcher, hidden in Finder) and end in .tmp."""
+STALE_TEMP_SECONDS = 3600.0
+"""A temp file this old is abandoned whoever wrote it: a write takes seconds, and a writer
+frozen this long has lost its claim (its rename is fenced by the store)."""
+HOST_TAG = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:40] or "host"
+_WRITER = re.compile(r"\.cutout-(\d+)@([A-Za-z0-9-]+)-")
+
+
+def temp_prefix() -> str:
+    """`.cutout-<pid>@<host>-`: each temp name says who writes it, so that a sweep removes only
+    what a dead writer left (several daemons of a fleet share one output folder)."""
+    return f"{TEMP_PREFIX}{os.getpid()}@{HOST_TAG}-"
 
 
 def sync_file(fd: int) -> None:
@@ -92,7 +106,7 @@ def staged(path: Path, data: bytes, *, mode: int = FILE_MODE, durable: bool = Tr
     """`data` complete on the disk under a temp name beside `path`, for the block to rename into
     place when it decides to (the daemon: only if its claim on the job still holds). Whatever
     is left at the temp name when the block ends is removed."""
-    fd, temp = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=TEMP_SUFFIX, dir=path.parent)
+    fd, temp = tempfile.mkstemp(prefix=temp_prefix(), suffix=TEMP_SUFFIX, dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
@@ -109,15 +123,39 @@ def is_temp_name(name: str) -> bool:
     return name.startswith(TEMP_PREFIX) and name.endswith(TEMP_SUFFIX)
 
 
-def sweep_temp_files(root: Path) -> int:
-    """Remove temp files a killed process left behind (never a final name)."""
-    removed = 0
+def sweep_temp_files(root: Path, *, now: float | None = None) -> int:
+    """Remove the temp files that killed writers left behind (never a final name, never the
+    file a live writer is still writing, on this machine or another)."""
+    removed, now = 0, time.time() if now is None else now
     for folder, _, names in os.walk(root):
         for name in names:
-            if is_temp_name(name):
+            if is_temp_name(name) and _abandoned(Path(folder) / name, now=now):
                 (Path(folder) / name).unlink(missing_ok=True)
                 removed += 1
     return removed
+
+
+def _abandoned(path: Path, *, now: float) -> bool:
+    """Untagged (an earlier version's), or its writer on this machine is gone, or too old."""
+    writer = _WRITER.match(path.name)
+    if writer is None:
+        return True
+    try:
+        if now - path.lstat().st_mtime > STALE_TEMP_SECONDS:
+            return True
+    except FileNotFoundError:
+        return False  # its writer just renamed or removed it
+    return writer[2] == HOST_TAG and not _alive(int(writer[1]))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True
 
 
 def make_private_dir(path: Path) -> None:

@@ -20,7 +20,7 @@ from pathlib import Path, PurePosixPath
 
 from daemon import __version__
 from daemon.atomic import (
-    TEMP_PREFIX, TEMP_SUFFIX, access_problem, make_private_dir, staged, sync_dir, sync_file, write_atomic,
+    TEMP_SUFFIX, access_problem, make_private_dir, staged, sync_dir, sync_file, temp_prefix, write_atomic,
 )
 from daemon.errors import ConfigError, from_os_error
 from daemon.layout import NAME_MAX, name_bytes
@@ -231,7 +231,7 @@ def move_file(source: Path, target: Path) -> None:
 
 
 def _copy_across(source: Path, target: Path) -> None:
-    fd, temp = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=TEMP_SUFFIX, dir=target.parent)
+    fd, temp = tempfile.mkstemp(prefix=temp_prefix(), suffix=TEMP_SUFFIX, dir=target.parent)
     os.close(fd)
     try:
         shutil.copy2(source, temp)

@@ -175,9 +175,13 @@ class Worker:
     def _done(self, task: Task[_Claimed], prepared: Prepared, cutout: Cutout) -> None:
         job = task.key.job
         files = contents(self.routing.files(job.source, claimed=job.output), cutout.files)
-        with task.timer.stage("save"), staged_outputs(self.folders, files) as publish:
-            published = self.queue.finish(job, content_hash=prepared.sha256, publish=publish,
-                                          fingerprint=task.key.fingerprint or _stored(job))
+        # A worker whose claim was lost while it computed (frozen past its lease, say) never
+        # stages a file in the output folder; the lease renewed here covers the writing.
+        published = self.queue.heartbeat(job)
+        if published:
+            with task.timer.stage("save"), staged_outputs(self.folders, files) as publish:
+                published = self.queue.finish(job, content_hash=prepared.sha256, publish=publish,
+                                              fingerprint=task.key.fingerprint or _stored(job))
         # From here on the job is over for this worker: nothing below may send it back to on_failed.
         self._end_alone(job)
         if not published:

@@ -72,6 +72,48 @@ def test_a_worker_frozen_past_its_lease_publishes_nothing_and_the_later_claim_wi
     other.close()
 
 
+def test_a_worker_whose_claim_was_lost_never_stages_a_file_in_the_output_folder(
+    folders: Folders, postgres_url: str, clock: FakeClock
+) -> None:
+    """The late worker's result is dropped before it touches the output folder, so no reader
+    (nor a check of the folder right after the fleet is done) ever sees its temp file."""
+    inside, thaw = threading.Event(), threading.Event()
+    seen_at_publish: list[list[str]] = []
+
+    class FreezingModel(BrightModel):
+        def predict(self, batch: Any) -> Any:
+            inside.set()
+            thaw.wait(30)
+            return super().predict(batch)
+
+    class WatchedStore(PostgresStore):
+        def finish(self, job: Any, **kwargs: Any) -> bool:
+            seen_at_publish.append(sorted(p.name for p in folders.output.iterdir()))
+            return super().finish(job, **kwargs)
+
+    path = write_image(folders.input / "a.png", subject_image(60, 80, (20, 15, 60, 45)))
+    frozen_store = WatchedStore(postgres_url, worker="frozen", clock=clock, lease_seconds=LEASE)
+    other = PostgresStore(postgres_url, worker="other", clock=clock, lease_seconds=LEASE)
+    frozen_store.offer(P("a.png"), Fingerprint.of(path))
+    frozen = worker_on(frozen_store, folders, FreezingModel())
+    with capture_logs() as logs:
+        runner = threading.Thread(target=frozen.run_once)
+        runner.start()
+        wait_until(inside.is_set, what="the frozen worker inside the model")
+        clock.advance(LEASE + 1)
+        taken = other.claim()
+        assert taken is not None
+        thaw.set()
+        runner.join(timeout=30)
+        wait_until(lambda: frozen.stages.idle, what="the frozen worker's end")
+    frozen.close()
+    assert [e["outcome"] for e in logs if e["event"] == "job"] == ["claim_lost"]
+    assert not any(name.startswith(".cutout-") for names in seen_at_publish for name in names)
+    assert list(folders.output.iterdir()) == []
+    frozen_store.close()
+    other.close()
+
+
 def _config(tmp_path: Path, url: str, folders: Folders) -> Path:
     import yaml
 
