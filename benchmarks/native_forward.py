@@ -55,7 +55,8 @@ from benchmarks.machine import REPO, cpu_snapshot, load_average, machine_info, o
 from daemon.pipeline.birefnet import BiRefNet, build_birefnet
 from daemon.pipeline.inference import TorchMatteModel
 from daemon.pipeline.modelspec import FAMILY, Backbone, Family, Precision
-from daemon.pipeline.native import load_native, on_meta
+from daemon.pipeline.native import NativeCheckpoint, load_native, on_meta
+from daemon.pipeline.patchorder import PatchOrder, PatchOrderFinding
 from daemon.pipeline.precision import compiled, probe_batch, with_precision
 
 RESULT = REPO / "benchmarks" / "results" / "native_forward.json"
@@ -64,6 +65,9 @@ BACKBONES: tuple[Backbone, ...] = ("swin_v1_l", "swin_v1_t")
 LAYOUTS: dict[str, torch.memory_format] = {"channels_last": torch.channels_last, "contiguous": torch.contiguous_format}
 MB = 1e6
 T = TypeVar("T")
+ORDER: PatchOrder = "einops"
+"""The current checkpoints' patch order; speed and memory are the same in both orders."""
+RULE_ORDER = PatchOrderFinding(ORDER, "the benchmark's rule weights, built in the einops order")
 
 
 def family_of(backbone: Backbone) -> Family:
@@ -98,7 +102,7 @@ def write_rule_weights(backbone: Backbone, folder: Path) -> Path:
 
     path = folder / backbone / "model.safetensors"
     path.parent.mkdir(parents=True, exist_ok=True)
-    model = load_rule_weights(build_birefnet(backbone), backbone)
+    model = load_rule_weights(build_birefnet(backbone, patch_order=ORDER), backbone)
     save_file({key: tensor.contiguous() for key, tensor in model.state_dict().items()}, str(path))
     return path
 
@@ -116,7 +120,7 @@ def cpu_forward(backbone: Backbone, *, weights: Path, size: int, repeat: int) ->
     image = torch.from_numpy(probe_batch(size))
     rows = []
     for name, layout in LAYOUTS.items():
-        model = with_layout(load_native(family_of(backbone), weights=weights), layout)
+        model = with_layout(load_native(family_of(backbone), NativeCheckpoint(weights, RULE_ORDER)), layout)
         start = cpu_snapshot()
         with torch.inference_mode():
             logits, times = first_and_steady(lambda: model(image), repeat=repeat)
@@ -154,12 +158,12 @@ def load_once(way: str, *, backbone: Backbone, weights: Path) -> dict[str, Any]:
     before_peak = peak_rss_bytes()
 
     def native() -> torch.nn.Module:
-        model = load_native(family_of(backbone), weights=weights)
+        model = load_native(family_of(backbone), NativeCheckpoint(weights, RULE_ORDER))
         assert not on_meta(model)
         return model
 
     def naive() -> torch.nn.Module:
-        model = build_birefnet(backbone)
+        model = build_birefnet(backbone, patch_order=ORDER)
         model.load_state_dict(load_file(str(weights)), strict=True)
         return model
 
@@ -207,7 +211,7 @@ def accelerator() -> torch.device | None:
 def device_forward(device: torch.device, backbone: Backbone, *, weights: Path, size: int, repeat: int) -> list[dict[str, Any]]:
     """float32 eager, float16, bfloat16 and compiled (float32), through the daemon's own helpers.
     A variant's first call is the helper's (conversion or compilation, and the probe check)."""
-    module = load_native(family_of(backbone), weights=weights).to(device).to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    module = load_native(family_of(backbone), NativeCheckpoint(weights, RULE_ORDER)).to(device).to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     eager = TorchMatteModel(module, device=device, size=size, channels_last=True)
     batch = probe_batch(size)
     reference, times = first_and_steady(lambda: eager.predict(batch), repeat=repeat)

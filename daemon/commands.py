@@ -15,7 +15,7 @@ import structlog
 
 from daemon.context import Context, configured_folders, folders_from, open_model, state_dir, store_for
 from daemon.errors import ConfigError, QueueDamaged, QueueError
-from daemon.fetch import fetch_model, is_hub_model
+from daemon.fetch import fetch_model, is_hub_model, pinned_patch_order
 from daemon.service import commands as service_commands
 from daemon.settings import Settings, cpu_threads, image_options, in_flight, routing
 
@@ -68,7 +68,7 @@ def cmd_watch(args: argparse.Namespace, settings: Settings, ctx: Context) -> int
         prepare_queue(folders, routing=routing(settings))
     loaded = open_model(settings, ctx=ctx, progress=sys.stderr.isatty())
     log.info("model_loaded", model=str(loaded.spec), origin=loaded.origin, device=str(loaded.device.device),
-             device_reason=loaded.device.reason)
+             device_reason=loaded.device.reason, patch_order=loaded.patch_order)
     daemon = Daemon(settings=settings, folders=folders, model=loaded.model, device=str(loaded.device.device),
                     model_name=f"{loaded.spec}@{loaded.revision}" if loaded.revision else str(loaded.spec))
     install_signal_handlers(daemon)
@@ -164,16 +164,20 @@ def cmd_model_export(args: argparse.Namespace, settings: Settings, ctx: Context)
 
 
 def cmd_model_list(args: argparse.Namespace, settings: Settings, ctx: Context) -> int:
-    from daemon.pipeline.modelspec import FAMILY
+    from daemon.pipeline.modelspec import FAMILY, parse_model_spec
 
-    configured = str(settings.model.spec)
-    print(f"{'':2}{'name':<18} {'hub repository':<30} {'backbone':<9} {'size':>5}  {'speed':<28} {'licence':<7} use")
+    configured, store = str(settings.model.spec), store_for(settings, ctx)
+    print(f"{'':2}{'name':<18} {'hub repository':<30} {'backbone':<9} {'size':>5}  {'speed':<28} {'licence':<7} "
+          f"{'patches':<12} use")
     for family in FAMILY.values():
         mark = "* " if family.name == configured else "  "
+        patches = pinned_patch_order(parse_model_spec(family.name), store=store)
         print(f"{mark}{family.name:<18} {family.repo:<30} {family.backbone:<9} {family.size:>5}  {family.speed:<28} "
-              f"{family.licence:<7} {family.use}")
+              f"{family.licence:<7} {patches:<12} {family.use}")
     print("\n* the configured model. Each runs the built-in BiRefNet on its repository's model.safetensors (no "
-          "remote code).\nAlso: hf:<repo or folder> (the repository's own code, pinned) and a TorchScript file path.")
+          "remote code).\npatches: the decoder's patch order its pinned revision's birefnet.py uses (einops or "
+          "legacy; unknown: its own code runs; -: not fetched).\n"
+          "Also: hf:<repo or folder> (the repository's own code, pinned) and a TorchScript file path.")
     return EXIT_OK
 
 

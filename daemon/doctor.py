@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Literal, TextIO
 
 from daemon.errors import CutoutError, QueueError, ServiceError
-from daemon.fetch import ModelStore, is_hub_model, plan_load
+from daemon.fetch import ModelPin, ModelStore, is_hub_model, patch_order_for, plan_load
+from daemon.pipeline.modelspec import ModelSpec
 from daemon.loading import load_planned
 from daemon.outputs import Folders
 from daemon.pipeline.model import Accelerators, TorchAccelerators, choose_device
@@ -119,12 +120,21 @@ def check_model_cache(settings: Settings, *, store: ModelStore, config: Path | N
             return Check("model cache", "FAIL", f"{spec} has not been fetched and pinned", fix)
         pin = plan.pin
         return Check("model cache", "ok", f"{spec} pinned at {pin.revision} (fetched {pin.fetched_at}), "
-                     f"all {len(pin.files)} files in {store.cache}: loads offline")
+                     f"all {len(pin.files)} files in {store.cache}: loads offline{_patches(spec, pin, store=store)}")
 
     try:
         return probe()
     except CutoutError as exc:
         return Check("model cache", "FAIL", str(exc), fix)
+
+
+def _patches(spec: ModelSpec, pin: ModelPin, *, store: ModelStore) -> str:
+    """A family BiRefNet's decoder patch order, as the load will use it."""
+    if spec.kind != "native":
+        return ""
+    finding = patch_order_for(pin, store=store)
+    runs = f"{finding.order} patch order" if finding.order else "patch order unknown, so its own code runs"
+    return f"; {runs} ({finding.reason})"
 
 
 def check_model(settings: Settings, *, store: ModelStore, accelerators: Accelerators | None = None) -> Check:

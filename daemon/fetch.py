@@ -7,7 +7,11 @@ records the resolved commit in the pin file, `<state>/model-pin.json`:
     {"format": 1, "models": {"hf:ZhengPeng7/BiRefNet": {
         "repo": "ZhengPeng7/BiRefNet", "requested": null, "revision": "<40-hex commit>",
         "files": ["BiRefNet_config.py", "birefnet.py", "config.json", ...],
-        "cache": "/Users/me/.cache/huggingface/hub", "fetched_at": "2026-11-26T09:14:42+00:00"}}}
+        "cache": "/Users/me/.cache/huggingface/hub", "fetched_at": "2026-11-26T09:14:42+00:00",
+        "patch_order": {"order": "einops", "reason": "birefnet.py calls image2patches with ..."}}}}
+
+A family BiRefNet's pin also records its decoder's patch order, read from the revision's own
+`birefnet.py` as text (`daemon.pipeline.patchorder`): the weights alone cannot say it.
 
 `plan_load` then turns a start-up into: that commit, from the cache, offline; a config that
 names another revision is refused. The network sits behind one seam, `Downloader`.
@@ -15,6 +19,7 @@ names another revision is refused. The network sits behind one seam, `Downloader
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from collections.abc import Mapping
@@ -24,8 +29,9 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from daemon.atomic import make_private_dir, write_atomic
-from daemon.errors import ConfigError, ModelLoadError
+from daemon.errors import ConfigError, CutoutError, ModelLoadError
 from daemon.pipeline.modelspec import ModelSpec
+from daemon.pipeline.patchorder import CODE_FILE, PatchOrderFinding, patch_order_of_snapshot
 from daemon.settings import ModelSettings
 
 PIN_FILE_NAME = "model-pin.json"
@@ -43,13 +49,19 @@ class Snapshot:
 
 
 class Downloader(Protocol):
-    """Download (or find in `cache`) a hub repo at `revision` (None = default branch)."""
+    """Download (or find in `cache`) a hub repo at `revision` (None = default branch): every
+    file, or `only` those named."""
 
-    def __call__(self, *, repo: str, revision: str | None, cache: Path, progress: bool) -> Snapshot: ...
+    def __call__(
+        self, *, repo: str, revision: str | None, cache: Path, progress: bool, only: tuple[str, ...] | None = None
+    ) -> Snapshot: ...
 
 
-def hub_download(*, repo: str, revision: str | None, cache: Path, progress: bool) -> Snapshot:
-    """huggingface_hub's snapshot_download: resolves the ref, fetches every file, returns the snapshot."""
+def hub_download(
+    *, repo: str, revision: str | None, cache: Path, progress: bool, only: tuple[str, ...] | None = None
+) -> Snapshot:
+    """huggingface_hub's snapshot_download: resolves the ref, fetches every file (or `only`
+    those), returns the snapshot. Files already in the cache are not downloaded again."""
     from huggingface_hub import snapshot_download
     from huggingface_hub.utils.tqdm import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
 
@@ -57,7 +69,8 @@ def hub_download(*, repo: str, revision: str | None, cache: Path, progress: bool
     if not progress:
         disable_progress_bars()  # no bars in a service's log
     try:
-        folder = Path(snapshot_download(repo, revision=revision, cache_dir=cache))
+        folder = Path(snapshot_download(repo, revision=revision, cache_dir=cache,
+                                        allow_patterns=None if only is None else list(only)))
     except Exception as exc:  # OSError, ValueError, or the HTTP library's own errors (requests/httpx by version)
         raise ModelLoadError(_download_failed(repo, revision, exc)) from exc
     finally:
@@ -86,6 +99,9 @@ class ModelPin:
     files: tuple[str, ...]  # relative paths in the snapshot
     cache: str  # the hub cache it was fetched into (for messages)
     fetched_at: str
+    patch_order: PatchOrderFinding | None = None
+    """A family BiRefNet's decoder patch order, read at fetch; None for an `hf:` model, and for
+    a pin made by a version that did not record it (`pin_patch_order` completes it)."""
 
     @property
     def short(self) -> str:
@@ -100,7 +116,11 @@ class ModelPin:
     @classmethod
     def from_json(cls, model: str, data: Mapping[str, Any]) -> ModelPin:
         fields = {key: data[key] for key in ("repo", "requested", "revision", "cache", "fetched_at")}
-        return cls(model=model, files=tuple(data["files"]), **fields)
+        order = data.get("patch_order")
+        patches = None if order is None else PatchOrderFinding(order=order["order"], reason=str(order["reason"]))
+        if patches is not None and patches.order not in (None, "einops", "legacy"):
+            raise ValueError(f"unknown patch order {patches.order!r}")
+        return cls(model=model, files=tuple(data["files"]), patch_order=patches, **fields)
 
 
 def is_hub_model(spec: ModelSpec) -> bool:
@@ -160,7 +180,7 @@ class ModelStore:
     def _parse(self, model: str, entry: Any) -> ModelPin:
         try:
             pin = ModelPin.from_json(model, entry)
-        except (KeyError, TypeError) as exc:
+        except (KeyError, TypeError, ValueError) as exc:
             raise self._damaged(f"entry {model!r} lacks {exc}") from exc
         if not _COMMIT.fullmatch(str(pin.revision)):
             raise self._damaged(f"entry {model!r} has no commit hash")
@@ -196,7 +216,62 @@ def _pin_for(spec: ModelSpec, snapshot: Snapshot, *, requested: str | None, cach
     return ModelPin(
         model=str(spec), repo=spec.source, requested=requested, revision=snapshot.commit,
         files=files, cache=str(cache), fetched_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        patch_order=_read_patch_order(snapshot.folder) if spec.kind == "native" else None,
     )
+
+
+def _read_patch_order(folder: Path) -> PatchOrderFinding:
+    """What the downloaded revision's `birefnet.py` says; a repository without it is unknown."""
+    try:
+        finding = patch_order_of_snapshot(folder)
+    except OSError as exc:
+        raise ModelLoadError(f"cannot read {folder / CODE_FILE}: {exc.strerror or exc}") from exc
+    return finding or PatchOrderFinding(None, f"the repository has no {CODE_FILE}: its decoder's patch order cannot be told")
+
+
+# --- Pins made before the patch order was recorded ---------------------------------------------
+def patch_order_for(pin: ModelPin, *, store: ModelStore) -> PatchOrderFinding:
+    """The pin's patch order; for a pin made before it was recorded, read from the snapshot's
+    `birefnet.py` (the same commit, so the same answer). Refused when that file is not there."""
+    if pin.patch_order is not None:
+        return pin.patch_order
+    finding = patch_order_of_snapshot(store.snapshot(pin))
+    if finding is None:
+        raise ModelLoadError(
+            f"{pin.model} was pinned at {pin.revision} before cutout recorded which order its decoder stacks the "
+            f"image patches in, and its snapshot has no {CODE_FILE} to read it from: run `cutout model fetch "
+            f"--revision {pin.revision}` once with network access (it downloads that small file; the weights "
+            "are already in the cache and are not downloaded again)"
+        )
+    return finding
+
+
+def pinned_patch_order(spec: ModelSpec, *, store: ModelStore) -> str:
+    """A short answer for listings: the pinned revision's order, `unknown`, `not recorded` (a
+    pin of an older version), `-` (not fetched), or `damaged pin`."""
+    try:
+        pin = store.pin(spec)
+    except CutoutError:
+        return "damaged pin"
+    if pin is None:
+        return "-"
+    if pin.patch_order is None:
+        return "not recorded"
+    return pin.patch_order.order or "unknown"
+
+
+def complete_pin(pin: ModelPin, *, store: ModelStore, downloader: Downloader | None) -> ModelPin:
+    """A family pin made by an older version, with its patch order recorded: read from the
+    snapshot, or (given a `downloader`, network allowed) from `birefnet.py` alone downloaded at
+    the same commit (never the weights again). The pin's commit and request are kept."""
+    if pin.patch_order is not None:
+        return pin
+    if downloader is not None and patch_order_of_snapshot(store.snapshot(pin)) is None:
+        snapshot = downloader(repo=pin.repo, revision=pin.revision, cache=store.cache, progress=False, only=(CODE_FILE,))
+        pin = dataclasses.replace(pin, files=tuple(sorted({*pin.files, *_snapshot_files(snapshot.folder)})))
+    completed = dataclasses.replace(pin, patch_order=patch_order_for(pin, store=store))
+    store.record(completed)
+    return completed
 
 
 def _snapshot_files(folder: Path) -> tuple[str, ...]:

@@ -10,12 +10,12 @@ from __future__ import annotations
 import structlog
 
 import dataclasses
-from pathlib import Path
 
 from daemon.errors import ModelLoadError
-from daemon.fetch import Downloader, LoadPlan, ModelStore, fetch_model, plan_load
+from daemon.fetch import Downloader, LoadPlan, ModelStore, complete_pin, fetch_model, patch_order_for, plan_load
 from daemon.pipeline.modelspec import WEIGHTS_FILE
 from daemon.pipeline.model import DeviceChoice, LoadedModel, choose_device, load_model
+from daemon.pipeline.native import NativeCheckpoint
 from daemon.pipeline.precision import compiled, probe_batch, with_precision
 from daemon.settings import ModelSettings, Settings
 
@@ -23,16 +23,17 @@ log = structlog.get_logger("cutout.model")
 
 
 def load_planned(plan: LoadPlan, *, device: DeviceChoice, size: int, store: ModelStore | None = None) -> LoadedModel:
-    weights = _native_weights(plan, store=store)
+    checkpoint = _native_checkpoint(plan, store=store)
     loaded = load_model(plan.spec, device=device, revision=plan.revision, offline=plan.offline, size=size,
-                        weights=weights)
+                        checkpoint=checkpoint)
     if loaded.warning:
         log.warning("model_fallback", model=str(plan.spec), problem=loaded.warning)
     return loaded
 
 
-def _native_weights(plan: LoadPlan, *, store: ModelStore | None) -> Path | None:
-    """A family BiRefNet's weights file in its pinned snapshot (None: not fetched; load_model says so)."""
+def _native_checkpoint(plan: LoadPlan, *, store: ModelStore | None) -> NativeCheckpoint | None:
+    """A family BiRefNet's weights file in its pinned snapshot and its patch order (None: not
+    fetched; load_model says so)."""
     if plan.spec.kind != "native" or plan.pin is None or store is None:
         return None
     path = store.snapshot(plan.pin) / WEIGHTS_FILE
@@ -41,7 +42,7 @@ def _native_weights(plan: LoadPlan, *, store: ModelStore | None) -> Path | None:
             f"{plan.spec.source} @ {plan.pin.short} has no {WEIGHTS_FILE} in {path.parent}: run `cutout model fetch` "
             f"again, or use hf:{plan.spec.source} (its own code)"
         )
-    return path
+    return NativeCheckpoint(weights=path, patch_order=patch_order_for(plan.pin, store=store))
 
 
 def tuned(loaded: LoadedModel, *, model: ModelSettings) -> LoadedModel:
@@ -73,6 +74,11 @@ def open_model(
         pin = fetch_model(model.spec, revision=model.revision, store=store, downloader=downloader, progress=progress)
         log.info("model_pinned", model=str(model.spec), revision=pin.revision, pin_file=str(store.pin_file))
         plan = plan_load(model, store=store)
+    elif plan.pin is not None and plan.spec.kind == "native" and plan.pin.patch_order is None:
+        # Pinned by a version that did not record the patch order: record it now, from the
+        # snapshot's code (or, network allowed, that file downloaded at the same commit).
+        downloads = None if settings.model.offline else downloader
+        plan = dataclasses.replace(plan, pin=complete_pin(plan.pin, store=store, downloader=downloads))
     chosen = choose_device(device or settings.model.device)
     loaded = load_planned(plan, device=chosen, size=settings.pipeline.target_size, store=store)
     return tuned(loaded, model=settings.model)

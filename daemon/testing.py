@@ -84,13 +84,17 @@ def repo_folder(cache: Path, repo: str) -> Path:
     return cache / f"models--{repo.replace('/', '--')}"
 
 
-def lay_out_snapshot(cache: Path, *, repo: str, commit: str, source: Path, ref: str | None) -> Path:
-    """Copy `source`'s files into the cache as the snapshot of `commit`, exactly as huggingface_hub
-    lays it out (blobs by sha256, snapshot files as relative symlinks into them); point `ref` at it."""
+def lay_out_snapshot(
+    cache: Path, *, repo: str, commit: str, source: Path, ref: str | None, only: tuple[str, ...] | None = None
+) -> Path:
+    """Copy `source`'s files (or `only` those) into the cache as the snapshot of `commit`, exactly
+    as huggingface_hub lays it out (blobs by sha256, snapshot files as relative symlinks into
+    them); point `ref` at it."""
     storage = repo_folder(cache, repo)
     snapshot = storage / "snapshots" / commit
     for path in sorted(p for p in source.rglob("*") if p.is_file()):
-        _link_blob(storage, snapshot / path.relative_to(source), data=path.read_bytes())
+        if only is None or path.relative_to(source).as_posix() in only:
+            _link_blob(storage, snapshot / path.relative_to(source), data=path.read_bytes())
     if ref is not None:
         (storage / "refs").mkdir(parents=True, exist_ok=True)
         (storage / "refs" / ref).write_text(commit)  # no newline, like huggingface_hub
@@ -113,13 +117,18 @@ class FakeHub:
     trees: dict[str, Path]  # commit -> folder with that revision's files
     refs: dict[str, str] = field(default_factory=lambda: {"main": COMMIT_A})
     calls: list[tuple[str, str | None, bool]] = field(default_factory=list)
+    only: list[tuple[str, ...] | None] = field(default_factory=list)
+    """Each call's `only` (None: the whole snapshot)."""
 
-    def __call__(self, *, repo: str, revision: str | None, cache: Path, progress: bool) -> Snapshot:
+    def __call__(
+        self, *, repo: str, revision: str | None, cache: Path, progress: bool, only: tuple[str, ...] | None = None
+    ) -> Snapshot:
         self.calls.append((repo, revision, progress))
+        self.only.append(only)
         wanted = revision or "main"
         commit = wanted if _COMMIT.fullmatch(wanted) else self.refs[wanted]
         ref = None if commit == wanted else wanted
-        folder = lay_out_snapshot(cache, repo=repo, commit=commit, source=self.trees[commit], ref=ref)
+        folder = lay_out_snapshot(cache, repo=repo, commit=commit, source=self.trees[commit], ref=ref, only=only)
         return Snapshot(commit=commit, folder=folder)
 
 

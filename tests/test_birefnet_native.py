@@ -1,11 +1,14 @@
 """The package's own BiRefNet (`daemon.pipeline.birefnet`) against the reference.
 
-The reference is the hub's single-file BiRefNet, through the golden fixtures
-(`tests/fixtures/birefnet-golden/`, README there): its exact state_dict keys, and its
-outputs with weights filled by a rule from the key names. Those prove the whole network;
+The references, through the golden fixtures (`tests/fixtures/birefnet-golden/`, README
+there): the exact state_dict keys, and the outputs with weights filled by a rule from the
+key names, of two codes that differ only in the decoder's image-patch order: RMBG-2.0's
+single-file hub BiRefNet (legacy order) and the GitHub reference (einops order, what the
+current ZhengPeng7 checkpoints need). Those prove the whole network in both orders;
 the fast tests below pin down the parts that goldens at two sizes cannot reach: torchvision's
 sampling rule for the deformable convolution at the image's edges, window geometry at odd
-sizes, batches, and memory formats.
+sizes, batches, memory formats, and each patch order's channel layout against its own
+definition (einops itself; the legacy loop).
 """
 
 from __future__ import annotations
@@ -16,9 +19,12 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from einops import rearrange
 
 from daemon.pipeline.birefnet import Backbone, BiRefNet, build_birefnet, key_differences
 from daemon.pipeline.birefnet import deform
+from daemon.pipeline.birefnet.decoder import PATCH_STACKERS
+from daemon.pipeline.patchorder import PATCH_ORDERS, PatchOrder
 from daemon.pipeline.birefnet.swin import SwinShape
 from daemon.pipeline.birefnet.windows import partition, shift_mask, window_layout
 from tests.birefnet_weights import GOLDEN, golden_input, load_rule_weights, reference_keys
@@ -37,7 +43,7 @@ LOGITS_TOLERANCE = 1e-5
 # --- The checkpoint's keys -----------------------------------------------------------------
 @pytest.mark.parametrize("backbone", BACKBONES)
 def test_the_state_dict_has_exactly_the_reference_keys_shapes_and_dtypes(backbone: Backbone) -> None:
-    model = build_birefnet(backbone, device="meta")
+    model = build_birefnet(backbone, patch_order="einops", device="meta")
     ours = [(key, list(value.shape), str(value.dtype).removeprefix("torch.")) for key, value in model.state_dict().items()]
     theirs = [(key, spec["shape"], spec["dtype"]) for key, spec in reference_keys(backbone).items()]
     assert ours == theirs
@@ -45,7 +51,7 @@ def test_the_state_dict_has_exactly_the_reference_keys_shapes_and_dtypes(backbon
 
 
 def test_key_differences_name_what_is_missing_unexpected_and_reshaped() -> None:
-    model = build_birefnet("swin_v1_t", device="meta")
+    model = build_birefnet("swin_v1_t", patch_order="einops", device="meta")
     checkpoint = {key: spec["shape"] for key, spec in reference_keys("swin_v1_t").items()}
     del checkpoint["decoder.conv_out1.0.bias"]
     checkpoint["decoder.refiner.weight"] = [1]
@@ -62,7 +68,7 @@ def test_key_differences_name_what_is_missing_unexpected_and_reshaped() -> None:
 
 def test_an_unknown_backbone_is_refused_by_name() -> None:
     with pytest.raises(ValueError, match="swin_v1_b"):
-        build_birefnet("swin_v1_b", device="meta")  # type: ignore[arg-type]
+        build_birefnet("swin_v1_b", patch_order="einops", device="meta")  # type: ignore[arg-type]
 
 
 # --- Deformable convolution: torchvision's rule ------------------------------------------------
@@ -158,10 +164,10 @@ def test_the_shift_mask_is_the_reference_one(height: int, width: int, window: in
 
 
 # --- The whole network, small -------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def tiny() -> Iterator[BiRefNet]:
+@pytest.fixture(scope="module", params=PATCH_ORDERS)
+def tiny(request: pytest.FixtureRequest) -> Iterator[BiRefNet]:
     torch.manual_seed(0)
-    yield BiRefNet(TINY).eval()
+    yield BiRefNet(TINY, patch_order=request.param).eval()
 
 
 @pytest.mark.parametrize(("height", "width"), [(64, 64), (160, 96)])
@@ -196,27 +202,76 @@ def test_the_memory_format_changes_no_number(tiny: BiRefNet) -> None:
 def test_sizes_first_seen_in_inference_mode_still_run_with_autograd() -> None:
     """The per-size caches (window layouts, sampling grids) are built as normal tensors."""
     torch.manual_seed(0)
-    model, image = BiRefNet(TINY).eval(), torch.randn(1, 3, 64, 64)
+    model, image = BiRefNet(TINY, patch_order="einops").eval(), torch.randn(1, 3, 64, 64)
     with torch.inference_mode():
         model(image)
     model(image).sum().backward()
     assert model.decoder.conv_out1[0].weight.grad is not None
 
 
+# --- The image patches: each order against its own definition ----------------------------------
+def _legacy_patches(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """The legacy `get_patches_batch` as a loop: split into columns, each column into rows, and
+    stack the patches on channels in that order (each patch's colours together)."""
+    rows, cols = image.shape[-2] // size[0], image.shape[-1] // size[1]
+    patches = [patch for column in image.chunk(cols, dim=-1) for patch in column.chunk(rows, dim=-2)]
+    return torch.cat(patches, dim=1)
+
+
+@pytest.mark.parametrize(("height", "width", "size"), [(64, 64, (16, 16)), (64, 96, (16, 16)), (48, 80, (24, 16))])
+def test_the_einops_order_is_the_github_references_rearrange(height: int, width: int, size: tuple[int, int]) -> None:
+    image = torch.randn(2, 3, height, width)
+    expected = rearrange(image, "b c (hg h) (wg w) -> b (c hg wg) h w", hg=height // size[0], wg=width // size[1])
+    assert torch.equal(PATCH_STACKERS["einops"](image, size), expected)
+
+
+@pytest.mark.parametrize(("height", "width", "size"), [(64, 64, (16, 16)), (64, 96, (16, 16)), (48, 80, (24, 16))])
+def test_the_legacy_order_is_get_patches_batch(height: int, width: int, size: tuple[int, int]) -> None:
+    image = torch.randn(2, 3, height, width)
+    assert torch.equal(PATCH_STACKERS["legacy"](image, size), _legacy_patches(image, size))
+
+
+def test_the_two_patch_orders_stack_the_same_patches_in_different_channels() -> None:
+    image = torch.randn(1, 3, 64, 64)
+    einops, legacy = PATCH_STACKERS["einops"](image, (16, 16)), PATCH_STACKERS["legacy"](image, (16, 16))
+    assert not torch.equal(einops, legacy)
+    assert torch.equal(einops.flatten(2).sort(dim=1).values, legacy.flatten(2).sort(dim=1).values)
+
+
+def test_the_model_stacks_patches_in_the_order_it_was_built_with() -> None:
+    torch.manual_seed(0)
+    einops = BiRefNet(TINY, patch_order="einops").eval()
+    legacy = BiRefNet(TINY, patch_order="legacy").eval()
+    legacy.load_state_dict(einops.state_dict())
+    image = torch.randn(1, 3, 64, 64)
+    with torch.inference_mode():
+        assert (einops(image) - legacy(image)).abs().max() > 1e-3  # same weights, other channels
+    assert einops.decoder.patch_order == "einops" and legacy.decoder.patch_order == "legacy"
+
+
 # --- The golden numbers -------------------------------------------------------------------------
+GOLDEN_LOGITS: dict[PatchOrder, str] = {"legacy": "out_256.npy", "einops": "einops/out_256.npy"}
+
+
 @pytest.fixture(scope="module", params=[pytest.param("swin_v1_l", marks=pytest.mark.slow),
                                         pytest.param("swin_v1_t", marks=pytest.mark.slow)])  # 44 M weights to draw: seconds
-def golden_model(request: pytest.FixtureRequest) -> Iterator[tuple[str, BiRefNet]]:
+def golden_models(request: pytest.FixtureRequest) -> Iterator[tuple[str, dict[PatchOrder, BiRefNet]]]:
+    """The rule's weights drawn once, shared by a model of each patch order."""
     backbone: Backbone = request.param
-    model = build_birefnet(backbone)
-    load_rule_weights(model, backbone)
-    yield backbone, model
+    einops = build_birefnet(backbone, patch_order="einops")
+    load_rule_weights(einops, backbone)
+    legacy = build_birefnet(backbone, patch_order="legacy", device="meta")
+    legacy.load_state_dict(einops.state_dict(), strict=True, assign=True)
+    yield backbone, {"einops": einops, "legacy": legacy.eval()}
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(120)
-def test_encoder_maps_and_every_prediction_match_the_reference_at_128(golden_model: tuple[str, BiRefNet]) -> None:
-    backbone, model = golden_model
+def test_encoder_maps_and_every_prediction_match_the_legacy_reference_at_128(
+    golden_models: tuple[str, dict[PatchOrder, BiRefNet]],
+) -> None:
+    backbone, models = golden_models
+    model = models["legacy"]
     golden = np.load(GOLDEN / backbone / "encoder_128.npz")
     image, stride = golden_input(128), int(golden["channel_stride"])
     with torch.inference_mode():
@@ -229,14 +284,33 @@ def test_encoder_maps_and_every_prediction_match_the_reference_at_128(golden_mod
         np.testing.assert_allclose(ours.numpy(), golden[f"pred{index}"], rtol=0, atol=LOGITS_TOLERANCE, err_msg=f"pred{index}")
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(120)
-def test_the_logits_match_the_reference_at_256(golden_model: tuple[str, BiRefNet]) -> None:
-    """Fast for Swin-T (about a second: drawing its 44 M weights, one forward); Swin-L's
-    220 M weights take five seconds to draw, so that one is slow."""
-    backbone, model = golden_model
+def test_the_einops_order_matches_the_github_reference_at_128(golden_models: tuple[str, dict[PatchOrder, BiRefNet]]) -> None:
+    """The encoder maps are the same in both orders (encoder_128.npz, above); the GitHub
+    reference returns the final logits alone in eval mode."""
+    backbone, models = golden_models
     with torch.inference_mode():
-        logits = model(golden_input(256))
-    np.testing.assert_allclose(logits.numpy(), np.load(GOLDEN / backbone / "out_256.npy"), rtol=0, atol=LOGITS_TOLERANCE)
+        logits = models["einops"](golden_input(128))
+    expected = np.load(GOLDEN / backbone / "einops" / "preds_128.npz")["pred0"]
+    np.testing.assert_allclose(logits.numpy(), expected, rtol=0, atol=LOGITS_TOLERANCE)
+
+
+@pytest.mark.timeout(120)
+def test_each_patch_order_matches_its_reference_at_256_and_never_the_others(
+    golden_models: tuple[str, dict[PatchOrder, BiRefNet]],
+) -> None:
+    """Both orders' files, both models: a model matches its own order's logits within 1e-5 and
+    misses the other order's by far more (measured: 0.34 at most, std 0.5), so the two orders
+    can never be confused unnoticed. Swin-L's 220 M weights take seconds to draw: slow."""
+    backbone, models = golden_models
+    expected = {order: np.load(GOLDEN / backbone / name) for order, name in GOLDEN_LOGITS.items()}
+    for order, model in models.items():
+        with torch.inference_mode():
+            logits = model(golden_input(256)).numpy()
+        np.testing.assert_allclose(logits, expected[order], rtol=0, atol=LOGITS_TOLERANCE, err_msg=order)
+        other: PatchOrder = "legacy" if order == "einops" else "einops"
+        assert np.abs(logits - expected[other]).max() > 100 * LOGITS_TOLERANCE, f"{order} also matches {other}"
 
 
 @pytest.mark.slow
@@ -244,7 +318,7 @@ def test_the_logits_match_the_reference_at_256(golden_model: tuple[str, BiRefNet
 def test_the_lite_model_runs_at_the_pipeline_size() -> None:
     """1088², the seed's size: 34² deepest maps, every stage padded to whole windows."""
     torch.manual_seed(0)
-    model = build_birefnet("swin_v1_t")
+    model = build_birefnet("swin_v1_t", patch_order="einops")
     with torch.inference_mode():
         logits = model(torch.randn(1, 3, 1088, 1088))
     assert logits.shape == (1, 1, 1088, 1088) and bool(torch.isfinite(logits).all())

@@ -19,12 +19,14 @@ from daemon.pipeline.birefnet import BiRefNet, build_birefnet
 from daemon.pipeline.inference import TorchMatteModel
 from daemon.pipeline.model import DeviceChoice, load_model
 from daemon.pipeline.modelspec import FAMILY, ModelSpec, parse_model_spec
-from daemon.pipeline.native import CheckpointMismatch, checkpoint_shapes, load_native, on_meta
+from daemon.pipeline.native import CheckpointMismatch, NativeCheckpoint, checkpoint_shapes, load_native, on_meta
+from daemon.pipeline.patchorder import PatchOrderFinding
 from daemon.pipeline.precision import Tolerance, compiled, difference, probe_batch, with_precision
 from daemon.settings import load_settings
 from tests import birefnet_weights
 
 CPU = DeviceChoice(torch.device("cpu"), "cpu requested")
+EINOPS = PatchOrderFinding("einops", "the test's weights are the einops model's")
 
 
 # --- the family ------------------------------------------------------------------------------------
@@ -56,7 +58,7 @@ def test_a_faster_precision_on_the_cpu_is_refused_with_the_reason(tmp_path: Path
 
 # --- loading the built-in model from a weights file --------------------------------------------------
 def _rule_weights(tmp_path: Path, backbone: str) -> tuple[Path, torch.nn.Module]:
-    model = birefnet_weights.load_rule_weights(build_birefnet(backbone), backbone)  # type: ignore[arg-type]
+    model = birefnet_weights.load_rule_weights(build_birefnet(backbone, patch_order="einops"), backbone)  # type: ignore[arg-type]
     path = tmp_path / "model.safetensors"
     save_file({key: value.contiguous() for key, value in model.state_dict().items()}, str(path))
     return path, model
@@ -67,7 +69,7 @@ def test_the_lite_model_loads_strictly_from_a_hub_weights_file_and_computes_as_t
     tmp_path: Path,
 ) -> None:
     weights, reference = _rule_weights(tmp_path, "swin_v1_t")
-    loaded = load_native(FAMILY["birefnet-lite"], weights=weights)
+    loaded = load_native(FAMILY["birefnet-lite"], NativeCheckpoint(weights, EINOPS))
     assert on_meta(loaded) == []  # every parameter and buffer got a value
     batch = birefnet_weights.golden_input(64)
     with torch.inference_mode():
@@ -78,7 +80,7 @@ def test_the_lite_model_loads_strictly_from_a_hub_weights_file_and_computes_as_t
 @pytest.mark.slow
 def test_load_model_runs_the_native_lite_model_as_a_matte_model(tmp_path: Path) -> None:
     weights, _ = _rule_weights(tmp_path, "swin_v1_t")
-    loaded = load_model(parse_model_spec("birefnet-lite"), device=CPU, size=64, weights=weights)
+    loaded = load_model(parse_model_spec("birefnet-lite"), device=CPU, size=64, checkpoint=NativeCheckpoint(weights, EINOPS))
     assert loaded.warning is None and "built-in BiRefNet" in loaded.origin
     matte = loaded.model.predict(probe_batch(64))
     assert matte.shape == (64, 64) and matte.dtype == np.float32 and 0.0 <= matte.min() <= matte.max() <= 1.0
@@ -89,7 +91,7 @@ def test_a_checkpoint_that_does_not_fit_names_its_keys_before_anything_loads(tmp
     save_file({"bb.renamed.weight": torch.zeros(2, 2), "decoder.conv_out1.0.weight": torch.zeros(1, 3)}, str(weights))
     assert checkpoint_shapes(weights) == {"bb.renamed.weight": [2, 2], "decoder.conv_out1.0.weight": [1, 3]}
     with pytest.raises(CheckpointMismatch) as caught:
-        load_native(FAMILY["birefnet-lite"], weights=weights)
+        load_native(FAMILY["birefnet-lite"], NativeCheckpoint(weights, EINOPS))
     message = str(caught.value)
     assert "1 unexpected: bb.renamed.weight" in message and "with another shape: decoder.conv_out1.0.weight" in message
     assert "missing: " in message
@@ -102,7 +104,7 @@ def test_a_checkpoint_that_does_not_fit_falls_back_to_the_hubs_own_code_never_to
     weights = tmp_path / "model.safetensors"
     save_file({"renamed.weight": torch.zeros(1)}, str(weights))
     spec = ModelSpec("native", str(hf_model_dir), "birefnet-lite")  # its hub repo: here a local folder
-    loaded = load_model(spec, device=CPU, size=64, weights=weights)
+    loaded = load_model(spec, device=CPU, size=64, checkpoint=NativeCheckpoint(weights, EINOPS))
     assert loaded.warning is not None and "unexpected: renamed.weight" in loaded.warning
     assert "loaded the hub's own code" in loaded.warning and "its own code" in loaded.origin
     assert not isinstance(loaded.model.module, BiRefNet)  # the tiny hub model's own class
@@ -110,7 +112,7 @@ def test_a_checkpoint_that_does_not_fit_falls_back_to_the_hubs_own_code_never_to
 
 def test_an_unfetched_family_model_says_to_fetch_it() -> None:
     with pytest.raises(ModelLoadError, match="not fetched yet: run `cutout model fetch`"):
-        load_model(parse_model_spec("birefnet"), device=CPU, size=64, weights=None)
+        load_model(parse_model_spec("birefnet"), device=CPU, size=64, checkpoint=None)
 
 
 # --- precision and compile ---------------------------------------------------------------------------
@@ -192,17 +194,33 @@ def test_a_family_model_is_fetched_and_pinned_and_loads_offline_into_the_built_i
 ) -> None:
     from daemon.cli import main
     from daemon.context import open_model
-    from tests.fake_hub import BROKEN_MODEL_CODE, COMMIT_A
+    from tests.fake_hub import COMMIT_A
+    from tests.hub_code import EINOPS_CODE
 
     tree = tmp_path / "hub-tree"
     tree.mkdir()
     _rule_weights(tree, "swin_v1_t")
-    (tree / "birefnet.py").write_text(BROKEN_MODEL_CODE)  # the repository's code: fetched, never run
+    (tree / "birefnet.py").write_text(EINOPS_CODE)  # the repository's code: read for its patch order, never run
     ctx, config, _ = _family_context(tmp_path, {COMMIT_A: tree})
     assert main(["model", "fetch", "--config", str(config)], context=ctx) == 0
     loaded = open_model(load_settings(config), ctx=ctx)  # type: ignore[arg-type]
-    assert loaded.revision == COMMIT_A and "built-in BiRefNet" in loaded.origin and loaded.warning is None
-    assert isinstance(loaded.model.module, BiRefNet) and loaded.model.predict(probe_batch(64)).shape == (64, 64)
+    assert loaded.revision == COMMIT_A and "built-in BiRefNet, einops patch order" in loaded.origin
+    assert loaded.warning is None and loaded.patch_order == "einops"
+    assert isinstance(loaded.model.module, BiRefNet) and loaded.model.module.decoder.patch_order == "einops"
+    assert loaded.model.predict(probe_batch(64)).shape == (64, 64)
+
+
+@pytest.mark.slow  # Swin-T weights drawn, transformers' loading machinery: seconds
+def test_a_checkpoint_whose_code_tells_no_patch_order_runs_the_hubs_own_code_and_says_why(
+    tmp_path: Path, hf_model_dir: Path
+) -> None:
+    weights, _ = _rule_weights(tmp_path, "swin_v1_t")  # the keys fit: only the order is unknown
+    unknown = PatchOrderFinding(None, "birefnet.py calls neither ...: its decoder's patch order cannot be told")
+    spec = ModelSpec("native", str(hf_model_dir), "birefnet-lite")  # its hub repo: here a local folder
+    loaded = load_model(spec, device=CPU, size=64, checkpoint=NativeCheckpoint(weights, unknown))
+    assert loaded.warning is not None and "patch order cannot be told" in loaded.warning
+    assert "loaded the hub's own code" in loaded.warning and loaded.patch_order is None
+    assert not isinstance(loaded.model.module, BiRefNet)
 
 
 @pytest.mark.slow
@@ -227,7 +245,7 @@ def test_the_built_in_model_exports_to_torchscript_with_the_same_logits(tmp_path
     from daemon.pipeline.model import export_torchscript, load_torchscript_module
 
     weights, _ = _rule_weights(tmp_path, "swin_v1_t")
-    native = load_native(FAMILY["birefnet-lite"], weights=weights)
+    native = load_native(FAMILY["birefnet-lite"], NativeCheckpoint(weights, EINOPS))
     out = export_torchscript(native, out=tmp_path / "lite.torchscript", input_res=64)
     traced = load_torchscript_module(out)
     batch = birefnet_weights.golden_input(64)

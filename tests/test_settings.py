@@ -109,8 +109,20 @@ def test_the_readme_starts_with_the_run_and_the_test_command() -> None:
     readme = (ROOT / "README.md").read_text()
     first_blocks = readme.split("```bash\n")[1:3]
     assert "cutout watch --input" in first_blocks[0]
-    assert "pip install torch==2.13.0" in first_blocks[1] and "python -m pytest" in first_blocks[1]
-    assert "python -m pytest" in (ROOT / ".ci" / "run").read_text()
+    lock = "-c tests/constraints.txt"
+    assert f"pip install {lock} torch==2.13.0" in first_blocks[1] and "python -m pytest" in first_blocks[1]
+    assert f"pip install {lock} -e '.[test]'" in first_blocks[1]
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert "python -m pytest" in ci and "tests/constraints.txt" in ci
+
+
+def test_the_test_lock_pins_every_package_exactly() -> None:
+    """A constraints file of `name==version` lines only: nothing left to float."""
+    lines = [line for line in (ROOT / "tests" / "constraints.txt").read_text().splitlines()
+             if line and not line.startswith("#")]
+    assert lines and all(line.count("==") == 1 and "+" not in line for line in lines), lines
+    names = {line.split("==")[0].lower().replace("_", "-") for line in lines}
+    assert {"torch", "transformers", "mypy", "pytest", "numpy", "pip"} <= names
 
 
 # --- relative paths: from where they were written -------------------------------------------------

@@ -14,9 +14,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol, TypedDict
 
 import torch
+
+if TYPE_CHECKING:
+    from transformers import PretrainedConfig
+
+    from daemon.pipeline.native import NativeCheckpoint
 
 from daemon.errors import ModelLoadError
 from daemon.pipeline.constants import TARGET_SIZE
@@ -94,6 +99,8 @@ class LoadedModel:
     """The commit a hub model was loaded at (its pin); None for a local model."""
     warning: str | None = None
     """What did not go as configured (a native checkpoint that did not fit), for the log."""
+    patch_order: str | None = None
+    """The built-in BiRefNet's decoder patch order (`einops` or `legacy`); None for other code."""
 
 
 def load_model(
@@ -103,13 +110,13 @@ def load_model(
     revision: str | None = None,
     offline: bool = False,
     size: int = TARGET_SIZE,
-    weights: Path | None = None,
+    checkpoint: NativeCheckpoint | None = None,
 ) -> LoadedModel:
     """Load once, float32, eval mode, on the chosen device. A native BiRefNet needs its
-    `weights` file (from the pinned snapshot)."""
+    `checkpoint` (weights and patch order, from the pinned snapshot)."""
     native, warning = spec.kind == "native", None
     if native:
-        module, origin, warning = _native_or_remote(spec, weights=weights, revision=revision, offline=offline)
+        module, origin, warning = _native_or_remote(spec, checkpoint=checkpoint, revision=revision, offline=offline)
         native = warning is None
     elif spec.kind == "hf":
         module, origin = load_hf_module(spec.source, revision=revision, offline=offline)
@@ -118,23 +125,27 @@ def load_model(
     module = _to_device(module, device=device.device, channels_last=native)
     matte = TorchMatteModel(module, device=device.device, size=size, channels_last=native)
     pinned = spec.kind != "torchscript" and not spec.is_local_hf
-    return LoadedModel(matte, spec, device, origin, revision if pinned else None, warning)
+    patch_order = checkpoint.patch_order.order if native and checkpoint is not None else None
+    return LoadedModel(matte, spec, device, origin, revision if pinned else None, warning, patch_order)
 
 
 def _native_or_remote(
-    spec: ModelSpec, *, weights: Path | None, revision: str | None, offline: bool
+    spec: ModelSpec, *, checkpoint: NativeCheckpoint | None, revision: str | None, offline: bool
 ) -> tuple[torch.nn.Module, str, str | None]:
-    """The package's BiRefNet; if the checkpoint does not fit it, the hub's own code and a
-    warning that names the keys (never random weights)."""
+    """The package's BiRefNet; if the checkpoint does not fit it (keys, shapes, or a patch
+    order its code does not tell), the hub's own code and a warning that says why (never
+    random weights, never a guessed order)."""
     from daemon.pipeline.native import CheckpointMismatch, load_native
 
-    if weights is None:
+    if checkpoint is None:
         raise ModelLoadError(f"{spec} is not fetched yet: run `cutout model fetch` (it pins the weights)")
     try:
-        return load_native(spec.native, weights=weights), f"{spec} (built-in BiRefNet) from {weights}", None
+        native = load_native(spec.native, checkpoint)
     except CheckpointMismatch as exc:
         module, origin = load_hf_module(spec.source, revision=revision, offline=offline)
         return module, f"{origin}, its own code", f"{exc}; loaded the hub's own code for it instead (trust_remote_code)"
+    order = checkpoint.patch_order.order
+    return native, f"{spec} (built-in BiRefNet, {order} patch order) from {checkpoint.weights}", None
 
 
 def _to_device(module: torch.nn.Module, *, device: torch.device, channels_last: bool = False) -> torch.nn.Module:
@@ -242,7 +253,7 @@ def _load_failure_message(source: str, exc: Exception) -> str:
 
 
 def _from_pretrained(
-    source: str, *, config: object, model_class: type | None, revision: str | None, offline: bool
+    source: str, *, config: PretrainedConfig, model_class: type | None, revision: str | None, offline: bool
 ) -> torch.nn.Module:
     """`from_pretrained` with the seed's arguments; see `_load_weights_directly` for the fallback."""
     from transformers import AutoModelForImageSegmentation
@@ -260,7 +271,7 @@ def _from_pretrained(
 
 
 def _load_weights_directly(
-    source: str, *, model_class: type, config: object, revision: str | None, offline: bool
+    source: str, *, model_class: type, config: PretrainedConfig, revision: str | None, offline: bool
 ) -> torch.nn.Module:
     """Build the class and load `model.safetensors` ourselves, strictly.
 
@@ -279,7 +290,17 @@ def _load_weights_directly(
     return module
 
 
-def _seed_kwargs() -> dict[str, object]:
+class SeedLoadArguments(TypedDict, total=False):
+    """The seed's `from_pretrained` keywords, typed: they differ between transformers 4 and 5."""
+
+    low_cpu_mem_usage: bool
+    device_map: None
+    _fast_init: bool
+    torch_dtype: torch.dtype
+    dtype: torch.dtype
+
+
+def _seed_kwargs() -> SeedLoadArguments:
     """The seed's loading arguments: float32, no meta-device shortcuts, no device map.
 
     `_fast_init` only where transformers still uses it (< 5; 5.x drops it silently),
@@ -288,15 +309,15 @@ def _seed_kwargs() -> dict[str, object]:
     """
     import transformers
 
-    kwargs: dict[str, object] = {"low_cpu_mem_usage": False, "device_map": None}
+    kwargs = SeedLoadArguments(low_cpu_mem_usage=False, device_map=None)
     if int(transformers.__version__.split(".")[0]) < 5:
-        kwargs.update(_fast_init=False, torch_dtype=torch.float32)
+        kwargs["_fast_init"], kwargs["torch_dtype"] = False, torch.float32
     else:
         kwargs["dtype"] = torch.float32
     return kwargs
 
 
-def _prepare_remote_class(config: object, source: str, *, revision: str | None, offline: bool) -> type | None:
+def _prepare_remote_class(config: PretrainedConfig, source: str, *, revision: str | None, offline: bool) -> type | None:
     """Resolve the remote model class and give it what transformers 5 expects of it.
 
     The hub's BiRefNet never calls `post_init()`, which on transformers 5 sets

@@ -10,6 +10,7 @@ never to random weights.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -19,11 +20,21 @@ from safetensors.torch import load_file
 from daemon.errors import ModelLoadError
 from daemon.pipeline.birefnet import BiRefNet, build_birefnet, key_differences
 from daemon.pipeline.modelspec import Family
-
+from daemon.pipeline.patchorder import PatchOrderFinding
 
 
 class CheckpointMismatch(ModelLoadError):
-    """The weights file does not have exactly the native model's keys and shapes."""
+    """The checkpoint does not fit the native model: other keys or shapes, or a patch order
+    that its repository's code does not tell."""
+
+
+@dataclass(frozen=True)
+class NativeCheckpoint:
+    """A pinned revision of a family BiRefNet: its weights file, and the order its own code
+    stacks the decoder's image patches in (read from its `birefnet.py`)."""
+
+    weights: Path
+    patch_order: PatchOrderFinding
 
 
 def checkpoint_shapes(weights: Path) -> dict[str, list[int]]:
@@ -35,14 +46,19 @@ def checkpoint_shapes(weights: Path) -> dict[str, list[int]]:
         raise ModelLoadError(f"cannot read the weights {weights}: {exc}") from exc
 
 
-def load_native(family: Family, *, weights: Path) -> BiRefNet:
-    """The family member's model with `weights` loaded strictly, on the CPU, in eval mode."""
-    model = build_birefnet(family.backbone, device="meta")
+def load_native(family: Family, checkpoint: NativeCheckpoint) -> BiRefNet:
+    """The family member's model in the checkpoint's patch order with its weights loaded
+    strictly, on the CPU, in eval mode."""
+    weights, patches = checkpoint.weights, checkpoint.patch_order
+    # The patch order has no keys: a meta model of either order compares the keys alike.
+    model = build_birefnet(family.backbone, patch_order=patches.order or "einops", device="meta")
     differences = key_differences(model, checkpoint_shapes(weights))
     if not differences.loads_strictly:
         raise CheckpointMismatch(
             f"{weights} does not fit the {family.name} architecture ({family.backbone}): {differences.describe()}"
         )
+    if patches.order is None:  # the keys fit, but the order is in no key: never guessed
+        raise CheckpointMismatch(f"the built-in BiRefNet cannot run {weights}: {patches.reason}")
     try:
         state = load_file(str(weights), device="cpu")
     except (OSError, SafetensorError) as exc:

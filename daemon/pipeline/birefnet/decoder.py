@@ -10,6 +10,7 @@ training target and are never used at inference; they exist so that the released
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
@@ -17,6 +18,7 @@ from torch import nn
 
 from daemon.pipeline.birefnet.aspp import ASPPDeformable
 from daemon.pipeline.birefnet.ops import pointwise, resize
+from daemon.pipeline.patchorder import PatchOrder
 
 INNER_CHANNELS = 64
 GRADIENT_CHANNELS = 16
@@ -33,18 +35,42 @@ class Predictions(NamedTuple):
     logits: torch.Tensor
 
 
-def image_patches(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """(B, 3, H, W) -> (B, gh·gw·3, h, w): the image cut into a gh x gw grid of h x w patches
-    stacked on channels in the order of the hub's single-file model (its `get_patches_batch`):
-    column by column, top to bottom within a column, colours innermost, so channel =
-    (column·gh + row)·3 + colour. (The GitHub repository's einops order, colour outermost,
-    does not reproduce the hub code's numbers.) Built channels-last in memory, then resized
-    to `size`, a no-op when the grid divides the image."""
+PatchStacker = Callable[[torch.Tensor, tuple[int, int]], torch.Tensor]
+"""(B, 3, H, W) image, (h, w) map size -> (B, 3·gh·gw, h, w): the image cut into a gh x gw grid
+of patches of the map's size, stacked on channels in one checkpoint's order."""
+
+
+def stack_patches_colour_rows_columns(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """The einops order, `'b c (hg h) (wg w) -> b (c hg wg) h w'`: colour outermost, then rows,
+    then columns, so channel = (colour·gh + row)·gw + column. BiRefNet's code since 2024-11 and
+    the current ZhengPeng7 checkpoints."""
+    batch, colours, rows, cols, height, width = _grid(image, size)
+    tiles = image.view(batch, colours, rows, height, cols, width).permute(0, 1, 2, 4, 3, 5)
+    return resize(tiles.reshape(batch, colours * rows * cols, height, width), size)
+
+
+def stack_patches_columns_rows_colour(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """The legacy order, `get_patches_batch`: column by column, top to bottom within a column,
+    colours innermost, so channel = (column·gh + row)·3 + colour. Early-2024 code and RMBG-2.0.
+    Built channels-last in memory (the colours are innermost there already)."""
+    batch, colours, rows, cols, height, width = _grid(image, size)
+    tiles = image.view(batch, colours, rows, height, cols, width).permute(0, 3, 5, 4, 2, 1)
+    stacked = tiles.reshape(batch, height, width, cols * rows * colours).permute(0, 3, 1, 2)
+    return resize(stacked, size)
+
+
+def _grid(image: torch.Tensor, size: tuple[int, int]) -> tuple[int, int, int, int, int, int]:
+    """Batch, colours, grid rows and columns, and the patch size, for maps of `size` (the
+    reference's grid: the image size over the map size, rounded down)."""
     batch, colours, height, width = image.shape
     rows, cols = height // size[0], width // size[1]
-    tiles = image.view(batch, colours, rows, height // rows, cols, width // cols).permute(0, 3, 5, 4, 2, 1)
-    stacked = tiles.reshape(batch, height // rows, width // cols, cols * rows * colours).permute(0, 3, 1, 2)
-    return resize(stacked, size)
+    return batch, colours, rows, cols, height // rows, width // cols
+
+
+PATCH_STACKERS: dict[PatchOrder, PatchStacker] = {
+    "einops": stack_patches_colour_rows_columns,
+    "legacy": stack_patches_columns_rows_colour,
+}
 
 
 def gradient_head(in_channels: int) -> nn.Sequential:
@@ -100,10 +126,13 @@ class BasicLatBlk(nn.Module):
 
 
 class Decoder(nn.Module):
-    """`channels` are the encoder's map widths, deepest first (Swin-L: 3072, 1536, 768, 384)."""
+    """`channels` are the encoder's map widths, deepest first (Swin-L: 3072, 1536, 768, 384);
+    `patch_order` the checkpoint's order of the image patches (see `daemon.pipeline.patchorder`)."""
 
-    def __init__(self, channels: tuple[int, int, int, int]) -> None:
+    def __init__(self, channels: tuple[int, int, int, int], *, patch_order: PatchOrder) -> None:
         super().__init__()
+        self.patch_order = patch_order
+        self._stack_patches = PATCH_STACKERS[patch_order]
         c0, c1, c2, c3 = channels
         ipt_out = (c0 // 8, c0 // 8, c1 // 8, c2 // 8, c3 // 8)
         for level, grid, width in zip((5, 4, 3, 2, 1), PATCH_GRIDS, ipt_out):
@@ -163,5 +192,5 @@ class Decoder(nn.Module):
 
     def _with_patches(self, x: torch.Tensor, image: torch.Tensor, block: str) -> torch.Tensor:
         """`x` with the encoded image patches of its size appended on channels."""
-        patches = image_patches(image, (x.shape[-2], x.shape[-1]))
+        patches = self._stack_patches(image, (x.shape[-2], x.shape[-1]))
         return torch.cat((x, self.get_submodule(block)(patches)), dim=1)

@@ -16,6 +16,7 @@ from torch import nn
 from daemon.pipeline.birefnet.decoder import BasicDecBlk, Decoder, Predictions
 from daemon.pipeline.birefnet.ops import resize
 from daemon.pipeline.birefnet.swin import SWIN_SHAPES, SwinShape, SwinTransformer
+from daemon.pipeline.patchorder import PatchOrder
 
 Backbone = Literal["swin_v1_l", "swin_v1_t"]
 Maps = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
@@ -35,13 +36,13 @@ class BiRefNet(nn.Module):
     channels-last by default, two to four times faster for the convolutions on the CPU (and
     what tensor cores want); `torch.contiguous_format` is there for a device where it is not."""
 
-    def __init__(self, shape: SwinShape) -> None:
+    def __init__(self, shape: SwinShape, *, patch_order: PatchOrder) -> None:
         super().__init__()
         self.memory_format = torch.channels_last
         channels = lateral_channels(shape)
         self.bb = SwinTransformer(shape)
         self.squeeze_module = nn.Sequential(BasicDecBlk(channels[0] + sum(channels[1:]), channels[0]))
-        self.decoder = Decoder(channels)
+        self.decoder = Decoder(channels, patch_order=patch_order)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         return self.predictions(image).logits
@@ -64,11 +65,15 @@ class BiRefNet(nn.Module):
         return x1, x2, x3, torch.cat((resize(x1, size), resize(x2, size), resize(x3, size), x4), dim=1)
 
 
-def build_birefnet(backbone: Backbone = "swin_v1_l", *, device: torch.device | str | None = None) -> BiRefNet:
+def build_birefnet(
+    backbone: Backbone, *, patch_order: PatchOrder, device: torch.device | str | None = None
+) -> BiRefNet:
     """An untrained BiRefNet of this backbone in eval mode, its state_dict keyed and shaped like
-    the released checkpoints. `device="meta"` builds it without memory, for
-    `load_state_dict(..., assign=True)` (one copy of the weights) or for checking keys."""
+    the released checkpoints, stacking the decoder's image patches in `patch_order` (the
+    checkpoint's: it is in no key or shape, so it is always named). `device="meta"` builds it
+    without memory, for `load_state_dict(..., assign=True)` (one copy of the weights) or for
+    checking keys."""
     if backbone not in SWIN_SHAPES:
         raise ValueError(f"unknown BiRefNet backbone {backbone!r}; known: {', '.join(sorted(SWIN_SHAPES))}")
     with torch.device(device if device is not None else "cpu"):
-        return BiRefNet(SWIN_SHAPES[backbone]).eval()
+        return BiRefNet(SWIN_SHAPES[backbone], patch_order=patch_order).eval()
