@@ -26,6 +26,7 @@ from daemon.dashboard.app import Dashboard, create_app
 from daemon.dashboard.auth import TOKEN_COOKIE
 from daemon.dashboard.board import Board
 from daemon.dashboard.server import TOKEN_FILE, build_dashboard
+from daemon.dashboard.paths import open_file
 from daemon.dashboard.thumbs import ThumbCache, make_thumbnail
 from daemon.errors import QueueError
 from daemon.outputs import ErrorReport, Folders, error_file
@@ -189,6 +190,7 @@ def test_the_status_json_and_the_before_after_view(studio: Studio) -> None:
     assert "200 × 160 px" in fragment and "inference</span><b>1.200 s" in fragment  # size, the daemon's stage timings
     assert client.get("/view/2").status_code == 404  # a quarantined job has no cutout to show
     assert client.get("/view/999").status_code == 404
+    assert client.get("/view/" + "9" * 30).status_code == 404  # past any 64-bit id: no row, not a 500
 
 
 # --- thumbnails -------------------------------------------------------------------------------
@@ -210,7 +212,10 @@ def test_thumbnails_are_webp_of_bounded_size_cached_in_the_state_folder_and_capp
     made = []
     for index in range(6):
         os.utime(noise, ns=(index * 10**9, index * 10**9))  # a changed file: a new thumbnail
-        made.append(cache.get(noise, size=150))
+        opened = open_file({"root": studio.root}, "root", "noise.png")
+        assert opened is not None
+        with opened.handle:
+            made.append(cache.get(opened, size=150))
         os.utime(made[-1], (index, index))  # and served in this order
     kept = sorted(cache.folder.glob("*.webp"))
     assert sum(f.stat().st_size for f in kept) <= 3.5 * one and made[-1] in kept and made[0] not in kept
@@ -323,6 +328,7 @@ def test_retry_all_of_one_reason_leaves_the_other_reasons(studio: Studio) -> Non
     ({}, {"file": "bad1.jpg"}, 403),  # no CSRF value
     ({}, {"file": "bad1.jpg", "csrf": "guess"}, 403),
     ({"Origin": "http://evil.example"}, {"file": "bad1.jpg", "csrf": "{csrf}"}, 403),  # another site's page
+    ({"Origin": "null"}, {"file": "bad1.jpg", "csrf": "{csrf}"}, 403),  # a sandboxed frame or a data: page
     ({}, {"csrf": "{csrf}"}, 400),
     ({}, {"file": "bad1.jpg", "reason": "undecodable", "csrf": "{csrf}"}, 400),
 ])
@@ -352,6 +358,8 @@ def test_a_local_dashboard_answers_only_to_local_host_names(studio: Studio) -> N
     assert client.get("/", headers={"Host": "localhost:8765"}).status_code == 200
     assert client.get("/", headers={"Host": "[::1]:8765"}).status_code == 200
     assert client.get("/", headers={"Host": "attacker.example:8765"}).status_code == 421  # DNS rebinding
+    for trick in ("evil.com@127.0.0.1", "evil.com@127.0.0.1:8765", "127.0.0.1/evil", "127.0.0.1:80:80", ""):
+        assert client.get("/", headers={"Host": trick}).status_code == 421, trick
 
 
 def test_an_exposed_dashboard_needs_the_token_then_a_cookie_and_says_it_is_exposed(studio: Studio) -> None:

@@ -119,3 +119,50 @@ def test_a_taken_port_leaves_the_daemon_running_without_its_dashboard(studio: tu
         taken.listen()
         with pytest.raises(ConfigError, match="cannot listen on 127.0.0.1"):
             listen("127.0.0.1", settings.dashboard.port)
+
+
+def test_a_folder_swapped_for_a_link_during_requests_never_serves_a_file_outside_the_roots(
+    studio: tuple[Folders, Settings], tmp_path: Path
+) -> None:
+    """Someone who can write in the hot folder swaps a folder for a link to a private folder
+    as fast as they can, between the dashboard's check and its open. What comes back is the
+    hot folder's file or a 404, never the private one."""
+    import os
+    import threading
+    import time
+
+    folders, settings = studio
+    shoot, aside = folders.input / "shoot", folders.input / "shoot-aside"
+    shoot.mkdir()
+    (shoot / "a.jpg").write_bytes(b"the hot folder's photo")
+    private = tmp_path / "private"
+    private.mkdir()
+    (private / "a.jpg").write_bytes(b"-----BEGIN PRIVATE KEY-----")
+    stop = threading.Event()
+
+    def swap() -> None:
+        while not stop.is_set():
+            os.rename(shoot, aside)
+            os.symlink(private, shoot)
+            time.sleep(0)
+            os.unlink(shoot)
+            os.rename(aside, shoot)
+
+    answers: dict[int, int] = {}
+    with alongside(settings=settings, folders=folders, model="tiny", device="cpu"):
+        wait_until(lambda: _get(settings.dashboard.port, "/api/status")[0] == 200, what="the dashboard")
+        swapper = threading.Thread(target=swap, daemon=True)
+        swapper.start()
+        try:
+            deadline = time.monotonic() + 4.0
+            for count in range(2000):  # bounded in count and in time
+                if time.monotonic() > deadline:
+                    break
+                for url in ("/file/input/shoot/a.jpg", "/thumb/input/shoot/a.jpg"):
+                    status, body, _ = _get(settings.dashboard.port, url)
+                    assert b"PRIVATE KEY" not in body, (count, url)
+                    answers[status] = answers.get(status, 0) + 1
+        finally:
+            stop.set()
+            swapper.join(5)
+    assert answers.get(200, 0) > 0 and set(answers) <= {200, 404}, answers

@@ -11,15 +11,18 @@
     GET  /static/...             the stylesheet, the script, the icon (shipped in the package)
 
 `{root}` is input, output, quarantine or archive; anything outside them is a 404
-(daemon/dashboard/paths.py). Every request first passes `auth.Guard`.
+(daemon/dashboard/paths.py), and what is served is read from the descriptor that path check
+opened without following links, never from the path again. Every request first passes
+`auth.Guard`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-from urllib.parse import parse_qs
+from typing import Any, BinaryIO
+from urllib.parse import parse_qs, quote
 
 from PIL import Image
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -27,7 +30,9 @@ from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import FileResponse, HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response
+from starlette.responses import (
+    FileResponse, HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response, StreamingResponse,
+)
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
@@ -35,7 +40,7 @@ from daemon.dashboard import views
 from daemon.dashboard.auth import CSRF_FIELD, Access, Guard, csrf_ok
 from daemon.dashboard.board import Board
 from daemon.dashboard.metrics import metrics_text
-from daemon.dashboard.paths import roots_of, safe_file
+from daemon.dashboard.paths import OpenFile, open_file, roots_of
 from daemon.dashboard.thumbs import MEDIA_TYPE, ThumbCache
 from daemon.errors import ConfigError, QueueError
 from daemon.outputs import Folders
@@ -45,6 +50,7 @@ from daemon.status import retry
 STATIC = Path(__file__).parent / "static"
 MAX_FORM_BYTES = 64 * 1024
 NOT_FOUND = "not found"
+CHUNK_BYTES = 256 * 1024
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -69,14 +75,26 @@ a RAW, a HEIC) is sent as an opaque download, so a file someone put in a shared 
 never run as script in the dashboard's origin."""
 
 
-def download_of(path: Path) -> dict[str, Any]:
-    """A file's response settings: an image type shown inline, else an attachment; sandboxed either way."""
-    headers = {"Cache-Control": "private, no-cache", "Content-Security-Policy": "sandbox"}  # + Guard's headers
-    media = IMAGE_TYPES.get(path.suffix.lower())
+def served(opened: OpenFile) -> StreamingResponse:
+    """The open file as the answer, read from its descriptor (never its path again): an image
+    type shown inline, else an attachment; sandboxed either way."""
+    headers = {"Cache-Control": "private, no-cache", "Content-Security-Policy": "sandbox",  # + Guard's headers
+               "Content-Length": str(opened.size)}
+    media = IMAGE_TYPES.get(opened.path.suffix.lower())
     if media is None:
-        return {"media_type": "application/octet-stream", "headers": headers,
-                "content_disposition_type": "attachment", "filename": path.name}
-    return {"media_type": media, "headers": headers}
+        media, headers["Content-Disposition"] = "application/octet-stream", _attachment(opened.path.name)
+    return StreamingResponse(_chunks(opened.handle), media_type=media, headers=headers)
+
+
+def _attachment(name: str) -> str:
+    quoted = quote(name)
+    return f"attachment; filename*=utf-8''{quoted}" if quoted != name else f'attachment; filename="{name}"'
+
+
+def _chunks(handle: BinaryIO) -> Iterator[bytes]:
+    with handle:
+        while chunk := handle.read(CHUNK_BYTES):
+            yield chunk
 
 
 def create_app(dash: Dashboard) -> Starlette:
@@ -96,28 +114,30 @@ def create_app(dash: Dashboard) -> Starlette:
         job = dash.board.job(int(request.path_params["job_id"]))
         if job is None or job.state != "done":
             return PlainTextResponse(NOT_FOUND, status_code=404)
-        cutout = safe_file(roots, "output", job.output.as_posix())
         body = views.before_after(
             job, original=dash.board.original(job), timing=dash.board.timing(job),
-            output_info=_png_info(cutout) if cutout else None, now=dash.board.clock(),
+            output_info=_png_info(open_file(roots, "output", job.output.as_posix())), now=dash.board.clock(),
             fragment=request.query_params.get("fragment") == "1",
         )
         return HTMLResponse(body)
 
     def thumb(request: Request) -> Response:
-        real = safe_file(roots, request.path_params["root"], request.path_params["path"])
+        opened = open_file(roots, request.path_params["root"], request.path_params["path"])
         large = request.query_params.get("px") == "l"
         size = dash.settings.dashboard.preview_px if large else dash.settings.dashboard.thumbnail_px
-        made = dash.thumbs.get(real, size=size) if real else None
+        made = None
+        if opened is not None:
+            with opened.handle:
+                made = dash.thumbs.get(opened, size=size)
         if made is None:
             return PlainTextResponse(NOT_FOUND, status_code=404)
         return FileResponse(made, media_type=MEDIA_TYPE, headers={"Cache-Control": "private, max-age=86400"})
 
     def file(request: Request) -> Response:
-        real = safe_file(roots, request.path_params["root"], request.path_params["path"])
-        if real is None:
+        opened = open_file(roots, request.path_params["root"], request.path_params["path"])
+        if opened is None:
             return PlainTextResponse(NOT_FOUND, status_code=404)
-        return FileResponse(real, **download_of(real))
+        return served(opened)
 
     async def retry_files(request: Request) -> Response:
         return await _retry(request, dash)
@@ -166,11 +186,13 @@ async def _retry(request: Request, dash: Dashboard) -> Response:
     return answer(200, lines=lines or ["nothing in quarantine with that reason"])
 
 
-def _png_info(path: Path) -> tuple[int, int, int] | None:
+def _png_info(opened: OpenFile | None) -> tuple[int, int, int] | None:
     """Width, height (from the header alone) and bytes of an image file."""
+    if opened is None:
+        return None
     try:
-        with Image.open(path) as image:
-            return image.width, image.height, path.stat().st_size
+        with opened.handle, Image.open(opened.handle) as image:
+            return image.width, image.height, opened.size
     except (OSError, ValueError, SyntaxError):
         return None
 

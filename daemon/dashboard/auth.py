@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import hmac
+import re
 import secrets
 from dataclasses import dataclass, field
 from urllib.parse import urlencode, urlsplit
@@ -93,7 +94,8 @@ class Guard:
         if not self.access.exposed and _hostname(host) not in LOCAL_NAMES:
             return PlainTextResponse("this dashboard answers to localhost only", status_code=421)
         origin = request.headers.get("origin")
-        if request.method not in SAFE_METHODS and origin not in (None, "null") and urlsplit(origin).netloc != host:
+        # `Origin: null` (a sandboxed frame, a data: page) is a page we did not serve: refused.
+        if request.method not in SAFE_METHODS and origin is not None and urlsplit(origin).netloc != host:
             return PlainTextResponse("cross-site request refused", status_code=403)
         token = self.access.token
         if token is None:
@@ -111,11 +113,16 @@ class Guard:
         return _unauthorized()
 
 
+_HOST_HEADER = re.compile(r"(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<name>[A-Za-z0-9.-]+))(?::\d{1,5})?")
+
+
 def _hostname(host: str) -> str:
-    try:
-        return urlsplit(f"//{host}").hostname or ""
-    except ValueError:
+    """The name in a Host header of the form `name[:port]` or `[v6][:port]`; "" for anything
+    else (`evil.com@127.0.0.1` is a URL's user part, never a Host)."""
+    found = _HOST_HEADER.fullmatch(host)
+    if found is None:
         return ""
+    return (found["v6"] or found["name"]).lower()
 
 
 def _enter(request: Request, token: str) -> Response:

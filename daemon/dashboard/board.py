@@ -80,6 +80,10 @@ class Overview:
         return sum(self.per_minute) / CHART_MINUTES
 
 
+MAX_JOB_ID = 2**63 - 1
+"""Job ids are 64-bit signed integers in both stores."""
+
+
 class Board:
     """The dashboard's one reader of the store, the live state and the telemetry."""
 
@@ -128,6 +132,8 @@ class Board:
                 self._last = replace(self._last, taken_at=float("-inf"))
 
     def job(self, job_id: int) -> Job | None:
+        if not 0 < job_id <= MAX_JOB_ID:  # no such row; and SQLite cannot even bind it
+            return None
         with self._lock:
             try:
                 job = self._view_now().get_job(job_id)

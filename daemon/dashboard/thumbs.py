@@ -19,10 +19,12 @@ import os
 import threading
 import warnings
 from pathlib import Path
+from typing import BinaryIO
 
 from PIL import Image, ImageOps
 
 from daemon.atomic import make_private_dir, write_atomic
+from daemon.dashboard.paths import OpenFile
 
 THUMBS_FOLDER = "thumbnails"
 MEDIA_TYPE = "image/webp"
@@ -40,13 +42,9 @@ class ThumbCache:
         self._lock = threading.Lock()
         self._total: int | None = None
 
-    def get(self, source: Path, *, size: int) -> Path | None:
+    def get(self, source: OpenFile, *, size: int) -> Path | None:
         """The thumbnail of `source` (longer side at most `size`), or None when it does not decode."""
-        try:
-            stat = source.stat()
-        except OSError:
-            return None
-        key = hashlib.sha256(f"{source}\0{stat.st_size}\0{stat.st_mtime_ns}\0{size}".encode()).hexdigest()
+        key = hashlib.sha256(f"{source.path}\0{source.size}\0{source.mtime_ns}\0{size}".encode()).hexdigest()
         target = self.folder / f"{key[:32]}.webp"
         if target.exists():
             _touch(target)
@@ -54,7 +52,7 @@ class ThumbCache:
         with self._making:
             if target.exists():  # made by the request that held the semaphore
                 return target
-            data = make_thumbnail(source, size=size, max_pixels=self.max_pixels)
+            data = make_thumbnail(source.handle, size=size, max_pixels=self.max_pixels)
             if data is None:
                 return None
             make_private_dir(self.folder)
@@ -103,7 +101,7 @@ def _touch(path: Path) -> None:
         pass
 
 
-def make_thumbnail(source: Path, *, size: int, max_pixels: int) -> bytes | None:
+def make_thumbnail(source: Path | BinaryIO, *, size: int, max_pixels: int) -> bytes | None:
     """WebP bytes of `source` scaled to fit `size` x `size`, upright, alpha kept; None if it does not decode."""
     try:
         with warnings.catch_warnings():
