@@ -19,7 +19,7 @@ from daemon import __version__
 from daemon import commands as cmd
 from daemon.context import Context, current_context
 from daemon.errors import CutoutError, QueueDamaged
-from daemon.logs import configure_logging
+from daemon.logs import configure_logging, silence_decoder_warnings
 from daemon.pipeline.modelspec import DEVICE_NAMES
 from daemon.service import DEFAULT_LABEL
 from daemon.settings import Settings, load_settings
@@ -248,6 +248,7 @@ def _configure_logging(args: argparse.Namespace, settings: Settings) -> None:
     # launchd appends stdout to a file forever.
     console = settings.logging.file is None or stream.isatty()
     configure_logging(settings.logging, stream=stream, console=console)
+    silence_decoder_warnings()
 
 
 def main(argv: Sequence[str] | None = None, *, context: Context | None = None) -> int:

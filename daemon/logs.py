@@ -1,4 +1,5 @@
-"""structlog set-up: JSON lines for machines (launchd, pipes), readable text for people."""
+"""The process's output at start-up: structlog (JSON lines for machines, launchd and pipes;
+readable text for people), and the warnings filters, set once before any thread."""
 
 from __future__ import annotations
 
@@ -9,11 +10,24 @@ import os
 import stat
 import sys
 import typing
+import warnings
 from typing import TextIO
 
 import structlog
 
 from daemon.settings import LoggingSettings
+
+
+DECODER_WARNINGS = r"PIL(\..*)?"
+"""Where Pillow's warnings come from (odd headers, corrupt EXIF, big images): the decode and
+the daemon's own size limit decide, so they are noise in the log."""
+
+
+def silence_decoder_warnings() -> None:
+    """Ignore Pillow's warnings, process-wide: once at start-up, before any thread. (A
+    `catch_warnings()` on the stage pool or the dashboard's threads is not thread-safe: two
+    interleaved ones can leave the process with a changed filter list for good.)"""
+    warnings.filterwarnings("ignore", module=DECODER_WARNINGS)
 
 
 def wants_json(settings: LoggingSettings, *, stream: TextIO) -> bool:

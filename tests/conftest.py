@@ -22,6 +22,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
+from daemon.logs import silence_decoder_warnings
 from daemon.testing import POSTGRES_URL_ENV, BrightModel, FakeClock, TempPostgres, fresh_store_url, postgres_bindir
 from tests import harness, tiny_models
 
@@ -61,6 +62,13 @@ def _restore_logging() -> Iterator[None]:
     yield
     root.handlers[:] = handlers
     root.setLevel(level)
+
+
+@pytest.fixture(autouse=True)
+def _decoder_warnings_as_the_daemon_sets_them() -> None:
+    """`cutout` silences Pillow's warnings once at start (`silence_decoder_warnings`); every
+    test runs under the same filters (pytest's `error` still applies to everything else)."""
+    silence_decoder_warnings()
 
 
 @pytest.fixture

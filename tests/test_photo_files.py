@@ -135,6 +135,44 @@ def test_a_corrupt_exif_block_never_fails_the_image(tmp_path: Path) -> None:
     assert (result.cutout.width, result.cutout.height) == (300, 240)
 
 
+def test_decoding_on_many_threads_never_changes_the_processs_warning_filters(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pillow warns on this file's EXIF; the daemon silenced its warnings once at start, so the
+    stage pool's threads never enter `catch_warnings()` (not thread-safe: interleaved ones can
+    leave a filter changed for good) and the filter list is the same object, unchanged, after."""
+    import threading
+    import warnings
+
+    from daemon.dashboard.thumbs import make_thumbnail
+
+    clean = write_image(tmp_path / "clean.jpg", subject_image(300, 400, BOX)).read_bytes()
+    garbage = b"Exif\x00\x00MM\x00*\x00\x00\x00\x08\xff\xff" + bytes(range(256)) * 2
+    segment = b"\xff\xe1" + struct.pack(">H", len(garbage) + 2) + garbage
+    (tmp_path / "corrupt.jpg").write_bytes(clean[:2] + segment + clean[2:])
+    entered: list[str] = []
+
+    class Counting(warnings.catch_warnings):
+        def __enter__(self) -> None:  # type: ignore[override]
+            entered.append(threading.current_thread().name)
+            super().__enter__()
+
+    monkeypatch.setattr(warnings, "catch_warnings", Counting)
+    filters, contents = warnings.filters, list(warnings.filters)
+
+    def work() -> None:
+        for _ in range(5):
+            process_image(tmp_path / "corrupt.jpg", model=BrightModel(), options=ImageOptions(keep_metadata=True))
+            assert make_thumbnail(tmp_path / "corrupt.jpg", size=64, max_pixels=10**8) is not None
+
+    threads = [threading.Thread(target=work, name=f"stage-{index}") for index in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert entered == [] and warnings.filters is filters and warnings.filters == contents
+
+
 # --- Depth ----------------------------------------------------------------------------
 def _gradient16() -> npt.NDArray[np.uint16]:
     """Bright subject whose 28,000 pixels each have their own 16-bit level (a 8-bit file has 256)."""

@@ -17,7 +17,6 @@ import hashlib
 import io
 import os
 import threading
-import warnings
 from pathlib import Path
 from typing import BinaryIO
 
@@ -103,14 +102,12 @@ def _touch(path: Path) -> None:
 
 def make_thumbnail(source: Path | BinaryIO, *, size: int, max_pixels: int) -> bytes | None:
     """WebP bytes of `source` scaled to fit `size` x `size`, upright, alpha kept; None if it does not decode."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit is checked below
-            with Image.open(source) as image:
-                if image.width * image.height > max_pixels:
-                    return None
-                image.draft("RGB", (size, size))  # JPEG: decode at a reduced scale, never the full 50 MP
-                return _encode(ImageOps.exif_transpose(image), size=size)
+    try:  # Pillow's warnings (a big image among them: our own limit is checked below) are silenced at start
+        with Image.open(source) as image:
+            if image.width * image.height > max_pixels:
+                return None
+            image.draft("RGB", (size, size))  # JPEG: decode at a reduced scale, never the full 50 MP
+            return _encode(ImageOps.exif_transpose(image), size=size)
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError, EOFError):
         return None
 

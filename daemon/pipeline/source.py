@@ -106,17 +106,14 @@ class _Header:
 
 # --- The decoders' edge ------------------------------------------------------------------
 @contextmanager
-def _decoding(what: str, *, pillow: bool = True) -> Iterator[None]:
+def _decoding(what: str) -> Iterator[None]:
     """Around every call into a decoder: what it raises on a broken file becomes Undecodable
     (TooLarge for Pillow's bomb check), naming what the decoder said, so the worker never
-    sees a foreign exception caused by a file's bytes (it would retry it as internal_error)."""
+    sees a foreign exception caused by a file's bytes (it would retry it as internal_error).
+    Pillow's warnings are silenced once at start-up (`daemon.logs.silence_decoder_warnings`),
+    never here: this runs on the stage pool, where `catch_warnings()` is not thread-safe."""
     try:
-        if not pillow:  # OpenCV raises no Python warnings: spare the (process-wide) filter change
-            yield
-            return
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # Pillow warns on odd headers; the decode decides
-            yield
+        yield
     except Image.DecompressionBombError as exc:
         raise TooLarge(f"{what}: {exc}") from exc
     except UnidentifiedImageError as exc:
@@ -139,11 +136,9 @@ def _exif(image: Image.Image, data: bytes) -> tuple[Image.Exif | None, str | Non
     pixels; when none can (nothing but IDAT after the first IDAT), the header's is read.
     """
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            if image.format == "PNG" and not png_has_late_chunks(data):
-                return Image.Image.getexif(image), None
-            return image.getexif(), None
+        if image.format == "PNG" and not png_has_late_chunks(data):
+            return Image.Image.getexif(image), None
+        return image.getexif(), None
     except Exception as exc:  # a corrupt EXIF block must never fail the image
         return None, f"EXIF block unreadable, ignored ({type(exc).__name__})"
 
@@ -250,7 +245,7 @@ def _split_opencv(decoded: npt.NDArray[Any]) -> _Pixels:
 
 
 def _decode_opencv(data: bytes) -> _Pixels:
-    with _decoding("not a readable image (OpenCV)", pillow=False):
+    with _decoding("not a readable image (OpenCV)"):
         decoded = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     if decoded is None or decoded.size == 0 or decoded.dtype not in (np.uint8, np.uint16):
         raise Undecodable("not a readable image (OpenCV could not decode it)")
@@ -359,13 +354,11 @@ def _raw_exif(data: bytes) -> tuple[Metadata, tuple[str, ...]]:
     """EXIF from a TIFF-based RAW's first directory (DNG, NEF, CR2, ARW: what the camera wrote,
     Exif sub-IFD included), without the container's tags; CR3, RAF, ORF and RW2 give none."""
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            exif = Image.Exif()
-            exif.load(data)
-            xmp = exif.get(0x02BC)
-            for tag in [tag for tag in exif if tag in _RAW_CONTAINER_TAGS or 50706 <= tag < 53000]:
-                del exif[tag]
+        exif = Image.Exif()
+        exif.load(data)
+        xmp = exif.get(0x02BC)
+        for tag in [tag for tag in exif if tag in _RAW_CONTAINER_TAGS or 50706 <= tag < 53000]:
+            del exif[tag]
     except Exception as exc:  # a damaged or non-TIFF container: the pixels matter, not the EXIF
         return Metadata(), (f"EXIF not read from the RAW container ({type(exc).__name__})",)
     xmp_bytes = bytes(xmp) if isinstance(xmp, (bytes, tuple)) else xmp.encode() if isinstance(xmp, str) else None
