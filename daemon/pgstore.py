@@ -44,6 +44,7 @@ from types import MappingProxyType
 from typing import Any
 
 import psycopg
+from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
@@ -113,6 +114,8 @@ MIGRATIONS: tuple[str, ...] = (
 SCHEMA_LOCK = 0x637574_6F7574  # "cutout": serialises migrations and output-name decisions
 LEADER_LOCK = SCHEMA_LOCK + 1  # held by the fleet's watcher for as long as its connection lives
 DEFAULT_LEASE_SECONDS = 60.0
+BUSY_SECONDS = 30.0
+"""How long a statement waits for a lock another session holds before the store counts as away."""
 
 
 class PostgresStore(SqlJobStore):
@@ -128,6 +131,7 @@ class PostgresStore(SqlJobStore):
     def __init__(
         self, url: str, *, worker: str | None = None, lease_seconds: float = DEFAULT_LEASE_SECONDS,
         clock: Callable[[], float] | None = None, pool_size: int = 4, connect_timeout: float = 10.0,
+        busy_seconds: float = BUSY_SECONDS,
     ) -> None:
         self.url, self.lease_seconds, self.clock = url, lease_seconds, clock
         self._leader: psycopg.Connection[tuple[Any, ...]] | None = None
@@ -135,7 +139,7 @@ class PostgresStore(SqlJobStore):
         self.worker = worker or f"{socket.gethostname()}:{id(self)}"
         self._pool: ConnectionPool[psycopg.Connection[DictRow]] = ConnectionPool(
             url, min_size=1, max_size=pool_size, open=False, connection_class=psycopg.Connection[DictRow],
-            kwargs={"row_factory": dict_row, "autocommit": True},
+            kwargs={"row_factory": dict_row, "autocommit": True, "options": _with_lock_timeout(url, busy_seconds)},
         )
         try:
             with psycopg.connect(url, row_factory=dict_row, connect_timeout=max(1, round(connect_timeout))) as probe:
@@ -351,6 +355,13 @@ def _refuse_newer(version: int) -> None:
 
 def _unreachable(url: str, exc: BaseException) -> QueueError:
     return QueueError(f"the PostgreSQL job store {redacted(url)} is unreachable: {str(exc).strip()}")
+
+
+def _with_lock_timeout(url: str, seconds: float) -> str:
+    """The URL's own server options plus a lock timeout: a lock held past it (a stuck session, a
+    migration) makes the store away (QueueError: waited out), not a statement hung forever."""
+    own = conninfo_to_dict(url).get("options")
+    return " ".join(part for part in (str(own or ""), f"-c lock_timeout={round(seconds * 1000)}") if part)
 
 
 def redacted(url: str) -> str:

@@ -22,7 +22,8 @@ A job is one input file, keyed by its path relative to the hot folder:
   counts in `kills`, whose much higher limit only stops a file that gets the
   process killed every time (out of memory) from blocking the folder forever.
 - Every statement runs through `db()`: one lock, `BEGIN IMMEDIATE`, commit or
-  roll back.
+  roll back, and sqlite3's errors translated into the error tree (`QueueError`: the store
+  is away; `QueueDamaged`), as the PostgreSQL store does.
 
 The statements themselves, and the logic around them, are shared with the PostgreSQL
 store (daemon/sqlstore.py); this module holds what is SQLite's own: the schema, the
@@ -39,7 +40,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from daemon.atomic import access_problem, make_private_dir
-from daemon.errors import ConfigError, from_sqlite_error
+from daemon.errors import ConfigError, from_sqlite_error, is_queue_damage
 from daemon.sqlstore import START_ATTEMPT, Params, Row, Sql, SqlJobStore
 from daemon.store import Job, WorkerInfo
 
@@ -87,9 +88,12 @@ ADDED_COLUMNS = {
     "token": "INTEGER NOT NULL DEFAULT 0",
 }
 """Columns newer than the first release: added to an older database when it is opened."""
+BUSY_SECONDS = 30.0
+"""How long a statement waits for another process's lock (a `cutout retry`, a rebuild) before
+the store counts as away (QueueError: waited out, never charged to a file)."""
 
 
-def _connect(path: Path) -> sqlite3.Connection:
+def _connect(path: Path, *, busy_seconds: float) -> sqlite3.Connection:
     """The database, after refusing a state folder or file this user cannot write: SQLite would
     open it read-only and fail at the first write, with a traceback instead of the fix."""
     places = [(path.parent, True), *((path.with_name(path.name + end), False) for end in ("", "-wal", "-shm"))]
@@ -98,7 +102,7 @@ def _connect(path: Path) -> sqlite3.Connection:
         if problem is not None:
             raise ConfigError(f"folders.state: the queue cannot be written: {problem}")
     try:
-        return sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=False)
+        return sqlite3.connect(path, timeout=busy_seconds, isolation_level=None, check_same_thread=False)
     except sqlite3.Error as exc:
         raise from_sqlite_error(exc, path=path) from exc
 
@@ -114,19 +118,21 @@ class JobQueue(SqlJobStore):
     FOR_UPDATE_SKIP_LOCKED = ""
     CLEAR_CLAIM = ""  # a claim here is its state and token only
 
-    def __init__(self, path: Path, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, path: Path, *, clock: Callable[[], float] = time.time, busy_seconds: float = BUSY_SECONDS
+    ) -> None:
         make_private_dir(path.parent)
         self.path = path
         self.clock = clock
         self._lock = threading.RLock()
-        self._conn = _connect(path)
+        self._conn = _connect(path, busy_seconds=busy_seconds)
         self._conn.row_factory = sqlite3.Row
         self._conn.execute("PRAGMA journal_mode=WAL")
         # FULL: a committed "done" must survive power loss, or a cutout could be redone
         # after an archive/delete of its original. One fsync per job is cheap next to a model run.
         self._conn.execute("PRAGMA synchronous=FULL")
         self._conn.execute("PRAGMA fullfsync=ON")  # macOS: flush the drive cache too
-        self._conn.execute("PRAGMA busy_timeout=30000")
+        self._conn.execute(f"PRAGMA busy_timeout={round(busy_seconds * 1000)}")
         self._conn.executescript(SCHEMA)
         self._add_missing_columns()
 
@@ -147,7 +153,7 @@ class JobQueue(SqlJobStore):
         `durable=False` skips the fsync: for facts that must survive the process dying
         but not the machine (which stage a job is in), written several times per job.
         """
-        with self._lock:
+        with self._lock, self._translated():
             if not durable:
                 self._conn.execute("PRAGMA synchronous=OFF")
             try:
@@ -162,6 +168,18 @@ class JobQueue(SqlJobStore):
             finally:
                 if not durable:
                     self._conn.execute("PRAGMA synchronous=FULL")
+
+    @contextmanager
+    def _translated(self) -> Iterator[None]:
+        """sqlite3's errors about the database, at the edge: damage is QueueDamaged; a full
+        disk, a lock held past the busy timeout, an I/O error is QueueError (the store is away:
+        waited out, never charged to a file). A constraint or misuse error is a bug: as it is."""
+        try:
+            yield
+        except sqlite3.Error as exc:
+            if isinstance(exc, sqlite3.OperationalError) or is_queue_damage(exc):
+                raise from_sqlite_error(exc, path=self.path) from exc
+            raise
 
     # --- the seams of SqlJobStore: one process ----------------------------------
     def _now(self, conn: Sql) -> float:

@@ -180,6 +180,7 @@ class Worker:
         published = self.queue.heartbeat(job)
         if published:
             with task.timer.stage("save"), staged_outputs(self.folders, files) as publish:
+                self._unheld(job)  # ending now: a heartbeat would find it done, which is no lost claim
                 published = self.queue.finish(job, content_hash=prepared.sha256, publish=publish,
                                               fingerprint=task.key.fingerprint or _stored(job))
         # From here on the job is over for this worker: nothing below may send it back to on_failed.
@@ -228,6 +229,10 @@ class Worker:
         """The job is over for this worker: it no longer runs alone, nor needs a lease."""
         if self._alone == job.id:
             self._alone = None
+        self._unheld(job)
+
+    def _unheld(self, job: Job) -> None:
+        """No more heartbeats for `job`."""
         with self._held_lock:
             self._held.pop(job.id, None)
 
@@ -245,11 +250,17 @@ class Worker:
         worker has them now: their work here will be dropped at the end, fenced by the store)."""
         with self._held_lock:
             held = list(self._held.values())
-        lost = [job for job in held if not self.queue.heartbeat(job)]
+        lost = [job for job in held if not self.queue.heartbeat(job) and self._still_held(job)]
         for job in lost:
             log.warning("claim_lost", path=job.source.as_posix(), token=job.token,
                         action="another worker has this job now; this worker's result will be dropped")
         return lost
+
+    def _still_held(self, job: Job) -> bool:
+        """Whether this worker still works on `job`: a job that ended between the listing and
+        its heartbeat (done, a moment ago) was not lost."""
+        with self._held_lock:
+            return job.id in self._held
 
     def _judged(self, claimed: _Claimed, exc: BaseException) -> BaseException:
         """The error as the file deserves it: no verdict on a file whose volume is gone, or that

@@ -6,11 +6,16 @@ backend is done when it passes all of it (huey's storage tests are the model).
 
 from __future__ import annotations
 
+import os
+import sqlite3
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 import pytest
 
+from daemon.errors import QueueDamaged, QueueError
 from daemon.queue import JobQueue
 from daemon.store import Fingerprint, JobStore, Recovery
 from daemon.testing import FakeClock
@@ -312,3 +317,79 @@ def test_a_claim_moves_a_job_whose_derived_name_another_took_meanwhile(queue: Jo
     queue.offer(P("shop/x-mask.png"), FP)  # takes shop/x-mask.png under the new one
     first = queue.claim()
     assert first is not None and first.source == P("shop/x.jpg") and first.output == P("shop/x.jpg.png")
+
+
+# --- a store that is away: the error tree, never a foreign error --------------------------------
+@pytest.fixture(params=["sqlite", "postgresql"])
+def impatient(request: pytest.FixtureRequest, tmp_path: Path, clock: FakeClock) -> Iterator[tuple[JobStore, Any]]:
+    """A store that waits 0.3 s for another session's lock, and that other session, holding
+    the jobs' table (SQLite: the whole database) until the test lets go."""
+    store: JobStore
+    if request.param == "sqlite":
+        store = JobQueue(tmp_path / "state" / "queue.sqlite3", clock=clock, busy_seconds=0.3)
+        other = sqlite3.connect(tmp_path / "state" / "queue.sqlite3", isolation_level=None)
+        lock, release = "BEGIN EXCLUSIVE", "ROLLBACK"
+    else:
+        import psycopg
+
+        from daemon.pgstore import PostgresStore
+
+        url = request.getfixturevalue("postgres_url")
+        store = PostgresStore(url, clock=clock, worker="test-worker", busy_seconds=0.3)
+        other = psycopg.connect(url, autocommit=True)
+        lock, release = "BEGIN; LOCK TABLE cutout_jobs IN ACCESS EXCLUSIVE MODE", "ROLLBACK"
+    yield store, (other, lock, release)
+    other.close()
+    store.close()
+
+
+def test_a_store_locked_past_its_busy_time_is_away_and_works_again_once_released(
+    impatient: tuple[JobStore, Any],
+) -> None:
+    """A lock held too long is QueueError (the daemon waits it out, charging no file), never
+    the database library's own error (which the worker would count against the file)."""
+    store, (other, lock, release) = impatient
+    store.offer(P("a.jpg"), FP)
+    job = store.claim()
+    assert job is not None
+    for statement in lock.split("; "):
+        other.execute(statement)
+    with pytest.raises(QueueError) as caught:
+        store.offer(P("b.jpg"), FP)
+    assert not isinstance(caught.value, QueueDamaged)
+    with pytest.raises(QueueError):
+        store.finish(job, content_hash="h", fingerprint=FP, publish=lambda: None)
+    other.execute(release)
+    assert store.offer(P("b.jpg"), FP) == "queued"
+    assert store.finish(job, content_hash="h", fingerprint=FP, publish=lambda: None)
+
+
+def test_a_full_disk_under_the_sqlite_store_is_away_and_works_again_once_space_returns(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """The kernel's own ENOSPC, on a small tmpfs (needs root, as CI runs): "database or disk is
+    full" from sqlite3 becomes QueueError, and nothing of the store is lost."""
+    mount = tmp_path / "state"
+    mount.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)],
+                             capture_output=True, text=True, check=False)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here (needs root): {mounted.stderr.strip()}")
+    store = JobQueue(mount / "queue.sqlite3", clock=clock)
+    try:
+        store.offer(P("first.jpg"), FP)
+        filler = mount / "filler"
+        fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
+        with pytest.raises(OSError, match="No space left"):
+            while True:
+                os.write(fd, bytes(4096))
+        os.close(fd)
+        with pytest.raises(QueueError) as caught:
+            for index in range(2000):  # the WAL's free pages first, then the disk
+                store.offer(P(f"many/{index:04d}-{'x' * 200}.jpg"), FP)
+        assert not isinstance(caught.value, QueueDamaged) and "full" in str(caught.value)
+        filler.unlink()
+        assert store.offer(P("after.jpg"), FP) == "queued" and store.get(P("first.jpg")) is not None
+    finally:
+        store.close()
+        subprocess.run(["umount", str(mount)], check=True)
