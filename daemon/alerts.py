@@ -40,13 +40,14 @@ from daemon.settings import AlertSettings, WebhookFormat
 
 log = structlog.get_logger("cutout.alerts")
 
-Kind = Literal["quarantined", "stalled", "moving", "crashed", "disk_low"]
+Kind = Literal["quarantined", "stalled", "moving", "crashed", "disk_low", "not_queued"]
 TITLES: dict[Kind, str] = {
     "quarantined": "files quarantined",
     "stalled": "queue stalled",
     "moving": "queue moving again",
     "crashed": "daemon restarted after a crash",
     "disk_low": "output disk nearly full",
+    "not_queued": "new files cannot be queued",
 }
 MAX_FILES_NAMED = 10
 """A message names this many files; the count says how many more."""
@@ -175,7 +176,7 @@ def webhook_request(message: Message, *, fmt: WebhookFormat) -> tuple[bytes, dic
     """The body and headers for one message: JSON (Slack, Mattermost, Teams, any program) or ntfy's plain text."""
     agent = {"User-Agent": f"cutout/{__version__}"}
     if fmt == "ntfy":
-        priority = "high" if message.kind in ("crashed", "disk_low", "stalled") else "default"
+        priority = "high" if message.kind in ("crashed", "disk_low", "stalled", "not_queued") else "default"
         title = f"cutout on {message.host}: {message.title}"
         return message.text.encode(), {**agent, "Content-Type": "text/plain; charset=utf-8",
                                        "Title": title.encode("ascii", "replace").decode(), "Priority": priority,

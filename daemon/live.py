@@ -9,8 +9,10 @@ it only while the daemon holds the lock, so a stale file is never shown.
 
 from __future__ import annotations
 
+import errno
 import json
-from dataclasses import asdict, dataclass
+import os
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +29,7 @@ class Waiting:
     size: int
     waiting: float  # seconds since it was first seen
     incomplete: bool  # found unfinished (empty, no end marker); else still changing or settling
+    unqueued: str | None = None  # settled, but the job store could not take it (a full disk): why
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,12 @@ class Live:
         return asdict(self)
 
 
+SLACK_BYTES = 4096
+"""live.json is padded with spaces to a multiple of this (JSON ignores them), so that on a full
+state disk the next snapshot can still be written over the old one in place: the moment
+`status` must say that files cannot be queued is exactly when no new file can be made."""
+
+
 class LiveState:
     """Writes the snapshot when it changed (ages alone are not a change: status adds them up)."""
 
@@ -53,15 +62,41 @@ class LiveState:
     def publish(
         self, *, waiting: list[Waiting], volume_problem: str | None, now: float, store_problem: str | None = None
     ) -> None:
-        key = (tuple((w.path, w.size, w.incomplete) for w in waiting), volume_problem, store_problem)
+        key = (tuple((w.path, w.size, w.incomplete, w.unqueued) for w in waiting), volume_problem, store_problem)
         if key == self._last:
             return
         self._last = key
         snapshot = Live(updated=now, waiting=waiting, volume_problem=volume_problem, store_problem=store_problem)
-        write_atomic(self.path, json.dumps(snapshot.to_dict()).encode(), durable=False)
+        data = _padded(json.dumps(snapshot.to_dict()).encode())
+        try:
+            write_atomic(self.path, data, durable=False)
+        except OSError as exc:
+            if exc.errno != errno.ENOSPC:
+                raise
+            self._overwrite(snapshot)
+
+    def _overwrite(self, snapshot: Live) -> None:
+        """The disk is full: the snapshot over the old file's own bytes (no new block needed),
+        the list of files shortened until it fits. Not atomic: a reader may find it half
+        written for an instant (it then shows nothing), which beats showing nothing at all."""
+        try:
+            with open(self.path, "r+b") as handle:
+                room = os.fstat(handle.fileno()).st_size
+                waiting = list(snapshot.waiting)
+                while len(data := json.dumps(replace(snapshot, waiting=waiting).to_dict()).encode()) > room and waiting:
+                    waiting.pop()
+                if len(data) <= room:
+                    handle.write(data + b" " * (room - len(data)))
+        except OSError:
+            self._last = None  # not shown this time: try again at the next change or tick
 
     def clear(self) -> None:
         self.path.unlink(missing_ok=True)
+
+
+def _padded(data: bytes) -> bytes:
+    """To the next multiple of SLACK_BYTES, with at least a quarter of one to spare."""
+    return data.ljust(((len(data) + SLACK_BYTES // 4) // SLACK_BYTES + 1) * SLACK_BYTES)
 
 
 def read_live(state: Path) -> Live | None:

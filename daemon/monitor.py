@@ -9,6 +9,8 @@ reads the store through its own read-only view (daemon/storeview.py), the state 
 - **stalled**: work waiting (pending or running) while nothing ended for
   `alerts.stall_minutes`, once per stall, and **moving** when it ends;
 - **disk_low**: the output's disk under `alerts.disk_free_percent` free, once until it recovers;
+- **not_queued**: settled files the job store could not take (its disk full: `live.json`), once
+  until every one is queued;
 - **crashed**: said at start-up, by `SessionMarker`: a daemon that did not stop cleanly
   leaves its marker behind (a fatal signal, `kill -9`, the OOM killer, a power cut).
 
@@ -67,6 +69,7 @@ class Monitor:
         self._waiting_since: float | None = None
         self._stalled = False
         self._disk_low = False
+        self._not_queued = False
 
     def close(self) -> None:
         if self._view is not None:
@@ -86,6 +89,18 @@ class Monitor:
             self._disk()
         except OSError as exc:
             log.debug("monitor_disk_unreadable", error=str(exc))
+        self._unqueued()
+
+    def _unqueued(self) -> None:
+        """Files that settled while the store could not write: the stall alert cannot see them
+        (they are in no count), so they are an alert of their own."""
+        live = read_live(self.state)
+        unqueued = [w for w in live.waiting if w.unqueued] if live else []
+        if unqueued and not self._not_queued:
+            detail = (f"{len(unqueued)} new file{'s' if len(unqueued) != 1 else ''} could not be queued "
+                      f"({unqueued[0].unqueued}); offered again until the job store takes them")
+            self.alerts.post_event(Event(kind="not_queued", detail=detail, at=self.clock(), file=unqueued[0].path))
+        self._not_queued = bool(unqueued)
 
     def _store(self) -> StoreView:
         if self._view is None:

@@ -116,13 +116,24 @@ def print_status(report: StatusReport, *, out: TextIO) -> None:
     for path in report.running:
         print(f"now processing: {path}", file=out)
     _print_fleet(report.workers, out=out)
+    unqueued = [file for file in report.waiting if file.get("unqueued")]
+    if unqueued:
+        print(f"NOT QUEUED: {len(unqueued)} settled file{'s' if len(unqueued) != 1 else ''} the job store could not "
+              f"take ({unqueued[0]['unqueued']}); offered again until it can: free space on the state folder's disk",
+              file=out)
     for file in report.waiting:
-        kind = "incomplete, waiting for the rest" if file["incomplete"] else "still being written or settling"
-        print(f"not queued yet: {file['path']} ({file['size']} bytes, {kind}, {file['waiting']:.0f} s)", file=out)
+        print(f"not queued yet: {file['path']} ({file['size']} bytes, {_why_waiting(file)}, {file['waiting']:.0f} s)",
+              file=out)
     if report.failures:
         print("last failures:", file=out)
     for failure in report.failures:
         print(f"  {failure['file']}: {failure['reason']}: {failure['message']} -> {failure['quarantined_as']}", file=out)
+
+
+def _why_waiting(file: dict[str, object]) -> str:
+    if file.get("unqueued"):
+        return "settled; the job store could not take it yet"
+    return "incomplete, waiting for the rest" if file["incomplete"] else "still being written or settling"
 
 
 def _print_fleet(workers: list[dict[str, object]], *, out: TextIO) -> None:

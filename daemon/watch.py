@@ -34,7 +34,7 @@ from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
-from daemon.errors import InvalidName, JobError, is_queue_damage
+from daemon.errors import InvalidName, JobError, QueueError, is_queue_damage
 from daemon.live import Waiting
 from daemon.layout import display, is_input_name, is_storable, iter_inputs, storable
 from daemon.pipeline.formats import file_truncation
@@ -43,6 +43,8 @@ from daemon.store import Fingerprint, JobStore, Offer
 log = structlog.get_logger("cutout.watch")
 
 IGNORED_SUFFIXES = (".tmp", ".part", ".crdownload", ".download", ".partial")
+STORE_RETRY_SECONDS = 2.0
+"""How often a settled file the store could not take (a full disk) is offered again."""
 FINDER_COPY_BIRTHTIME = -751_619_104.0
 """1946-02-14 08:34:56 UTC: the creation date Finder gives a file it is still copying."""
 
@@ -76,6 +78,7 @@ class _Watched:
     changed_at: float
     checked: Fingerprint | None = None  # the fingerprint last found incomplete
     verified: Fingerprint | None = None  # the fingerprint last found complete
+    unqueued: str | None = None  # settled, but the store could not take it: why
 
 
 Rejecter = Callable[[PurePosixPath, JobError], object]
@@ -86,7 +89,10 @@ class Settler:
     """Tracks changing files and offers each to the queue once it has settled.
 
     No single path can stop it: whatever goes wrong with one file is logged once and
-    that file is set aside until it changes; every other file keeps flowing.
+    that file is set aside until it changes; every other file keeps flowing. A store that
+    cannot take a settled file (its disk full, a lock held too long) is not the file's fault:
+    the file stays watched, counted as not queued, and is offered again every
+    STORE_RETRY_SECONDS until the store takes it.
     """
 
     def __init__(
@@ -109,6 +115,8 @@ class Settler:
         self._watched: dict[PurePosixPath, _Watched] = {}
         self._set_aside: dict[PurePosixPath, Fingerprint | None] = {}
         """Files that failed in a way only a change can mend (and links not followed): not looked at again until then."""
+        self._store_problem: str | None = None
+        self._store_retry_at = 0.0
 
     def hint(self, rel: PurePosixPath) -> None:
         """Called from the observer thread: this path may have changed."""
@@ -123,7 +131,8 @@ class Settler:
         """The files held back now, oldest first (called from the watch thread only)."""
         now = self.clock()
         return [
-            Waiting(display(rel), w.fingerprint.size, round(now - w.first_seen, 1), w.checked == w.fingerprint)
+            Waiting(display(rel), w.fingerprint.size, round(now - w.first_seen, 1), w.checked == w.fingerprint,
+                    unqueued=w.unqueued)
             for rel, w in sorted(self._watched.items(), key=lambda item: item[1].first_seen)
         ]
 
@@ -140,12 +149,26 @@ class Settler:
     def _guarded(self, step: Callable[[PurePosixPath, float], None], rel: PurePosixPath, now: float) -> None:
         try:
             step(rel, now)
+        except QueueError as exc:
+            if is_queue_damage(exc):
+                raise  # not this file's: the queue itself is damaged, and the daemon stops (runner)
+            self._store_away(rel, exc, now)
         except Exception as exc:  # one file's problem (a name the database refuses, a bug) is that file's alone
             if is_queue_damage(exc):
                 raise  # not this file's: the queue itself is damaged, and the daemon stops (runner)
             self._watched.pop(rel, None)
             self._set_aside[rel] = self._fingerprint(rel)
             log.exception("file_set_aside", path=display(rel), until="it changes, or the daemon restarts")
+
+    def _store_away(self, rel: PurePosixPath, exc: QueueError, now: float) -> None:
+        """The store could not take a settled file: it stays watched, and is offered again."""
+        watched = self._watched.get(rel)
+        if watched is not None:
+            watched.unqueued = str(exc)
+        if self._store_problem is None:
+            log.error("file_not_queued", path=display(rel), error=str(exc),
+                      action=f"kept: offered again every {STORE_RETRY_SECONDS:g} s until the job store takes it")
+        self._store_problem, self._store_retry_at = str(exc), now + STORE_RETRY_SECONDS
 
     def _fingerprint(self, rel: PurePosixPath) -> Fingerprint | None:
         return Fingerprint.read(self.root / rel, follow_symlinks=self.follow_symlinks)
@@ -179,6 +202,9 @@ class Settler:
         self._observe(rel, now)
         watched = self._watched.get(rel)
         if watched is None or now - watched.changed_at < self.settle_seconds:
+            return
+        if self._store_problem is not None and now < self._store_retry_at:
+            watched.unqueued = watched.unqueued or self._store_problem  # no offer until the next try
             return
         if self._complete(rel, watched) or now - watched.changed_at >= self.incomplete_timeout:
             # Unchanged for the whole timeout yet incomplete: it never will be. Queued anyway,
@@ -225,6 +251,9 @@ class Settler:
         except OSError as exc:  # vanished between settle and hash: nothing to do
             log.info("file_vanished", path=display(rel), error=str(exc))
             return None
+        if self._store_problem is not None:
+            log.warning("store_writable_again", path=display(rel), was=self._store_problem)
+            self._store_problem = None
         if outcome in ("queued", "requeued"):
             log.info("file_queued", path=display(rel), outcome=outcome, size=fingerprint.size)
             self.on_queued()

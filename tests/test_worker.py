@@ -357,3 +357,34 @@ def test_a_verdict_on_a_file_that_changed_since_its_claim_becomes_a_retry(
     same = _Claimed(claimed, Fingerprint.of(path))
     assert isinstance(worker._judged(same, Undecodable("broken")), Undecodable)
     worker.close()
+
+
+def test_heartbeats_racing_the_end_of_jobs_never_report_a_claim_lost_on_one_daemon(
+    folders: Folders, queue: JobQueue, clock: FakeClock
+) -> None:
+    """The watch thread heartbeats the jobs in flight while they end on the stage pool: a job
+    that just ended is done, not lost, and says nothing."""
+    import threading
+
+    from structlog.testing import capture_logs
+
+    for index in range(12):
+        add(folders, queue, f"{index:02d}.jpg", subject_image(60, 80, (20, 15, 60, 45)))
+    worker = make_worker(folders, queue, clock)
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.is_set():
+            worker.heartbeat()
+
+    beating = threading.Thread(target=beat)
+    with capture_logs() as logs:
+        beating.start()
+        try:
+            drain(worker, queue)
+        finally:
+            stop.set()
+            beating.join(10)
+    worker.close()
+    assert queue.counts()["done"] == 12
+    assert [e for e in logs if e["event"] == "claim_lost"] == []

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from daemon.errors import CutoutError
-from daemon.live import read_live
+from daemon.live import Waiting, read_live
 from daemon.outputs import Folders
 from daemon.routing import SEED_ROUTING, Routing
 from daemon.settings import DashboardSettings, QueueSettings
@@ -64,6 +64,8 @@ class Overview:
     hot_folder_problem: str | None = None
     store_problem: str | None = None
     telemetry: Snapshot | None = None
+    unqueued: list[Waiting] = field(default_factory=list)
+    """Settled files the job store could not take yet (its disk full): offered again until it can."""
 
     @property
     def quarantined(self) -> dict[str, int]:
@@ -122,7 +124,8 @@ class Board:
             else:
                 self._unreachable_since = None
             self._last = replace(fresh, taken_at=now, daemon=daemon, telemetry=telemetry,
-                                 hot_folder_problem=live.volume_problem if live else None)
+                                 hot_folder_problem=live.volume_problem if live else None,
+                                 unqueued=[w for w in live.waiting if w.unqueued] if live else [])
             return self._last
 
     def invalidate(self) -> None:

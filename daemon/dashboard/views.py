@@ -103,6 +103,11 @@ def banner(o: Overview, *, exposed_at: str | None) -> str:
         notes.append(("bad", f"{o.store_problem}. Showing the last figures read."))
     if o.hot_folder_problem:
         notes.append(("warn", f"Paused: {o.hot_folder_problem} (nothing is lost; it resumes when the folder is back)."))
+    if o.unqueued:
+        count = len(o.unqueued)
+        notes.append(("bad", f"{count} new file{'s' if count != 1 else ''} could not be queued: "
+                             f"{o.unqueued[0].unqueued}. Offered again until the job store takes them: "
+                             "free space on the state folder's disk."))
     return "".join(f'<p class="note {kind}">{esc(text)}</p>' for kind, text in notes)
 
 
