@@ -72,7 +72,11 @@ class Stages(Generic[K]):
     def top_up(self, claim: Callable[[], tuple[K, Path] | None]) -> None:
         """Start decoding claimed images while slots are free and `claim` has work."""
         while self._slots.acquire(blocking=False):
-            claimed = claim()
+            try:
+                claimed = claim()
+            except BaseException:  # the store away: the slot stays free for the next try
+                self._slots.release()
+                raise
             if claimed is None:
                 self._slots.release()
                 return

@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 import time
 import traceback
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -105,6 +106,8 @@ class Worker:
         self._alone: int | None = None
         """The suspect running alone (its job id): nothing else is claimed until it ends."""
         self._held: dict[int, Job] = {}
+        self._unrecorded: deque[Job] = deque()
+        """Jobs whose retry the store could not write: appended by the stage pool, released by run_once."""
         """The jobs this worker has claimed and not yet ended, by id: their leases need heartbeats."""
         self._held_lock = threading.Lock()
         self.done = 0
@@ -118,6 +121,7 @@ class Worker:
     # --- the loop body ----------------------------------------------------------------
     def run_once(self, *, idle_wait: float = 0.5) -> None:
         """Top up the prefetch, then run the model on the oldest prepared image."""
+        self._record_the_unrecorded()
         self.stages.top_up(self._claim)
         if not self.stages.infer_next():
             self.wake.wait(self._idle_wait(idle_wait))
@@ -293,8 +297,17 @@ class Worker:
     def _retry_quietly(self, task: Task[_Claimed], error: Exception) -> None:
         try:
             self._retry(task, error, counts=False)
-        except Exception:  # the database itself failed: the row stays running; a restart recovers it
-            log.exception("retry_not_recorded", path=str(task.key.job.source))
+        except Exception:  # the store itself failed (its disk full): the row stays running for now
+            log.exception("retry_not_recorded", path=str(task.key.job.source),
+                          action="put back in the queue, uncounted, as soon as the store can write")
+            self._unrecorded.append(task.key.job)
+
+    def _record_the_unrecorded(self) -> None:
+        """Jobs whose end could not be written go back to pending, uncounted, once the store can
+        write again: left `running`, no claim would ever take them until the next start."""
+        while self._unrecorded:
+            self.queue.release(self._unrecorded[0])  # QueueError: still away, and the loop waits
+            log.info("job_requeued", path=display(self._unrecorded.popleft().source), why="the store can write again")
 
     def _route_failure(self, task: Task[_Claimed], exc: BaseException) -> None:
         job = task.key.job

@@ -123,3 +123,4 @@ def test_live_state_is_written_over_in_place_when_the_disk_has_no_room_for_a_new
     shown = read_live(small_disk)
     assert shown is not None and shown.updated == 2.0
     assert 0 < len(shown.waiting) < 200 and shown.waiting[0] == many[0]  # as many as the old file's room holds
+

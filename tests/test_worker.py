@@ -388,3 +388,67 @@ def test_heartbeats_racing_the_end_of_jobs_never_report_a_claim_lost_on_one_daem
     worker.close()
     assert queue.counts()["done"] == 12
     assert [e for e in logs if e["event"] == "claim_lost"] == []
+
+
+def test_a_job_whose_end_the_store_cannot_write_is_neither_charged_nor_stuck(folders: Folders, clock: FakeClock) -> None:
+    """The store is away as the job ends (another session holds its lock past the busy time):
+    neither the cutout nor the retry can be recorded. Once it is back the job is done, with no
+    attempt counted against the file and no restart needed."""
+    import sqlite3
+
+    from structlog.testing import capture_logs
+
+    from daemon.errors import QueueError
+
+    path = folders.state / "queue.sqlite3"
+    queue = JobQueue(path, clock=clock, busy_seconds=0.1)
+    add(folders, queue, "a.jpg", subject_image(60, 80, (20, 15, 60, 45)))
+    other = sqlite3.connect(path, isolation_level=None)
+
+    class LockingModel(BrightModel):
+        def predict(self, batch: Any) -> Any:
+            if self.calls == 0:
+                other.execute("BEGIN EXCLUSIVE")  # taken while the job runs: its end finds the store away
+            return super().predict(batch)
+
+    worker = make_worker(folders, queue, clock, model=LockingModel(), in_flight=1)
+    with capture_logs() as logs:
+        for _ in range(100):
+            try:
+                worker.run_once(idle_wait=0.02)
+            except QueueError:
+                pass  # the runner's loop waits the store out
+            if any(e["event"] == "retry_not_recorded" for e in logs):
+                break
+        other.execute("ROLLBACK")
+        for _ in range(200):
+            worker.run_once(idle_wait=0.02)
+            if queue.counts()["done"] == 1:
+                break
+    worker.close()
+    other.close()
+    job = queue.get(P("a.jpg"))
+    assert job is not None and job.state == "done" and job.finished_attempts == 0
+    assert [e["event"] for e in logs].count("retry_not_recorded") == 1
+    assert "quarantined" not in {e.get("outcome") for e in logs}
+    queue.close()
+
+
+def test_a_claim_that_fails_gives_its_slot_back() -> None:
+    """The store away at a claim (a database restart): once it is back, every slot claims again."""
+    from daemon.pipeline.source import ImageOptions
+    from daemon.stages import Stages
+
+    stages: Stages[str] = Stages(model=BrightModel(), params=PipelineParams(), options=ImageOptions(), in_flight=1,
+                                 cpu_threads=1, on_done=lambda *a: None, on_failed=lambda *a: None)
+    asked: list[int] = []
+
+    def away() -> tuple[str, Path] | None:
+        asked.append(1)
+        raise RuntimeError("the store is away")
+
+    for _ in range(3):
+        with pytest.raises(RuntimeError):
+            stages.top_up(away)
+    assert len(asked) == 3  # each try had its slot
+    stages.close()
