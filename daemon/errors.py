@@ -22,7 +22,8 @@
         │   ├── RetriesExhausted     internal_error (an unexpected error, max_attempts times)
         │   ├── Vanished             vanished (removed before it was processed; nothing to move)
         │   ├── InvalidName          invalid_name (not valid UTF-8: cannot be stored or named safely)
-        │   └── NameTooLong          name_too_long (its output or error report would exceed the name limit)
+        │   ├── NameTooLong          name_too_long (its output or error report would exceed the name limit)
+        │   └── NameTaken            name_taken (a file of its recipes is named like another input's, or a folder)
         └── TransientError           io_error: the machine is the problem, retry with backoff
             ├── DeviceError          device_error
             ├── DiskFull             disk_full
@@ -156,6 +157,13 @@ class NameTooLong(PermanentError):
     reason = "name_too_long"
 
 
+class NameTaken(PermanentError):
+    """One of the files its recipes write would take a name that is not its own: another input's
+    cut-out, or a folder or other non-file entry in the output folder."""
+
+    reason = "name_taken"
+
+
 class TransientError(JobError):
     """The machine is at fault (device, disk, permissions); retry later."""
 
@@ -216,6 +224,16 @@ def from_os_error(exc: OSError, *, doing: str) -> JobError:
 _SQLITE_DAMAGE = frozenset({11, 26})
 """SQLITE_CORRUPT ("database disk image is malformed") and SQLITE_NOTADB ("file is not a
 database"): the file's bytes are wrong, and no restart changes that."""
+
+
+def reason_codes() -> list[str]:
+    """Every quarantine reason code, from the tree itself (what `cutout retry --reason` takes)."""
+    found, todo = set(), list(JobError.__subclasses__())
+    while todo:
+        cls = todo.pop()
+        found.add(cls.reason)
+        todo.extend(cls.__subclasses__())
+    return sorted(found - {JobError.reason})
 
 
 def is_queue_damage(exc: BaseException) -> bool:

@@ -216,34 +216,54 @@ class SqlJobStore(ABC):
 
     def _free(self, conn: Sql, source: PurePosixPath, candidate: PurePosixPath) -> bool:
         names = (candidate, *self.extra_names(source, candidate))
-        return not any(self._name_holder(conn, claim_key(name), source=source) for name in names)
+        return not any(self._name_holder(conn, claim_key(name), source=source) is not None for name in names)
 
-    def _name_holder(self, conn: Sql, key: str, *, source: PurePosixPath) -> bool:
-        """Whether a job other than `source`'s holds the name `key`, as its own or a derived one."""
+    def _name_holder(self, conn: Sql, key: str, *, source: PurePosixPath) -> PurePosixPath | None:
+        """The job other than `source`'s that holds the name `key`, as its own or a derived one."""
         row = conn.execute(
-            f"SELECT 1 FROM {self.JOBS} WHERE output_key = :key AND source <> :source UNION ALL"
-            f" SELECT 1 FROM {self.NAMES} n JOIN {self.JOBS} j ON j.id = n.job_id"
+            f"SELECT source FROM {self.JOBS} WHERE output_key = :key AND source <> :source UNION ALL"
+            f" SELECT j.source FROM {self.NAMES} n JOIN {self.JOBS} j ON j.id = n.job_id"
             " WHERE n.key = :key AND j.source <> :source",
             {"key": key, "source": source.as_posix()},
         ).fetchone()
-        return row is not None
+        return None if row is None else PurePosixPath(row["source"])
 
     def _claim_extra_names(self, conn: Sql, source: PurePosixPath, output: PurePosixPath) -> None:
-        """The job's derived names, as its recipes give them now, replacing any it held."""
+        """The job's derived names, as its recipes give them now, replacing any it held; a name
+        another job holds is not taken (`name_conflicts` says which)."""
         job = f"(SELECT id FROM {self.JOBS} WHERE source = :source)"
         conn.execute(f"DELETE FROM {self.NAMES} WHERE job_id = {job}", {"source": source.as_posix()})
+        free = [extra for extra in self.extra_names(source, output)
+                if self._name_holder(conn, claim_key(extra), source=source) is None]
         conn.executemany(
             f"INSERT INTO {self.NAMES} (key, job_id) VALUES (:key, {job})",
-            [{"key": claim_key(extra), "source": source.as_posix()} for extra in self.extra_names(source, output)],
+            [{"key": claim_key(extra), "source": source.as_posix()} for extra in free],
         )
 
     def _reclaim(self, conn: Sql, job: Job) -> None:
-        """A job gave up its output names (failed), or its recipes changed (redone); claim them
-        again (the same ones if still free)."""
-        output = self._claim_output(conn, job.source, preferred=job.output)
-        conn.execute(f"UPDATE {self.JOBS} SET output = :output, output_key = :key WHERE id = :id",
-                     {"output": output.as_posix(), "key": claim_key(output), "id": job.id})
+        """A job gave up its output names (failed), or its recipes changed (redone): claim them
+        again. A job that published under the output name it still holds keeps it (a name never
+        changes once given) and takes only the derived names it never had; any other takes the
+        first candidate whose names are all free, `job.output` first."""
+        held = conn.execute(
+            f"SELECT 1 FROM {self.JOBS} WHERE id = :id AND output_key = :key AND content_hash IS NOT NULL",
+            {"id": job.id, "key": claim_key(job.output)},
+        ).fetchone()
+        output = job.output if held else self._claim_output(conn, job.source, preferred=job.output)
+        if not held:
+            conn.execute(f"UPDATE {self.JOBS} SET output = :output, output_key = :key WHERE id = :id",
+                         {"output": output.as_posix(), "key": claim_key(output), "id": job.id})
         self._claim_extra_names(conn, job.source, output)
+
+    def name_conflicts(self, job: Job) -> list[tuple[PurePosixPath, PurePosixPath]]:
+        """The files `job`'s recipes would write under names another job holds: (name, holder)."""
+        with self.db() as conn:
+            return self._conflicts(conn, job)
+
+    def _conflicts(self, conn: Sql, job: Job) -> list[tuple[PurePosixPath, PurePosixPath]]:
+        holders = ((name, self._name_holder(conn, claim_key(name), source=job.source))
+                   for name in self.extra_names(job.source, job.output))
+        return [(name, holder) for name, holder in holders if holder is not None]
 
     def _release_names(self, conn: Sql, job_id: int) -> None:
         conn.execute(f"DELETE FROM {self.NAMES} WHERE job_id = :id", {"id": job_id})
@@ -284,6 +304,8 @@ class SqlJobStore(ABC):
             ).fetchone()
             if still is None:
                 return False  # the daemon already picked it up (a restored file), or it is busy
+            if was == "done" and self._conflicts(conn, job):
+                return False  # its new files' names are others': it stays done, under its names
             self._reclaim(conn, job)
             conn.execute(
                 f"UPDATE {self.JOBS} SET state = 'pending', attempts = 0, finished_attempts = 0, retry_at = 0,"

@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import TextIO
 
-from daemon.errors import ConfigError, JobError, QueueDamaged, QueueError
+from daemon.errors import ConfigError, JobError, QueueDamaged, QueueError, reason_codes
 from daemon.outputs import Folders, restore_from_quarantine
 from daemon.store import Job, JobStore, State
 from daemon.live import Live, read_live
@@ -167,12 +167,25 @@ def retry(
     with steering(folders, queue_settings=queue_settings, routing=routing) as queue:
         chosen = [job for job in queue.jobs(state="failed", limit=1_000_000) if job.quarantine is not None]
         if every and reason is not None:
+            _check_reason(reason, held=chosen)
             chosen = [job for job in chosen if job.reason == reason]
         if not every:
             chosen = [job for job in chosen if _matches(job, target, folders)]
             if not chosen:
                 raise ConfigError(f"{target} is not a quarantined file of this daemon (see: cutout status)")
         return [_send_back(folders, queue, job) for job in chosen]
+
+
+def _check_reason(reason: str, *, held: list[Job]) -> None:
+    """A reason that is no reason code at all is a typo: say which exist, and which are held now."""
+    if reason in reason_codes():
+        return
+    counts: dict[str, int] = {}
+    for job in held:
+        counts[str(job.reason)] = counts.get(str(job.reason), 0) + 1
+    now = ", ".join(f"{name} {count}" for name, count in sorted(counts.items())) or "nothing"
+    raise ConfigError(f"--reason {reason} is no reason code; they are: {', '.join(reason_codes())} "
+                      f"(in quarantine now: {now})")
 
 
 def reprocess(
@@ -183,11 +196,19 @@ def reprocess(
     with the recipes the config gives them now: what was queued, and what was left and why."""
     with steering(folders, queue_settings=queue_settings, routing=routing) as queue:
         done = [job for job in queue.jobs(state="done", limit=10_000_000) if _under(job, target, folders)]
+        if target is not None and not done and not _exists_in_hot_folder(target, folders):
+            raise ConfigError(f"{target} is neither a file nor a folder of the hot folder {folders.input} "
+                              "(give a path in it, or relative to it; or --all)")
         present = [job for job in done if (folders.input / job.source).is_file()]
-        queued = sum(queue.redo(job) for job in present)
+        conflicts = {job.source: found for job in present if (found := queue.name_conflicts(job))}
+        queued = sum(queue.redo(job) for job in present if job.source not in conflicts)
     lines = [f"queued again: {queued} file{'s' if queued != 1 else ''}"]
     if len(done) > len(present):
         lines.append(f"left: {len(done) - len(present)} whose original is no longer in the hot folder (archived or deleted)")
+    for source, found in conflicts.items():
+        taken = ", ".join(f"{name} is {holder}'s" for name, holder in found)
+        lines.append(f"left as it is: {source} (its new files would take names of other files: {taken}; "
+                     "rename one of them, or change the recipe)")
     return lines
 
 
@@ -197,6 +218,11 @@ def _under(job: Job, target: Path | None, folders: Folders) -> bool:
         return True
     wanted = _in_hot_folder(Path(target).expanduser(), folders)
     return wanted in (PurePosixPath("."), job.source) or wanted in job.source.parents
+
+
+def _exists_in_hot_folder(target: Path, folders: Folders) -> bool:
+    relative = _in_hot_folder(Path(target).expanduser(), folders)
+    return (folders.input / relative).exists()
 
 
 def _in_hot_folder(path: Path, folders: Folders) -> PurePosixPath:

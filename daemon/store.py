@@ -175,8 +175,12 @@ class JobStore(Protocol):
         """`cutout retry`: a failed job back to pending; False if it is no longer failed."""
 
     def redo(self, job: Job) -> bool:
-        """`cutout reprocess`: a done job back to pending, its names claimed as its recipes give
-        them now; False if it is no longer done."""
+        """`cutout reprocess`: a done job back to pending, keeping its output name and claiming
+        the derived names its recipes give now; False if it is no longer done, or if one of
+        those names is another job's (`name_conflicts`)."""
+
+    def name_conflicts(self, job: Job) -> list[tuple[PurePosixPath, PurePosixPath]]:
+        """The files `job`'s recipes would write under names another job holds: (name, holder)."""
 
     def name_outputs(self, extra_names: ExtraNames | None) -> None:
         """Which names besides the seed's each source's recipes write (the config's routes);

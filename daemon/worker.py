@@ -22,6 +22,7 @@ from daemon.errors import (
     Crashed,
     FileChanged,
     JobError,
+    NameTaken,
     NameTooLong,
     PermanentError,
     QueueDamaged,
@@ -179,6 +180,9 @@ class Worker:
     def _done(self, task: Task[_Claimed], prepared: Prepared, cutout: Cutout) -> None:
         job = task.key.job
         files = contents(self.routing.files(job.source, claimed=job.output), cutout.files)
+        if len(files) > 1 and (taken := self.queue.name_conflicts(job)):  # never over another input's files
+            raise NameTaken(", ".join(f"{name} is the file of {display(holder)}" for name, holder in taken)
+                            + ": rename one of the two inputs, or change the recipe")
         # A worker whose claim was lost while it computed (frozen past its lease, say) never
         # stages a file in the output folder; the lease renewed here covers the writing.
         published = self.queue.heartbeat(job)

@@ -20,7 +20,7 @@ from daemon.outputs import Folders
 from daemon.pipeline.constants import PipelineParams
 from daemon.pipeline.recipe import Recipe
 from daemon.queue import JobQueue
-from daemon.routing import Route, Routing, matches, plan_files
+from daemon.routing import SEED_ROUTING, Route, Routing, matches, plan_files
 from daemon.settings import QueueSettings, load_settings, routing
 from daemon.status import reprocess
 from daemon.store import Fingerprint
@@ -299,3 +299,54 @@ def test_the_store_is_told_of_derived_names_only_when_a_recipe_in_use_writes_one
     assert deep.name_deriver is None  # `web` is defined but no route uses it; `deep` writes x.png too
     web = Routing(recipes=deep.recipes, routes=[Route(match="a/**", recipes=("web",))])
     assert web.name_deriver is not None and web.name_deriver(P("a/x.jpg"), P("a/x.png")) == [P("a/x.webp")]
+
+
+def test_reprocess_after_a_new_recipe_keeps_every_name_and_leaves_a_file_whose_new_name_is_anothers(
+    folders: Folders, clock: FakeClock
+) -> None:
+    """x.jpg and x-mask.jpg were cut out as x.png and x-mask.png. A mask recipe is added: x.jpg's
+    mask would be x-mask.png, which is x-mask.jpg's cut-out. Reprocess keeps x.png (a name never
+    changes once given), leaves x.jpg as it is and says why; x-mask.jpg gets its mask."""
+    queue = JobQueue(folders.state / "queue.sqlite3", clock=clock)
+    for name in ("x.jpg", "x-mask.jpg"):
+        write_image(folders.input / name, subject_image(300, 400, BOX))
+        queue.offer(P(name), Fingerprint.of(folders.input / name))
+    _drain(_worker(folders, queue, SEED_ROUTING, clock), queue)
+    before = {name: (folders.output / name).read_bytes() for name in ("x.png", "x-mask.png")}
+    masked = Routing(recipes={"default": Recipe(), "mask": Recipe(mask="only")},
+                     routes=[Route(match="**", recipes=("default", "mask"))])
+    queue.close()
+
+    lines = reprocess(folders, target=None, routing=masked)
+    assert lines[0] == "queued again: 1 file"
+    assert lines[1].startswith("left as it is: x.jpg") and "x-mask.png is x-mask.jpg's" in lines[1]
+    queue = JobQueue(folders.state / "queue.sqlite3", clock=clock)
+    _drain(_worker(folders, queue, masked, clock), queue)
+    assert sorted(p.name for p in folders.output.iterdir()) == ["x-mask-mask.png", "x-mask.png", "x.png"]
+    assert (folders.output / "x.png").read_bytes() == before["x.png"]
+    job = queue.get(P("x.jpg"))
+    assert job is not None and job.output == P("x.png") and job.state == "done"
+    queue.close()
+
+
+def test_a_changed_done_file_whose_new_recipe_names_anothers_file_never_overwrites_it(
+    folders: Folders, clock: FakeClock
+) -> None:
+    """The same two files; x.jpg is replaced after the mask recipe is added: it keeps x.png, and
+    its mask would overwrite x-mask.jpg's cut-out, so it is quarantined with the reason."""
+    queue = JobQueue(folders.state / "queue.sqlite3", clock=clock)
+    for name in ("x.jpg", "x-mask.jpg"):
+        write_image(folders.input / name, subject_image(300, 400, BOX))
+        queue.offer(P(name), Fingerprint.of(folders.input / name))
+    _drain(_worker(folders, queue, SEED_ROUTING, clock), queue)
+    theirs = (folders.output / "x-mask.png").read_bytes()
+    masked = Routing(recipes={"default": Recipe(), "mask": Recipe(mask="only")},
+                     routes=[Route(match="**", recipes=("default", "mask"))])
+    write_image(folders.input / "x.jpg", subject_image(300, 400, (50, 50, 250, 200)))
+    queue.offer(P("x.jpg"), Fingerprint.of(folders.input / "x.jpg"), content_hash=lambda: "new")
+    _drain(_worker(folders, queue, masked, clock), queue)
+    assert (folders.output / "x-mask.png").read_bytes() == theirs
+    job = queue.get(P("x.jpg"))
+    assert job is not None and job.state == "failed" and job.reason == "name_taken"
+    assert "x-mask.png is the file of x-mask.jpg" in str(job.message)
+    queue.close()

@@ -92,3 +92,26 @@ def test_status_without_a_queue_says_so(tmp_path: Path, capsys: pytest.CaptureFi
     assert main(["status", "--input", str(tmp_path / "in"), "--output", str(tmp_path / "o"),
                  "--state", str(tmp_path / "s")]) == 2
     assert "no queue" in capsys.readouterr().err
+
+
+def test_a_retry_reason_that_is_no_reason_code_fails_and_lists_the_codes_and_what_is_held(
+    filled: tuple[Folders, list[str]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    folders, flags = filled
+    assert main(["retry", "--all", "--reason", "no-foreground", *flags]) == 2
+    said = capsys.readouterr().err
+    assert "--reason no-foreground is no reason code" in said and "no_foreground, " in said
+    assert "(in quarantine now: no_foreground 1)" in said
+    assert (folders.quarantine / "sub" / "dark.png").exists()  # nothing moved
+    assert main(["retry", "--all", "--reason", "undecodable", *flags]) == 0  # a real code, nothing held: fine
+    assert "nothing in quarantine for the reason undecodable" in capsys.readouterr().out
+
+
+def test_reprocess_of_a_path_that_is_not_in_the_hot_folder_fails_and_says_so(
+    filled: tuple[Folders, list[str]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    folders, flags = filled
+    assert main(["reprocess", "typo/path", *flags]) == 2
+    assert "typo/path is neither a file nor a folder of the hot folder" in capsys.readouterr().err
+    assert main(["reprocess", "good.jpg", *flags]) == 0
+    assert "queued again: 1 file" in capsys.readouterr().out
