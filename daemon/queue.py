@@ -37,10 +37,11 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from daemon.atomic import access_problem, make_private_dir
 from daemon.errors import ConfigError, from_sqlite_error, is_queue_damage
+from daemon.layout import claim_key
 from daemon.sqlstore import START_ATTEMPT, Params, Row, Sql, SqlJobStore
 from daemon.store import Job, WorkerInfo
 
@@ -78,6 +79,10 @@ CREATE TABLE IF NOT EXISTS names (      -- output names a job's recipes derive f
     job_id INTEGER NOT NULL REFERENCES jobs (id)
 );
 CREATE INDEX IF NOT EXISTS names_job ON names (job_id);
+CREATE TABLE IF NOT EXISTS held (       -- output names no input holds: kept by a rebuild
+    key TEXT PRIMARY KEY,                 -- claim_key of the name
+    output TEXT NOT NULL                  -- the file, relative to the output folder
+);
 """
 
 ADDED_COLUMNS = {
@@ -117,6 +122,7 @@ class JobQueue(SqlJobStore):
     FOR_UPDATE = ""
     FOR_UPDATE_SKIP_LOCKED = ""
     CLEAR_CLAIM = ""  # a claim here is its state and token only
+    HELD_UNION = " UNION ALL SELECT :held FROM held WHERE key = :key"
 
     def __init__(
         self, path: Path, *, clock: Callable[[], float] = time.time, busy_seconds: float = BUSY_SECONDS
@@ -180,6 +186,14 @@ class JobQueue(SqlJobStore):
             if isinstance(exc, sqlite3.OperationalError) or is_queue_damage(exc):
                 raise from_sqlite_error(exc, path=self.path) from exc
             raise
+
+    def record_held(self, outputs: list[PurePosixPath]) -> None:
+        """Cut-outs in the output folder whose input is gone (deleted or archived after
+        success) when a queue is rebuilt: their names stay taken, so a new input named like
+        an old one gets the next free name, as it would have without the rebuild."""
+        with self.db() as conn:
+            conn.executemany("INSERT INTO held (key, output) VALUES (:key, :output) ON CONFLICT (key) DO NOTHING",
+                             [{"key": claim_key(output), "output": output.as_posix()} for output in outputs])
 
     # --- the seams of SqlJobStore: one process ----------------------------------
     def _now(self, conn: Sql) -> float:

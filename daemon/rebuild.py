@@ -86,7 +86,8 @@ def prepare_queue(
     report = rebuild_queue(folders, clock=clock, routing=routing)
     if health.state == "empty" or report.done or report.quarantined:
         log.warning("queue_rebuilt", previous=report.previous, moved_to=[str(p) for p in report.moved],
-                    done=report.done, quarantined=report.quarantined, without_current_cutout=report.not_done)
+                    done=report.done, quarantined=report.quarantined, without_current_cutout=report.not_done,
+                    kept_without_input=report.held)
     return report
 
 
@@ -99,6 +100,7 @@ class RebuildReport:
     done: int
     quarantined: int
     not_done: int  # inputs without a current cutout: the daemon queues them
+    held: int = 0  # cut-outs whose input is gone: their names stay taken
     notes: list[str] = field(default_factory=list)
 
     def lines(self) -> list[str]:
@@ -110,6 +112,8 @@ class RebuildReport:
             f"rebuilt {self.path}: {self.done} done (kept, not redone), "
             f"{self.quarantined} quarantined (cutout retry works on them)",
             f"{self.not_done} inputs have no current cutout: the daemon processes them when it runs",
+            f"{self.held} files in the output folder belong to no input in the hot folder (deleted or archived "
+            "originals): kept, and no new input will take their names",
             *(f"note: {note}" for note in self.notes),
         ]
 
@@ -143,18 +147,20 @@ def _rebuild(folders: Folders, *, path: Path, clock: Callable[[], float], routin
     _remove_with_side_files(building)  # a rebuild that died part-way
     adopted, not_done = adopt_outputs(folders, routing=routing)
     failed, notes = quarantined_jobs(folders, done={record.source for record in adopted})
+    orphans = unowned_outputs(folders, adopted=adopted, routing=routing)
     queue = open_job_queue(building, clock=clock)
     queue.name_outputs(routing.name_deriver)  # each done job claims every file its recipes wrote
     try:
         queue.bind_input(folders.input)
         queue.record_done(adopted)
         queue.record_failed(failed)
+        queue.record_held(orphans)
     finally:
         queue.close()  # the last connection checkpoints: the WAL is merged into the file
     moved = _move_aside(path, word="replaced" if previous == "was healthy" else "damaged", clock=clock)
     _move_with_side_files(building, path)
     return RebuildReport(path=path, previous=previous, moved=moved, done=len(adopted), quarantined=len(failed),
-                         not_done=not_done, notes=notes)
+                         not_done=not_done, held=len(orphans), notes=notes)
 
 
 def _describe(path: Path) -> str:
@@ -215,6 +221,19 @@ def adopt_outputs(folders: Folders, *, routing: Routing = SEED_ROUTING) -> tuple
     records = [r for source, claimed in pairs.items()
                if (r := _done_record(folders, source, claimed, files=files(source, claimed))) is not None]
     return records, len(inputs) - len(records)
+
+
+def unowned_outputs(folders: Folders, *, adopted: list[DoneRecord], routing: Routing) -> list[PurePosixPath]:
+    """Every file in the output folder that no adopted input's recipes wrote: the cut-outs of
+    originals deleted or archived after success (or of inputs since replaced). Their names
+    stay taken, so that no new input ever writes over them."""
+    owned = {claim_key(file.path) for record in adopted for file in routing.files(record.source, claimed=record.output)}
+    found = []
+    for folder, dirnames, names in os.walk(folders.output):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        relative = PurePosixPath(Path(folder).relative_to(folders.output).as_posix())
+        found += [relative / name for name in sorted(names) if not name.startswith(".")]
+    return [rel for rel in found if is_storable(rel) and claim_key(rel) not in owned]
 
 
 def pair_outputs(

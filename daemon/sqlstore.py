@@ -82,6 +82,8 @@ class Sql(Protocol):
 START_ATTEMPT = "state = 'running', attempts = attempts + 1, started_at = :now"
 """What every claim sets (with its token): the start counted, at `now`."""
 
+HELD_BY_NONE = "a cut-out kept by a queue rebuild, its original gone"
+"""Who holds a name `record_held` kept, in messages."""
 UNCOUNT_START = "attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END"
 """A start given back (a claim that never ran), never below 0, in SQL both take (no `GREATEST` in SQLite)."""
 
@@ -102,6 +104,8 @@ class SqlJobStore(ABC):
     """Appended to the claim's SELECT: a row another worker is claiming is passed over, not waited for."""
     CLEAR_CLAIM: ClassVar[str]
     """`, column = NULL` for each column a claim sets besides the token, cleared when it ends."""
+    HELD_UNION: ClassVar[str] = ""
+    """SQLite: the names a queue rebuild kept for cut-outs whose input is gone (PostgreSQL has no rebuild)."""
 
     # --- the seams --------------------------------------------------------------------------
     @abstractmethod
@@ -219,12 +223,13 @@ class SqlJobStore(ABC):
         return not any(self._name_holder(conn, claim_key(name), source=source) is not None for name in names)
 
     def _name_holder(self, conn: Sql, key: str, *, source: PurePosixPath) -> PurePosixPath | None:
-        """The job other than `source`'s that holds the name `key`, as its own or a derived one."""
+        """The job other than `source`'s that holds the name `key`, as its own or a derived one
+        (or HELD_BY_NONE: a cut-out kept by a queue rebuild whose input is gone)."""
         row = conn.execute(
             f"SELECT source FROM {self.JOBS} WHERE output_key = :key AND source <> :source UNION ALL"
             f" SELECT j.source FROM {self.NAMES} n JOIN {self.JOBS} j ON j.id = n.job_id"
-            " WHERE n.key = :key AND j.source <> :source",
-            {"key": key, "source": source.as_posix()},
+            f" WHERE n.key = :key AND j.source <> :source{self.HELD_UNION}",
+            {"key": key, "source": source.as_posix(), **({"held": HELD_BY_NONE} if self.HELD_UNION else {})},
         ).fetchone()
         return None if row is None else PurePosixPath(row["source"])
 

@@ -594,3 +594,44 @@ def test_a_queue_truncated_to_zero_or_deleted_is_rebuilt_at_start_and_nothing_is
     assert (rebuilt["done"], rebuilt["quarantined"]) == (3, 1)
     assert daemon.stop() == 0
     assert json.loads(_cli(daemon, "status", "--json").stdout)["counts"]["done"] == 4
+
+
+# --- Cut-outs whose originals are gone ------------------------------------------------------------
+def test_a_rebuild_keeps_the_names_of_cut_outs_whose_originals_are_gone(folders: Folders) -> None:
+    """`originals: delete` (or archive) took x.jpg away after its cut-out x.png was made. After a
+    rebuild a new input that maps to x.png (x.tif, or a new x.jpg) gets the next free name: the
+    only cut-out of the deleted original is never written over."""
+    cutout_of(folders, "x.jpg")
+    cutout_of(folders, "shoot/y.jpg")
+    (folders.input / "x.jpg").unlink()  # deleted after success
+    report = rebuild_queue(folders)
+    assert (report.done, report.held) == (1, 1)
+    assert any("1 files in the output folder belong to no input" in line for line in report.lines())
+    queue = JobQueue(queue_path(folders.state))
+    for name in ("x.tif", "x.jpg"):
+        write_image(folders.input / name, subject_image(120, 160, (30, 20, 120, 90)))
+        assert offer_again(queue, folders, name) == "queued"
+    assert {job.source.as_posix(): job.output.as_posix() for job in queue.jobs(state="pending")} == {
+        "x.tif": "x.tif.png", "x.jpg": "x.jpg.png"}
+    queue.close()
+
+
+@pytest.mark.slow
+def test_after_an_automatic_rebuild_a_new_file_never_overwrites_the_cut_out_of_a_deleted_original(
+    tmp_path: Path, torchscript_model: Path, started: list[harness.DaemonProcess]
+) -> None:
+    daemon = harness.DaemonProcess(tmp_path / "d", model=str(torchscript_model),
+                                   settings={"pipeline": {"target_size": 256}, "originals": "delete"})
+    started.append(daemon)
+    write_image(daemon.input / "x.jpg", subject_image(300, 400, BOX))
+    daemon.start()
+    daemon.wait_for(lambda: daemon.outputs() == ["x.png"] and not (daemon.input / "x.jpg").exists(),
+                    what="the cut-out, and the original deleted")
+    assert daemon.stop() == 0
+    first = (daemon.output / "x.png").read_bytes()
+    damage(daemon.state / "queue.sqlite3", "missing")  # rebuilt at the next start
+    daemon.start()
+    write_image(daemon.input / "x.tif", subject_image(300, 400, (40, 40, 200, 160)))
+    daemon.wait_for(lambda: bool(_jobs_of(daemon, "x.tif")), what="the new file's job")
+    assert sorted(daemon.outputs()) == ["x.png", "x.tif.png"] and (daemon.output / "x.png").read_bytes() == first
+    assert daemon.stop() == 0
