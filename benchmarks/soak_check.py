@@ -21,6 +21,7 @@ from PIL import Image
 
 from benchmarks.soak_chaos import Entry
 from daemon.atomic import is_temp_name
+from daemon.folderclaim import CLAIM_FILE
 
 ERROR_SUFFIX = ".error.json"
 SERIAL = re.compile(r"-(\d{5})(?=[.( ])")
@@ -123,7 +124,8 @@ def _temp_files(verdict: Verdict, roots: dict[str, Path]) -> None:
     """The daemon's temp names anywhere; in its output and quarantine folders, any hidden file."""
     for role, root in roots.items():
         for rel in files_under(root):
-            if is_temp_name(rel.name) or (role in ("output", "quarantine") and rel.name.startswith(".")):
+            hidden = rel.name.startswith(".") and rel.name != CLAIM_FILE  # the daemon's claim on its folder: no leftover
+            if is_temp_name(rel.name) or (role in ("output", "quarantine") and hidden):
                 verdict.add("temp_files", f"{role}/{rel}")
             elif rel.name.endswith(".soak-part"):
                 verdict.add("soak_temp_files", f"{role}/{rel}")  # the soak's own: a harness bug

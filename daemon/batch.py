@@ -51,6 +51,8 @@ class BatchReport:
     failed: list[Failure] = field(default_factory=list)
     skipped: list[PurePosixPath] = field(default_factory=list)
     seconds: float = 0.0
+    interrupted: int = 0
+    """Files not done because the run was interrupted (Ctrl-C)."""
 
     @property
     def total(self) -> int:
@@ -107,7 +109,10 @@ def run_batch(
             cpu_threads=cpu_threads, on_done=recorder.done, on_failed=recorder.failed,
             recipes=routing.recipes_of,
         )
-        _drive(stages, todo=iter(sorted(plan)), input_dir=input_dir)
+        try:
+            _drive(stages, todo=iter(sorted(plan)), input_dir=input_dir)
+        except KeyboardInterrupt:  # Ctrl-C: what was in flight finished (Stages.close), the rest waits
+            report.interrupted = len(plan) - report.total
     report.done.sort()
     report.failed.sort(key=lambda failure: failure.path)
     report.seconds = clock() - start
@@ -198,3 +203,6 @@ def print_summary(report: BatchReport, *, input_dir: Path, out: TextIO) -> None:
     for failure in report.failed:
         where = input_dir / failure.path
         print(f"  FAILED {failure.path}: {failure.reason}: {failure.message} (left in place: {where})", file=out)
+    if report.interrupted:
+        print(f"interrupted: {report.interrupted} file{'s' if report.interrupted != 1 else ''} not done; every "
+              "file written is whole. To do the rest, run the same command again with --skip-existing", file=out)

@@ -17,6 +17,7 @@ from typing import TypeAlias
 
 from daemon import __version__
 from daemon import commands as cmd
+from daemon.commands import EXIT_INTERRUPTED
 from daemon.context import Context, current_context
 from daemon.errors import CutoutError, QueueDamaged
 from daemon.logs import configure_logging, silence_decoder_warnings
@@ -267,3 +268,6 @@ def main(argv: Sequence[str] | None = None, *, context: Context | None = None) -
     except CutoutError as exc:
         print(f"cutout {_command_name(args)}: {exc}", file=sys.stderr)
         return exc.exit_status
+    except KeyboardInterrupt:  # Ctrl-C before a command could say more (loading the model, say)
+        print(f"cutout {_command_name(args)}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED

@@ -22,10 +22,14 @@ from daemon.settings import Settings, cpu_threads, image_options, in_flight, rou
 log = structlog.get_logger("cutout")
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_INTERRUPTED = 130
+"""Ctrl-C, as a shell reports it (128 + SIGINT)."""
 
 
 def cmd_process(args: argparse.Namespace, settings: Settings, ctx: Context) -> int:
     from daemon.batch import check_process_folders, print_summary, refuse_overwrite, run_batch
+    from daemon.folderclaim import Claimant, FolderClaims
+    from daemon.outputs import ensure_writable
 
     if not args.input.is_dir():
         print(f"cutout process: input folder {args.input} does not exist", file=sys.stderr)
@@ -35,20 +39,24 @@ def cmd_process(args: argparse.Namespace, settings: Settings, ctx: Context) -> i
     rules = routing(settings, only=args.recipe)  # an unknown --recipe, before the model loads
     if not (args.force or args.skip_existing):
         refuse_overwrite(args.input, args.output, routing=rules)
-    loaded = open_model(settings, ctx=ctx, progress=sys.stderr.isatty())
-    report = run_batch(
-        args.input,
-        args.output,
-        model=loaded.model,
-        params=settings.pipeline,
-        options=image_options(settings),
-        in_flight=in_flight(settings, cores=os.cpu_count()),
-        cpu_threads=cpu_threads(settings, cores=os.cpu_count()),
-        progress=sys.stderr.isatty(),
-        routing=rules,
-        skip="existing" if args.skip_existing else "never",
-    )
+    ensure_writable(args.output, label="the output folder")  # a read-only one: before, not after, the model runs
+    with FolderClaims({"output": args.output}, claimant=Claimant.this_process(what="cutout process")):
+        loaded = open_model(settings, ctx=ctx, progress=sys.stderr.isatty())
+        report = run_batch(
+            args.input,
+            args.output,
+            model=loaded.model,
+            params=settings.pipeline,
+            options=image_options(settings),
+            in_flight=in_flight(settings, cores=os.cpu_count()),
+            cpu_threads=cpu_threads(settings, cores=os.cpu_count()),
+            progress=sys.stderr.isatty(),
+            routing=rules,
+            skip="existing" if args.skip_existing else "never",
+        )
     print_summary(report, input_dir=args.input, out=sys.stdout)
+    if report.interrupted:
+        return EXIT_INTERRUPTED
     return EXIT_FAILED if report.failed else EXIT_OK
 
 

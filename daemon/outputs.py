@@ -176,7 +176,7 @@ def validate_folders(folders: Folders, *, policy: OriginalsPolicy, state_files: 
     named = used_folders(folders, policy=policy)
     check_folder_rules(named)
     for name, path in named.items():
-        _ensure_writable(name, path)
+        ensure_writable(path, label=f"folders.{name}", private=name == "state")
     check_state_files(folders.state, names=state_files)
 
 
@@ -190,17 +190,18 @@ def check_state_files(state: Path, *, names: tuple[str, ...]) -> None:
             raise ConfigError(f"folders.state: {problem}")
 
 
-def _ensure_writable(name: str, path: Path) -> None:
+def ensure_writable(path: Path, *, label: str, private: bool = False) -> None:
+    """The folder `path` exists (made if missing; `private`: 0700) and this user can write in it."""
     try:
-        if name == "state":
+        if private:
             make_private_dir(path)
         else:
             path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise ConfigError(f"folders.{name}: cannot create {path}: {exc.strerror or exc}") from exc
+        raise ConfigError(f"{label}: cannot create {path}: {exc.strerror or exc}") from exc
     problem = access_problem(path, folder=True)
     if problem is not None:
-        raise ConfigError(f"folders.{name}: {problem}")
+        raise ConfigError(f"{label}: {problem}")
 
 
 # --- Moves -----------------------------------------------------------------------

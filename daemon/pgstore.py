@@ -35,6 +35,7 @@ from __future__ import annotations
 import re
 import socket
 import threading
+import uuid
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
@@ -244,6 +245,16 @@ class PostgresStore(SqlJobStore):
         if self._leader is not None:
             self._leader.close()  # the server releases the lock with the connection
             self._leader = None
+
+    def fleet_id(self) -> str | None:
+        """This store's id, made once (a random one in its meta table): the daemons that share it
+        are one fleet, and share the hot and output folders' claims."""
+        with self.db() as conn:
+            conn.execute("INSERT INTO cutout_meta VALUES ('fleet.id', :id) ON CONFLICT (key) DO NOTHING",
+                         {"id": uuid.uuid4().hex})
+            row = conn.execute("SELECT value FROM cutout_meta WHERE key = 'fleet.id'").fetchone()
+        assert row is not None
+        return str(row["value"])
 
     def check_model(self, model: str) -> None:
         with self.db() as conn:

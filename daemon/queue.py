@@ -187,6 +187,10 @@ class JobQueue(SqlJobStore):
                 raise from_sqlite_error(exc, path=self.path) from exc
             raise
 
+    def fleet_id(self) -> str | None:
+        """No fleet: one daemon owns a SQLite queue (its state folder's lock says so)."""
+        return None
+
     def record_held(self, outputs: list[PurePosixPath]) -> None:
         """Cut-outs in the output folder whose input is gone (deleted or archived after
         success) when a queue is rebuilt: their names stay taken, so a new input named like

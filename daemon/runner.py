@@ -38,6 +38,7 @@ from daemon.atomic import sweep_temp_files
 from daemon.companions import alongside
 from daemon.crashreport import CRASH_REPORT_FILE, CrashReport
 from daemon.errors import JobError, ModelLoadError, QueueDamaged, QueueError, from_sqlite_error, is_queue_damage
+from daemon.folderclaim import Claimant, FolderClaims
 from daemon.outputs import Folders, apply_originals_policy
 from daemon.pipeline.matte import MatteModel
 from daemon.store import Fingerprint, Recovery
@@ -174,6 +175,12 @@ class Daemon:
         self._held.callback(self._log_stopped)  # last before the queue closes: it reads the counts
         self.queue.bind_input(self.folders.input)
         self.queue.check_model(self.model_name)
+        # Before anything touches the folders (the temp-file sweep, recovery): they are this daemon's, or its fleet's.
+        self.claims = self._held.enter_context(FolderClaims(
+            {"hot": self.folders.input, "output": self.folders.output},
+            claimant=Claimant.this_process(what="cutout watch", state=self.folders.state, fleet=self.queue.fleet_id()),
+            clock=self.clock,
+        ))
         self.queue.remember_folders({"quarantine": self.folders.quarantine, "output": self.folders.output})
         recovered = self._recover()
         self.volume = Volume(self.folders.input, has_work=self.queue.has_work)
@@ -288,6 +295,7 @@ class Daemon:
         tick = min(0.2, self.settings.watch.settle_seconds / 4)
         while not self.stop.is_set():
             try:
+                self.claims.refresh()
                 self.watch.tick()
             except QueueError as exc:  # the store is away: the inference loop says so and waits
                 self._stop_if_queue_damaged(exc)

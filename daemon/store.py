@@ -182,6 +182,9 @@ class JobStore(Protocol):
     def name_conflicts(self, job: Job) -> list[tuple[PurePosixPath, PurePosixPath]]:
         """The files `job`'s recipes would write under names another job holds: (name, holder)."""
 
+    def fleet_id(self) -> str | None:
+        """The id the daemons sharing this store have in common (a fleet's); None for one daemon."""
+
     def name_outputs(self, extra_names: ExtraNames | None) -> None:
         """Which names besides the seed's each source's recipes write (the config's routes);
         None when no recipe writes any."""

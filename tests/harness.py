@@ -13,6 +13,8 @@ from pathlib import Path
 
 import yaml
 
+from daemon.folderclaim import CLAIM_FILE
+
 START_TIMEOUT = 60.0
 
 
@@ -104,7 +106,9 @@ class DaemonProcess:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
 
     def outputs(self) -> list[str]:
-        return sorted(p.relative_to(self.output).as_posix() for p in self.output.rglob("*") if p.is_file())
+        """Every file in the output folder but the daemon's claim on it."""
+        return sorted(p.relative_to(self.output).as_posix() for p in self.output.rglob("*")
+                      if p.is_file() and p.name != CLAIM_FILE)
 
     def quarantined(self) -> dict[str, str]:
         """Quarantined originals and the reason in their error file."""

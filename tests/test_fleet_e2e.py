@@ -19,6 +19,7 @@ import psycopg
 import pytest
 
 from daemon.atomic import is_temp_name
+from daemon.folderclaim import CLAIM_FILE
 from daemon.pgstore import migrate
 from daemon.testing import TempPostgres, fresh_store_url, postgres_bindir
 from tests import harness, tiny_models
@@ -44,7 +45,8 @@ class Nas:
         return names
 
     def outputs(self) -> list[str]:
-        return sorted(p.name for p in self.output.rglob("*") if p.is_file()) if self.output.exists() else []
+        found = self.output.rglob("*") if self.output.exists() else iter(())
+        return sorted(p.name for p in found if p.is_file() and p.name != CLAIM_FILE)
 
     def quarantined(self) -> list[str]:
         return sorted(p.name for p in self.quarantine.rglob("*")) if self.quarantine.exists() else []

@@ -149,3 +149,47 @@ def test_process_honours_the_output_and_limits_settings(tmp_path: Path, torchscr
     assert main(["process", str(tmp_path / "in"), str(tmp_path / "out"), "--model", str(torchscript_model),
                  "--config", str(config)]) == 0
     assert cv2.imread(str(tmp_path / "out" / "deep.png"), cv2.IMREAD_UNCHANGED).dtype == np.uint16
+
+
+def test_a_read_only_output_folder_is_refused_before_the_model_loads(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A real read-only mount (a small tmpfs, remounted ro: needs root, as CI runs). The model
+    named does not exist: the folder's refusal comes first, so nothing was loaded or run."""
+    out = tmp_path / "out"
+    out.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k,ro", "tmpfs", str(out)],
+                             capture_output=True, text=True, check=False)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here (needs root): {mounted.stderr.strip()}")
+    try:
+        write_image(tmp_path / "in" / "a.jpg", subject_image(300, 400, BOX))
+        code = main(["process", str(tmp_path / "in"), str(out), "--model", str(tmp_path / "no-such.torchscript")])
+    finally:
+        subprocess.run(["umount", str(out)], check=True)
+    assert code == 2 and f"the output folder: {out} is locked" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_a_batch_prints_the_summary_and_how_to_resume_without_a_traceback(tmp_path: Path) -> None:
+    import signal
+    import time
+
+    from tests.tiny_models import build_slow_hf_model_dir
+
+    slow = build_slow_hf_model_dir(tmp_path / "slow-model", seconds=0.5)
+    for index in range(12):
+        write_image(tmp_path / "in" / f"{index:02d}.jpg", subject_image(300, 400, BOX))
+    batch = subprocess.Popen([sys.executable, "-m", "daemon", "process", str(tmp_path / "in"), str(tmp_path / "out"),
+                              "--model", f"hf:{slow}", "--device", "cpu"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 90
+    while not list((tmp_path / "out").glob("*.png")) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    batch.send_signal(signal.SIGINT)
+    out, err = batch.communicate(timeout=60)
+    assert batch.returncode == 130, err
+    assert "Traceback" not in err and "done: " in out
+    assert "not done; every file written is whole. To do the rest, run the same command again with --skip-existing" in out
+    done = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert 0 < len(done) < 12 and all(name.endswith(".png") for name in done)  # no temp file, no claim left
