@@ -23,6 +23,8 @@
         │   ├── Vanished             vanished (removed before it was processed; nothing to move)
         │   ├── InvalidName          invalid_name (not valid UTF-8: cannot be stored or named safely)
         │   ├── NameTooLong          name_too_long (its output or error report would exceed the name limit)
+        │   ├── PathBlocked          output_blocked (a folder, link or non-file entry where its output must go;
+        │   │                        after the usual attempts)
         │   └── NameTaken            name_taken (a file of its recipes is named like another input's, or a folder)
         └── TransientError           io_error: the machine is the problem, retry with backoff
             ├── DeviceError          device_error
@@ -106,6 +108,8 @@ class JobError(CutoutError):
 
     reason: ClassVar[str] = "error"
     transient: ClassVar[bool] = False
+    retried_first: ClassVar[bool] = False
+    """A permanent error tried again `queue.max_attempts` times (counted) before quarantine."""
     exit_status: ClassVar[int] = 1  # `cutout process`: some file failed
 
 
@@ -155,6 +159,14 @@ class InvalidName(PermanentError):
 
 class NameTooLong(PermanentError):
     reason = "name_too_long"
+
+
+class PathBlocked(PermanentError):
+    """Where one of its files (or their folders) must go there is a folder, a link, or another
+    non-file entry. Tried again with the usual attempts (someone may move it), then quarantined."""
+
+    reason = "output_blocked"
+    retried_first = True
 
 
 class NameTaken(PermanentError):

@@ -19,10 +19,9 @@ from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 
 from daemon import __version__
-from daemon.atomic import (
-    TEMP_SUFFIX, access_problem, make_private_dir, staged, sync_dir, sync_file, temp_prefix, write_atomic,
-)
-from daemon.errors import ConfigError, from_os_error
+from daemon.atomic import access_problem, make_private_dir, sync_dir
+from daemon.beneath import check_name, folder_beneath, move_beneath, remove_quietly, stage, sync_folder, write_beneath
+from daemon.errors import ConfigError, PathBlocked, from_os_error
 from daemon.layout import NAME_MAX, name_bytes
 from daemon.settings import FolderSettings, OriginalsPolicy
 
@@ -214,36 +213,6 @@ def free_name(path: Path) -> Path:
     return candidate
 
 
-def move_file(source: Path, target: Path) -> None:
-    """Rename when on one filesystem; else copy to a temp name, flush, rename, then remove the source.
-
-    Either way the target name only ever holds the whole file, and the source goes
-    only once the copy is durable.
-    """
-    target.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.rename(source, target)
-    except OSError as exc:
-        if exc.errno != errno.EXDEV:
-            raise
-        _copy_across(source, target)
-        source.unlink()
-    sync_dir(target.parent)
-
-
-def _copy_across(source: Path, target: Path) -> None:
-    fd, temp = tempfile.mkstemp(prefix=temp_prefix(), suffix=TEMP_SUFFIX, dir=target.parent)
-    os.close(fd)
-    try:
-        shutil.copy2(source, temp)
-        with open(temp, "rb") as handle:
-            sync_file(handle.fileno())
-        os.replace(temp, target)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
-
-
 @dataclass(frozen=True)
 class ErrorReport:
     """What `<name>.error.json` says about a quarantined file."""
@@ -281,12 +250,32 @@ def quarantine_target(folders: Folders, rel: PurePosixPath, *, previous: PurePos
     """Where a failed original goes, relative to the quarantine folder.
 
     A retried file that fails again goes back to its previous place (its error file is
-    rewritten); anything else never overwrites: `name (2).ext`, ...
+    rewritten); anything else never overwrites: `name (2).ext`, ... A place whose folders cross
+    a link or a file (planted in the quarantine folder) is never used: the file goes to the
+    quarantine folder's top instead, its folders joined into its name (`shop__x.jpg`).
     """
-    if previous is not None and not (folders.quarantine / previous).exists():
+    if previous is not None and not (folders.quarantine / previous).exists() and clear_path(folders.quarantine, previous):
         return previous
-    fitting = rel.with_name(fit_name(rel.name, room=len(ERROR_SUFFIX) + len(" (99)")))
-    return PurePosixPath(free_name(folders.quarantine / fitting).relative_to(folders.quarantine).as_posix())
+    return free_target(folders.quarantine, rel, room=len(ERROR_SUFFIX) + len(" (99)"))
+
+
+def free_target(root: Path, rel: PurePosixPath, *, room: int = len(" (99)")) -> PurePosixPath:
+    """`rel` under `root`, or `name (2).ext`, ... when taken; flattened to the top when its
+    folders cross a link or a file."""
+    if not clear_path(root, rel):
+        rel = PurePosixPath("__".join(rel.parts))
+    fitting = rel.with_name(fit_name(rel.name, room=room))
+    return PurePosixPath(free_name(root / fitting).relative_to(root).as_posix())
+
+
+def clear_path(root: Path, rel: PurePosixPath) -> bool:
+    """Whether every folder of `rel` under `root` is a real folder or not there yet (no link, no file)."""
+    place = root
+    for part in rel.parent.parts:
+        place = place / part
+        if place.is_symlink() or (place.exists() and not place.is_dir()):
+            return False
+    return True
 
 
 def fit_name(name: str, *, room: int) -> str:
@@ -302,11 +291,14 @@ def fit_name(name: str, *, room: int) -> str:
 
 
 def move_to_quarantine(folders: Folders, rel: PurePosixPath, target: PurePosixPath, report: ErrorReport) -> None:
-    """The original to quarantine/target, then `<target>.error.json` beside it."""
+    """The original to quarantine/target, then `<target>.error.json` beside it (never through a link)."""
     destination = folders.quarantine / target
     try:
-        move_file(folders.input / rel, destination)
-        write_atomic(error_file(destination), report.to_json(quarantined_as=destination))
+        move_beneath(folders.input / rel, folders.quarantine, target)
+        with folder_beneath(folders.quarantine, target.parent) as folder:
+            report_name = target.name + ERROR_SUFFIX
+            write_beneath(folder, report_name, report.to_json(quarantined_as=destination),
+                          shown=destination.with_name(report_name))
     except OSError as exc:
         raise from_os_error(exc, doing=f"quarantining {rel} to {destination}") from exc
 
@@ -319,7 +311,9 @@ def restore_from_quarantine(folders: Folders, *, quarantined: PurePosixPath, sou
     if target.exists():
         raise ConfigError(f"cannot retry {quarantined}: {target} exists again in the hot folder")
     try:
-        move_file(folders.quarantine / quarantined, target)
+        move_beneath(folders.quarantine / quarantined, folders.input, source)
+    except PathBlocked as exc:
+        raise ConfigError(f"cannot retry {quarantined}: {exc}") from exc
     except OSError as exc:  # a full disk, a permission: the same classification as everywhere
         raise from_os_error(exc, doing=f"moving {folders.quarantine / quarantined} back to {target}") from exc
 
@@ -328,19 +322,25 @@ def restore_from_quarantine(folders: Folders, *, quarantined: PurePosixPath, sou
 def staged_outputs(folders: Folders, files: Sequence[tuple[PurePosixPath, bytes]]) -> Iterator[Callable[[], list[Path]]]:
     """Every file of a job on the disk beside its final name; `publish()` renames them all into
     place. The daemon calls it inside the job store's transaction, so only the current claim
-    publishes; a crash between two renames leaves the job not done, and its rerun replaces them."""
+    publishes; a crash between two renames leaves the job not done, and its rerun replaces them.
+
+    Beneath the output folder nothing is followed or overwritten but files: a link on the way,
+    or a folder where a file goes, is `PathBlocked` before anything is written, and checked
+    again for every file before the first rename (all or none)."""
     if not folders.output.is_dir():
         raise from_os_error(FileNotFoundError(2, "output folder is missing"), doing=f"writing {folders.output}")
     paths = [folders.output / rel for rel, _ in files]
     try:
         with ExitStack() as stack:
-            temps = [_stage(stack, path, data) for path, (_, data) in zip(paths, files, strict=True)]
+            staged = [_stage(stack, folders.output, rel, data) for rel, data in files]
 
             def publish() -> list[Path]:
-                for temp, path in zip(temps, paths, strict=True):
-                    os.replace(temp, path)
-                for folder in dict.fromkeys(path.parent for path in paths):
-                    sync_dir(folder)
+                for folder, _, rel in staged:
+                    check_name(folder, rel.name, shown=folders.output / rel)
+                for folder, temp, rel in staged:
+                    os.replace(temp, rel.name, src_dir_fd=folder, dst_dir_fd=folder)
+                for folder in dict.fromkeys(folder for folder, _, _ in staged):
+                    sync_folder(folder)
                 return paths
 
             yield publish
@@ -348,9 +348,13 @@ def staged_outputs(folders: Folders, files: Sequence[tuple[PurePosixPath, bytes]
         raise from_os_error(exc, doing=f"writing {_where(paths)}") from exc
 
 
-def _stage(stack: ExitStack, path: Path, data: bytes) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return stack.enter_context(staged(path, data))
+def _stage(stack: ExitStack, root: Path, rel: PurePosixPath, data: bytes) -> tuple[int, str, PurePosixPath]:
+    """One file whole under a temp name in its folder (made, never through a link): (folder, temp, rel)."""
+    folder = stack.enter_context(folder_beneath(root, rel.parent))
+    check_name(folder, rel.name, shown=root / rel)
+    temp = stage(folder, data)
+    stack.callback(remove_quietly, folder, temp)  # runs before the folder closes: whatever was not renamed
+    return folder, temp, rel
 
 
 def _where(paths: Sequence[Path]) -> str:
@@ -366,17 +370,23 @@ def apply_originals_policy(folders: Folders, rel: PurePosixPath, *, policy: Orig
         return source if source.exists() else None
     try:
         if policy == "delete":
-            source.unlink()
-            sync_dir(source.parent)
+            with folder_beneath(folders.input, rel.parent, create=False) as folder:  # never through a link
+                os.unlink(rel.name, dir_fd=folder)
+                sync_folder(folder)
             return None
-        target = free_name(folders.archive / rel)
-        move_file(source, target)
-        return target
+        target = free_target(folders.archive, rel)
+        move_beneath(source, folders.archive, target)
+        return folders.archive / target
     except OSError as exc:
         raise from_os_error(exc, doing=f"applying originals: {policy} to {source}") from exc
 
 
 def forget_error_file(folders: Folders, quarantined: PurePosixPath | None) -> None:
     """A retried file succeeded: its old error report goes."""
-    if quarantined is not None:
-        error_file(folders.quarantine / quarantined).unlink(missing_ok=True)
+    if quarantined is None:
+        return
+    try:
+        with folder_beneath(folders.quarantine, quarantined.parent, create=False) as folder:
+            remove_quietly(folder, quarantined.name + ERROR_SUFFIX)
+    except (PathBlocked, FileNotFoundError):
+        pass  # its folder is gone, or a link now: nothing of ours to remove there

@@ -318,12 +318,14 @@ class Worker:
         if isinstance(exc, Vanished):
             _fenced(self.queue.mark_failed(job, reason=exc.reason, message=str(exc), quarantine=None))
             self._log(task, "vanished", reason=exc.reason)
+        elif isinstance(exc, PermanentError) and exc.retried_first and not self._exhausted(job):
+            self._retry(task, exc, counts=True)  # someone may move what is in the way: the usual attempts first
         elif isinstance(exc, PermanentError):
             where = self._quarantine(job, exc)
             self._log(task, "quarantined", reason=exc.reason, message=str(exc), now_at=where)
         elif isinstance(exc, TransientError):
             self._retry(task, exc, counts=False)
-        elif job.unfinished_starts >= self.queue_settings.max_attempts:
+        elif self._exhausted(job):
             log.error("job_error", path=str(job.source), traceback="".join(traceback.format_exception(exc)))
             error = RetriesExhausted(f"failed {job.unfinished_starts} times: {type(exc).__name__}: {exc}")
             where = self._quarantine(job, error)
@@ -331,6 +333,9 @@ class Worker:
         else:
             log.error("job_error", path=str(job.source), traceback="".join(traceback.format_exception(exc)))
             self._retry(task, exc, counts=True)
+
+    def _exhausted(self, job: Job) -> bool:
+        return job.unfinished_starts >= self.queue_settings.max_attempts
 
     def _retry(self, task: Task[_Claimed], exc: BaseException, *, counts: bool) -> None:
         job = task.key.job

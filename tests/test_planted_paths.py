@@ -1,0 +1,102 @@
+"""Links planted in the daemon's own folders are never followed, and a folder where an output
+goes is a reason code, not a loop: the real daemon in-process (real queue, observer, threads).
+
+Whoever can write in a shared output or quarantine folder could plant `out/shop -> /elsewhere`;
+a daemon that followed it would write, move and overwrite outside its folders.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+
+from daemon.outputs import Folders
+from daemon.queue import JobQueue
+from daemon.runner import Daemon
+from daemon.statedir import QUEUE_FILE
+from daemon.testing import BrightModel, wait_until
+from tests.conftest import write_image
+from tests.test_runner import Running, drop, folders, settings_for  # noqa: F401  (the fixture)
+
+FAST_RETRIES = {"queue.retry_base_seconds": 0.01, "queue.retry_max_seconds": 0.02}
+
+
+def _job(folders: Folders, rel: str) -> tuple[str, str | None, str | None]:
+    queue = JobQueue(folders.state / QUEUE_FILE)
+    try:
+        job = queue.get(PurePosixPath(rel))
+        return ("", None, None) if job is None else (job.state, job.reason, job.message)
+    finally:
+        queue.close()
+
+
+def _failed(folders: Folders, rel: str) -> bool:
+    return _job(folders, rel)[0] == "failed"
+
+
+def _elsewhere(tmp_path: Path) -> Path:
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    (outside / "x.png").write_bytes(b"someone else's file")
+    return outside
+
+
+def test_a_link_planted_in_the_output_folder_is_never_written_through(folders: Folders, tmp_path: Path) -> None:
+    outside = _elsewhere(tmp_path)
+    (folders.output / "shop").symlink_to(outside)
+    daemon = Daemon(settings=settings_for(folders, **FAST_RETRIES), folders=folders, model=BrightModel())
+    with Running(daemon):
+        drop(folders, "shop/x.jpg", "y.jpg")
+        wait_until(lambda: _failed(folders, "shop/x.jpg") and (folders.output / "y.png").exists(),
+                   what="the blocked file quarantined, the other one done", timeout=30)
+    assert sorted(p.name for p in outside.iterdir()) == ["x.png"] and (outside / "x.png").read_bytes() == b"someone else's file"
+    state, reason, message = _job(folders, "shop/x.jpg")
+    assert reason == "output_blocked" and f"{folders.output / 'shop'} is a symbolic link" in str(message)
+    assert (folders.quarantine / "shop" / "x.jpg").exists()  # the quarantine's own folder: a real one
+
+
+def test_a_link_planted_in_the_quarantine_folder_is_never_moved_through(folders: Folders, tmp_path: Path) -> None:
+    outside = _elsewhere(tmp_path)
+    (folders.quarantine / "bad").symlink_to(outside)
+    daemon = Daemon(settings=settings_for(folders), folders=folders, model=BrightModel())
+    with Running(daemon):
+        write_image(folders.input / "bad" / "dark.png", np.full((60, 80, 3), 20, np.uint8))
+        wait_until(lambda: _failed(folders, "bad/dark.png"), what="the dark file quarantined", timeout=30)
+    assert sorted(p.name for p in outside.iterdir()) == ["x.png"]
+    assert (folders.quarantine / "bad__dark.png").exists() and (folders.quarantine / "bad__dark.png.error.json").exists()
+    assert _job(folders, "bad/dark.png")[1] == "no_foreground"
+
+
+def test_a_link_planted_in_the_archive_is_never_moved_through(folders: Folders, tmp_path: Path) -> None:
+    outside = _elsewhere(tmp_path)
+    folders.archive.mkdir()
+    (folders.archive / "shop").symlink_to(outside)
+    daemon = Daemon(settings=settings_for(folders, originals="archive"), folders=folders, model=BrightModel())
+    with Running(daemon):
+        drop(folders, "shop/x.jpg")
+        wait_until(lambda: (folders.archive / "shop__x.jpg").exists(), what="the original archived", timeout=30)
+    assert sorted(p.name for p in outside.iterdir()) == ["x.png"] and (folders.output / "shop" / "x.png").exists()
+
+
+def test_a_folder_named_like_an_output_quarantines_the_file_after_the_usual_attempts_and_publishes_nothing(
+    folders: Folders,
+) -> None:
+    """`in/z-mask.png/inner.jpg` made the folder `out/z-mask.png/`; then `z.jpg` with a mask recipe
+    would write `out/z-mask.png`: neither its cut-out nor its mask is published, it is not retried
+    forever, and the reason says what is in the way."""
+    settings = settings_for(folders, **FAST_RETRIES, recipes={"mask": {"mask": "also"}},
+                            routes=[{"match": "z.jpg", "recipes": ["mask"]}])
+    daemon = Daemon(settings=settings, folders=folders, model=BrightModel())
+    with Running(daemon):
+        drop(folders, "z-mask.png/inner.jpg")
+        wait_until(lambda: (folders.output / "z-mask.png" / "inner.png").exists(), what="the folder's cut-out")
+        drop(folders, "z.jpg")
+        wait_until(lambda: _failed(folders, "z.jpg"), what="z.jpg quarantined", timeout=30)
+    state, reason, message = _job(folders, "z.jpg")
+    assert reason == "output_blocked" and f"{folders.output / 'z-mask.png'} is a folder" in str(message)
+    assert not (folders.output / "z.png").exists()  # all or none
+    queue = JobQueue(folders.state / QUEUE_FILE)
+    job = queue.get(PurePosixPath("z.jpg"))
+    queue.close()
+    assert job is not None and job.attempts == 3  # the usual attempts, then quarantine
