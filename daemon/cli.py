@@ -227,15 +227,15 @@ def settings_from(args: argparse.Namespace) -> Settings:
 Handler = Callable[[argparse.Namespace, Settings, Context], int]
 
 
-def rebuild_command(args: argparse.Namespace) -> str:
-    """`cutout queue rebuild` with the same config and folder flags as this command, ready to paste."""
-    words = ["cutout", "queue", "rebuild"]
+def rebuild_command(args: argparse.Namespace, *, verb: str = "rebuild") -> str:
+    """`cutout queue rebuild` (or `verb`) with the same config and folder flags as this command, ready to paste."""
+    words = ["cutout", "queue", verb]
     if (config := getattr(args, "config", None)) is not None:
         words += ["--config", os.path.abspath(config)]
     for name in FOLDER_FLAGS:
         if (value := getattr(args, name, None)) is not None:
             words += [f"--{name}", os.path.abspath(value)]
-    return shlex.join(words) if len(words) > 3 else "cutout queue rebuild --config F"
+    return shlex.join(words) if len(words) > 3 else f"cutout queue {verb} --config F"
 
 
 def _command_name(args: argparse.Namespace) -> str:
@@ -262,7 +262,8 @@ def main(argv: Sequence[str] | None = None, *, context: Context | None = None) -
         handler: Handler = args.handler
         return handler(args, settings, ctx)
     except QueueDamaged as exc:
-        print(f"cutout {_command_name(args)}: {exc.explain(command=rebuild_command(args))}", file=sys.stderr)
+        print(f"cutout {_command_name(args)}: {exc.explain(command=rebuild_command(args, verb=exc.remedy))}",
+              file=sys.stderr)
         # Only `watch` runs under a service manager; the others tell a person with the real status.
         return ctx.must_act_status if ctx is not None and args.command == "watch" else exc.exit_status
     except CutoutError as exc:

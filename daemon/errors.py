@@ -8,7 +8,9 @@
     ├── QueueError                   the queue database cannot be opened (locked,   5
     │   │                            I/O, permissions): a restart may help
     │   └── QueueDamaged             it is damaged: a person must run               78
-    │                                `cutout queue rebuild` (no restart)
+    │       │                        `cutout queue rebuild` (no restart)
+    │       └── StoreIncomplete      PostgreSQL: tables gone under a current        78
+    │                                schema record: `cutout queue init`
     └── JobError                     one input failed; `.reason` is its quarantine  1
                                      code
         ├── PermanentError           the file itself is the problem: quarantine at once
@@ -86,13 +88,15 @@ class QueueDamaged(QueueError):
     """
 
     exit_status: ClassVar[int] = 78
+    remedy: ClassVar[str] = "rebuild"
+    """The `cutout queue` command that mends it."""
 
     def __init__(self, path: Path, problem: str) -> None:
         super().__init__(path, problem)
         self.path, self.problem = path, problem
 
     def __str__(self) -> str:
-        return self.explain(command="cutout queue rebuild --config F")
+        return self.explain(command=f"cutout queue {self.remedy} --config F")
 
     def explain(self, *, command: str) -> str:
         """The message, naming the exact command to run (the entry point knows the config file)."""
@@ -100,6 +104,25 @@ class QueueDamaged(QueueError):
             f"the queue database {self.path} {self.problem}: refusing to use it. Run: {command} "
             "(it moves the file aside and rebuilds the queue from the output and quarantine folders: "
             "nothing is redone, nothing is lost)"
+        )
+
+
+class StoreIncomplete(QueueDamaged):
+    """The PostgreSQL job store's schema record is current, but some of its tables are gone
+    (dropped by hand, a partial restore): every daemon would fail on them."""
+
+    remedy: ClassVar[str] = "init"
+
+    def __init__(self, where: str, missing: list[str]) -> None:
+        super().__init__(Path(where), f"lacks {', '.join(missing)}")
+        self.where, self.missing = where, missing
+
+    def explain(self, *, command: str) -> str:
+        return (
+            f"the PostgreSQL job store {self.where} says its schema is current, but {', '.join(self.missing)} "
+            f"{'is' if len(self.missing) == 1 else 'are'} missing (dropped, or a partial restore): refusing to use it. "
+            f"Run: {command} (it creates what is missing; what the dropped tables held is forgotten, so files "
+            "whose jobs were lost are processed again)"
         )
 
 

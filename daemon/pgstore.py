@@ -38,7 +38,7 @@ import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
 from types import MappingProxyType
@@ -49,7 +49,7 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
-from daemon.errors import ConfigError, QueueError
+from daemon.errors import ConfigError, QueueError, StoreIncomplete
 from daemon.sqlstore import START_ATTEMPT, Params, Row, Sql, SqlJobStore
 from daemon.store import Job, WorkerInfo
 
@@ -144,7 +144,7 @@ class PostgresStore(SqlJobStore):
         )
         try:
             with psycopg.connect(url, row_factory=dict_row, connect_timeout=max(1, round(connect_timeout))) as probe:
-                check_schema(probe)  # fails at once when unreachable; the pool would keep retrying
+                check_schema(probe, url=url)  # fails at once when unreachable; the pool would keep retrying
             self._pool.open(wait=True, timeout=connect_timeout)
         except BaseException as exc:
             self._pool.close()  # its threads would go on trying to connect
@@ -166,6 +166,9 @@ class PostgresStore(SqlJobStore):
                 yield NamedParams(conn)
         except psycopg.OperationalError as exc:
             raise _unreachable(self.url, exc) from exc
+        except psycopg.errors.UndefinedTable as exc:  # dropped under a running daemon: a person must act
+            table = re.search(r'relation "([^"]+)"', str(exc))
+            raise StoreIncomplete(redacted(self.url), [table[1] if table else "a table"]) from exc
 
     # --- the seams of SqlJobStore: a fleet -----------------------------------------------------
     def _now(self, conn: Sql) -> float:
@@ -318,6 +321,23 @@ class NamedParams:
 
 
 # --- The schema ---------------------------------------------------------------------------------
+SCHEMA_OBJECTS = ("cutout_meta", "cutout_tokens", "cutout_jobs", "cutout_workers", "cutout_names")
+"""What the migrations create, and a current schema record promises."""
+_CREATE = re.compile(r"CREATE (TABLE|SEQUENCE|INDEX) (?!IF NOT EXISTS)")
+
+
+def missing_objects(conn: psycopg.Connection[DictRow]) -> list[str]:
+    """The schema's tables and sequence that are not there (the version record alone can lie)."""
+    return [name for name in SCHEMA_OBJECTS
+            if conn.execute("SELECT to_regclass(%s) AS t", (name,)).fetchone() == {"t": None}]
+
+
+def _recreating(sql: str) -> str:
+    """A migration that creates only what is missing. Every migration so far only creates; one
+    that alters would need its own repair (tests/test_pgstore.py checks both give one schema)."""
+    return _CREATE.sub(lambda found: f"CREATE {found[1]} IF NOT EXISTS ", sql)
+
+
 def schema_version(conn: psycopg.Connection[DictRow]) -> int:
     if conn.execute("SELECT to_regclass('cutout_schema') AS t").fetchone() == {"t": None}:
         return 0
@@ -325,15 +345,30 @@ def schema_version(conn: psycopg.Connection[DictRow]) -> int:
     return int(row["version"]) if row else 0
 
 
-def migrate(url: str, *, forget_model: bool = False) -> tuple[int, int, str | None]:
-    """Bring the store's schema to this program's version (`cutout queue init`): (before, after,
-    the fleet model forgotten with `forget_model`, or None)."""
+@dataclass(frozen=True)
+class Migrated:
+    """What `cutout queue init` did to a PostgreSQL store."""
+
+    before: int
+    after: int
+    forgot_model: str | None  # the fleet model forgotten with `forget_model`
+    recreated: list[str]  # what a current schema record lacked, made again
+
+
+def migrate(url: str, *, forget_model: bool = False) -> Migrated:
+    """Bring the store's schema to this program's version (`cutout queue init`), and make again
+    whatever a current schema record lacks (tables dropped by hand, a partial restore)."""
     try:
         with psycopg.connect(url, row_factory=dict_row) as conn, conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
             before = schema_version(conn)
             _refuse_newer(before)
             conn.execute("CREATE TABLE IF NOT EXISTS cutout_schema (version integer NOT NULL)")
+            missing = missing_objects(conn) if before else []
+            if "cutout_jobs" in missing:  # the names point at jobs that are gone: they go too
+                conn.execute("DROP TABLE IF EXISTS cutout_names")
+            for sql in MIGRATIONS[:before] if missing else ():
+                conn.execute(_recreating(sql))  # a current record over dropped tables: repaired
             for sql in MIGRATIONS[before:]:
                 conn.execute(sql)
             conn.execute("DELETE FROM cutout_schema")
@@ -342,11 +377,12 @@ def migrate(url: str, *, forget_model: bool = False) -> tuple[int, int, str | No
                 if forget_model else None
     except psycopg.OperationalError as exc:
         raise _unreachable(url, exc) from exc
-    return before, len(MIGRATIONS), forgot["value"] if forgot else None
+    return Migrated(before, len(MIGRATIONS), forgot["value"] if forgot else None, missing)
 
 
-def check_schema(conn: psycopg.Connection[DictRow]) -> None:
-    """A daemon runs only on the schema it knows: older is `cutout queue init`'s job, newer a refusal."""
+def check_schema(conn: psycopg.Connection[DictRow], *, url: str) -> None:
+    """A daemon runs only on the schema it knows: older is `cutout queue init`'s job, newer a
+    refusal; a current record over missing tables is StoreIncomplete (`queue init` mends it)."""
     version = schema_version(conn)
     _refuse_newer(version)
     if version < len(MIGRATIONS):
@@ -354,6 +390,8 @@ def check_schema(conn: psycopg.Connection[DictRow]) -> None:
             f"the PostgreSQL job store is at schema version {version}, this cutout needs {len(MIGRATIONS)}: "
             "run `cutout queue init --config F` once (it creates or upgrades the tables)"
         )
+    if missing := missing_objects(conn):
+        raise StoreIncomplete(redacted(url), missing)
 
 
 def _refuse_newer(version: int) -> None:

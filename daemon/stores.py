@@ -45,10 +45,15 @@ def init_store(queue: QueueSettings, *, state: Path, change_model: bool = False)
         assert queue.url is not None
         with _psycopg_needed():
             from daemon.pgstore import migrate, redacted
-        before, after, forgot = migrate(queue.url, forget_model=change_model)
-        where = redacted(queue.url)
-        done = f"{where}: schema version {after}" + (" (already current)" if before == after else f" (was {before})")
-        return done + (f"; the fleet's model ({forgot}) is forgotten: the next daemon to start sets it" if forgot else "")
+        done = migrate(queue.url, forget_model=change_model)
+        said = f"{redacted(queue.url)}: schema version {done.after}"
+        if done.recreated:
+            said += f" (repaired: {', '.join(done.recreated)} made again; the jobs they held are forgotten)"
+        else:
+            said += " (already current)" if done.before == done.after else f" (was {done.before})"
+        if done.forgot_model:
+            said += f"; the fleet's model ({done.forgot_model}) is forgotten: the next daemon to start sets it"
+        return said
     open_job_queue(state / QUEUE_FILE).close()
     return f"{state / QUEUE_FILE}: ready"
 

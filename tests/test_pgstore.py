@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 
 import psycopg
 import pytest
 
 from daemon.errors import ConfigError, QueueError
-from daemon.pgstore import MIGRATIONS, PostgresStore, migrate, redacted
+from daemon.pgstore import MIGRATIONS, Migrated, PostgresStore, migrate, redacted
 from daemon.store import Fingerprint, Job
 from daemon.testing import FakeClock
 
@@ -136,8 +136,8 @@ def test_migrating_twice_changes_nothing_and_a_store_without_tables_is_refused(p
     url = fresh_store_url(postgres_server)
     with pytest.raises(ConfigError, match=f"schema version 0, this cutout needs {len(MIGRATIONS)}: run `cutout queue init"):
         PostgresStore(url)
-    assert migrate(url) == (0, len(MIGRATIONS), None)
-    assert migrate(url) == (len(MIGRATIONS), len(MIGRATIONS), None)
+    assert migrate(url) == Migrated(0, len(MIGRATIONS), None, [])
+    assert migrate(url) == Migrated(len(MIGRATIONS), len(MIGRATIONS), None, [])
     PostgresStore(url).close()
 
 
@@ -173,7 +173,7 @@ def test_an_older_schema_is_upgraded_in_place_and_keeps_its_jobs(postgres_server
         conn.execute("INSERT INTO cutout_schema VALUES (1)")
         conn.execute("INSERT INTO cutout_jobs (source, output, size, mtime_ns, state, first_seen, queued_at)"
                      " VALUES ('a.jpg', 'a.png', 1, 1, 'pending', 0, 0)")
-    assert migrate(url) == (1, len(MIGRATIONS), None)
+    assert migrate(url) == Migrated(1, len(MIGRATIONS), None, [])
     store = PostgresStore(url)
     assert store.counts()["pending"] == 1 and store.fleet() == []
     store.close()
@@ -210,7 +210,7 @@ def test_queue_init_change_model_lets_the_next_daemon_set_the_fleets_model(
 ) -> None:
     a, b = fleet
     a.check_model("hf:ZhengPeng7/BiRefNet@" + "a" * 40)
-    assert migrate(postgres_url, forget_model=True)[2] == "hf:ZhengPeng7/BiRefNet@" + "a" * 40
+    assert migrate(postgres_url, forget_model=True).forgot_model == "hf:ZhengPeng7/BiRefNet@" + "a" * 40
     b.check_model("birefnet@" + "b" * 40)  # the first to start after it: the fleet's model now
     with pytest.raises(ConfigError, match="this fleet runs the model birefnet@bbbb"):
         a.check_model("hf:ZhengPeng7/BiRefNet@" + "a" * 40)
@@ -230,3 +230,67 @@ def test_workers_report_themselves_for_status_and_leave_when_they_stop(
         ("machine-0", True, 3, clock.now), ("machine-1", False, 3, clock.now)]
     b.leave(b.worker)
     assert [w.worker for w in a.fleet()] == ["machine-0"]
+
+
+def test_tables_dropped_under_a_current_schema_record_are_refused_clearly_and_queue_init_makes_them_again(
+    postgres_server: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from daemon.cli import main
+    from daemon.errors import StoreIncomplete
+    from daemon.testing import fresh_store_url
+
+    url = fresh_store_url(postgres_server)
+    migrate(url)
+    store = PostgresStore(url, worker="mini")
+    store.offer(P("kept.jpg"), Fingerprint(1, 1))
+    store.close()
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("DROP TABLE cutout_workers")
+    with pytest.raises(StoreIncomplete, match="cutout_workers is missing") as caught:
+        PostgresStore(url)
+    assert caught.value.exit_status == 78 and "Run: cutout queue init --config F" in str(caught.value)
+    config = tmp_path / "fleet.yaml"
+    config.write_text(f"queue:\n  store: postgresql\n  url: '{url}'\nfolders:\n  state: {tmp_path / 'state'}\n")
+    flags = ["--config", str(config)]
+    assert main(["status", *flags]) == 78
+    assert f"Run: cutout queue init --config {config}" in capsys.readouterr().err
+    assert main(["queue", "init", *flags]) == 0
+    assert "repaired: cutout_workers made again" in capsys.readouterr().out
+    again = PostgresStore(url, worker="mini")
+    assert again.get(P("kept.jpg")) is not None and again.fleet() == []  # the jobs kept; the table back
+    again.close()
+
+
+def test_a_table_dropped_under_a_running_store_is_store_incomplete_not_a_foreign_error(postgres_url: str) -> None:
+    from daemon.errors import StoreIncomplete
+
+    store = PostgresStore(postgres_url, worker="mini")
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute("DROP TABLE cutout_jobs CASCADE")
+    with pytest.raises(StoreIncomplete, match="cutout_jobs"):
+        store.offer(P("a.jpg"), Fingerprint(1, 1))
+    store.close()
+    migrate(postgres_url)  # cutout_jobs and its names made again
+    PostgresStore(postgres_url).close()
+
+
+def test_the_repair_makes_the_same_schema_as_the_migrations(postgres_server: str) -> None:
+    from daemon.pgstore import _recreating
+    from daemon.testing import fresh_store_url
+
+    def schema(url: str) -> set[tuple[str, ...]]:
+        with psycopg.connect(url) as conn:
+            columns = conn.execute(
+                "SELECT table_name, column_name, data_type, is_nullable, coalesce(column_default, '')"
+                " FROM information_schema.columns WHERE table_schema = current_schema()").fetchall()
+            indexes = conn.execute("SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = current_schema()"
+                                   ).fetchall()
+        return {tuple(str(v).split(".")[-1] for v in row) for row in [*columns, *indexes]}
+
+    migrated, repaired = fresh_store_url(postgres_server), fresh_store_url(postgres_server)
+    migrate(migrated)
+    with psycopg.connect(repaired, autocommit=True) as conn:
+        for sql in MIGRATIONS:
+            conn.execute(_recreating(sql))
+            conn.execute(_recreating(sql))  # twice: it only makes what is missing
+    assert {row for row in schema(migrated) if row[0] != "cutout_schema"} == schema(repaired)
