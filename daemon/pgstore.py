@@ -321,15 +321,15 @@ class NamedParams:
 
 
 # --- The schema ---------------------------------------------------------------------------------
-SCHEMA_OBJECTS = ("cutout_meta", "cutout_tokens", "cutout_jobs", "cutout_workers", "cutout_names")
-"""What the migrations create, and a current schema record promises."""
 _CREATE = re.compile(r"CREATE (TABLE|SEQUENCE|INDEX) (?!IF NOT EXISTS)")
+_CREATED = re.compile(r"CREATE (?:TABLE|SEQUENCE) (\w+)")
 
 
-def missing_objects(conn: psycopg.Connection[DictRow]) -> list[str]:
-    """The schema's tables and sequence that are not there (the version record alone can lie)."""
-    return [name for name in SCHEMA_OBJECTS
-            if conn.execute("SELECT to_regclass(%s) AS t", (name,)).fetchone() == {"t": None}]
+def missing_objects(conn: psycopg.Connection[DictRow], *, version: int) -> list[str]:
+    """The tables and sequences the first `version` migrations made that are not there (the
+    version record alone can lie)."""
+    made = [name for sql in MIGRATIONS[:version] for name in _CREATED.findall(sql)]
+    return [name for name in made if conn.execute("SELECT to_regclass(%s) AS t", (name,)).fetchone() == {"t": None}]
 
 
 def _recreating(sql: str) -> str:
@@ -364,7 +364,7 @@ def migrate(url: str, *, forget_model: bool = False) -> Migrated:
             before = schema_version(conn)
             _refuse_newer(before)
             conn.execute("CREATE TABLE IF NOT EXISTS cutout_schema (version integer NOT NULL)")
-            missing = missing_objects(conn) if before else []
+            missing = missing_objects(conn, version=before)
             if "cutout_jobs" in missing:  # the names point at jobs that are gone: they go too
                 conn.execute("DROP TABLE IF EXISTS cutout_names")
             for sql in MIGRATIONS[:before] if missing else ():
@@ -390,7 +390,7 @@ def check_schema(conn: psycopg.Connection[DictRow], *, url: str) -> None:
             f"the PostgreSQL job store is at schema version {version}, this cutout needs {len(MIGRATIONS)}: "
             "run `cutout queue init --config F` once (it creates or upgrades the tables)"
         )
-    if missing := missing_objects(conn):
+    if missing := missing_objects(conn, version=version):
         raise StoreIncomplete(redacted(url), missing)
 
 
