@@ -47,7 +47,7 @@ from daemon.settings import Settings, cpu_threads, image_options, in_flight, pub
 from daemon.statedir import QUEUE_FILE, acquire_lock
 from daemon.live import LIVE_FILE, LiveState
 from daemon.volume import Volume
-from daemon.watch import Settler, start_observer
+from daemon.watch import Settler, reconcile, start_observer
 from daemon.watching import FolderWatch, Identity, ObserverFactory
 from daemon.worker import Worker
 
@@ -69,6 +69,8 @@ class Daemon:
     clock: Callable[[], float] = time.time
     monotonic: Callable[[], float] = time.monotonic
     observer_factory: ObserverFactory = start_observer
+    scan: Callable[..., int] = reconcile
+    """The hot folder's rescan (`watch.reconcile`): a test passes a slow one."""
     signals: Signals = field(default_factory=lambda: Signals())
     exit_now: Callable[[int], object] = os._exit
     outage: Outage = field(default_factory=lambda: Outage())
@@ -198,6 +200,9 @@ class Daemon:
         self._watch_thread = threading.Thread(target=self._watch_loop, name="cutout-watch", daemon=True)
         self._watch_thread.start()
         self._held.callback(self._watch_thread.join, 5)
+        heartbeat = threading.Thread(target=self._heartbeat_loop, name="cutout-heartbeat", daemon=True)
+        heartbeat.start()
+        self._held.callback(heartbeat.join, 5)
         self._started = True
         log.info("daemon_started", recovered_running_jobs=asdict(recovered), stale_temp_files=swept,
                  **self._describe())
@@ -219,7 +224,7 @@ class Daemon:
         return FolderWatch(
             settings=self.settings, folders=self.folders, queue=self.queue, worker=self.worker, settler=self.settler,
             volume=self.volume, live=live, observer_factory=self.observer_factory, identity=me, clock=self.clock,
-            monotonic=self.monotonic, store_problem=lambda: self.outage.problem,
+            monotonic=self.monotonic, store_problem=lambda: self.outage.problem, scan=self.scan,
         )
 
     def _warm_up(self) -> None:
@@ -303,6 +308,19 @@ class Daemon:
                 if not self._stop_if_queue_damaged(exc):
                     log.exception("watch_error")
             self.stop.wait(tick)
+
+    def _heartbeat_loop(self) -> None:
+        """Every third of a lease, whatever the watch thread is doing (a long rescan of a NAS)."""
+        every = self.settings.queue.lease_seconds / 3
+        while True:
+            try:
+                self.watch.beat()
+            except QueueError as exc:  # the store is away: the inference loop says so and waits
+                self._stop_if_queue_damaged(exc)
+            except Exception:  # the daemon keeps running; the next beat tries again
+                log.exception("heartbeat_error")
+            if self.stop.wait(every):
+                return
 
     def teardown(self) -> None:
         """Release, in reverse order, whatever setup() acquired (all of it, or as far as it got)."""

@@ -79,7 +79,8 @@ def collect_status(
             daemon_pid=pid,
             waiting=_waiting(live, now=now),
             hot_folder_problem=live.volume_problem if live else None,
-            workers=[{**asdict(w), "seen_ago": round(now - w.seen_at, 1)} for w in queue.fleet()],
+            workers=[{**asdict(w), "seen_ago": round(now - w.seen_at, 1),
+                      "alive": now - w.seen_at <= queue_settings.lease_seconds} for w in queue.fleet()],
         )
     finally:
         queue.close()
@@ -140,6 +141,10 @@ def _print_fleet(workers: list[dict[str, object]], *, out: TextIO) -> None:
     if workers:
         print(f"fleet: {len(workers)} daemons", file=out)
     for w in workers:
+        if not w["alive"]:  # killed, or its machine gone: three heartbeats missed
+            print(f"  {w['host']} pid {w['pid']}: not heard from for {w['seen_ago']:.0f} s (stopped or dead; "
+                  "its jobs go back to the queue when their leases run out)", file=out)
+            continue
         role = "watcher" if w["leader"] else "worker"
         doing = f", on {w['current']}" if w["current"] else ""
         print(f"  {w['host']} pid {w['pid']} ({role}, {w['device']}, {w['model']}): {w['done']} done{doing},"

@@ -5,8 +5,11 @@
                      time, and never with `watch.role: worker`)
                      watcher and folder there: an observer runs, files settle, the folder is
                      rescanned when due, at once after a return or a change of watcher
-    every lease / 3  the jobs in flight are heartbeaten, and this daemon reports itself
     when it changed  live.json for `cutout status`
+
+The heartbeat is not the watch thread's: `beat()` runs every lease / 3 on a thread of its own
+(`cutout-heartbeat`, runner.py), taking none of the watch's lock, so that a rescan of a large
+NAS tree that outlasts a lease never hands this worker's jobs to another machine.
 
 The observer is started and stopped only here, so there is exactly one place that decides
 whether this process listens to the hot folder.
@@ -64,13 +67,14 @@ class FolderWatch:
     store_problem: Callable[[], str | None]
     clock: Callable[[], float]
     monotonic: Callable[[], float]
+    scan: Callable[..., int] = reconcile
+    """The rescan (`watch.reconcile`); a test passes a slow one."""
     observer: BaseObserver | None = None
     leading: bool = False
     paused: bool = False
     _rescan_now: bool = field(default=True, init=False)
     _next_scan: float = field(default=0.0, init=False)
     _next_role_check: float = field(default=0.0, init=False)
-    _next_heartbeat: float = field(default=0.0, init=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False)
 
     def tick(self) -> None:
@@ -81,7 +85,6 @@ class FolderWatch:
                 self._listen(watching)
                 if watching:
                     self._settle()
-                self._heartbeat()
             finally:  # also while the store is away: status says so
                 self.live.publish(waiting=self.settler.waiting(), volume_problem=self.volume.problem,
                                   now=self.clock(), store_problem=self.store_problem())
@@ -102,12 +105,13 @@ class FolderWatch:
             return self.leading
         self._next_role_check = self.monotonic() + ROLE_CHECK_SECONDS
         leading = self.settings.watch.role == "auto" and self.queue.lead()
-        if leading != self.leading:
+        changed, self.leading = leading != self.leading, leading
+        if changed:
             (log.info if leading else log.warning)(
                 "watcher_changed", watcher=leading, input=str(self.folders.input),
                 action="watching the hot folder" if leading else "only processing: another daemon watches the folder",
             )
-        self.leading = leading
+            self.queue.report_worker(self._info())  # the fleet's status shows the new watcher at once
         return leading
 
     def _volume_present(self) -> bool:
@@ -141,16 +145,14 @@ class FolderWatch:
         """Rescan when due (or just started watching), then settle what is watched."""
         if self.monotonic() >= self._next_scan or self._rescan_now:
             self._rescan_now = False
-            hinted = reconcile(root=self.folders.input, queue=self.queue, settler=self.settler)
+            hinted = self.scan(root=self.folders.input, queue=self.queue, settler=self.settler)
             log.info("reconciled", new_or_changed=hinted)
             self._next_scan = self.monotonic() + self.settings.watch.reconcile_interval_seconds
         self.settler.run_once()
 
-    def _heartbeat(self) -> None:
-        """Every third of a lease: the jobs in flight stay this daemon's; the fleet sees it alive."""
-        if self.monotonic() < self._next_heartbeat:
-            return
-        self._next_heartbeat = self.monotonic() + self.settings.queue.lease_seconds / 3
+    def beat(self) -> None:
+        """The jobs in flight stay this daemon's; the fleet sees it alive. On the heartbeat's own
+        thread, every third of a lease: never behind a rescan."""
         self.worker.heartbeat()
         self.queue.report_worker(self._info())
 

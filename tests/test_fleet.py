@@ -179,6 +179,29 @@ def test_status_lists_every_daemon_of_the_fleet(folders: Folders, postgres_url: 
     assert "mac-mini pid 7 (watcher, mps, birefnet@abc): 12 done, on shoot/a.jpg" in out.getvalue()
 
 
+def test_status_shows_a_daemon_not_heard_from_for_a_lease_as_gone_never_as_the_watcher(
+    folders: Folders, postgres_url: str
+) -> None:
+    import io
+
+    from daemon.status import collect_status, print_status
+    from daemon.store import WorkerInfo
+
+    clock = FakeClock(1000.0)
+    store = PostgresStore(postgres_url, clock=clock)
+    for worker, pid in (("killed:/s", 7), ("new:/s", 8)):  # the killed one last beat more than a lease (60 s) ago
+        store.report_worker(WorkerInfo(worker=worker, host="mac-mini", pid=pid, device="mps", model="m",
+                                       started_at=0.0, seen_at=0.0, done=0, current=None, leader=True))
+        clock.advance(61.0 if pid == 7 else 1.0)
+    store.close()
+    out = io.StringIO()
+    print_status(collect_status(folders.state, queue_settings=QueueSettings(store="postgresql", url=postgres_url),
+                                now=clock()), out=out)
+    shown = out.getvalue()
+    assert "mac-mini pid 7: not heard from for 62 s (stopped or dead" in shown
+    assert "mac-mini pid 8 (watcher" in shown and shown.count("watcher") == 1
+
+
 def test_doctor_checks_the_shared_store_and_names_the_fix(postgres_server: str, postgres_url: str) -> None:
     from daemon.doctor import check_shared_store
     from daemon.testing import fresh_store_url
@@ -211,3 +234,49 @@ def test_status_with_the_store_away_says_so_and_since_when_this_machine_lost_it(
         lock.close()
     out = capsys.readouterr().out
     assert "STORE UNREACHABLE: the PostgreSQL job store" in out and "unreachable since 2026-11-30 10:02:11" in out
+
+
+@pytest.mark.slow
+def test_a_rescan_longer_than_the_lease_never_hands_this_workers_job_to_another(
+    folders: Folders, postgres_url: str, tmp_path: Path
+) -> None:
+    """The watch thread spends 3 s in each rescan of a (slow, large) NAS tree, the lease is 1.5 s,
+    the model takes 3 s: the heartbeat runs on its own thread, so another machine never gets the
+    job while this one works on it."""
+    import time
+
+    from daemon.runner import Daemon
+    from daemon.settings import load_settings
+    from daemon.watch import reconcile
+    from tests.test_runner import Running
+
+    def slow_scan(**kwargs: Any) -> int:
+        time.sleep(3.0)
+        return reconcile(**kwargs)
+
+    class SlowModel(BrightModel):
+        def predict(self, batch: Any) -> Any:
+            if batch.shape[-1] == 64 and batch.any():  # not the blank warm-up
+                time.sleep(3.0)
+            return super().predict(batch)
+
+    settings = load_settings(overrides={
+        "folders.input": folders.input, "folders.output": folders.output, "folders.quarantine": folders.quarantine,
+        "folders.state": folders.state, "watch.settle_seconds": 0.05, "watch.reconcile_interval_seconds": 0.1,
+        "pipeline.target_size": 64, "queue.store": "postgresql", "queue.url": postgres_url, "queue.lease_seconds": 1.5,
+    })
+    other = PostgresStore(postgres_url, worker="other-machine", lease_seconds=1.5)
+    daemon = Daemon(settings=settings, folders=folders, model=SlowModel(), scan=slow_scan)
+    taken = []
+    with capture_logs() as logs, Running(daemon):
+        write_image(folders.input / "a.png", subject_image(60, 80, (20, 15, 60, 45)))
+        wait_until(lambda: other.counts()["running"] == 1, what="the job claimed", timeout=30)
+        while other.counts()["running"] == 1:
+            taken.append(other.claim())  # the lease held by the heartbeat: nothing to take
+            time.sleep(0.2)
+        wait_until(lambda: (folders.output / "a.png").exists(), what="the cut-out", timeout=30)
+    job = other.get(P("a.png"))
+    other.close()
+    assert taken and all(job is None for job in taken)
+    assert job is not None and job.state == "done" and job.attempts == 1
+    assert [e for e in logs if e["event"] == "claim_lost"] == []
