@@ -12,7 +12,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -204,10 +204,12 @@ def ensure_writable(path: Path, *, label: str, private: bool = False) -> None:
 
 
 # --- Moves -----------------------------------------------------------------------
-def free_name(path: Path) -> Path:
-    """`path`, or `name (2).ext`, `name (3).ext`, ... if something is already there."""
+def free_name(path: Path, *, reserved: Collection[Path] = ()) -> Path:
+    """`path`, or `name (2).ext`, `name (3).ext`, ... if something is already there (or the
+    name is `reserved`: another move is on its way to it)."""
     candidate, count = path, 2
-    while candidate.exists() or candidate.with_name(candidate.name + ERROR_SUFFIX).exists():
+    while (candidate in reserved or candidate.exists()
+           or candidate.with_name(candidate.name + ERROR_SUFFIX).exists()):
         candidate = path.with_name(f"{path.stem} ({count}){path.suffix}")
         count += 1
     return candidate
@@ -246,7 +248,9 @@ def error_file(path: Path) -> Path:
     return path.with_name(path.name + ERROR_SUFFIX)
 
 
-def quarantine_target(folders: Folders, rel: PurePosixPath, *, previous: PurePosixPath | None) -> PurePosixPath:
+def quarantine_target(
+    folders: Folders, rel: PurePosixPath, *, previous: PurePosixPath | None, reserved: Collection[PurePosixPath] = ()
+) -> PurePosixPath:
     """Where a failed original goes, relative to the quarantine folder.
 
     A retried file that fails again goes back to its previous place (its error file is
@@ -254,18 +258,22 @@ def quarantine_target(folders: Folders, rel: PurePosixPath, *, previous: PurePos
     a link or a file (planted in the quarantine folder) is never used: the file goes to the
     quarantine folder's top instead, its folders joined into its name (`shop__x.jpg`).
     """
-    if previous is not None and not (folders.quarantine / previous).exists() and clear_path(folders.quarantine, previous):
+    if (previous is not None and previous not in reserved and not (folders.quarantine / previous).exists()
+            and clear_path(folders.quarantine, previous)):
         return previous
-    return free_target(folders.quarantine, rel, room=len(ERROR_SUFFIX) + len(" (99)"))
+    return free_target(folders.quarantine, rel, room=len(ERROR_SUFFIX) + len(" (99)"), reserved=reserved)
 
 
-def free_target(root: Path, rel: PurePosixPath, *, room: int = len(" (99)")) -> PurePosixPath:
-    """`rel` under `root`, or `name (2).ext`, ... when taken; flattened to the top when its
-    folders cross a link or a file."""
+def free_target(
+    root: Path, rel: PurePosixPath, *, room: int = len(" (99)"), reserved: Collection[PurePosixPath] = ()
+) -> PurePosixPath:
+    """`rel` under `root`, or `name (2).ext`, ... when taken or `reserved`; flattened to the top
+    when its folders cross a link or a file."""
     if not clear_path(root, rel):
         rel = PurePosixPath("__".join(rel.parts))
     fitting = rel.with_name(fit_name(rel.name, room=room))
-    return PurePosixPath(free_name(root / fitting).relative_to(root).as_posix())
+    free = free_name(root / fitting, reserved={root / name for name in reserved})
+    return PurePosixPath(free.relative_to(root).as_posix())
 
 
 def clear_path(root: Path, rel: PurePosixPath) -> bool:

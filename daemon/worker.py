@@ -11,7 +11,8 @@ import threading
 import time
 import traceback
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -104,6 +105,8 @@ class Worker:
         self.settle_seconds, self.follow_symlinks, self.volume = settle_seconds, follow_symlinks, volume
         self.wake = threading.Event()
         self._quarantine_lock = threading.Lock()
+        self._reserved: set[PurePosixPath] = set()
+        """Quarantine names chosen by a move still on its way (see `_reserving`)."""
         self._alone: int | None = None
         """The suspect running alone (its job id): nothing else is claimed until it ends."""
         self._held: dict[int, Job] = {}
@@ -355,8 +358,7 @@ class Worker:
             file=job.source.as_posix(), reason=error.reason, message=str(error), attempts=job.attempts,
             first_seen=job.first_seen, last_attempt=self.clock(),
         )
-        with self._quarantine_lock:  # two failures must not pick the same free name
-            target = quarantine_target(self.folders, job.source, previous=job.quarantine)
+        with self._reserving(job.source, previous=job.quarantine) as target:
             _fenced(self.queue.mark_failed(job, reason=error.reason, message=str(error), quarantine=target))
             try:
                 move_to_quarantine(self.folders, job.source, target, report)
@@ -365,6 +367,20 @@ class Worker:
                 self.queue.mark_retry(job, reason=exc.reason, message=str(exc), delay=delay, counts=False, was="failed")
                 raise
         return str(self.folders.quarantine / target)
+
+    @contextmanager
+    def _reserving(self, rel: PurePosixPath, *, previous: PurePosixPath | None) -> Iterator[PurePosixPath]:
+        """A free quarantine name, held for this move alone until it is done. The lock covers the
+        choice only, never the store's write or the move (a copy across volumes can take long, and
+        the watch thread's rejections wait on the same lock)."""
+        with self._quarantine_lock:
+            target = quarantine_target(self.folders, rel, previous=previous, reserved=self._reserved)
+            self._reserved.add(target)
+        try:
+            yield target
+        finally:
+            with self._quarantine_lock:
+                self._reserved.discard(target)
 
     def reject(self, rel: PurePosixPath, error: JobError) -> str:
         """A file refused before it became a job (a name that cannot be stored): into quarantine
@@ -375,8 +391,7 @@ class Worker:
         report = ErrorReport(
             file=display(rel), reason=error.reason, message=str(error), attempts=0, first_seen=now, last_attempt=now,
         )
-        with self._quarantine_lock:
-            target = quarantine_target(self.folders, stored, previous=None)
+        with self._reserving(stored, previous=None) as target:
             try:
                 move_to_quarantine(self.folders, rel, target, report)
             except TransientError as exc:

@@ -452,3 +452,38 @@ def test_a_claim_that_fails_gives_its_slot_back() -> None:
             stages.top_up(away)
     assert len(asked) == 3  # each try had its slot
     stages.close()
+
+
+def test_a_slow_quarantine_move_holds_no_lock_the_watch_threads_rejections_wait_on(
+    folders: Folders, queue: JobQueue, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A failed original crossing to a quarantine on a slow NAS takes long; a file refused by the
+    watch thread meanwhile (its name cannot be stored) is quarantined at once."""
+    import threading
+
+    import daemon.worker as worker_module
+    from daemon.errors import InvalidName
+
+    real_move = worker_module.move_to_quarantine
+    moving, finish = threading.Event(), threading.Event()
+
+    def slow_nas(folders: Folders, rel: P, target: P, report: Any) -> None:
+        if rel == P("dark.png"):
+            moving.set()
+            finish.wait(30)  # the copy across volumes, still going
+        real_move(folders, rel, target, report)
+
+    monkeypatch.setattr(worker_module, "move_to_quarantine", slow_nas)
+    add(folders, queue, "dark.png", np.full((100, 100, 3), 20, np.uint8))
+    worker = make_worker(folders, queue, clock)
+    running = threading.Thread(target=drain, args=(worker, queue))
+    running.start()
+    assert moving.wait(30)
+    (folders.input / "dark__b.png").write_bytes(b"x")
+    where = worker.reject(P("dark__b.png"), InvalidName("a name that cannot be stored"))
+    assert where == str(folders.quarantine / "dark__b.png")  # done while the other move still runs
+    finish.set()
+    running.join(30)
+    worker.close()
+    job = queue.get(P("dark.png"))
+    assert job is not None and job.state == "failed" and (folders.quarantine / "dark.png").exists()
