@@ -15,6 +15,13 @@ life whose memory must stay flat. Then the chaos stops, the queue drains, and th
 wants every input to be exactly one valid cutout or one quarantine entry with a reason,
 no temp file, no file lost, and the idle CPU back where it was on the empty folder.
 
+The third round's hazards run too: the state folder lives on a small tmpfs of its own (as
+root; skipped otherwise) that is made full for 5-15 s every few minutes (files arriving
+meanwhile must be queued once space returns), links are planted in the output folder with a
+photo dropped behind each (quarantined as output_blocked, nothing ever written through the
+link), and in the signal-free segment a second `cutout watch` with its own state folder is
+started on the same folders (it must be refused, exit 2).
+
 Exit status: 0 when every check passes, 1 otherwise (the summary says which).
 """
 
@@ -26,6 +33,7 @@ import random
 import shlex
 import shutil
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -48,6 +56,7 @@ from benchmarks.standin import build_standin
 
 WORK = REPO / "benchmarks" / "work"
 RESULTS = REPO / "benchmarks" / "results"
+STATE_DISK = "state-disk"
 MARKER = ".soak-work"
 """Left in the work folder: only a folder holding it is ever wiped by a later run."""
 RSS_GROWTH_LIMIT = 0.10
@@ -87,6 +96,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--term-every", type=float,
                         help="mean seconds between SIGTERM restarts (default 120; --quick 40)")
     parser.add_argument("--rate", type=float, default=0.6, help="file drops per second (default 0.6)")
+    parser.add_argument("--fill-every", type=float, default=240.0,
+                        help="mean seconds between full state disks (default 240; --quick 40; 0: never)")
+    parser.add_argument("--plant-every", type=float, default=300.0,
+                        help="mean seconds between links planted in the output folder (default 300; --quick 40)")
+    parser.add_argument("--second-every", type=float, default=120.0,
+                        help="mean seconds between second daemons started on the same folders, in the "
+                             "signal-free segment (default 120; --quick 15)")
     parser.add_argument("--rename-every", type=float, default=8.0, help="mean seconds between renames (default 8)")
     parser.add_argument("--read-every", type=float, default=90.0,
                         help="mean seconds between backup-style read passes (default 90)")
@@ -116,7 +132,9 @@ def make_plan(args: argparse.Namespace) -> Plan:
         minutes=args.minutes or (2.0 if quick else 30.0),
         steady_share=args.steady_share,
         rates=Rates(drop=args.rate, rename=1 / args.rename_every, read=1 / args.read_every,
-                    status=1 / args.status_every, kill=1 / kill_every, term=1 / term_every),
+                    status=1 / args.status_every, kill=1 / kill_every, term=1 / term_every,
+                    fill=_rate(40.0 if quick else args.fill_every), plant=_rate(40.0 if quick else args.plant_every),
+                    second=_rate(15.0 if quick else args.second_every)),
         startup_kill_share=args.startup_kills if args.startup_kills is not None else (0.4 if quick else 0.2),
         settle_s=args.settle,
         incomplete_timeout_s=args.incomplete_timeout,
@@ -125,6 +143,10 @@ def make_plan(args: argparse.Namespace) -> Plan:
         idle_window_s=20.0 if quick else 60.0,
         warm_up_s=10.0 if quick else 60.0,
     )
+
+
+def _rate(every: float) -> float:
+    return 1 / every if every > 0 else 0.0
 
 
 # --- The run's folders ------------------------------------------------------------------------
@@ -139,6 +161,8 @@ class Folders:
     """Outside the hot folder, on the same disk: where folders and `mv` sources are made."""
     logs: Path
     config: Path
+    state_disk: Path | None = None
+    """The small tmpfs the state folder lives on (None: it could not be mounted, not root)."""
 
 
 def fresh_work(root: Path) -> Folders:
@@ -147,14 +171,23 @@ def fresh_work(root: Path) -> Folders:
         if not (root / MARKER).exists():
             raise SystemExit(f"{root} is not empty and not a soak work folder ({MARKER} missing): "
                              "choose another --work")
+        unmount(root / STATE_DISK)
         shutil.rmtree(root)
     root.mkdir(parents=True, exist_ok=True)
     (root / MARKER).write_text("scratch folder of python -m benchmarks.soak; wiped by the next run\n")
-    folders = Folders(root, root / "in", root / "out", root / "quarantine", root / "state", root / "staging",
-                      root / "logs", root / "config.yaml")
+    disk = root / STATE_DISK
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(disk)],
+                             capture_output=True, check=False).returncode == 0
+    folders = Folders(root, root / "in", root / "out", root / "quarantine", disk / "state", root / "staging",
+                      root / "logs", root / "config.yaml", disk if mounted else None)
     for folder in (folders.hot, folders.staging, folders.logs):
         folder.mkdir(parents=True)
     return folders
+
+
+def unmount(disk: Path) -> None:
+    subprocess.run(["umount", "--lazy", str(disk)], capture_output=True, check=False)
 
 
 def write_config(folders: Folders, *, plan: Plan, model: Path) -> None:
@@ -301,6 +334,10 @@ def summary_table(result: dict[str, Any]) -> str:
          f"{c.get('lost', 0)} / {c.get('duplicated', 0)} / {c.get('wrongly_quarantined', 0)}"),
         ("missing / invalid outputs", f"{c.get('missing_outputs', 0)} / {c.get('invalid_outputs', 0)}"),
         ("temp files left", str(c.get("temp_files", 0))),
+        ("full state disks / links planted / second daemons refused",
+         f"{result['actions'].get('fill', 0)} / {result['actions'].get('plant', 0)} / "
+         f"{result['actions'].get('second:refused', 0)} of {result['actions'].get('second:started', 0)}"),
+        ("files written through a planted link", str(c.get("written_through_links", 0))),
         ("stale outputs of renamed-away names", str(c.get("stale_outputs", 0))),
         ("peak RSS (VmHWM)", f"{mem['peak_hwm_mb']} MB"),
         ("RSS long life, first vs last quarter",
@@ -345,7 +382,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         say(t0, f"baseline idle CPU {baseline['idle_cpu_percent']} % of one core; chaos for {plan.minutes:g} min")
         ledger = Ledger()
         chaos = Chaos(hot=folders.hot, output=folders.output, staging=folders.staging, state=folders.state,
-                      ledger=ledger, pictures=pictures, supervisor=supervisor, rng=rng, rates=plan.rates)
+                      ledger=ledger, pictures=pictures, supervisor=supervisor, rng=rng, rates=plan.rates,
+                      config=folders.config, state_disk=folders.state_disk)
         supervisor.startup_chaos.set()
         start = time.monotonic()
         end = start + plan.minutes * 60
@@ -367,7 +405,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         sampler.stop()
     say(t0, f"daemon stopped (exit {final_exit}); checking every file")
     verdict = check(entries=ledger.entries(), hot=folders.hot, output=folders.output,
-                    quarantine=folders.quarantine, state=folders.state)
+                    quarantine=folders.quarantine, state=folders.state, link_targets=chaos.link_targets)
+    if folders.state_disk is not None:
+        unmount(folders.state_disk)
     result = assemble(args, plan, folders=folders, verdict=verdict, chaos=chaos, supervisor=supervisor,
                       sampler=sampler, baseline=baseline, after=after, drained=drained, life=life,
                       measured_at=measured_at, t0=t0)
@@ -392,7 +432,7 @@ def assemble(args: argparse.Namespace, plan: Plan, *, folders: Folders, verdict:
              supervisor: Supervisor, sampler: ResourceSampler, baseline: dict[str, Any], after: float,
              drained: dict[str, Any], life: Life, measured_at: float, t0: float) -> dict[str, Any]:
     lives = lives_report(supervisor.lives)
-    logs = summarize_logs(supervisor.lives)
+    logs = _while_full(summarize_logs(supervisor.lives), chaos.fill_windows)
     memory = memory_report(sampler.samples, life=life, until=measured_at, t0=t0, warm_up=plan.warm_up_s)
     idle = {"baseline_percent": baseline["idle_cpu_percent"], "after_percent": round(after, 2),
             "window_s": plan.idle_window_s, "files_in_hot_folder_after": verdict.get("files"),
@@ -427,6 +467,18 @@ def assemble(args: argparse.Namespace, plan: Plan, *, folders: Folders, verdict:
     result["checks"] = checks(verdict, lives=lives, logs=logs, memory=memory, idle=idle, drained=drained,
                               problems=chaos.problems, status_failed=chaos.counts["status:failed"])
     return result
+
+
+def _while_full(logs: dict[str, Any], windows: list[tuple[float, float]]) -> dict[str, Any]:
+    """The store-away events of the moments the soak made the state disk full (and 10 s after)
+    are what the daemon must say then: expected, not defects."""
+    def during(event: dict[str, Any]) -> bool:
+        at = datetime.fromisoformat(str(event["timestamp"]).replace("Z", "+00:00")).timestamp()
+        return any(start <= at <= end + 10.0 for start, end in windows)
+
+    expected = [event for event in logs["defect_events"] if during(event)]
+    return {**logs, "defect_events": [event for event in logs["defect_events"] if not during(event)],
+            "expected_while_state_disk_full": expected}
 
 
 def _default_json(result: dict[str, Any], *, quick: bool, work: Path) -> Path:

@@ -84,6 +84,8 @@ class Entry:
     """time.monotonic() once fully written; None while a writer is still at it."""
     former: list[str] = field(default_factory=list)
     """Names it had before renames."""
+    pinned: bool = False
+    """Never renamed: where it is is the point (a file behind a planted link)."""
 
 
 class Ledger:
@@ -114,7 +116,7 @@ class Ledger:
         """A fully written input: a recent one (not settled yet) when `early`, else any."""
         now = time.monotonic()
         with self._lock:
-            done = [e for e in self._entries if e.written_at is not None]
+            done = [e for e in self._entries if e.written_at is not None and not e.pinned]
             recent = [e for e in done if now - (e.written_at or 0.0) < RECENT_S]
         pool = recent if early and recent else done
         return rng.choice(pool) if pool else None
@@ -224,6 +226,12 @@ class Rates:
     status: float
     kill: float
     term: float
+    fill: float = 0.0
+    """The state folder's disk made full for 5-15 s."""
+    plant: float = 0.0
+    """A link planted in the output folder, and a photo dropped behind it."""
+    second: float = 0.0
+    """A second `cutout watch` on the same folders (in the signal-free segment only)."""
 
 
 class Chaos:
@@ -231,9 +239,15 @@ class Chaos:
 
     def __init__(
         self, *, hot: Path, output: Path, staging: Path, state: Path, ledger: Ledger, pictures: Pictures,
-        supervisor: Supervisor, rng: random.Random, rates: Rates,
+        supervisor: Supervisor, rng: random.Random, rates: Rates, config: Path, state_disk: Path | None = None,
     ) -> None:
         self.hot, self.output, self.staging, self.state = hot, output, staging, state
+        self.config, self.state_disk = config, state_disk
+        self.link_targets: list[Path] = []
+        """Folders that links planted in the output folder point to: nothing may ever appear in them."""
+        self.fill_windows: list[tuple[float, float]] = []
+        """(start, end) wall-clock times the state disk was full: the daemon's store-away events then are expected."""
+        self._full = threading.Event()
         self.ledger, self.pictures, self.supervisor, self.rng, self.rates = ledger, pictures, supervisor, rng, rates
         self.counts: Counter[str] = Counter()
         self.problems: list[str] = []
@@ -253,6 +267,8 @@ class Chaos:
             "drop": (self.rates.drop, self.drop), "rename": (self.rates.rename, self.rename),
             "read": (self.rates.read, self.read_everything), "status": (self.rates.status, self.status),
             "kill": (self.rates.kill, self.kill), "term": (self.rates.term, self.term),
+            "fill": (self.rates.fill if self.state_disk else 0.0, self.fill_state),
+            "plant": (self.rates.plant, self.plant_link), "second": (self.rates.second, self.second_daemon),
         }
         self._signals_until = signals_until
         now = time.monotonic()
@@ -270,7 +286,12 @@ class Chaos:
                 next_progress += 60.0
                 continue
             if name not in ("kill", "term") or now < signals_until:
-                self._guarded(name, streams[name][1])
+                if name in ("kill", "term") and self._full.is_set():
+                    self.count(f"{name}:while-full-skipped")  # a start on a full state disk is not this check
+                elif name == "second" and now < signals_until:
+                    self.count("second:before-steady-skipped")  # a killed first daemon's claim would be stale
+                else:
+                    self._guarded(name, streams[name][1])
             if now >= signals_until:
                 self.supervisor.startup_chaos.clear()
             due[name] = now + self.rng.expovariate(streams[name][0])
@@ -464,6 +485,94 @@ class Chaos:
 
         self._background("status", body)
 
+    # --- the third round's hazards -------------------------------------------------------------------
+    def fill_state(self) -> None:
+        """The state folder's disk (a small tmpfs of its own) full for 5-15 s: files that settle
+        meanwhile must be counted, then queued once space returns, none lost."""
+        if self.state_disk is None or self._full.is_set():
+            return
+        hold = self.rng.uniform(5.0, 15.0)
+
+        def body() -> None:
+            filler = self.state_disk / "soak-filler" if self.state_disk else Path()
+            if not self._quiet_life():
+                self.count("fill:skipped")  # no started daemon to fill the disk under: a start is not this check
+                return
+            self._full.set()
+            began = time.time()
+            try:
+                fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
+                try:
+                    while True:
+                        os.write(fd, bytes(1 << 16))
+                except OSError:
+                    pass  # ENOSPC: full
+                finally:
+                    os.close(fd)
+                time.sleep(hold)
+            finally:
+                filler.unlink(missing_ok=True)
+                self._full.clear()
+                self.fill_windows.append((began, time.time()))
+            self.count("fill")
+
+        self._background("fill", body)
+
+    def _quiet_life(self) -> bool:
+        """Within 30 s: a daemon that has started (its recovery over), with no signal about to land."""
+        deadline = time.monotonic() + 30.0
+        while time.monotonic() < deadline:
+            life = self.supervisor.current()
+            if life is not None and self._has_started(life.log) and not (self._aimed and self._aimed.is_alive()):
+                return True
+            time.sleep(0.2)
+        return False
+
+    def plant_link(self) -> None:
+        """A folder of the output replaced by a link to a folder elsewhere, and a photo dropped where
+        its cut-out would go through that link: it must be quarantined (output_blocked), with
+        nothing ever written elsewhere."""
+        folder = PurePosixPath(self.ledger.name(kind="linked", folder="", suffix="")).name
+        elsewhere = self.staging / "elsewhere" / folder
+        elsewhere.mkdir(parents=True)
+        self.output.mkdir(parents=True, exist_ok=True)
+        (self.output / folder).symlink_to(elsewhere)
+        self.link_targets.append(elsewhere)
+        entry = self.ledger.add(Entry(rel=self.ledger.name(kind="linked", folder=folder, suffix=".jpg"), good=False,
+                                      kind="linked", reason="output_blocked", pinned=True))
+        path = self.hot / entry.rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._finish_write(entry, lambda: write_atomic_like_an_exporter(path, self.pictures.good("jpg")))
+        self.count("plant")
+
+    def second_daemon(self) -> None:
+        """`cutout watch` with a state folder of its own on the same hot and output folders: it must
+        be refused (exit 2, naming the first) before it touches a file."""
+        if self.supervisor.current() is None:
+            return
+        index = self.counts["second:started"] + 1
+        self.count("second:started")
+        config = self.staging / f"second-{index}.yaml"
+        state = self.staging / f"second-state-{index}"
+        config.write_text(self.config.read_text().replace(f"state: {self.state}", f"state: {state}"))
+
+        def body() -> None:
+            second = subprocess.Popen(cutout_command("watch", "--config", str(config)), cwd=REPO, env=child_env(),
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            try:
+                _, err = second.communicate(timeout=120)
+            except subprocess.TimeoutExpired:
+                second.kill()
+                _, err = second.communicate()
+            if second.returncode == 2 and "is already claimed by cutout watch" in err:
+                self.count("second:refused")
+                return
+            self.count("second:not-refused")
+            self.problems.append(f"a second daemon on the same folders was not refused: exit {second.returncode}, "
+                                 f"{err.strip()[-300:]}")
+
+        self._background("second", body)
+
     # --- signals -----------------------------------------------------------------------------------
     def kill(self) -> None:
         """Half of the kills at a random moment; the other half aimed at a moment when a job is
@@ -480,13 +589,13 @@ class Chaos:
         deadline = min(time.monotonic() + 10.0, self._signals_until)
         while time.monotonic() < deadline:
             life = self.supervisor.current()
-            if life is not None and self._has_started(life.log):
+            if life is not None and self._has_started(life.log) and not self._full.is_set():
                 in_stage = jobs_in_stage(self.state)
                 if in_stage and self.supervisor.send(signal.SIGKILL, note="in-stage"):
                     self.count("kill:in-stage-alone" if in_stage == 1 else "kill:in-stage-several")
                     return
             time.sleep(0.05)
-        if time.monotonic() < self._signals_until:
+        if time.monotonic() < self._signals_until and not self._full.is_set():
             self.count("kill" if self.supervisor.send(signal.SIGKILL) else "kill:no-daemon")
 
     def _has_started(self, log: Path) -> bool:

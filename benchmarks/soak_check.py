@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -52,6 +53,7 @@ class Verdict:
 FAILURES = (
     "lost", "duplicated", "wrongly_quarantined", "missing_outputs", "invalid_outputs", "not_quarantined",
     "missing_reason", "output_for_bad", "orphan_outputs", "unexpected_quarantine", "temp_files", "unknown_inputs",
+    "written_through_links",
 )
 """Counts that must be 0. `reason_mismatch` and `stale_outputs` are reported, not failed: the
 reason is the daemon's diagnosis (a random-bytes file may be judged truncated or undecodable), and
@@ -84,9 +86,14 @@ def valid_cutout(path: Path) -> str | None:
     return None if high > 0 else "fully transparent"
 
 
-def check(*, entries: list[Entry], hot: Path, output: Path, quarantine: Path, state: Path) -> Verdict:
+def check(
+    *, entries: list[Entry], hot: Path, output: Path, quarantine: Path, state: Path, link_targets: Sequence[Path] = (),
+) -> Verdict:
     """Compare the folders with the ledger; see FAILURES for what counts against the daemon."""
     verdict = Verdict()
+    for target in link_targets:  # what links planted in the output folder point to: never written
+        for rel in files_under(target):
+            verdict.add("written_through_links", f"{target.name}/{rel}")
     by_serial: dict[int, tuple[Entry, str]] = {}
     for entry in entries:
         for name in (entry.rel, *entry.former):

@@ -177,7 +177,12 @@ class SessionMarker:
         return f"the daemon (pid {data.get('pid', '?')}, started {started}) did not stop cleanly: {how}"
 
     def begin(self, *, now: float) -> None:
-        write_atomic(self.path, json.dumps({"pid": os.getpid(), "started_at": now}).encode(), durable=False)
+        """Best effort: on a full state disk the daemon still starts (a crash of this life is then
+        not reported at the next start, which is all the marker is for)."""
+        try:
+            write_atomic(self.path, json.dumps({"pid": os.getpid(), "started_at": now}).encode(), durable=False)
+        except OSError as exc:
+            log.warning("session_marker_not_written", path=str(self.path), error=exc.strerror or str(exc))
 
     def end(self) -> None:
         self.path.unlink(missing_ok=True)

@@ -31,6 +31,8 @@ import structlog
 
 from daemon.atomic import write_atomic
 
+log = structlog.get_logger("cutout.telemetry")
+
 TELEMETRY_FILE = "telemetry.json"
 BUCKETS: tuple[float, ...] = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 """Histogram upper bounds in seconds: a 10 ms encode to a five-minute CPU forward."""
@@ -226,6 +228,7 @@ class TelemetryPublisher:
     def __init__(self, telemetry: Telemetry, *, state: Path, monotonic: Callable[[], float] = time.monotonic) -> None:
         self.telemetry, self.path, self.monotonic = telemetry, state / TELEMETRY_FILE, monotonic
         self._written: tuple[int, float] | None = None
+        self._failing = False
 
     def tick(self) -> None:
         generation, now = self.telemetry.generation, self.monotonic()
@@ -239,7 +242,15 @@ class TelemetryPublisher:
         self._write(self.telemetry.snapshot(stopped=True))
 
     def _write(self, snapshot: Snapshot) -> None:
-        write_atomic(self.path, json.dumps(snapshot.to_dict()).encode(), durable=False)
+        """Best effort: a full state disk pauses the figures (said once), never the daemon."""
+        try:
+            write_atomic(self.path, json.dumps(snapshot.to_dict()).encode(), durable=False)
+        except OSError as exc:
+            if not self._failing:
+                log.warning("telemetry_not_written", path=str(self.path), error=exc.strerror or str(exc))
+            self._failing = True
+        else:
+            self._failing = False
 
 
 def read_telemetry(state: Path) -> Snapshot | None:

@@ -176,6 +176,8 @@ class Worker:
     def _on_stage(self, claimed: _Claimed, stage: str | None) -> None:
         try:
             self.queue.mark_stage(claimed.job, stage)
+        except QueueError as exc:  # the store away (its disk full): said, without a traceback
+            log.warning("stage_not_recorded", path=display(claimed.job.source), stage=stage, error=str(exc))
         except Exception:  # only crash attribution is lost; the job itself goes on
             log.exception("stage_not_recorded", path=display(claimed.job.source), stage=stage)
 
@@ -230,7 +232,7 @@ class Worker:
         except ClaimLost:  # another worker has the job now: its verdict, not ours
             self._log(task, "claim_lost", action="dropped: another claim of this job is the current one")
         except Exception as error:  # quarantining failed (disk full, database): try again later
-            log.exception("failure_not_recorded", path=str(task.key.job.source))
+            _said_once(error, "failure_not_recorded", path=str(task.key.job.source))
             self._retry_quietly(task, error)
         finally:
             self._end_alone(task.key.job)
@@ -304,9 +306,9 @@ class Worker:
     def _retry_quietly(self, task: Task[_Claimed], error: Exception) -> None:
         try:
             self._retry(task, error, counts=False)
-        except Exception:  # the store itself failed (its disk full): the row stays running for now
-            log.exception("retry_not_recorded", path=str(task.key.job.source),
-                          action="put back in the queue, uncounted, as soon as the store can write")
+        except Exception as exc:  # the store itself failed (its disk full): the row stays running for now
+            _said_once(exc, "retry_not_recorded", path=str(task.key.job.source),
+                       action="put back in the queue, uncounted, as soon as the store can write")
             self._unrecorded.append(task.key.job)
 
     def _record_the_unrecorded(self) -> None:
@@ -450,3 +452,12 @@ def _stored(job: Job) -> Fingerprint:
 
 def _fingerprint(folders: Folders, job: Job, *, follow: bool) -> Fingerprint | None:
     return Fingerprint.read(folders.input / job.source, follow_symlinks=follow)
+
+
+def _said_once(exc: BaseException, event: str, **fields: object) -> None:
+    """The store away (QueueError) is a warning with its message; anything else an error with
+    its traceback (a bug to find)."""
+    if isinstance(exc, QueueError):
+        log.warning(event, error=str(exc), **fields)
+    else:
+        log.exception(event, **fields)
