@@ -31,10 +31,6 @@ def _job(folders: Folders, rel: str) -> tuple[str, str | None, str | None]:
         queue.close()
 
 
-def _failed(folders: Folders, rel: str) -> bool:
-    return _job(folders, rel)[0] == "failed"
-
-
 def _elsewhere(tmp_path: Path) -> Path:
     outside = tmp_path / "elsewhere"
     outside.mkdir()
@@ -48,8 +44,10 @@ def test_a_link_planted_in_the_output_folder_is_never_written_through(folders: F
     daemon = Daemon(settings=settings_for(folders, **FAST_RETRIES), folders=folders, model=BrightModel())
     with Running(daemon):
         drop(folders, "shop/x.jpg", "y.jpg")
-        wait_until(lambda: _failed(folders, "shop/x.jpg") and (folders.output / "y.png").exists(),
-                   what="the blocked file quarantined, the other one done", timeout=30)
+        # the row says failed before the move: wait for the report, written last
+        wait_until(lambda: (folders.quarantine / "shop" / "x.jpg.error.json").exists()
+                   and (folders.output / "y.png").exists(), what="the blocked file quarantined, the other one done",
+                   timeout=30)
     assert sorted(p.name for p in outside.iterdir()) == ["x.png"] and (outside / "x.png").read_bytes() == b"someone else's file"
     state, reason, message = _job(folders, "shop/x.jpg")
     assert reason == "output_blocked" and f"{folders.output / 'shop'} is a symbolic link" in str(message)
@@ -62,7 +60,8 @@ def test_a_link_planted_in_the_quarantine_folder_is_never_moved_through(folders:
     daemon = Daemon(settings=settings_for(folders), folders=folders, model=BrightModel())
     with Running(daemon):
         write_image(folders.input / "bad" / "dark.png", np.full((60, 80, 3), 20, np.uint8))
-        wait_until(lambda: _failed(folders, "bad/dark.png"), what="the dark file quarantined", timeout=30)
+        wait_until(lambda: (folders.quarantine / "bad__dark.png.error.json").exists(), what="the dark file quarantined",
+                   timeout=30)
     assert sorted(p.name for p in outside.iterdir()) == ["x.png"]
     assert (folders.quarantine / "bad__dark.png").exists() and (folders.quarantine / "bad__dark.png.error.json").exists()
     assert _job(folders, "bad/dark.png")[1] == "no_foreground"
@@ -92,7 +91,7 @@ def test_a_folder_named_like_an_output_quarantines_the_file_after_the_usual_atte
         drop(folders, "z-mask.png/inner.jpg")
         wait_until(lambda: (folders.output / "z-mask.png" / "inner.png").exists(), what="the folder's cut-out")
         drop(folders, "z.jpg")
-        wait_until(lambda: _failed(folders, "z.jpg"), what="z.jpg quarantined", timeout=30)
+        wait_until(lambda: (folders.quarantine / "z.jpg.error.json").exists(), what="z.jpg quarantined", timeout=30)
     state, reason, message = _job(folders, "z.jpg")
     assert reason == "output_blocked" and f"{folders.output / 'z-mask.png'} is a folder" in str(message)
     assert not (folders.output / "z.png").exists()  # all or none
