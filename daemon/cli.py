@@ -8,8 +8,6 @@ exit status.
 from __future__ import annotations
 
 import argparse
-import os
-import shlex
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -33,11 +31,8 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", choices=DEVICE_NAMES, help="auto = mps, then cuda, then cpu")
 
 
-FOLDER_FLAGS = ("input", "output", "quarantine", "archive", "state")
-
-
 def _folder_flags(parser: argparse.ArgumentParser) -> None:
-    for name in FOLDER_FLAGS:
+    for name in cmd.FOLDER_FLAGS:
         parser.add_argument(f"--{name}", type=Path, help=f"folders.{name} (overrides the config file)")
 
 
@@ -219,7 +214,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         "dashboard.bind": getattr(args, "bind", None),
         "dashboard.port": getattr(args, "port", None),
     }
-    overrides.update({f"folders.{name}": getattr(args, name, None) for name in FOLDER_FLAGS})
+    overrides.update({f"folders.{name}": getattr(args, name, None) for name in cmd.FOLDER_FLAGS})
     return load_settings(getattr(args, "config", None), overrides=overrides)
 
 
@@ -228,14 +223,8 @@ Handler = Callable[[argparse.Namespace, Settings, Context], int]
 
 
 def rebuild_command(args: argparse.Namespace, *, verb: str = "rebuild") -> str:
-    """`cutout queue rebuild` (or `verb`) with the same config and folder flags as this command, ready to paste."""
-    words = ["cutout", "queue", verb]
-    if (config := getattr(args, "config", None)) is not None:
-        words += ["--config", os.path.abspath(config)]
-    for name in FOLDER_FLAGS:
-        if (value := getattr(args, name, None)) is not None:
-            words += [f"--{name}", os.path.abspath(value)]
-    return shlex.join(words) if len(words) > 3 else f"cutout queue {verb} --config F"
+    """`cutout queue rebuild` (or `verb`) with the same settings as this command, ready to paste."""
+    return f"cutout queue {verb} {cmd.given_settings(args)}"
 
 
 def _command_name(args: argparse.Namespace) -> str:

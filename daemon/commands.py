@@ -26,6 +26,23 @@ EXIT_INTERRUPTED = 130
 """Ctrl-C, as a shell reports it (128 + SIGINT)."""
 
 
+FOLDER_FLAGS = ("input", "output", "quarantine", "archive", "state")
+
+
+def given_settings(args: argparse.Namespace) -> str:
+    """How this command was given its settings (`--config F`, the model and folder flags), absolute
+    and quoted, for a command line to paste; `--config F` when it was given none."""
+    words = []
+    if (config := getattr(args, "config", None)) is not None:
+        words += ["--config", os.path.abspath(config)]
+    if (model := getattr(args, "model", None)) is not None:
+        words += ["--model", model]
+    for name in FOLDER_FLAGS:
+        if (value := getattr(args, name, None)) is not None:
+            words += [f"--{name}", os.path.abspath(value)]
+    return shlex.join(words) if words else "--config F"
+
+
 def cmd_process(args: argparse.Namespace, settings: Settings, ctx: Context) -> int:
     from daemon.batch import check_process_folders, print_summary, refuse_overwrite, run_batch
     from daemon.folderclaim import Claimant, FolderClaims
@@ -156,7 +173,7 @@ def cmd_doctor(args: argparse.Namespace, settings: Settings, ctx: Context) -> in
 
     inputs = DoctorInputs(
         settings=settings, host=ctx.host, store=store_for(settings, ctx), folders=configured_folders(settings, ctx),
-        config=args.config, label=args.label,
+        config=args.config, label=args.label, given=given_settings(args),
     )
     return report(run_checks(inputs), out=sys.stdout)
 

@@ -43,6 +43,10 @@ class Check:
         return self.status != "FAIL"
 
 
+GIVEN = "--config F"
+"""A fix line's settings when doctor does not know how it was run."""
+
+
 @dataclass(frozen=True, kw_only=True)
 class DoctorInputs:
     """Everything doctor looks at, read once by the command-line entry."""
@@ -54,6 +58,8 @@ class DoctorInputs:
     config: Path | None
     label: str
     accelerators: Accelerators | None = None  # None: ask torch
+    given: str = GIVEN
+    """How this run was given its settings (`--config F`, or the flags), for the fix lines."""
 
 
 def package_versions() -> str:
@@ -107,9 +113,9 @@ def check_mps(*, host: Host, accelerators: Accelerators) -> Check:
     )
 
 
-def check_model_cache(settings: Settings, *, store: ModelStore, config: Path | None = None) -> Check:
+def check_model_cache(settings: Settings, *, store: ModelStore, given: str = GIVEN) -> Check:
     """A hub model must be fetched and pinned, with every file in the cache: the service runs offline."""
-    fix = f"fetch it once with network access: cutout model fetch --config {config or 'F'}"
+    fix = f"fetch it once with network access: cutout model fetch {given}"
 
     def probe() -> Check:
         spec = settings.model.spec
@@ -212,12 +218,12 @@ def _nearest_existing(path: Path) -> Path:
 
 
 # --- The queue database ----------------------------------------------------------------------------
-def check_queue(folders: Folders | None, *, config: Path | None) -> Check:
+def check_queue(folders: Folders | None, *, given: str = GIVEN) -> Check:
     """sqlite's full integrity_check of the queue, read-only: the daemon refuses a damaged one at start."""
     if folders is None:
         return Check("queue", "skip", "no hot folder configured")
     path = queue_path(folders.state)
-    rebuild = f"stop the daemon, then run: cutout queue rebuild --config {config or 'F'}"
+    rebuild = f"stop the daemon, then run: cutout queue rebuild {given}"
     try:
         health = inspect_queue(path, thorough=True)
     except QueueError as exc:
@@ -234,14 +240,14 @@ def check_queue(folders: Folders | None, *, config: Path | None) -> Check:
     return Check("queue", "ok", f"{path} passes sqlite's integrity check")
 
 
-def check_shared_store(queue: QueueSettings, *, config: Path | None) -> Check:
+def check_shared_store(queue: QueueSettings, *, given: str = GIVEN) -> Check:
     """The fleet's PostgreSQL store: reachable, on this program's schema, and who is in it."""
     from daemon.stores import open_store
 
     try:
         store = open_store(queue, state=Path("."), existing=True)
     except CutoutError as exc:
-        fix = f"cutout queue init --config {config or 'F'}" if "queue init" in str(exc) else (
+        fix = f"cutout queue init {given}" if "queue init" in str(exc) else (
             "check the server, queue.url and ~/.pgpass (psql with the same URL must connect)")
         return Check("queue", "FAIL", str(exc), fix)
     try:
@@ -347,13 +353,13 @@ def run_checks(inputs: DoctorInputs) -> Iterator[Check]:
     yield check_torchvision(settings)
     yield check_device(settings, accelerators=accelerators)
     yield check_mps(host=inputs.host, accelerators=accelerators or TorchAccelerators())
-    yield check_model_cache(settings, store=inputs.store, config=inputs.config)
+    yield check_model_cache(settings, store=inputs.store, given=inputs.given)
     yield check_model(settings, store=inputs.store, accelerators=accelerators)
     yield from check_folders(inputs.folders, policy=settings.originals)
     if inputs.settings.queue.store == "postgresql":
-        yield check_shared_store(inputs.settings.queue, config=inputs.config)
+        yield check_shared_store(inputs.settings.queue, given=inputs.given)
     else:
-        yield check_queue(inputs.folders, config=inputs.config)
+        yield check_queue(inputs.folders, given=inputs.given)
     paths = service_paths(host=inputs.host, config=inputs.config, folders=inputs.folders, policy=settings.originals)
     yield check_privacy(paths, host=inputs.host, label=inputs.label)
     yield check_agent(host=inputs.host, label=inputs.label)

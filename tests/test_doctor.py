@@ -299,3 +299,17 @@ def test_doctor_on_a_mac_checks_folders_privacy_model_and_agent(
     for line in ("[ok] folders.input:", "[ok] folders.output:", "[warn] privacy: folders.input",
                  "[skip] service:", "[skip] model cache:", "[ok] model:", "[skip] mps:"):
         assert line in out
+
+
+def test_doctors_fix_lines_repeat_the_flags_it_was_run_with(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Run with flags only (no config file), the fix names those flags, not `--config F`."""
+    from daemon.cli import main
+
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "queue.sqlite3").write_bytes(b"not a database at all, just bytes" * 100)
+    main(["doctor", "--input", str(tmp_path / "in"), "--output", str(tmp_path / "out"), "--state", str(state),
+          "--model", str(tmp_path / "m.torchscript")])
+    out = capsys.readouterr().out
+    assert f"cutout queue rebuild --model {tmp_path / 'm.torchscript'} --input {tmp_path / 'in'}" in out
+    assert "--config F" not in out

@@ -206,9 +206,9 @@ def test_doctor_checks_the_shared_store_and_names_the_fix(postgres_server: str, 
     from daemon.doctor import check_shared_store
     from daemon.testing import fresh_store_url
 
-    ok = check_shared_store(QueueSettings(store="postgresql", url=postgres_url), config=None)
+    ok = check_shared_store(QueueSettings(store="postgresql", url=postgres_url))
     assert ok.status == "ok" and "pending 0" in ok.detail
-    bare = check_shared_store(QueueSettings(store="postgresql", url=fresh_store_url(postgres_server)), config=None)
+    bare = check_shared_store(QueueSettings(store="postgresql", url=fresh_store_url(postgres_server)))
     assert bare.status == "FAIL" and bare.fix == "cutout queue init --config F"
 
 

@@ -498,7 +498,7 @@ def test_doctor_runs_the_integrity_check_and_names_the_fix(folders: Folders, how
     path = queue_with_jobs(folders)
     if how is not None:
         damage(path, how)
-    check = check_queue(folders, config=Path("/etc/cutout.yaml"))
+    check = check_queue(folders, given="--config /etc/cutout.yaml")
     assert (check.name, check.status) == ("queue", status)
     if status != "ok":
         assert str(path) in check.detail and "cutout queue rebuild --config /etc/cutout.yaml" in check.fix

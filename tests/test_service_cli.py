@@ -313,7 +313,7 @@ def test_status_of_an_agent_that_is_not_installed_exits_1(
 def test_install_on_linux_explains_launchd_is_macos_only_and_shows_the_systemd_unit(
     linux: Context, config: Path, home: Path, fake_systemctl: FakeTool, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(["service", "install", "--config", str(config)], context=linux) == 1
+    assert main(["service", "install", "--config", str(config)], context=linux) == 2  # refused: nothing done
     captured = capsys.readouterr()
     assert "launchd is macOS-only, so nothing was installed" in captured.err
     assert "cutout service install --systemd --config F" in captured.err
@@ -330,6 +330,23 @@ def test_install_systemd_on_linux_writes_the_user_unit_and_starts_it(
     log_file = home / ".local" / "state" / LABEL / "log" / "cutout.log"
     assert f'"--log-file" "{log_file}"' in unit and 'Environment="HF_HUB_OFFLINE=1"' in unit
     assert [call[1] for call in fake_systemctl.calls()] == ["daemon-reload", "enable", "restart"]
+    assert "/opt/homebrew" not in unit and ":/usr/local/bin:/usr/bin:/bin:" in unit  # Linux's PATH, not a Mac's
+
+
+def test_a_failed_systemd_install_leaves_no_unit_file_and_uninstall_removes_one_without_a_bus(
+    linux: Context, config: Path, home: Path, fake_systemctl: FakeTool, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """No user bus (an ssh session without lingering): systemctl fails; the install leaves
+    nothing behind, and an uninstall still removes a unit file it finds."""
+    monkeypatch.setenv("FAKE_SYSTEMCTL_FAIL", "daemon-reload,disable")
+    assert main(["service", "install", "--systemd", "--config", str(config)], context=linux) == 4
+    assert not unit_path(label=LABEL, home=home).exists()
+    monkeypatch.delenv("FAKE_SYSTEMCTL_FAIL")
+    assert main(["service", "install", "--systemd", "--config", str(config)], context=linux) == 0
+    monkeypatch.setenv("FAKE_SYSTEMCTL_FAIL", "daemon-reload,disable")
+    assert main(["service", "uninstall"], context=linux) == 4  # said: systemctl could not stop it
+    assert not unit_path(label=LABEL, home=home).exists() and "disable" in capsys.readouterr().err
 
 
 def test_status_and_uninstall_on_linux_use_the_systemd_unit(

@@ -29,8 +29,9 @@ from daemon.service import (
 )
 from daemon.settings import Settings
 
-EXIT_OK, EXIT_FAILED = 0, 1
-"""daemon.cli's: the service is (or would be) running, or it is not."""
+EXIT_OK, EXIT_FAILED, EXIT_REFUSED = 0, 1, 2
+"""daemon.cli's: the service is (or would be) running, or it is not; nothing was done (exit 2,
+"refused", as for any command-line mistake)."""
 
 
 class Surroundings(Protocol):
@@ -98,7 +99,7 @@ def agent_spec(settings: Settings, *, ctx: Surroundings, config: Path, label: st
     """What `service install` installs for this config: this interpreter, offline, the configured log."""
     made = default_spec(
         config=config, label=label, home=ctx.host.home, python=ctx.host.python, hf_home=ctx.hf_home,
-        log_dir=default_log_dir(host=ctx.host, label=label),
+        log_dir=default_log_dir(host=ctx.host, label=label), macos=ctx.host.is_macos,
         offline=True,  # a hub model must be pinned and cached (checked), a local one needs no network
     )
     return replace(made, log_file=settings.logging.file or made.log_file)
@@ -152,7 +153,7 @@ def _show_unit(manager: ServiceManager, *, spec: AgentSpec) -> int:
     )
     print(f"# {manager.unit_path(label=spec.label)}")
     print(manager.render(spec=spec), end="")
-    return EXIT_FAILED
+    return EXIT_REFUSED
 
 
 def _print_change(change: ServiceChange) -> None:

@@ -19,7 +19,9 @@ DEFAULT_LABEL = "com.cutout.daemon"
 LOG_FILE_NAME = "cutout.log"
 """The daemon's rotated JSON log in the agent's log folder (stdout.log/stderr.log sit beside it)."""
 
-SYSTEM_PATH = "/opt/homebrew/bin:/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin"
+SYSTEM_PATH = "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin"
+MACOS_PATH = f"/opt/homebrew/bin:{SYSTEM_PATH}"
+"""Homebrew's folder on Apple silicon Macs; nowhere on Linux."""
 """launchd hands jobs only /usr/bin:/bin:/usr/sbin:/sbin; Homebrew's prefixes are added for tools."""
 
 _LABEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
@@ -97,8 +99,10 @@ def default_spec(
     python: Path | None = None,
     log_dir: Path | None = None,
     hf_home: Path | None = None,
+    macos: bool = True,
 ) -> AgentSpec:
-    """The spec for `python` (default: this interpreter); override more with dataclasses.replace."""
+    """The spec for `python` (default: this interpreter); override more with dataclasses.replace.
+    `macos`: the service's PATH has Homebrew's folder; on Linux it has none."""
     python = python or _current_python()
     log_dir = log_dir or home / "Library" / "Logs" / label
     return AgentSpec(
@@ -108,7 +112,7 @@ def default_spec(
         log_dir=log_dir,
         # Ours, always present after install and never TCC-protected, unlike a config's folder.
         working_dir=log_dir,
-        path_env=f"{python.parent}{os.pathsep}{SYSTEM_PATH}",
+        path_env=f"{python.parent}{os.pathsep}{MACOS_PATH if macos else SYSTEM_PATH}",
         hf_home=hf_home or home / ".cache" / "huggingface",
         offline=offline,
         log_file=log_dir / LOG_FILE_NAME,

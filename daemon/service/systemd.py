@@ -6,11 +6,12 @@ template shows the file as it will read, comments included.
 
 from __future__ import annotations
 
+from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
-from daemon.errors import QueueDamaged
+from daemon.errors import QueueDamaged, ServiceError
 from daemon.service.files import make_dirs, remove, write_atomically
 from daemon.service.spec import AgentSpec, AgentStatus, ServiceChange, check_spec, environment, program_arguments
 from daemon.service.tools import Tool, leading_int
@@ -123,10 +124,24 @@ class SystemdManager:
         if not dry_run:
             self.systemctl.ensure_available()
             make_dirs(spec.log_dir, spec.working_dir)
+            before = unit.read_bytes() if unit.is_file() else None
             write_atomically(path=unit, data=content.encode())
-            self.systemctl.run_all(steps)
+            try:
+                self.systemctl.run_all(steps)
+            except ServiceError:  # no user bus (a plain ssh session), a refused unit: nothing left behind
+                self._put_back(unit, before)
+                raise
         commands = tuple(self.systemctl.display(args) for args in steps)
         return ServiceChange(path=unit, content=content, commands=commands, dry_run=dry_run)
+
+    def _put_back(self, unit: Path, before: bytes | None) -> None:
+        """The unit file as it was before a failed install (none, or the previous one)."""
+        if before is None:
+            remove(unit)
+        else:
+            write_atomically(path=unit, data=before)
+        with suppress(ServiceError):
+            self.systemctl.run(["daemon-reload"])
 
     def uninstall(self, *, label: str, dry_run: bool = False) -> ServiceChange:
         """Stop and disable the unit if its file exists, remove the file, reload systemd."""
@@ -134,9 +149,12 @@ class SystemdManager:
         stop = [["disable", "--now", _unit_name(label)]] if unit.exists() else []
         steps = [*stop, ["daemon-reload"]]
         if not dry_run:
-            self.systemctl.run_all(stop)
-            remove(unit)
-            self.systemctl.run(["daemon-reload"])
+            try:
+                self.systemctl.run_all(stop)
+            finally:  # the file goes even when systemctl cannot be reached: it would start at next login
+                remove(unit)
+                with suppress(ServiceError):
+                    self.systemctl.run(["daemon-reload"])
         commands = tuple(self.systemctl.display(args) for args in steps)
         return ServiceChange(path=unit, content=None, commands=commands, dry_run=dry_run)
 
