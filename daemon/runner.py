@@ -25,7 +25,7 @@ import signal
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
@@ -41,7 +41,7 @@ from daemon.errors import JobError, ModelLoadError, QueueDamaged, QueueError, fr
 from daemon.folderclaim import Claimant, FolderClaims
 from daemon.outputs import Folders, apply_originals_policy
 from daemon.pipeline.matte import MatteModel
-from daemon.store import Fingerprint, Recovery
+from daemon.store import Fingerprint, Job, Recovery
 from daemon.stores import open_store, worker_id
 from daemon.settings import Settings, cpu_threads, image_options, in_flight, public_settings, routing
 from daemon.statedir import QUEUE_FILE, acquire_lock
@@ -225,6 +225,7 @@ class Daemon:
             settings=self.settings, folders=self.folders, queue=self.queue, worker=self.worker, settler=self.settler,
             volume=self.volume, live=live, observer_factory=self.observer_factory, identity=me, clock=self.clock,
             monotonic=self.monotonic, store_problem=lambda: self.outage.problem, scan=self.scan,
+            finish_originals=None if self.settings.originals == "keep" else self._finish_found,
         )
 
     def _warm_up(self) -> None:
@@ -243,7 +244,15 @@ class Daemon:
         """
         if self.settings.originals == "keep":
             return
-        for job in self.queue.jobs(state="done", limit=10_000_000):
+        self._finish_these(self.queue.jobs(state="done", limit=10_000_000))
+
+    def _finish_found(self, sources: list[PurePosixPath]) -> None:
+        """What a rescan found done and unchanged: its originals policy, on every rescan, not
+        only at the next start (the check after the job may have missed a hot folder away)."""
+        self._finish_these(job for source in sources if (job := self.queue.get(source)) is not None)
+
+    def _finish_these(self, jobs: Iterable[Job]) -> None:
+        for job in jobs:
             path = self.folders.input / job.source
             if Fingerprint.read(path) == Fingerprint(job.size, job.mtime_ns) and (self.folders.output / job.output).exists():
                 self._apply_policy(job.source)

@@ -266,28 +266,37 @@ def _finder_copying(path: Path) -> bool:
 
 
 # --- Reconciliation --------------------------------------------------------------
-def reconcile(*, root: Path, queue: JobStore, settler: Settler) -> int:
-    """Hint every input whose state the queue does not already account for; how many."""
+def reconcile(
+    *, root: Path, queue: JobStore, settler: Settler, done_found: list[PurePosixPath] | None = None
+) -> int:
+    """Hint every input whose state the queue does not already account for; how many. Done
+    inputs found unchanged are added to `done_found` when given (with `originals: delete` or
+    `archive`, they are originals whose policy is still to apply)."""
     known = queue.known()
     hinted = 0
     for rel in iter_inputs(root):
         if not is_candidate_name(rel.name):
             continue
-        if _accounted_for(known.get(rel.as_posix()), root / rel):
+        accounted = _accounted_for(known.get(rel.as_posix()), root / rel)
+        if accounted == "done" and done_found is not None:
+            done_found.append(rel)
+        if accounted:
             continue
         settler.hint(rel)
         hinted += 1
     return hinted
 
 
-def _accounted_for(record: tuple[str, int, int] | None, path: Path) -> bool:
+def _accounted_for(record: tuple[str, int, int] | None, path: Path) -> str | None:
+    """Why the queue needs nothing for this file: "busy" (pending or running), "done" (done and
+    unchanged); None: it must be looked at."""
     if record is None:
-        return False
+        return None
     state, size, mtime_ns = record
     if state in ("pending", "running"):
-        return True
+        return "busy"
     fingerprint = Fingerprint.read(path)
-    return state == "done" and fingerprint == Fingerprint(size, mtime_ns)
+    return "done" if state == "done" and fingerprint == Fingerprint(size, mtime_ns) else None
 
 
 # --- The observer ------------------------------------------------------------------

@@ -22,6 +22,7 @@ import socket
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import PurePosixPath
 
 import structlog
 from watchdog.observers.api import BaseObserver
@@ -69,6 +70,9 @@ class FolderWatch:
     monotonic: Callable[[], float]
     scan: Callable[..., int] = reconcile
     """The rescan (`watch.reconcile`); a test passes a slow one."""
+    finish_originals: Callable[[list[PurePosixPath]], None] | None = None
+    """With `originals: delete` or `archive`: applies the policy to done, unchanged originals a
+    rescan still finds (one whose check failed while the hot folder was away, say)."""
     observer: BaseObserver | None = None
     leading: bool = False
     paused: bool = False
@@ -145,8 +149,12 @@ class FolderWatch:
         """Rescan when due (or just started watching), then settle what is watched."""
         if self.monotonic() >= self._next_scan or self._rescan_now:
             self._rescan_now = False
-            hinted = self.scan(root=self.folders.input, queue=self.queue, settler=self.settler)
+            left: list[PurePosixPath] = []
+            hinted = self.scan(root=self.folders.input, queue=self.queue, settler=self.settler,
+                               done_found=left if self.finish_originals else None)
             log.info("reconciled", new_or_changed=hinted)
+            if left and self.finish_originals is not None:
+                self.finish_originals(left)
             self._next_scan = self.monotonic() + self.settings.watch.reconcile_interval_seconds
         self.settler.run_once()
 

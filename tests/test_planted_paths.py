@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path, PurePosixPath
 
 import numpy as np
+from structlog.testing import capture_logs
 
 from daemon.outputs import Folders
 from daemon.queue import JobQueue
@@ -99,3 +100,37 @@ def test_a_folder_named_like_an_output_quarantines_the_file_after_the_usual_atte
     job = queue.get(PurePosixPath("z.jpg"))
     queue.close()
     assert job is not None and job.attempts == 3  # the usual attempts, then quarantine
+
+
+def test_an_original_whose_check_missed_the_hot_folder_is_deleted_at_the_next_rescan(folders: Folders) -> None:
+    """`originals: delete`: the hot folder is renamed away while the job finishes, so the check
+    after it cannot find the original (`original_changed_during_processing`) and leaves it. Once
+    the folder is back, the next rescan deletes it: no restart needed."""
+    import os
+    import threading
+    import time
+    from typing import Any
+
+    away, back = threading.Event(), threading.Event()
+
+    class RenamingModel(BrightModel):
+        def predict(self, batch: Any) -> Any:
+            if batch.any() and not away.is_set():  # not the blank warm-up
+                os.rename(folders.input, folders.input.with_name("in-away"))
+                away.set()
+                back.wait(10)  # renamed back only after the job's end looked for its original
+            return super().predict(batch)
+
+    settings = settings_for(folders, originals="delete", **{"watch.reconcile_interval_seconds": 0.5})
+    daemon = Daemon(settings=settings, folders=folders, model=RenamingModel())
+    with capture_logs() as logs, Running(daemon):
+        drop(folders, "x.jpg")
+        assert away.wait(30)
+        back.set()
+        wait_until(lambda: (folders.output / "x.png").exists(), what="the cut-out")
+        time.sleep(0.3)  # the end's check ran against the missing folder
+        os.rename(folders.input.with_name("in-away"), folders.input)
+        wait_until(lambda: not (folders.input / "x.jpg").exists(), what="the original deleted by a rescan",
+                   timeout=30)
+    assert (folders.output / "x.png").exists()
+    assert [e["path"] for e in logs if e["event"] == "original_changed_during_processing"] == ["x.jpg"]
