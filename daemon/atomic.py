@@ -145,10 +145,11 @@ def _abandoned(path: Path, *, now: float) -> bool:
             return True
     except FileNotFoundError:
         return False  # its writer just renamed or removed it
-    return writer[2] == HOST_TAG and not _alive(int(writer[1]))
+    return writer[2] == HOST_TAG and not process_alive(int(writer[1]))
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether a process with this pid runs on this machine (another user's counts)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

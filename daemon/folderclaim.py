@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
 
-from daemon.atomic import FILE_MODE
+from daemon.atomic import FILE_MODE, process_alive
 from daemon.errors import ConfigError
 
 CLAIM_FILE = ".cutout-claim.json"
@@ -162,21 +162,11 @@ def _read(path: Path) -> Claimant | None:
 
 def _stale(path: Path, holder: Claimant, *, now: float) -> bool:
     if holder.host == socket.gethostname():
-        return not _alive(holder.pid)
+        return not process_alive(holder.pid)
     try:
         return now - path.stat().st_mtime > STALE_SECONDS
     except FileNotFoundError:
         return True
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _move_aside(path: Path) -> None:

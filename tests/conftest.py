@@ -4,8 +4,10 @@ and the tiny real models."""
 from __future__ import annotations
 
 import atexit
+import errno
 import os
 import shutil
+import subprocess
 import tempfile
 
 # Before anything imports transformers / huggingface_hub: a private cache, and no network.
@@ -15,6 +17,7 @@ atexit.register(shutil.rmtree, os.environ["HF_HOME"], ignore_errors=True)
 
 import logging
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import cv2
@@ -84,6 +87,36 @@ def image_factory(tmp_path: Path) -> Callable[..., Path]:
         return write_image(tmp_path / "in" / rel, subject_image(*size, box))
 
     return make
+
+
+@contextmanager
+def small_tmpfs(mount: Path, *, size: str = "64k", read_only: bool = False) -> Iterator[Path]:
+    """A tmpfs of `size` mounted on `mount` (made), unmounted afterwards: a real small (or
+    read-only) disk, whose errors are the kernel's own. Needs root, as CI runs; skips elsewhere."""
+    mount.mkdir(parents=True, exist_ok=True)
+    options = f"size={size}" + (",ro" if read_only else "")
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(mount)],
+                             capture_output=True, text=True, check=False)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here (needs root): {mounted.stderr.strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "--lazy", str(mount)], check=True)
+
+
+def fill_disk(disk: Path) -> Path:
+    """Write a filler file on `disk` until the kernel says ENOSPC; the filler, to remove later."""
+    filler = disk / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
+    try:
+        while True:
+            os.write(fd, bytes(4096))
+    except OSError as exc:
+        assert exc.errno == errno.ENOSPC, exc
+    finally:
+        os.close(fd)
+    return filler
 
 
 @pytest.fixture

@@ -27,7 +27,7 @@ from daemon.store import Fingerprint
 from daemon.settings import LoggingSettings, QueueSettings
 from daemon.worker import Worker
 from daemon.testing import BrightModel, FakeClock
-from tests.conftest import subject_image, write_image
+from tests.conftest import fill_disk, small_tmpfs, subject_image, write_image
 
 BOX = (100, 80, 300, 220)
 
@@ -35,28 +35,13 @@ BOX = (100, 80, 300, 220)
 @pytest.fixture
 def volume(tmp_path: Path) -> Iterator[Path]:
     """A 64 KiB tmpfs of its own, unmounted afterwards."""
-    mount = tmp_path / "volume"
-    mount.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)],
-                             capture_output=True, text=True, check=False)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here (needs root): {mounted.stderr.strip()}")
-    try:
+    with small_tmpfs(tmp_path / "volume") as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", str(mount)], check=True)
 
 
 def _fill(volume: Path) -> None:
     """Write until the kernel says the volume is full."""
-    fd = os.open(volume / "filler", os.O_WRONLY | os.O_CREAT)
-    try:
-        while True:
-            os.write(fd, bytes(4096))
-    except OSError as exc:
-        assert exc.errno == errno.ENOSPC
-    finally:
-        os.close(fd)
+    fill_disk(volume)
 
 
 def _read_only(volume: Path) -> None:

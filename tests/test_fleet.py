@@ -27,6 +27,20 @@ P = PurePosixPath
 LEASE = 30.0
 
 
+class FreezingModel(BrightModel):
+    """Says it is inside the model, then stops there until thawed: SIGSTOP, a long GC pause, a
+    network partition."""
+
+    def __init__(self, inside: threading.Event, thaw: threading.Event) -> None:
+        super().__init__()
+        self.inside, self.thaw = inside, thaw
+
+    def predict(self, batch: Any) -> Any:
+        self.inside.set()
+        self.thaw.wait(30)
+        return super().predict(batch)
+
+
 def worker_on(store: PostgresStore, folders: Folders, model: Any) -> Worker:
     return Worker(model=model, params=PipelineParams(target_size=64), folders=folders, queue=store,
                   queue_settings=QueueSettings(store="postgresql", url="postgresql://x@y/z"), policy="keep",
@@ -38,17 +52,11 @@ def test_a_worker_frozen_past_its_lease_publishes_nothing_and_the_later_claim_wi
 ) -> None:
     inside, thaw = threading.Event(), threading.Event()
 
-    class FreezingModel(BrightModel):
-        def predict(self, batch: Any) -> Any:
-            inside.set()
-            thaw.wait(30)  # SIGSTOP, a long GC pause, a network partition
-            return super().predict(batch)
-
     path = write_image(folders.input / "a.png", subject_image(60, 80, (20, 15, 60, 45)))
     frozen_store = PostgresStore(postgres_url, worker="frozen", clock=clock, lease_seconds=LEASE)
     other = PostgresStore(postgres_url, worker="other", clock=clock, lease_seconds=LEASE)
     frozen_store.offer(P("a.png"), Fingerprint.of(path))
-    frozen = worker_on(frozen_store, folders, FreezingModel())
+    frozen = worker_on(frozen_store, folders, FreezingModel(inside, thaw))
     with capture_logs() as logs:
         runner = threading.Thread(target=frozen.run_once)
         runner.start()
@@ -80,12 +88,6 @@ def test_a_worker_whose_claim_was_lost_never_stages_a_file_in_the_output_folder(
     inside, thaw = threading.Event(), threading.Event()
     seen_at_publish: list[list[str]] = []
 
-    class FreezingModel(BrightModel):
-        def predict(self, batch: Any) -> Any:
-            inside.set()
-            thaw.wait(30)
-            return super().predict(batch)
-
     class WatchedStore(PostgresStore):
         def finish(self, job: Any, **kwargs: Any) -> bool:
             seen_at_publish.append(sorted(p.name for p in folders.output.iterdir()))
@@ -95,7 +97,7 @@ def test_a_worker_whose_claim_was_lost_never_stages_a_file_in_the_output_folder(
     frozen_store = WatchedStore(postgres_url, worker="frozen", clock=clock, lease_seconds=LEASE)
     other = PostgresStore(postgres_url, worker="other", clock=clock, lease_seconds=LEASE)
     frozen_store.offer(P("a.png"), Fingerprint.of(path))
-    frozen = worker_on(frozen_store, folders, FreezingModel())
+    frozen = worker_on(frozen_store, folders, FreezingModel(inside, thaw))
     with capture_logs() as logs:
         runner = threading.Thread(target=frozen.run_once)
         runner.start()

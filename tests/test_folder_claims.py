@@ -8,7 +8,6 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -116,14 +115,6 @@ def test_a_held_claim_is_refreshed_and_a_released_one_never_removes_a_newer_hold
 
 
 # --- the real commands ---------------------------------------------------------------------------
-@pytest.fixture
-def started() -> Iterator[list[harness.DaemonProcess]]:
-    daemons: list[harness.DaemonProcess] = []
-    yield daemons
-    for daemon in daemons:
-        daemon.kill_if_running()
-
-
 @pytest.mark.slow
 def test_a_second_watch_on_the_same_folders_is_refused_and_cutout_process_too(
     tmp_path: Path, torchscript_model: Path, started: list[harness.DaemonProcess]

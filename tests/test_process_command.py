@@ -156,17 +156,11 @@ def test_a_read_only_output_folder_is_refused_before_the_model_loads(
 ) -> None:
     """A real read-only mount (a small tmpfs, remounted ro: needs root, as CI runs). The model
     named does not exist: the folder's refusal comes first, so nothing was loaded or run."""
-    out = tmp_path / "out"
-    out.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k,ro", "tmpfs", str(out)],
-                             capture_output=True, text=True, check=False)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here (needs root): {mounted.stderr.strip()}")
-    try:
-        write_image(tmp_path / "in" / "a.jpg", subject_image(300, 400, BOX))
+    from tests.conftest import small_tmpfs
+
+    write_image(tmp_path / "in" / "a.jpg", subject_image(300, 400, BOX))
+    with small_tmpfs(tmp_path / "out", read_only=True) as out:
         code = main(["process", str(tmp_path / "in"), str(out), "--model", str(tmp_path / "no-such.torchscript")])
-    finally:
-        subprocess.run(["umount", str(out)], check=True)
     assert code == 2 and f"the output folder: {out} is locked" in capsys.readouterr().err
 
 

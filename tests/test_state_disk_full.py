@@ -7,10 +7,7 @@ until the kernel says ENOSPC, so SQLite's "database or disk is full" is its own.
 
 from __future__ import annotations
 
-import errno
 import io
-import os
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,34 +23,18 @@ from daemon.settings import AlertSettings, QueueSettings
 from daemon.status import collect_status, print_status
 from daemon.storeview import open_view
 from daemon.testing import BrightModel, FakeClock, wait_until
+from tests.conftest import fill_disk, small_tmpfs
 from tests.test_runner import Running, drop, outputs, settings_for
 
 
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
-    mount = tmp_path / "state-disk"
-    mount.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)],
-                             capture_output=True, text=True, check=False)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here (needs root): {mounted.stderr.strip()}")
-    try:
+    with small_tmpfs(tmp_path / "state-disk", size="2m") as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", "--lazy", str(mount)], check=True)
 
 
 def _fill(disk: Path) -> Path:
-    filler = disk / "filler"
-    fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
-    try:
-        while True:
-            os.write(fd, bytes(4096))
-    except OSError as exc:
-        assert exc.errno == errno.ENOSPC
-    finally:
-        os.close(fd)
-    return filler
+    return fill_disk(disk)
 
 
 def _status(state: Path) -> str:

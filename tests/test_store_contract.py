@@ -6,9 +6,7 @@ backend is done when it passes all of it (huey's storage tests are the model).
 
 from __future__ import annotations
 
-import os
 import sqlite3
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -19,6 +17,7 @@ from daemon.errors import QueueDamaged, QueueError
 from daemon.queue import JobQueue
 from daemon.store import Fingerprint, JobStore, Recovery
 from daemon.testing import FakeClock
+from tests.conftest import fill_disk, small_tmpfs
 
 P = PurePosixPath
 FP = Fingerprint(100, 1)
@@ -369,27 +368,16 @@ def test_a_full_disk_under_the_sqlite_store_is_away_and_works_again_once_space_r
 ) -> None:
     """The kernel's own ENOSPC, on a small tmpfs (needs root, as CI runs): "database or disk is
     full" from sqlite3 becomes QueueError, and nothing of the store is lost."""
-    mount = tmp_path / "state"
-    mount.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)],
-                             capture_output=True, text=True, check=False)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here (needs root): {mounted.stderr.strip()}")
-    store = JobQueue(mount / "queue.sqlite3", clock=clock)
-    try:
-        store.offer(P("first.jpg"), FP)
-        filler = mount / "filler"
-        fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
-        with pytest.raises(OSError, match="No space left"):
-            while True:
-                os.write(fd, bytes(4096))
-        os.close(fd)
-        with pytest.raises(QueueError) as caught:
-            for index in range(2000):  # the WAL's free pages first, then the disk
-                store.offer(P(f"many/{index:04d}-{'x' * 200}.jpg"), FP)
-        assert not isinstance(caught.value, QueueDamaged) and "full" in str(caught.value)
-        filler.unlink()
-        assert store.offer(P("after.jpg"), FP) == "queued" and store.get(P("first.jpg")) is not None
-    finally:
-        store.close()
-        subprocess.run(["umount", str(mount)], check=True)
+    with small_tmpfs(tmp_path / "state", size="256k") as mount:
+        store = JobQueue(mount / "queue.sqlite3", clock=clock)
+        try:
+            store.offer(P("first.jpg"), FP)
+            filler = fill_disk(mount)
+            with pytest.raises(QueueError) as caught:
+                for index in range(2000):  # the WAL's free pages first, then the disk
+                    store.offer(P(f"many/{index:04d}-{'x' * 200}.jpg"), FP)
+            assert not isinstance(caught.value, QueueDamaged) and "full" in str(caught.value)
+            filler.unlink()
+            assert store.offer(P("after.jpg"), FP) == "queued" and store.get(P("first.jpg")) is not None
+        finally:
+            store.close()
