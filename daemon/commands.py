@@ -78,6 +78,7 @@ def cmd_process(args: argparse.Namespace, settings: Settings, ctx: Context) -> i
 
 
 def cmd_watch(args: argparse.Namespace, settings: Settings, ctx: Context) -> int:
+    from daemon.folderclaim import Claimant, FolderClaims
     from daemon.outputs import validate_folders
     from daemon.rebuild import prepare_queue
     from daemon.runner import Daemon, install_signal_handlers
@@ -88,6 +89,11 @@ def cmd_watch(args: argparse.Namespace, settings: Settings, ctx: Context) -> int
     validate_folders(folders, policy=settings.originals, state_files=STATE_FILES)
     if (pid := daemon_pid(folders.state)) is not None:
         raise ConfigError(f"a daemon (pid {pid}) is already running on {folders.state}")
+    # Before the model loads: another daemon on these folders is refused at once (a fleet's
+    # members share them: the store's id decides, once the daemon has opened it).
+    if settings.queue.store == "sqlite":
+        FolderClaims({"hot": folders.input, "output": folders.output},
+                     claimant=Claimant.this_process(what="cutout watch", state=folders.state)).check()
     # Before the model loads: a damaged queue is refused at once, an empty or missing one rebuilt.
     if settings.queue.store == "sqlite":
         prepare_queue(folders, routing=routing(settings))

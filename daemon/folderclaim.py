@@ -93,6 +93,15 @@ class FolderClaims:
             raise
         self._refreshed = self.clock()
 
+    def check(self) -> None:
+        """Refuse now, changing nothing, when a live claimant this one cannot share with holds a
+        folder (before a model loads for seconds only to be refused)."""
+        for name, folder in self.folders.items():
+            path = folder / CLAIM_FILE
+            holder = _read(path)
+            if holder is not None and not self.claimant.shares_with(holder) and not _stale(path, holder, now=self.clock()):
+                raise ConfigError(_refusal(name, folder, holder))
+
     def refresh(self) -> None:
         """Touch the claims when due: a claim nobody refreshes goes stale (a dead host's)."""
         if self.clock() - self._refreshed < REFRESH_SECONDS:

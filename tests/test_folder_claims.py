@@ -68,8 +68,19 @@ def test_a_second_daemon_is_refused_with_a_message_naming_the_first(folders: dic
         sleeper.wait()
     message = str(caught.value)
     assert f"the output folder {folders['output']} is already claimed by cutout watch (pid {sleeper.pid}" in message
+
     assert str(tmp_path / "other-state") in message and "process every file twice" in message
     assert not (folders["hot"] / CLAIM_FILE).exists()  # all or none: the hot folder's claim was given back
+
+
+def test_the_check_before_a_model_loads_refuses_the_same_and_changes_nothing(folders: dict[str, Path]) -> None:
+    claim = _plant(folders["output"], me(host="another-mac", pid=1))
+    before = claim.read_bytes()
+    with pytest.raises(ConfigError, match="is already claimed by cutout watch \\(pid 1 on another-mac"):
+        FolderClaims(folders, claimant=me()).check()
+    assert claim.read_bytes() == before and not (folders["hot"] / CLAIM_FILE).exists()
+    FolderClaims({"hot": folders["hot"]}, claimant=me()).check()  # a free folder: nothing said, nothing made
+    assert not (folders["hot"] / CLAIM_FILE).exists()
 
 
 def test_a_claim_whose_process_died_on_this_machine_is_taken_over(folders: dict[str, Path], dead_pid: int) -> None:
