@@ -11,6 +11,7 @@ case-insensitively because the default macOS filesystem is.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import unicodedata
 from collections.abc import Iterator
@@ -19,6 +20,23 @@ from pathlib import Path, PurePosixPath
 from daemon.pipeline.formats import is_image_name
 
 OUTPUT_SUFFIX = ".png"
+IGNORED_SUFFIXES = (".tmp", ".part", ".crdownload", ".download", ".partial")
+"""Names of files still being downloaded or written by another program."""
+
+
+def is_candidate_name(name: str) -> bool:
+    """An image name that is not a temp, lock or hidden file."""
+    lowered = name.lower()
+    return is_input_name(name) and not name.startswith("~$") and not lowered.endswith(IGNORED_SUFFIXES)
+
+
+def content_hash(path: Path) -> str:
+    """The sha256 of a file's bytes, read a megabyte at a time (how a re-drop is recognised)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def is_input_name(name: str) -> bool:

@@ -59,13 +59,12 @@ import structlog
 
 from daemon.atomic import sync_dir
 from daemon.errors import ConfigError, QueueDamaged, QueueError
-from daemon.layout import candidate_outputs, claim_key, is_storable, iter_inputs
+from daemon.layout import candidate_outputs, claim_key, content_hash, is_candidate_name, is_storable, iter_inputs
 from daemon.outputs import ERROR_SUFFIX, Folders
 from daemon.pipeline.formats import PNG_SIGNATURE, file_truncation
 from daemon.routing import SEED_ROUTING, Routing
 from daemon.store import DoneRecord, FailedRecord, Fingerprint
 from daemon.statedir import acquire_lock, daemon_pid, inspect_queue, open_job_queue, queue_path
-from daemon.watch import content_hash, is_candidate_name
 
 log = structlog.get_logger("cutout.queue")
 

@@ -10,7 +10,6 @@ network volumes, files added while the daemon was down).
 
 from __future__ import annotations
 
-import hashlib
 import os
 import threading
 from collections.abc import Callable
@@ -36,31 +35,16 @@ from watchdog.observers.polling import PollingObserver
 
 from daemon.errors import InvalidName, JobError, QueueError, is_queue_damage
 from daemon.live import Waiting
-from daemon.layout import display, is_input_name, is_storable, iter_inputs, storable
+from daemon.layout import content_hash, display, is_candidate_name, is_storable, iter_inputs, storable
 from daemon.pipeline.formats import file_truncation
 from daemon.store import Fingerprint, JobStore, Offer
 
 log = structlog.get_logger("cutout.watch")
 
-IGNORED_SUFFIXES = (".tmp", ".part", ".crdownload", ".download", ".partial")
 STORE_RETRY_SECONDS = 2.0
 """How often a settled file the store could not take (a full disk) is offered again."""
 FINDER_COPY_BIRTHTIME = -751_619_104.0
 """1946-02-14 08:34:56 UTC: the creation date Finder gives a file it is still copying."""
-
-
-def is_candidate_name(name: str) -> bool:
-    """An image name that is not a temp, lock or hidden file."""
-    lowered = name.lower()
-    return is_input_name(name) and not name.startswith("~$") and not lowered.endswith(IGNORED_SUFFIXES)
-
-
-def content_hash(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 class HintSink(Protocol):

@@ -84,6 +84,16 @@ def test_what_read_only_commands_use_never_reaches_the_life_cycle_or_the_model(m
     assert sorted(reached & {*LIFE_CYCLE, "daemon.pipeline.model", "daemon.pipeline.inference"}) == []
 
 
+def test_a_queue_rebuild_never_reaches_the_watcher_or_watchdog() -> None:
+    """`cutout queue rebuild` runs while no daemon does: it needs the layout's rules, not the watcher."""
+    reached, todo = set(), ["daemon.rebuild"]
+    while todo:
+        for nxt in GRAPH[todo.pop()] - reached:
+            reached.add(nxt)
+            todo.append(nxt)
+    assert sorted(reached & {*LIFE_CYCLE, "daemon.watching"}) == []
+
+
 _RUN_AND_LIST_MODULES = """
 import json, sys
 from daemon.cli import main

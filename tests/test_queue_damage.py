@@ -36,7 +36,7 @@ from daemon.runner import Daemon
 from daemon.statedir import acquire_lock, inspect_queue, open_existing_queue, queue_path
 from daemon.settings import load_settings
 from daemon.status import retry
-from daemon.watch import content_hash
+from daemon.layout import content_hash
 from tests import harness
 from daemon.testing import BrightModel
 from tests.conftest import subject_image, write_image

@@ -13,7 +13,8 @@ import pytest
 from daemon.queue import JobQueue
 
 from daemon.store import Fingerprint
-from daemon.watch import Settler, is_candidate_name, reconcile, start_observer
+from daemon.layout import is_candidate_name
+from daemon.watch import Settler, reconcile, start_observer
 from daemon.testing import FakeClock, wait_until
 from tests.conftest import subject_image, write_image
 
