@@ -1,7 +1,8 @@
-"""BiRefNet's decoder: from the deepest map up to the input's resolution, each level fed the
-previous level (upsampled) plus a lateral view of the encoder's map, and the input image
-itself cut into patches ("bilateral reference"); side predictions at 1/32, 1/16 and 1/8
-and the final logits at full size. Eval-mode only.
+"""BiRefNet's decoder, the paper's reconstruction module: from the deepest map up to the input's
+resolution, each level fed the previous level (upsampled) plus a lateral view of the encoder's
+map, and the input image itself cut into patches (the inward reference); each level's output
+gated by its gradient attention (the outward reference); side predictions at 1/32, 1/16 and
+1/8 and the final logits at full size. Eval-mode only.
 
 Attribute names are the checkpoint's. The gradient heads `gdt_convs_pred_*` predict a
 training target and are never used at inference; they exist so that the released

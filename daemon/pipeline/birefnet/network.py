@@ -1,5 +1,6 @@
 """The whole BiRefNet: a Swin encoder run on the image and on its half-size copy, the deepest
-map widened with the others ("context"), squeezed, and decoded.
+map widened with the others ("context") and squeezed (together the paper's localization
+module), then decoded (its reconstruction module, `decoder.py`).
 
 This is the configuration every released checkpoint of the family uses (`mul_scl_ipt =
 "cat"`, `cxt_num = 3`, `squeeze_block = "BasicDecBlk_x1"`, `dec_ipt` with split patches,
