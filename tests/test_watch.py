@@ -188,6 +188,12 @@ class Recorder:
         with self._lock:
             return set(self._hints)
 
+    def take(self) -> set[PurePosixPath]:
+        """The hints so far, forgotten."""
+        with self._lock:
+            taken, self._hints = self._hints, set()
+            return taken
+
 
 @pytest.mark.parametrize("polling", [False, True], ids=["native", "polling"])
 def test_the_real_observer_hints_new_nested_renamed_and_moved_in_files(
