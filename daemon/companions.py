@@ -28,7 +28,7 @@ from daemon.atomic import make_private_dir
 from daemon.errors import ConfigError
 from daemon.outputs import Folders
 from daemon.settings import Settings
-from daemon.telemetry import JobTap, Telemetry, TelemetryPublisher
+from daemon.telemetry import Telemetry, TelemetryPublisher
 
 log = structlog.get_logger("cutout.companions")
 
@@ -48,9 +48,6 @@ def alongside(
     marker = SessionMarker(folders.state)
     crashed = marker.previous()  # before the daemon re-arms its crash report
     with ExitStack() as stack:
-        tap = JobTap(telemetry)
-        tap.install()
-        stack.callback(tap.remove)
         marker.begin(now=clock())
         stack.callback(marker.end)  # last but one: reached only by a stop under control
         stack.callback(publisher.stopped)

@@ -169,8 +169,9 @@ class Daemon:
 
     def setup(self) -> None:
         """Acquire in order, each with its release on `self._held`: teardown() unwinds them."""
-        self._held.enter_context(alongside(settings=self.settings, folders=self.folders, model=self.model_name,
-                                           device=self.device, clock=self.clock))  # telemetry, dashboard, alerts
+        self.telemetry = self._held.enter_context(alongside(
+            settings=self.settings, folders=self.folders, model=self.model_name, device=self.device, clock=self.clock,
+        ))  # telemetry, dashboard, alerts
         self.queue = open_store(self.settings.queue, state=self.folders.state, clock=self.clock)
         self.queue.name_outputs(routing(self.settings).name_deriver)
         self._held.callback(self.queue.close)
@@ -279,6 +280,7 @@ class Daemon:
             follow_symlinks=self.settings.watch.follow_symlinks,
             volume=self.volume,
             routing=routing(self.settings),
+            on_record=self.telemetry.observe,
         )
 
     def _settler(self) -> Settler:

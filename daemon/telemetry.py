@@ -1,10 +1,9 @@
 """What the daemon measures while it runs, published for the dashboard and `/metrics`.
 
-The worker already says, once per job, what happened and where the time went (the
-`job` log event: outcome, reason, per-stage seconds, queue wait, total). `JobTap` is a
-structlog processor that reads that event as it passes, so the measurements cost the
-worker nothing new and can never disagree with the log; it runs whatever
-`logging.level` is (structlog's processors run before the standard library filters).
+The worker states, once per job, what happened and where the time went as one typed
+`JobRecord` (outcome, reason, per-stage seconds, queue wait, total), and hands that same
+record to the log (the `job` event) and to `Telemetry.observe`: the figures never depend on
+how the log spells a field, nor on `logging.level`.
 
 `Telemetry` keeps the counts and fixed-bucket histograms since the daemon started and
 the timings of the last jobs. `TelemetryPublisher` writes them to `telemetry.json` in
@@ -22,7 +21,7 @@ import sys
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping, MutableMapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -75,6 +74,19 @@ class Histogram:
         if len(counts) != len(BUCKETS) + 1:
             raise ValueError("histogram buckets changed")
         return cls(counts=counts, total=float(data["sum"]))
+
+
+@dataclass(frozen=True, kw_only=True)
+class JobRecord:
+    """One job's end as the worker states it: the `job` log event's fields and the telemetry's input."""
+
+    path: str
+    outcome: str
+    attempt: int
+    timings: dict[str, float]
+    queue_wait: float
+    total: float
+    reason: str | None = None
 
 
 @dataclass(frozen=True)
@@ -146,12 +158,10 @@ class Telemetry:
         self.generation = 0
         """Grows at every change: the publisher writes only when it moved."""
 
-    def observe(self, event: Mapping[str, Any]) -> None:
-        """One `job` log event. Never raises: a malformed event is skipped."""
-        try:
-            timing = _timing(event, at=self.clock())
-        except (KeyError, TypeError, ValueError):
-            return
+    def observe(self, record: JobRecord) -> None:
+        """One job's end (from any thread)."""
+        timing = JobTiming(path=record.path, outcome=record.outcome, reason=record.reason, stages=dict(record.timings),
+                           queue_wait=record.queue_wait, total=record.total, at=self.clock())
         with self._lock:
             snap = self._snapshot
             snap.outcomes[timing.outcome] = snap.outcomes.get(timing.outcome, 0) + 1
@@ -178,14 +188,6 @@ class Telemetry:
         return snap
 
 
-def _timing(event: Mapping[str, Any], *, at: float) -> JobTiming:
-    stages = {str(name): float(seconds) for name, seconds in dict(event.get("timings") or {}).items()}
-    reason = event.get("reason")
-    return JobTiming(path=str(event["path"]), outcome=str(event["outcome"]), reason=None if reason is None else str(reason),
-                     stages=stages, queue_wait=float(event.get("queue_wait", 0.0)), total=float(event.get("total", 0.0)),
-                     at=at)
-
-
 def resident_bytes() -> int | None:
     """This process's resident memory: current on Linux, the peak on macOS (no /proc there)."""
     try:
@@ -194,31 +196,6 @@ def resident_bytes() -> int | None:
     except (OSError, ValueError, IndexError):
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         return int(peak if sys.platform == "darwin" else peak * 1024)
-
-
-# --- The tap: structlog's job events into the measurements ---------------------------------
-class JobTap:
-    """A structlog processor that hands every `job` event to `telemetry` and passes it on unchanged."""
-
-    def __init__(self, telemetry: Telemetry) -> None:
-        self.telemetry = telemetry
-
-    def __call__(self, logger: object, method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
-        if event.get("event") == "job":
-            self.telemetry.observe(event)
-        return event
-
-    def install(self) -> None:
-        """First in structlog's chain (before anything renders the event)."""
-        processors = list(structlog.get_config()["processors"])
-        if self not in processors:
-            structlog.configure(processors=[self, *processors])
-
-    def remove(self) -> None:
-        processors = list(structlog.get_config()["processors"])
-        if self in processors:
-            processors.remove(self)
-            structlog.configure(processors=processors)
 
 
 # --- Publishing and reading ---------------------------------------------------------------

@@ -14,7 +14,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path, PurePosixPath
 
 import structlog
@@ -53,6 +53,7 @@ from daemon.pipeline.pipeline import Cutout, Prepared, StageTimer
 from daemon.pipeline.pipeline import DEFAULTS
 from daemon.routing import SEED_ROUTING, Routing, contents
 from daemon.store import Fingerprint, Job, JobStore
+from daemon.telemetry import JobRecord
 from daemon.volume import ALWAYS_THERE, VolumeState
 from daemon.settings import OriginalsPolicy, QueueSettings
 from daemon.stages import Stages, Task
@@ -99,8 +100,9 @@ class Worker:
         follow_symlinks: bool = False,
         volume: VolumeState = ALWAYS_THERE,
         routing: Routing = SEED_ROUTING,
+        on_record: Callable[[JobRecord], object] = lambda record: None,
     ) -> None:
-        self.folders, self.queue, self.routing = folders, queue, routing
+        self.folders, self.queue, self.routing, self.on_record = folders, queue, routing, on_record
         self.queue_settings, self.policy, self.clock = queue_settings, policy, clock
         self.settle_seconds, self.follow_symlinks, self.volume = settle_seconds, follow_symlinks, volume
         self.wake = threading.Event()
@@ -110,9 +112,9 @@ class Worker:
         self._alone: int | None = None
         """The suspect running alone (its job id): nothing else is claimed until it ends."""
         self._held: dict[int, Job] = {}
+        """The jobs this worker has claimed and not yet ended, by id: their leases need heartbeats."""
         self._unrecorded: deque[Job] = deque()
         """Jobs whose retry the store could not write: appended by the stage pool, released by run_once."""
-        """The jobs this worker has claimed and not yet ended, by id: their leases need heartbeats."""
         self._held_lock = threading.Lock()
         self.done = 0
         """Images this worker finished (its outputs published) since it started."""
@@ -402,8 +404,8 @@ class Worker:
                 raise
             self.queue.record_rejected(stored, fingerprint, reason=error.reason, message=str(error), quarantine=target)
         where = str(self.folders.quarantine / target)
-        log.warning("job", path=display(rel), outcome="quarantined", reason=error.reason, message=str(error),
-                    now_at=where)
+        self._record(JobRecord(path=display(rel), outcome="quarantined", attempt=0, timings={}, queue_wait=0.0,
+                               total=0.0, reason=error.reason), message=str(error), now_at=where)
         return where
 
     # --- bookkeeping ------------------------------------------------------------------
@@ -413,17 +415,20 @@ class Worker:
         Anything but a success is a warning, so `logging.level: warning` hides the routine
         and still shows every failure; a retry of a file still being written is routine."""
         job, now = task.key.job, self.clock()
-        routine = outcome == "done" or fields.get("reason") == FileChanged.reason
-        (log.info if routine else log.warning)(
-            "job",
-            path=job.source.as_posix(),
-            outcome=outcome,
-            attempt=job.attempts,
+        reason = fields.pop("reason", None)
+        self._record(JobRecord(
+            path=job.source.as_posix(), outcome=outcome, attempt=job.attempts,
             timings={stage: round(seconds, 4) for stage, seconds in task.timer.seconds.items()},
-            queue_wait=round((job.started_at or now) - job.queued_at, 3),
-            total=round(now - (job.started_at or now), 3),
-            **fields,
-        )
+            queue_wait=round((job.started_at or now) - job.queued_at, 3), total=round(now - (job.started_at or now), 3),
+            reason=None if reason is None else str(reason),
+        ), **fields)
+
+    def _record(self, record: JobRecord, **fields: object) -> None:
+        """The one record of a job's end, to the log and to the telemetry alike."""
+        routine = record.outcome == "done" or record.reason == FileChanged.reason
+        said = {key: value for key, value in asdict(record).items() if key != "reason" or value is not None}
+        (log.info if routine else log.warning)("job", **said, **fields)
+        self.on_record(record)
 
     def close(self) -> None:
         """Put prefetched jobs back (their start does not count), let the rest finish."""

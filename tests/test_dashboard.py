@@ -34,7 +34,7 @@ from daemon.queue import JobQueue
 from daemon.settings import Settings, load_settings, public_settings
 from daemon.store import Fingerprint
 from daemon.storeview import StoreView
-from daemon.telemetry import Telemetry, TelemetryPublisher
+from daemon.telemetry import JobRecord, Telemetry, TelemetryPublisher
 
 LOCAL = "http://127.0.0.1:8765"
 TOKEN = "s3cret-token-0123456789"
@@ -112,8 +112,8 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     assert queue.claim() is not None  # busy.jpg: running; later.jpg: pending
     queue.close()
     telemetry = Telemetry(model="tiny.torchscript", device="cpu")
-    telemetry.observe({"event": "job", "path": "shoot/a.jpg", "outcome": "done", "queue_wait": 0.2, "total": 1.5,
-                       "timings": {"load": 0.1, "inference": 1.2, "encode": 0.2}})
+    telemetry.observe(JobRecord(path="shoot/a.jpg", outcome="done", attempt=1, queue_wait=0.2, total=1.5,
+                                timings={"load": 0.1, "inference": 1.2, "encode": 0.2}))
     TelemetryPublisher(telemetry, state=folders.state).stopped()
     return root
 
@@ -427,8 +427,8 @@ def test_metrics_histograms_come_from_the_running_daemons_telemetry(studio: Stud
 
     telemetry = Telemetry(model="m", device="cpu")
     for seconds in (0.3, 0.7, 20.0):
-        telemetry.observe({"event": "job", "path": "x.jpg", "outcome": "done", "queue_wait": 0.0, "total": seconds,
-                           "timings": {"inference": seconds}})
+        telemetry.observe(JobRecord(path="x.jpg", outcome="done", attempt=1, queue_wait=0.0, total=seconds,
+                                    timings={"inference": seconds}))
     settings = studio.settings()
     board = Board(folders=studio.folders, queue=settings.queue, dashboard=settings.dashboard,
                   telemetry=telemetry.snapshot)

@@ -1,4 +1,4 @@
-"""The daemon's measurements: read from its `job` log events, published to telemetry.json."""
+"""The daemon's measurements: the worker's job records, published to telemetry.json."""
 
 from __future__ import annotations
 
@@ -10,37 +10,71 @@ import structlog
 
 from daemon.logs import configure_logging
 from daemon.settings import LoggingSettings
-from daemon.telemetry import BUCKETS, TELEMETRY_FILE, Histogram, JobTap, Telemetry, TelemetryPublisher, read_telemetry
+from daemon.telemetry import BUCKETS, TELEMETRY_FILE, Histogram, JobRecord, Telemetry, TelemetryPublisher, read_telemetry
 from daemon.testing import FakeClock
 
 
-def test_the_tap_reads_job_events_even_when_the_log_level_hides_them() -> None:
-    stream = io.StringIO()
-    configure_logging(LoggingSettings(level="warning", format="json"), stream=stream)
+def _record(path: str, outcome: str = "done", **fields: object) -> JobRecord:
+    values: dict[str, object] = {"attempt": 1, "timings": {}, "queue_wait": 0.0, "total": 0.0, **fields}
+    return JobRecord(path=path, outcome=outcome, **values)  # type: ignore[arg-type]
+
+
+def test_the_figures_come_from_the_workers_records_whatever_the_log_level() -> None:
     telemetry = Telemetry(model="m", device="cpu")
-    tap = JobTap(telemetry)
-    tap.install()
-    try:
-        log = structlog.get_logger("cutout.worker")
-        log.info("job", path="a.jpg", outcome="done", timings={"inference": 0.4, "save": 0.01}, queue_wait=0.1, total=0.5)
-        log.warning("job", path="b.jpg", outcome="quarantined", reason="undecodable", timings={}, queue_wait=0, total=0)
-        log.info("file_queued", path="c.jpg")
-    finally:
-        tap.remove()
-    assert tap not in structlog.get_config()["processors"]
+    telemetry.observe(_record("a.jpg", timings={"inference": 0.4, "save": 0.01}, queue_wait=0.1, total=0.5))
+    telemetry.observe(_record("b.jpg", "quarantined", reason="undecodable"))
     snap = telemetry.snapshot()
     assert snap.outcomes == {"done": 1, "quarantined": 1} and snap.stages["inference"].count == 1
     assert snap.timing("a.jpg") is not None and snap.timing("b.jpg").reason == "undecodable"  # type: ignore[union-attr]
     assert snap.last_success is not None and snap.job_seconds.total == 0.5
-    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
-    assert [line["path"] for line in lines] == ["b.jpg"]  # the log itself is unchanged: warning and up
 
 
-def test_a_malformed_job_event_is_skipped_not_raised() -> None:
+def test_renaming_a_log_key_cannot_change_a_metric(tmp_path: Path) -> None:
+    """The worker hands one record to the log and to the telemetry: a log processor that renames
+    or drops every field (or a log level that hides the event) leaves the figures as they were."""
+    from pathlib import PurePosixPath
+
+    import numpy as np
+
+    from daemon.outputs import Folders
+    from daemon.pipeline.constants import PipelineParams
+    from daemon.queue import JobQueue
+    from daemon.settings import QueueSettings
+    from daemon.store import Fingerprint
+    from daemon.testing import BrightModel
+    from daemon.worker import Worker
+    from tests.conftest import subject_image, write_image
+
+    def rename_everything(logger: object, method: str, event: dict[str, object]) -> dict[str, object]:
+        return {f"renamed_{key}": value for key, value in event.items() if key != "event"} | {"event": event["event"]}
+
+    stream = io.StringIO()
+    configure_logging(LoggingSettings(level="error", format="json"), stream=stream)
+    structlog.configure(processors=[rename_everything, *structlog.get_config()["processors"]])
+    folders = Folders(input=tmp_path / "in", output=tmp_path / "out", quarantine=tmp_path / "q",
+                      archive=tmp_path / "a", state=tmp_path / "state")
+    for folder in (folders.input, folders.output, folders.quarantine, folders.state):
+        folder.mkdir()
+    queue = JobQueue(folders.state / "queue.sqlite3")
+    for name, rgb in (("good.jpg", subject_image(60, 80, (20, 15, 60, 45))), ("dark.png", np.full((60, 80, 3), 20, np.uint8))):
+        write_image(folders.input / name, rgb)
+        queue.offer(PurePosixPath(name), Fingerprint.of(folders.input / name))
     telemetry = Telemetry(model="m", device="cpu")
-    telemetry.observe({"event": "job", "outcome": "done"})  # no path
-    telemetry.observe({"event": "job", "path": "x", "outcome": "done", "timings": "nonsense"})
-    assert telemetry.snapshot().outcomes == {}
+    worker = Worker(model=BrightModel(), params=PipelineParams(target_size=64), folders=folders, queue=queue,
+                    queue_settings=QueueSettings(), policy="keep", in_flight=2, cpu_threads=1,
+                    on_record=telemetry.observe)
+    try:
+        for _ in range(200):
+            worker.run_once(idle_wait=0.02)
+            if queue.counts()["done"] + queue.counts()["failed"] == 2:
+                break
+    finally:
+        worker.close()
+        queue.close()
+        structlog.reset_defaults()
+    snap = telemetry.snapshot()
+    assert snap.outcomes == {"done": 1, "quarantined": 1} and snap.timing("dark.png").reason == "no_foreground"  # type: ignore[union-attr]
+    assert snap.stages["inference"].count == 1 and stream.getvalue() == ""  # the log said nothing at level error
 
 
 def test_histograms_are_prometheus_buckets() -> None:
@@ -61,7 +95,7 @@ def test_the_publisher_writes_when_something_changed_or_a_heartbeat_is_due(tmp_p
     monotonic.advance(2)
     publisher.tick()
     assert (tmp_path / TELEMETRY_FILE).stat().st_mtime_ns == first  # nothing new
-    telemetry.observe({"event": "job", "path": "a.jpg", "outcome": "done", "timings": {"load": 0.1}, "total": 1})
+    telemetry.observe(_record("a.jpg", timings={"load": 0.1}, total=1.0))
     clock.advance(5)
     publisher.tick()
     snap = read_telemetry(tmp_path)
