@@ -36,7 +36,7 @@ from benchmarks.images import encode, photo_like
 from benchmarks.standin import build_standin
 from daemon.pgstore import PostgresStore, migrate
 from daemon.store import Fingerprint
-from daemon.testing import TempPostgres, fresh_store_url, postgres_bindir
+from tests.pgserver import TempPostgres, fresh_store_url, postgres_bindir
 
 STATS = "shared_preload_libraries=pg_stat_statements"
 PHOTO_SIZE = (480, 320)

@@ -27,7 +27,7 @@ from daemon.outputs import Folders, staged_outputs
 from daemon.queue import JobQueue
 from daemon.sqlstore import SqlJobStore
 from daemon.store import Fingerprint
-from daemon.testing import TempPostgres, fresh_store_url, postgres_bindir
+from tests.pgserver import TempPostgres, fresh_store_url, postgres_bindir
 
 FP = Fingerprint(1, 1)
 

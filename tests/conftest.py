@@ -26,7 +26,8 @@ import numpy.typing as npt
 import pytest
 
 from daemon.logs import silence_decoder_warnings
-from daemon.testing import POSTGRES_URL_ENV, BrightModel, FakeClock, TempPostgres, fresh_store_url, postgres_bindir
+from daemon.testing import BrightModel, FakeClock
+from tests.pgserver import POSTGRES_URL_ENV, TempPostgres, fresh_store_url, postgres_bindir
 from tests import harness, tiny_models
 
 DARK, BRIGHT = 20, 230

@@ -137,3 +137,9 @@ def test_each_kind_of_error_stops_a_command_with_its_own_documented_exit_status(
     readme = (PACKAGE.parent / "README.md").read_text(encoding="utf-8")
     table = readme[readme.index("### Exit statuses"):readme.index("## Safety rules")]
     assert all(f"\n| {status} |" in table for status in statuses)
+
+
+def test_the_wheel_ships_no_helper_that_runs_runuser_or_chown() -> None:
+    """Test-only helpers that act as root (the throwaway PostgreSQL server) live under tests/."""
+    shipped = {path.relative_to(PACKAGE).as_posix(): path.read_text(encoding="utf-8") for path in PACKAGE.rglob("*.py")}
+    assert sorted(name for name, text in shipped.items() if "runuser" in text or "os.chown(" in text) == []

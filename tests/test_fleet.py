@@ -133,7 +133,7 @@ def test_queue_init_creates_the_tables_once_and_status_reads_the_shared_queue(
     folders: Folders, postgres_server: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from daemon.cli import main
-    from daemon.testing import fresh_store_url
+    from tests.pgserver import fresh_store_url
 
     config = _config(tmp_path, fresh_store_url(postgres_server), folders)
     assert main(["status", "--config", str(config)]) == 2
@@ -206,7 +206,7 @@ def test_status_shows_a_daemon_not_heard_from_for_a_lease_as_gone_never_as_the_w
 
 def test_doctor_checks_the_shared_store_and_names_the_fix(postgres_server: str, postgres_url: str) -> None:
     from daemon.doctor import check_shared_store
-    from daemon.testing import fresh_store_url
+    from tests.pgserver import fresh_store_url
 
     ok = check_shared_store(QueueSettings(store="postgresql", url=postgres_url))
     assert ok.status == "ok" and "pending 0" in ok.detail

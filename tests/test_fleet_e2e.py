@@ -21,7 +21,7 @@ import pytest
 from daemon.atomic import is_temp_name
 from daemon.folderclaim import CLAIM_FILE
 from daemon.pgstore import migrate
-from daemon.testing import TempPostgres, fresh_store_url, postgres_bindir
+from tests.pgserver import TempPostgres, fresh_store_url, postgres_bindir
 from tests import harness, tiny_models
 from tests.conftest import subject_image, write_image
 

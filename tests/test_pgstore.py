@@ -131,7 +131,7 @@ def test_a_restarted_worker_takes_back_its_own_jobs_at_once_and_leaves_others_to
 
 # --- the schema --------------------------------------------------------------------------------------
 def test_migrating_twice_changes_nothing_and_a_store_without_tables_is_refused(postgres_server: str) -> None:
-    from daemon.testing import fresh_store_url
+    from tests.pgserver import fresh_store_url
 
     url = fresh_store_url(postgres_server)
     with pytest.raises(ConfigError, match=f"schema version 0, this cutout needs {len(MIGRATIONS)}: run `cutout queue init"):
@@ -164,7 +164,7 @@ def test_urls_are_redacted_for_messages() -> None:
 
 
 def test_an_older_schema_is_upgraded_in_place_and_keeps_its_jobs(postgres_server: str) -> None:
-    from daemon.testing import fresh_store_url
+    from tests.pgserver import fresh_store_url
 
     url = fresh_store_url(postgres_server)
     with psycopg.connect(url, autocommit=True) as conn:  # a store made by the first release
@@ -237,7 +237,7 @@ def test_tables_dropped_under_a_current_schema_record_are_refused_clearly_and_qu
 ) -> None:
     from daemon.cli import main
     from daemon.errors import StoreIncomplete
-    from daemon.testing import fresh_store_url
+    from tests.pgserver import fresh_store_url
 
     url = fresh_store_url(postgres_server)
     migrate(url)
@@ -276,7 +276,7 @@ def test_a_table_dropped_under_a_running_store_is_store_incomplete_not_a_foreign
 
 def test_the_repair_makes_the_same_schema_as_the_migrations(postgres_server: str) -> None:
     from daemon.pgstore import _recreating
-    from daemon.testing import fresh_store_url
+    from tests.pgserver import fresh_store_url
 
     def schema(url: str) -> set[tuple[str, ...]]:
         with psycopg.connect(url) as conn:
