@@ -16,7 +16,7 @@ import pytest
 from daemon.errors import ConfigError, QueueError
 from daemon.pgstore import MIGRATIONS, Migrated, PostgresStore, migrate, redacted
 from daemon.store import Fingerprint, Job
-from daemon.testing import FakeClock
+from daemon.testing import FakeClock, wait_until
 
 P = PurePosixPath
 FP = Fingerprint(100, 1)
@@ -186,7 +186,9 @@ def test_one_daemon_leads_and_another_takes_over_when_its_connection_dies(fleet:
     assert not b.lead()
     with psycopg.connect(a.url, autocommit=True) as admin:  # the leader's machine drops off the network
         admin.execute("SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND granted")
-    assert b.lead()
+    # The terminated backend lets go of the lock as it exits, a moment later (termination is a
+    # signal, not a wait): the other daemon's next tries take the role.
+    wait_until(b.lead, what="the other daemon taking the role", timeout=10)
     assert not a.lead()  # it notices it lost the role and does not get it back while b holds it
 
 
