@@ -18,9 +18,9 @@ import tempfile
 import time
 from pathlib import Path, PurePosixPath
 
-from daemon.queue import JobQueue
+from daemon.store.sqlite import JobQueue
 
-from daemon.store import Fingerprint
+from daemon.store.jobs import Fingerprint
 
 JOBS = 2_000
 """A queue of a busy day's size, so status reads real rows."""

@@ -2,12 +2,12 @@
 
 The stand-in model's sleep is a custom TorchScript operator that must exist
 before `torch.jit.load`; importing `benchmarks.standin` registers it. Nothing
-else differs from `cutout` / `python -m daemon`: the same `daemon.cli.main()`.
+else differs from `cutout` / `python -m daemon`: the same `daemon.cli.main.main()`.
 """
 
 import sys
 
 import benchmarks.standin  # noqa: F401  (registers cutout_bench::wait_ms)
-from daemon.cli import main
+from daemon.cli.main import main
 
 sys.exit(main())

@@ -10,7 +10,7 @@ PostgreSQL: the job's row lock and a pooled connection) stays open for the renam
 folder's fsync. This prints, per job, the transaction with the publish inside it, the same
 transaction with nothing to publish, and the publish alone, for each store, so the cost of
 the guarantee is a number, not a guess. The outputs are staged exactly as the daemon stages
-them (daemon.outputs.staged_outputs) in a folder of this machine's disk.
+them (daemon.folders.outputs.staged_outputs) in a folder of this machine's disk.
 """
 
 from __future__ import annotations
@@ -23,10 +23,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 
-from daemon.outputs import Folders, staged_outputs
-from daemon.queue import JobQueue
-from daemon.sqlstore import SqlJobStore
-from daemon.store import Fingerprint
+from daemon.folders.outputs import Folders, staged_outputs
+from daemon.store.sqlite import JobQueue
+from daemon.store.sql import SqlJobStore
+from daemon.store.jobs import Fingerprint
 from tests.pgserver import TempPostgres, fresh_store_url, postgres_bindir
 
 FP = Fingerprint(1, 1)
@@ -84,7 +84,7 @@ def main() -> None:
             return
         server = TempPostgres(bindir=bindir, port=54391).start()
         try:
-            from daemon.pgstore import PostgresStore, migrate
+            from daemon.store.postgres import PostgresStore, migrate
 
             def pg() -> SqlJobStore:
                 url = fresh_store_url(server.url)

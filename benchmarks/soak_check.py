@@ -22,7 +22,7 @@ from PIL import Image
 
 from benchmarks.soak_chaos import Entry
 from daemon.atomic import is_temp_name
-from daemon.folderclaim import CLAIM_FILE
+from daemon.folders.claims import CLAIM_FILE
 
 ERROR_SUFFIX = ".error.json"
 SERIAL = re.compile(r"-(\d{5})(?=[.( ])")

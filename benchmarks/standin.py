@@ -19,7 +19,7 @@ TorchScript cannot call `time.sleep`, so the sleep is a custom operator
 (`cutout_bench::wait_ms`), registered when this module is imported. A process
 that loads the stand-in must import this module first: the benchmark starts
 the daemon through `python -m benchmarks.cutout_cli`, which does that and then
-runs the very same `daemon.cli.main()` as `cutout` / `python -m daemon`.
+runs the very same `daemon.cli.main.main()` as `cutout` / `python -m daemon`.
 """
 
 # No `from __future__ import annotations`: TorchScript reads the class annotations.

@@ -27,7 +27,7 @@ from daemon.errors import ConfigError, ModelLoadError
 from daemon.pipeline.constants import TARGET_SIZE, BitDepth, ImageOptions, PipelineParams
 from daemon.pipeline.modelspec import DEFAULT_MODEL, DeviceName, ModelSpec, Precision, parse_model_spec
 from daemon.pipeline.recipe import DEFAULT_RECIPE, Recipe, recipe_problem
-from daemon.routing import Route, Routing, route_problem
+from daemon.folders.routing import Route, Routing, route_problem
 
 T = TypeVar("T")
 OriginalsPolicy = Literal["keep", "archive", "delete"]

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from daemon.fetch import Snapshot
+from daemon.models.fetch import Snapshot
 from daemon.pipeline.constants import IMAGENET_MEAN, IMAGENET_STD
 from daemon.pipeline.matte import FloatArray
 

@@ -160,7 +160,7 @@ def postgres_server() -> Iterator[str]:
 @pytest.fixture
 def postgres_url(postgres_server: str) -> str:
     """A fresh database with the current schema, for one test."""
-    from daemon.pgstore import migrate
+    from daemon.store.postgres import migrate
 
     url = fresh_store_url(postgres_server)
     migrate(url)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import yaml
 
-from daemon.folderclaim import CLAIM_FILE
+from daemon.folders.claims import CLAIM_FILE
 
 START_TIMEOUT = 60.0
 

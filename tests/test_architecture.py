@@ -20,7 +20,7 @@ import daemon
 
 PACKAGE = Path(daemon.__file__).parent
 HEAVY = ("torch", "torchvision", "transformers", "cv2")
-LIFE_CYCLE = ("daemon.runner", "daemon.worker", "daemon.watch", "daemon.stages", "daemon.batch", "daemon.loading")
+LIFE_CYCLE = ("daemon.watch.runner", "daemon.work.worker", "daemon.watch.settle", "daemon.work.stages", "daemon.work.batch", "daemon.models.loading")
 
 
 def _module_name(path: Path) -> str:
@@ -72,9 +72,9 @@ def test_no_module_imports_one_that_imports_it_back() -> None:
     assert cycles == []
 
 
-@pytest.mark.parametrize("module", ["daemon.status", "daemon.statedir", "daemon.queue", "daemon.settings",
-                                    "daemon.outputs", "daemon.live", "daemon.fetch", "daemon.service",
-                                    "daemon.dashboard.server", "daemon.companions", "daemon.alerts", "daemon.monitor"])
+@pytest.mark.parametrize("module", ["daemon.cli.status", "daemon.store.statedir", "daemon.store.sqlite", "daemon.settings",
+                                    "daemon.folders.outputs", "daemon.store.live", "daemon.models.fetch", "daemon.service",
+                                    "daemon.companions.dashboard.server", "daemon.companions.alongside", "daemon.companions.alerts", "daemon.companions.monitor"])
 def test_what_read_only_commands_use_never_reaches_the_life_cycle_or_the_model(module: str) -> None:
     reached, todo = set(), [module]
     while todo:
@@ -86,17 +86,17 @@ def test_what_read_only_commands_use_never_reaches_the_life_cycle_or_the_model(m
 
 def test_a_queue_rebuild_never_reaches_the_watcher_or_watchdog() -> None:
     """`cutout queue rebuild` runs while no daemon does: it needs the layout's rules, not the watcher."""
-    reached, todo = set(), ["daemon.rebuild"]
+    reached, todo = set(), ["daemon.store.rebuild"]
     while todo:
         for nxt in GRAPH[todo.pop()] - reached:
             reached.add(nxt)
             todo.append(nxt)
-    assert sorted(reached & {*LIFE_CYCLE, "daemon.watching"}) == []
+    assert sorted(reached & {*LIFE_CYCLE, "daemon.watch.tick"}) == []
 
 
 _RUN_AND_LIST_MODULES = """
 import json, sys
-from daemon.cli import main
+from daemon.cli.main import main
 try:
     code = main(sys.argv[1:])
 except SystemExit as exc:
@@ -120,7 +120,7 @@ def _loaded_by(*args: str) -> dict[str, object]:
 def test_commands_that_never_run_the_model_never_import_torch_opencv_or_the_daemon(
     tmp_path: Path, args: list[str]
 ) -> None:
-    from daemon.queue import JobQueue
+    from daemon.store.sqlite import JobQueue
 
     JobQueue(tmp_path / "queue.sqlite3").close()  # a healthy, empty queue for status and retry
     found = _loaded_by(*(arg.format(state=tmp_path) for arg in args))

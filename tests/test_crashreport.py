@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from daemon.crashreport import CrashReport
+from daemon.store.crashreport import CrashReport
 
 _ARMED_THEN = """
 import ctypes, os, signal, sys, time
 from pathlib import Path
-from daemon.crashreport import CrashReport
+from daemon.store.crashreport import CrashReport
 
 report = CrashReport(Path(sys.argv[1]))
 report.arm()

@@ -22,19 +22,19 @@ from prometheus_client.parser import text_string_to_metric_families
 from starlette.testclient import TestClient
 from structlog.testing import capture_logs
 
-from daemon.dashboard.app import Dashboard, create_app
-from daemon.dashboard.auth import TOKEN_COOKIE
-from daemon.dashboard.board import Board
-from daemon.dashboard.server import TOKEN_FILE, build_dashboard
-from daemon.dashboard.paths import open_file
-from daemon.dashboard.thumbs import ThumbCache, make_thumbnail
+from daemon.companions.dashboard.app import Dashboard, create_app
+from daemon.companions.dashboard.auth import TOKEN_COOKIE
+from daemon.companions.dashboard.board import Board
+from daemon.companions.dashboard.server import TOKEN_FILE, build_dashboard
+from daemon.companions.dashboard.paths import open_file
+from daemon.companions.dashboard.thumbs import ThumbCache, make_thumbnail
 from daemon.errors import QueueError
-from daemon.outputs import ErrorReport, Folders, error_file
-from daemon.queue import JobQueue
+from daemon.folders.outputs import ErrorReport, Folders, error_file
+from daemon.store.sqlite import JobQueue
 from daemon.settings import Settings, load_settings, public_settings
-from daemon.store import Fingerprint
-from daemon.storeview import StoreView
-from daemon.telemetry import JobRecord, Telemetry, TelemetryPublisher
+from daemon.store.jobs import Fingerprint
+from daemon.store.view import StoreView
+from daemon.companions.telemetry import JobRecord, Telemetry, TelemetryPublisher
 
 LOCAL = "http://127.0.0.1:8765"
 TOKEN = "s3cret-token-0123456789"
@@ -222,7 +222,7 @@ def test_thumbnails_are_webp_of_bounded_size_cached_in_the_state_folder_and_capp
 
 
 def test_a_big_jpeg_is_thumbnailed_from_a_reduced_decode(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import daemon.dashboard.thumbs as thumbs
+    import daemon.companions.dashboard.thumbs as thumbs
 
     big = tmp_path / "big.jpg"
     Image.new("RGB", (4000, 3000), (90, 140, 200)).save(big, quality=80)
@@ -422,8 +422,8 @@ def test_metrics_parse_as_prometheus_text_and_match_the_store(studio: Studio) ->
 
 
 def test_metrics_histograms_come_from_the_running_daemons_telemetry(studio: Studio) -> None:
-    from daemon.dashboard.metrics import metrics_text
-    from daemon.statedir import acquire_lock
+    from daemon.companions.dashboard.metrics import metrics_text
+    from daemon.store.statedir import acquire_lock
 
     telemetry = Telemetry(model="m", device="cpu")
     for seconds in (0.3, 0.7, 20.0):
@@ -460,7 +460,7 @@ class FlakyView:
 
 
 def test_a_store_that_goes_away_keeps_the_last_figures_and_says_so(studio: Studio) -> None:
-    from daemon.storeview import open_view
+    from daemon.store.view import open_view
 
     settings = studio.settings()
     flaky = FlakyView(open_view(settings.queue, state=studio.folders.state))
@@ -488,10 +488,10 @@ def test_a_dashboard_without_a_queue_yet_shows_the_problem_not_a_traceback(tmp_p
 
 # --- a fleet's PostgreSQL store --------------------------------------------------------------
 def test_the_board_and_metrics_read_a_postgresql_store_and_its_fleet(postgres_url: str, tmp_path: Path) -> None:
-    from daemon.dashboard.metrics import metrics_text
-    from daemon.pgstore import PostgresStore
-    from daemon.store import WorkerInfo
-    from daemon.storeview import open_view
+    from daemon.companions.dashboard.metrics import metrics_text
+    from daemon.store.postgres import PostgresStore
+    from daemon.store.jobs import WorkerInfo
+    from daemon.store.view import open_view
 
     store = PostgresStore(postgres_url, worker="mini-1:/state")
     try:

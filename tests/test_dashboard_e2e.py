@@ -164,7 +164,7 @@ def _artefact(page, path: Path, *, full_page: bool = True) -> Path:  # type: ign
 
 
 def test_cutout_dashboard_runs_alone_and_stops_on_sigterm(tmp_path: Path) -> None:
-    from daemon.queue import JobQueue
+    from daemon.store.sqlite import JobQueue
 
     state = tmp_path / "state"
     JobQueue(state / "queue.sqlite3").close()

@@ -14,14 +14,14 @@ from pathlib import Path
 
 import pytest
 
-from daemon.companions import alongside
-from daemon.dashboard.auth import TOKEN_COOKIE
+from daemon.companions.alongside import alongside
+from daemon.companions.dashboard.auth import TOKEN_COOKIE
 from daemon.errors import ConfigError
-from daemon.monitor import SESSION_FILE
-from daemon.outputs import Folders
-from daemon.queue import JobQueue
+from daemon.companions.monitor import SESSION_FILE
+from daemon.folders.outputs import Folders
+from daemon.store.sqlite import JobQueue
 from daemon.settings import Settings, load_settings
-from daemon.telemetry import TELEMETRY_FILE, read_telemetry
+from daemon.companions.telemetry import TELEMETRY_FILE, read_telemetry
 from daemon.testing import wait_until
 from tests.test_dashboard import _done
 
@@ -112,7 +112,7 @@ def test_a_taken_port_leaves_the_daemon_running_without_its_dashboard(studio: tu
         with alongside(settings=settings, folders=folders, model="tiny", device="cpu"):
             wait_until(lambda: (folders.state / TELEMETRY_FILE).exists(), what="the telemetry all the same")
     assert [e["event"] for e in logs if e["log_level"] == "error"] == ["dashboard_not_started"]
-    from daemon.dashboard.server import listen
+    from daemon.companions.dashboard.server import listen
 
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", settings.dashboard.port))

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from daemon.cli import main
-from daemon.context import Context
-from daemon.doctor import (
+from daemon.cli.main import main
+from daemon.cli.context import Context
+from daemon.cli.doctor import (
     Check,
     check_agent,
     check_folder,
@@ -27,8 +27,8 @@ from daemon.doctor import (
     report,
     service_paths,
 )
-from daemon.fetch import PIN_FILE_NAME, ModelStore, fetch_model
-from daemon.outputs import Folders
+from daemon.models.fetch import PIN_FILE_NAME, ModelStore, fetch_model
+from daemon.folders.outputs import Folders
 from daemon.pipeline.modelspec import ModelSpec
 from daemon.service import Host
 from daemon.settings import ModelSettings, Settings
@@ -303,7 +303,7 @@ def test_doctor_on_a_mac_checks_folders_privacy_model_and_agent(
 
 def test_doctors_fix_lines_repeat_the_flags_it_was_run_with(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """Run with flags only (no config file), the fix names those flags, not `--config F`."""
-    from daemon.cli import main
+    from daemon.cli.main import main
 
     state = tmp_path / "state"
     state.mkdir()

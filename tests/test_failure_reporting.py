@@ -18,14 +18,14 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 import pytest
 
-from daemon.batch import run_batch
+from daemon.work.batch import run_batch
 from daemon.logs import configure_logging
-from daemon.outputs import Folders
+from daemon.folders.outputs import Folders
 from daemon.pipeline import PipelineParams
-from daemon.queue import JobQueue
-from daemon.store import Fingerprint
+from daemon.store.sqlite import JobQueue
+from daemon.store.jobs import Fingerprint
 from daemon.settings import LoggingSettings, QueueSettings
-from daemon.worker import Worker
+from daemon.work.worker import Worker
 from daemon.testing import BrightModel, FakeClock
 from tests.conftest import fill_disk, small_tmpfs, subject_image, write_image
 

@@ -14,10 +14,10 @@ import pytest
 from huggingface_hub import constants
 from huggingface_hub.utils.tqdm import are_progress_bars_disabled
 
-from daemon.cli import main
-from daemon.context import Context, open_model
+from daemon.cli.main import main
+from daemon.cli.context import Context, open_model
 from daemon.errors import ConfigError, ModelLoadError
-from daemon.fetch import PIN_FILE_NAME, ModelStore, Snapshot, fetch_model, hub_download, plan_load
+from daemon.models.fetch import PIN_FILE_NAME, ModelStore, Snapshot, fetch_model, hub_download, plan_load
 from daemon.pipeline.modelspec import ModelSpec
 from daemon.service import Host
 from daemon.settings import ModelSettings, load_settings

@@ -13,13 +13,13 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from daemon.outputs import Folders
-from daemon.pgstore import MIGRATIONS, PostgresStore
+from daemon.folders.outputs import Folders
+from daemon.store.postgres import MIGRATIONS, PostgresStore
 from daemon.pipeline.constants import PipelineParams
 from daemon.settings import QueueSettings
-from daemon.store import Fingerprint
+from daemon.store.jobs import Fingerprint
 from daemon.testing import BrightModel, FakeClock, wait_until
-from daemon.worker import Worker
+from daemon.work.worker import Worker
 from tests.conftest import subject_image, write_image
 from tests.test_runner import Running, folders  # noqa: F401  (the fixture: folders as `cutout watch` makes them)
 
@@ -132,7 +132,7 @@ def _config(tmp_path: Path, url: str, folders: Folders) -> Path:
 def test_queue_init_creates_the_tables_once_and_status_reads_the_shared_queue(
     folders: Folders, postgres_server: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from daemon.cli import main
+    from daemon.cli.main import main
     from tests.pgserver import fresh_store_url
 
     config = _config(tmp_path, fresh_store_url(postgres_server), folders)
@@ -147,7 +147,7 @@ def test_queue_init_creates_the_tables_once_and_status_reads_the_shared_queue(
 
 
 def test_the_daemon_runs_on_the_postgresql_store(folders: Folders, postgres_url: str, tmp_path: Path) -> None:
-    from daemon.runner import Daemon
+    from daemon.watch.runner import Daemon
     from daemon.settings import load_settings
 
     settings = load_settings(_config(tmp_path, postgres_url, folders))
@@ -166,8 +166,8 @@ def test_the_daemon_runs_on_the_postgresql_store(folders: Folders, postgres_url:
 def test_status_lists_every_daemon_of_the_fleet(folders: Folders, postgres_url: str) -> None:
     import io
 
-    from daemon.status import collect_status, print_status
-    from daemon.store import WorkerInfo
+    from daemon.cli.status import collect_status, print_status
+    from daemon.store.jobs import WorkerInfo
 
     queue = QueueSettings(store="postgresql", url=postgres_url)
     store = PostgresStore(postgres_url)
@@ -186,8 +186,8 @@ def test_status_shows_a_daemon_not_heard_from_for_a_lease_as_gone_never_as_the_w
 ) -> None:
     import io
 
-    from daemon.status import collect_status, print_status
-    from daemon.store import WorkerInfo
+    from daemon.cli.status import collect_status, print_status
+    from daemon.store.jobs import WorkerInfo
 
     clock = FakeClock(1000.0)
     store = PostgresStore(postgres_url, clock=clock)
@@ -205,7 +205,7 @@ def test_status_shows_a_daemon_not_heard_from_for_a_lease_as_gone_never_as_the_w
 
 
 def test_doctor_checks_the_shared_store_and_names_the_fix(postgres_server: str, postgres_url: str) -> None:
-    from daemon.doctor import check_shared_store
+    from daemon.cli.doctor import check_shared_store
     from tests.pgserver import fresh_store_url
 
     ok = check_shared_store(QueueSettings(store="postgresql", url=postgres_url))
@@ -219,9 +219,9 @@ def test_status_with_the_store_away_says_so_and_since_when_this_machine_lost_it(
 ) -> None:
     import json
 
-    from daemon.cli import main
-    from daemon.live import LIVE_FILE
-    from daemon.statedir import acquire_lock
+    from daemon.cli.main import main
+    from daemon.store.live import LIVE_FILE
+    from daemon.store.statedir import acquire_lock
 
     url = f"postgresql://cutout@/cutout?host={tmp_path}&port=1&connect_timeout=1"
     config = _config(tmp_path, url, folders)
@@ -247,9 +247,9 @@ def test_a_rescan_longer_than_the_lease_never_hands_this_workers_job_to_another(
     job while this one works on it."""
     import time
 
-    from daemon.runner import Daemon
+    from daemon.watch.runner import Daemon
     from daemon.settings import load_settings
-    from daemon.watch import reconcile
+    from daemon.watch.settle import reconcile
     from tests.test_runner import Running
 
     def slow_scan(**kwargs: Any) -> int:

@@ -19,8 +19,8 @@ import psycopg
 import pytest
 
 from daemon.atomic import is_temp_name
-from daemon.folderclaim import CLAIM_FILE
-from daemon.pgstore import migrate
+from daemon.folders.claims import CLAIM_FILE
+from daemon.store.postgres import migrate
 from tests.pgserver import TempPostgres, fresh_store_url, postgres_bindir
 from tests import harness, tiny_models
 from tests.conftest import subject_image, write_image

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from daemon.errors import ConfigError
-from daemon.folderclaim import CLAIM_FILE, REFRESH_SECONDS, STALE_SECONDS, Claimant, FolderClaims
+from daemon.folders.claims import CLAIM_FILE, REFRESH_SECONDS, STALE_SECONDS, Claimant, FolderClaims
 from daemon.testing import FakeClock
 from tests import harness
 from tests.conftest import subject_image, write_image

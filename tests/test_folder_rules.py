@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from daemon.batch import run_batch
-from daemon.cli import main
-from daemon.context import Context
+from daemon.work.batch import run_batch
+from daemon.cli.main import main
+from daemon.cli.context import Context
 from daemon.errors import ConfigError
-from daemon.outputs import (
+from daemon.folders.outputs import (
     Folders,
     folder_relation,
     is_case_insensitive,

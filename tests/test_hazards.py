@@ -15,13 +15,13 @@ import pytest
 from structlog.testing import capture_logs
 
 from daemon.errors import FileChanged, Undecodable, VolumeUnavailable
-from daemon.live import read_live
-from daemon.outputs import Folders
-from daemon.queue import JobQueue
-from daemon.store import Fingerprint
-from daemon.volume import Volume
-from daemon.watch import Settler, start_observer
-from daemon.worker import Worker, _Claimed
+from daemon.store.live import read_live
+from daemon.folders.outputs import Folders
+from daemon.store.sqlite import JobQueue
+from daemon.store.jobs import Fingerprint
+from daemon.folders.volume import Volume
+from daemon.watch.settle import Settler, start_observer
+from daemon.work.worker import Worker, _Claimed
 from daemon.testing import BrightModel, FakeClock, wait_until
 from tests.conftest import subject_image, write_image
 from tests.test_watch import Recorder
@@ -284,7 +284,7 @@ def test_deleting_a_hard_linked_original_removes_only_its_name_in_the_hot_folder
 def test_status_lists_files_still_settling_or_incomplete_from_the_running_daemon(
     folders: Folders, queue: JobQueue, clock: FakeClock
 ) -> None:
-    from daemon.live import LiveState
+    from daemon.store.live import LiveState
 
     settler = _settled_empty_file(folders, queue, clock, "empty.jpg")
     LiveState(folders.state / "live.json").publish(waiting=settler.waiting(), volume_problem=None, now=time.time())

@@ -6,8 +6,8 @@ from pathlib import Path, PurePosixPath
 
 from itertools import islice
 
-from daemon.layout import candidate_outputs, iter_inputs
-from daemon.routing import SEED_ROUTING, plan_files
+from daemon.folders.layout import candidate_outputs, iter_inputs
+from daemon.folders.routing import SEED_ROUTING, plan_files
 
 P = PurePosixPath
 

@@ -25,7 +25,7 @@ _DECODE_WITH_CAPTURE = """
 import sys
 import cv2, numpy as np
 from daemon.logs import configure_logging
-from daemon.nativelog import capture_native_stderr
+from daemon.cli.nativelog import capture_native_stderr
 from daemon.settings import LoggingSettings
 
 configure_logging(LoggingSettings(format="json"), stream=sys.stdout)

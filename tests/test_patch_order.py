@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from daemon.cli import main
-from daemon.context import Context
+from daemon.cli.main import main
+from daemon.cli.context import Context
 from daemon.errors import ModelLoadError
-from daemon.fetch import PIN_FILE_NAME, ModelPin, ModelStore, complete_pin, fetch_model, patch_order_for
+from daemon.models.fetch import PIN_FILE_NAME, ModelPin, ModelStore, complete_pin, fetch_model, patch_order_for
 from daemon.pipeline.modelspec import WEIGHTS_FILE, parse_model_spec
 from daemon.pipeline.patchorder import PatchOrderFinding, patch_order_of_code
 from daemon.service import Host
@@ -168,7 +168,7 @@ def test_model_list_shows_each_pinned_members_patch_order(tmp_path: Path, capsys
 
 
 def test_doctor_says_which_patch_order_the_pinned_revision_uses(tmp_path: Path) -> None:
-    from daemon.doctor import check_model_cache
+    from daemon.cli.doctor import check_model_cache
     from daemon.settings import load_settings
 
     store = _store(tmp_path)

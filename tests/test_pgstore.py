@@ -14,8 +14,8 @@ import psycopg
 import pytest
 
 from daemon.errors import ConfigError, QueueError
-from daemon.pgstore import MIGRATIONS, Migrated, PostgresStore, migrate, redacted
-from daemon.store import Fingerprint, Job
+from daemon.store.postgres import MIGRATIONS, Migrated, PostgresStore, migrate, redacted
+from daemon.store.jobs import Fingerprint, Job
 from daemon.testing import FakeClock, wait_until
 
 P = PurePosixPath
@@ -221,7 +221,7 @@ def test_queue_init_change_model_lets_the_next_daemon_set_the_fleets_model(
 def test_workers_report_themselves_for_status_and_leave_when_they_stop(
     fleet: list[PostgresStore], clock: FakeClock
 ) -> None:
-    from daemon.store import WorkerInfo
+    from daemon.store.jobs import WorkerInfo
 
     a, b = fleet
     for store, leader in ((a, True), (b, False)):
@@ -237,7 +237,7 @@ def test_workers_report_themselves_for_status_and_leave_when_they_stop(
 def test_tables_dropped_under_a_current_schema_record_are_refused_clearly_and_queue_init_makes_them_again(
     postgres_server: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from daemon.cli import main
+    from daemon.cli.main import main
     from daemon.errors import StoreIncomplete
     from tests.pgserver import fresh_store_url
 
@@ -277,7 +277,7 @@ def test_a_table_dropped_under_a_running_store_is_store_incomplete_not_a_foreign
 
 
 def test_the_repair_makes_the_same_schema_as_the_migrations(postgres_server: str) -> None:
-    from daemon.pgstore import _recreating
+    from daemon.store.postgres import _recreating
     from tests.pgserver import fresh_store_url
 
     def schema(url: str) -> set[tuple[str, ...]]:

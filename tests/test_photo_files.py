@@ -144,7 +144,7 @@ def test_decoding_on_many_threads_never_changes_the_processs_warning_filters(
     import threading
     import warnings
 
-    from daemon.dashboard.thumbs import make_thumbnail
+    from daemon.companions.dashboard.thumbs import make_thumbnail
 
     clean = write_image(tmp_path / "clean.jpg", subject_image(300, 400, BOX)).read_bytes()
     garbage = b"Exif\x00\x00MM\x00*\x00\x00\x00\x08\xff\xff" + bytes(range(256)) * 2

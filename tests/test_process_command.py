@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
-from daemon.cli import main
+from daemon.cli.main import main
 from tests.conftest import subject_image, write_image
 
 BOX = (100, 80, 300, 220)

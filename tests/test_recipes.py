@@ -14,18 +14,18 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from daemon.batch import run_batch
+from daemon.work.batch import run_batch
 from daemon.errors import ConfigError
-from daemon.outputs import Folders
+from daemon.folders.outputs import Folders
 from daemon.pipeline.constants import PipelineParams
 from daemon.pipeline.recipe import Recipe
-from daemon.queue import JobQueue
-from daemon.routing import SEED_ROUTING, Route, Routing, matches, plan_files
+from daemon.store.sqlite import JobQueue
+from daemon.folders.routing import SEED_ROUTING, Route, Routing, matches, plan_files
 from daemon.settings import QueueSettings, load_settings, routing
-from daemon.status import reprocess
-from daemon.store import Fingerprint
+from daemon.cli.status import reprocess
+from daemon.store.jobs import Fingerprint
 from daemon.testing import BrightModel, FakeClock
-from daemon.worker import Worker
+from daemon.work.worker import Worker
 from tests.conftest import subject_image, write_image
 
 P = PurePosixPath
@@ -183,7 +183,7 @@ def test_skip_existing_finishes_only_the_files_an_interrupted_batch_left(tmp_pat
 
 
 def test_process_refuses_to_write_over_outputs_unless_told_which_way(tmp_path: Path) -> None:
-    from daemon.batch import refuse_overwrite
+    from daemon.work.batch import refuse_overwrite
 
     _photos(tmp_path / "in", "a.jpg", "b.jpg")
     rules = Routing(recipes={"default": Recipe()})
@@ -266,7 +266,7 @@ def test_an_input_named_like_anothers_mask_gets_its_own_files_and_overwrites_not
 def test_a_rebuilt_queue_adopts_what_each_recipe_wrote_and_claims_it(
     folders: Folders, tmp_path: Path, clock: FakeClock
 ) -> None:
-    from daemon.rebuild import rebuild_queue
+    from daemon.store.rebuild import rebuild_queue
 
     rules = Routing(recipes={"default": Recipe(), "white": Recipe(format="jpeg", background="#ffffff"),
                              "mask": Recipe(mask="only")},
@@ -291,7 +291,7 @@ def test_a_rebuilt_queue_adopts_what_each_recipe_wrote_and_claims_it(
 
 
 def test_the_store_is_told_of_derived_names_only_when_a_recipe_in_use_writes_one() -> None:
-    from daemon.routing import SEED_ROUTING
+    from daemon.folders.routing import SEED_ROUTING
 
     assert SEED_ROUTING.name_deriver is None  # the seed's output alone: claims stay as cheap as before
     deep = Routing(recipes={"default": Recipe(), "deep": Recipe(bit_depth=16), "web": Recipe(format="webp")},

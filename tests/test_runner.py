@@ -20,14 +20,14 @@ from structlog.testing import capture_logs
 from watchdog.observers.api import BaseObserver
 
 from daemon.errors import ModelLoadError
-from daemon.outputs import Folders
-from daemon.queue import JobQueue
-from daemon.store import Fingerprint
-from daemon.runner import EXIT_LOOP_FAILED, EXIT_SECOND_SIGNAL, Daemon, install_signal_handlers
+from daemon.folders.outputs import Folders
+from daemon.store.sqlite import JobQueue
+from daemon.store.jobs import Fingerprint
+from daemon.watch.runner import EXIT_LOOP_FAILED, EXIT_SECOND_SIGNAL, Daemon, install_signal_handlers
 from daemon.settings import Settings, load_settings
-from daemon.statedir import QUEUE_FILE, acquire_lock
+from daemon.store.statedir import QUEUE_FILE, acquire_lock
 from daemon.testing import BrightModel, wait_until
-from daemon.watch import start_observer
+from daemon.watch.settle import start_observer
 from tests.conftest import subject_image, write_image
 
 SMALL = (60, 80, (20, 15, 60, 45))

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from daemon.context import MUST_ACT_ENV
+from daemon.cli.context import MUST_ACT_ENV
 from daemon.errors import ConfigError, QueueDamaged, ServiceError
 from daemon.service import (
     AgentSpec,

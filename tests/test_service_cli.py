@@ -23,11 +23,10 @@ from typing import Any
 import pytest
 import structlog
 
-from daemon import cli
-from daemon.cli import main
-from daemon.context import Context
+from daemon.cli.main import _configure_logging, build_parser, main, settings_from
+from daemon.cli.context import Context
 from daemon.errors import ModelLoadError, ServiceError
-from daemon.fetch import PIN_FILE_NAME, ModelStore, fetch_model
+from daemon.models.fetch import PIN_FILE_NAME, ModelStore, fetch_model
 from daemon.pipeline.model import ModelSpec
 from daemon.service import Host
 from daemon.service.launchd import plist_path
@@ -362,15 +361,15 @@ def test_status_and_uninstall_on_linux_use_the_systemd_unit(
 
 # --- the daemon's log file -------------------------------------------------------------------------
 def test_the_log_file_flag_overrides_logging_file(tmp_path: Path) -> None:
-    args = cli.build_parser().parse_args(["watch", "--log-file", str(tmp_path / "x.log")])
-    assert cli.settings_from(args).logging.file == tmp_path / "x.log"
+    args = build_parser().parse_args(["watch", "--log-file", str(tmp_path / "x.log")])
+    assert settings_from(args).logging.file == tmp_path / "x.log"
 
 
 def test_with_a_log_file_and_no_terminal_the_json_log_goes_only_to_the_file(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    args = cli.build_parser().parse_args(["watch", "--log-file", str(tmp_path / "logs" / "cutout.log")])
-    cli._configure_logging(args, cli.settings_from(args))
+    args = build_parser().parse_args(["watch", "--log-file", str(tmp_path / "logs" / "cutout.log")])
+    _configure_logging(args, settings_from(args))
     structlog.get_logger("test").info("job_done", path="a.jpg")
     handlers = logging.getLogger().handlers
     lines = (tmp_path / "logs" / "cutout.log").read_text().splitlines()
@@ -380,7 +379,7 @@ def test_with_a_log_file_and_no_terminal_the_json_log_goes_only_to_the_file(
 
 
 def test_service_commands_parse_with_their_defaults() -> None:
-    args = cli.build_parser().parse_args(["service", "status"])
+    args = build_parser().parse_args(["service", "status"])
     assert isinstance(args, argparse.Namespace) and args.label == LABEL and not args.systemd
 
 

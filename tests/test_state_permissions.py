@@ -28,11 +28,11 @@ from pathlib import Path
 import pytest
 import structlog
 
-from daemon.cli import main
+from daemon.cli.main import main
 from daemon.errors import ConfigError
 from daemon.logs import configure_logging
-from daemon.queue import JobQueue
-from daemon.statedir import LOCK_FILE, QUEUE_FILE, acquire_lock, daemon_pid
+from daemon.store.sqlite import JobQueue
+from daemon.store.statedir import LOCK_FILE, QUEUE_FILE, acquire_lock, daemon_pid
 from daemon.settings import LoggingSettings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -133,7 +133,7 @@ def _as_nobody() -> list[str] | None:
     if os.geteuid() != 0 or setpriv is None:
         return None
     prefix = [setpriv, f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", sys.executable]
-    probe = subprocess.run([*prefix, "-c", "import daemon.cli"], capture_output=True, cwd="/", check=False,
+    probe = subprocess.run([*prefix, "-c", "import daemon.cli.main"], capture_output=True, cwd="/", check=False,
                            env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=60)
     return prefix if probe.returncode == 0 else None
 
@@ -184,7 +184,7 @@ def _user(uid: int) -> str:
 
 # --- modes of what is created ----------------------------------------------------------------------------
 def test_the_state_folder_is_created_private(hot_setup: dict[str, Path], tmp_path: Path) -> None:
-    from daemon.outputs import Folders, validate_folders
+    from daemon.folders.outputs import Folders, validate_folders
     from daemon.settings import FolderSettings
 
     settings = FolderSettings(input=hot_setup["in"], output=hot_setup["out"], state=tmp_path / "new" / "state")
@@ -238,7 +238,7 @@ _QUARANTINE_ONE = """
 import os, sys
 from pathlib import Path, PurePosixPath
 os.umask(int(sys.argv[2], 8))  # before anything is imported, as a shell's umask would be
-from daemon.outputs import ErrorReport, Folders, move_to_quarantine
+from daemon.folders.outputs import ErrorReport, Folders, move_to_quarantine
 root = Path(sys.argv[1])
 folders = Folders(input=root / "in", output=root / "out", quarantine=root / "q", archive=root / "a", state=root / "s")
 report = ErrorReport(file="bad.jpg", reason="undecodable", message="x", attempts=1, first_seen=0.0, last_attempt=0.0)

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from daemon.cli import main
-from daemon.outputs import Folders
-from daemon.queue import JobQueue
+from daemon.cli.main import main
+from daemon.folders.outputs import Folders
+from daemon.store.sqlite import JobQueue
 from daemon.testing import FakeClock
 from tests.test_worker import add, drain, make_worker
 

@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 
 from daemon.errors import QueueDamaged, QueueError
-from daemon.queue import JobQueue
-from daemon.store import Fingerprint, JobStore, Recovery
+from daemon.store.sqlite import JobQueue
+from daemon.store.jobs import Fingerprint, JobStore, Recovery
 from daemon.testing import FakeClock
 from tests.conftest import fill_disk, small_tmpfs
 
@@ -29,7 +29,7 @@ def queue(request: pytest.FixtureRequest, tmp_path: Path, clock: FakeClock) -> I
     if request.param == "sqlite":
         store = JobQueue(tmp_path / "state" / "queue.sqlite3", clock=clock)
     else:
-        from daemon.pgstore import PostgresStore
+        from daemon.store.postgres import PostgresStore
 
         store = PostgresStore(request.getfixturevalue("postgres_url"), clock=clock, worker="test-worker")
     yield store
@@ -331,7 +331,7 @@ def impatient(request: pytest.FixtureRequest, tmp_path: Path, clock: FakeClock) 
     else:
         import psycopg
 
-        from daemon.pgstore import PostgresStore
+        from daemon.store.postgres import PostgresStore
 
         url = request.getfixturevalue("postgres_url")
         store = PostgresStore(url, clock=clock, worker="test-worker", busy_seconds=0.3)

@@ -10,7 +10,7 @@ import structlog
 
 from daemon.logs import configure_logging
 from daemon.settings import LoggingSettings
-from daemon.telemetry import BUCKETS, TELEMETRY_FILE, Histogram, JobRecord, Telemetry, TelemetryPublisher, read_telemetry
+from daemon.companions.telemetry import BUCKETS, TELEMETRY_FILE, Histogram, JobRecord, Telemetry, TelemetryPublisher, read_telemetry
 from daemon.testing import FakeClock
 
 
@@ -36,13 +36,13 @@ def test_renaming_a_log_key_cannot_change_a_metric(tmp_path: Path) -> None:
 
     import numpy as np
 
-    from daemon.outputs import Folders
+    from daemon.folders.outputs import Folders
     from daemon.pipeline.constants import PipelineParams
-    from daemon.queue import JobQueue
+    from daemon.store.sqlite import JobQueue
     from daemon.settings import QueueSettings
-    from daemon.store import Fingerprint
+    from daemon.store.jobs import Fingerprint
     from daemon.testing import BrightModel
-    from daemon.worker import Worker
+    from daemon.work.worker import Worker
     from tests.conftest import subject_image, write_image
 
     def rename_everything(logger: object, method: str, event: dict[str, object]) -> dict[str, object]:

@@ -10,11 +10,11 @@ from pathlib import Path, PurePosixPath
 
 import pytest
 
-from daemon.queue import JobQueue
+from daemon.store.sqlite import JobQueue
 
-from daemon.store import Fingerprint
-from daemon.layout import is_candidate_name
-from daemon.watch import Settler, reconcile, start_observer
+from daemon.store.jobs import Fingerprint
+from daemon.folders.layout import is_candidate_name
+from daemon.watch.settle import Settler, reconcile, start_observer
 from daemon.testing import FakeClock, wait_until
 from tests.conftest import subject_image, write_image
 

@@ -11,13 +11,13 @@ import numpy.typing as npt
 import pytest
 
 from daemon.errors import ModelError
-from daemon.outputs import Folders
+from daemon.folders.outputs import Folders
 from daemon.pipeline import PipelineParams, process_image
-from daemon.queue import JobQueue
-from daemon.store import Fingerprint
+from daemon.store.sqlite import JobQueue
+from daemon.store.jobs import Fingerprint
 from daemon.settings import OriginalsPolicy, QueueSettings
-from daemon.status import retry
-from daemon.worker import Worker, backoff
+from daemon.cli.status import retry
+from daemon.work.worker import Worker, backoff
 from daemon.testing import BrightModel, FakeClock
 from tests.conftest import subject_image, write_image
 
@@ -170,7 +170,7 @@ def test_a_file_that_killed_the_process_max_attempts_times_is_quarantined_unrun(
 def test_outside_kills_while_a_file_runs_alone_quarantine_it_only_at_the_higher_kill_limit(
     folders: Folders, queue: JobQueue, clock: FakeClock
 ) -> None:
-    from daemon.worker import MAX_KILLS_ALONE
+    from daemon.work.worker import MAX_KILLS_ALONE
 
     add(folders, queue, "innocent.jpg")
     crash_alone(queue, times=MAX_KILLS_ALONE - 1, crashed=False)  # far more than max_attempts (3)
@@ -345,7 +345,7 @@ def test_a_verdict_on_a_file_that_changed_since_its_claim_becomes_a_retry(
     folders: Folders, queue: JobQueue, clock: FakeClock
 ) -> None:
     from daemon.errors import FileChanged, Undecodable
-    from daemon.worker import _Claimed
+    from daemon.work.worker import _Claimed
 
     path = write_image(folders.input / "copying.tif", subject_image(30, 40, BOX))
     add(folders, queue, "other.png")
@@ -437,7 +437,7 @@ def test_a_job_whose_end_the_store_cannot_write_is_neither_charged_nor_stuck(fol
 def test_a_claim_that_fails_gives_its_slot_back() -> None:
     """The store away at a claim (a database restart): once it is back, every slot claims again."""
     from daemon.pipeline.source import ImageOptions
-    from daemon.stages import Stages
+    from daemon.work.stages import Stages
 
     stages: Stages[str] = Stages(model=BrightModel(), params=PipelineParams(), options=ImageOptions(), in_flight=1,
                                  cpu_threads=1, on_done=lambda *a: None, on_failed=lambda *a: None)
@@ -461,7 +461,7 @@ def test_a_slow_quarantine_move_holds_no_lock_the_watch_threads_rejections_wait_
     watch thread meanwhile (its name cannot be stored) is quarantined at once."""
     import threading
 
-    import daemon.worker as worker_module
+    import daemon.work.worker as worker_module
     from daemon.errors import InvalidName
 
     real_move = worker_module.move_to_quarantine

@@ -23,7 +23,7 @@ from daemon.service.spec import AgentSpec, AgentStatus, ServiceChange, check_spe
 from daemon.service.tools import CommandFailedError, Tool, leading_int
 
 MUST_ACT_ENV = "CUTOUT_MUST_ACT_STATUS"
-"""daemon.context.MUST_ACT_ENV: `cutout watch`'s exit status when a person must act (see _RESTARTS)."""
+"""daemon.cli.context.MUST_ACT_ENV: `cutout watch`'s exit status when a person must act (see _RESTARTS)."""
 
 _BOOTOUT_ATTEMPTS = 5
 _BOOTOUT_PAUSE_S = 0.5

@@ -1,0 +1,240 @@
+"""One handler per `cutout` command: each reads its arguments and calls the module that does the work.
+
+The work modules are imported inside the handlers: `cutout status` must not pay for
+torch and OpenCV, which only `process`, `watch`, `doctor` and `model export` use.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import sys
+
+import structlog
+
+from daemon.cli.context import Context, configured_folders, folders_from, open_model, state_dir, store_for
+from daemon.errors import ConfigError, QueueDamaged, QueueError
+from daemon.models.fetch import fetch_model, is_hub_model, pinned_patch_order
+from daemon.cli import service as service_commands
+from daemon.settings import Settings, cpu_threads, image_options, in_flight, routing
+
+log = structlog.get_logger("cutout")
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_INTERRUPTED = 130
+"""Ctrl-C, as a shell reports it (128 + SIGINT)."""
+
+
+FOLDER_FLAGS = ("input", "output", "quarantine", "archive", "state")
+
+
+def given_settings(args: argparse.Namespace) -> str:
+    """How this command was given its settings (`--config F`, the model and folder flags), absolute
+    and quoted, for a command line to paste; `--config F` when it was given none."""
+    words = []
+    if (config := getattr(args, "config", None)) is not None:
+        words += ["--config", os.path.abspath(config)]
+    if (model := getattr(args, "model", None)) is not None:
+        words += ["--model", model]
+    for name in FOLDER_FLAGS:
+        if (value := getattr(args, name, None)) is not None:
+            words += [f"--{name}", os.path.abspath(value)]
+    return shlex.join(words) if words else "--config F"
+
+
+def cmd_process(args: argparse.Namespace, settings: Settings, ctx: Context) -> int:
+    from daemon.work.batch import check_process_folders, print_summary, refuse_overwrite, run_batch
+    from daemon.folders.claims import Claimant, FolderClaims
+    from daemon.folders.outputs import ensure_writable
+
+    if not args.input.is_dir():
+        print(f"cutout process: input folder {args.input} does not exist", file=sys.stderr)
+        return EXIT_USAGE
+    # Before the model loads: a refusal should not wait for it.
+    check_process_folders(args.input, args.output, state=settings.folders.state)
+    rules = routing(settings, only=args.recipe)  # an unknown --recipe, before the model loads
+    if not (args.force or args.skip_existing):
+        refuse_overwrite(args.input, args.output, routing=rules)
+    ensure_writable(args.output, label="the output folder")  # a read-only one: before, not after, the model runs
+    with FolderClaims({"output": args.output}, claimant=Claimant.this_process(what="cutout process")):
+        loaded = open_model(settings, ctx=ctx, progress=sys.stderr.isatty())
+        report = run_batch(
+            args.input,
+            args.output,
+            model=loaded.model,
+            params=settings.pipeline,
+            options=image_options(settings),
+            in_flight=in_flight(settings, cores=os.cpu_count()),
+            cpu_threads=cpu_threads(settings, cores=os.cpu_count()),
+            progress=sys.stderr.isatty(),
+            routing=rules,
+            skip="existing" if args.skip_existing else "never",
+        )
+    print_summary(report, input_dir=args.input, out=sys.stdout)
+    if report.interrupted:
+        return EXIT_INTERRUPTED
+    return EXIT_FAILED if report.failed else EXIT_OK
+
+
+def cmd_watch(args: argparse.Namespace, settings: Settings, ctx: Context) -> int:
+    from daemon.folders.claims import Claimant, FolderClaims
+    from daemon.folders.outputs import validate_folders
+    from daemon.store.rebuild import prepare_queue
+    from daemon.watch.runner import Daemon, install_signal_handlers
+    from daemon.store.statedir import STATE_FILES, daemon_pid
+    from daemon.cli.nativelog import capture_native_stderr
+
+    folders = folders_from(settings, ctx)
+    validate_folders(folders, policy=settings.originals, state_files=STATE_FILES)
+    if (pid := daemon_pid(folders.state)) is not None:
+        raise ConfigError(f"a daemon (pid {pid}) is already running on {folders.state}")
+    # Before the model loads: another daemon on these folders is refused at once (a fleet's
+    # members share them: the store's id decides, once the daemon has opened it).
+    if settings.queue.store == "sqlite":
+        FolderClaims({"hot": folders.input, "output": folders.output},
+                     claimant=Claimant.this_process(what="cutout watch", state=folders.state)).check()
+    # Before the model loads: a damaged queue is refused at once, an empty or missing one rebuilt.
+    if settings.queue.store == "sqlite":
+        prepare_queue(folders, routing=routing(settings))
+    loaded = open_model(settings, ctx=ctx, progress=sys.stderr.isatty())
+    log.info("model_loaded", model=str(loaded.spec), origin=loaded.origin, device=str(loaded.device.device),
+             device_reason=loaded.device.reason, patch_order=loaded.patch_order)
+    daemon = Daemon(settings=settings, folders=folders, model=loaded.model, device=str(loaded.device.device),
+                    model_name=f"{loaded.spec}@{loaded.revision}" if loaded.revision else str(loaded.spec))
+    install_signal_handlers(daemon)
+    with capture_native_stderr():  # OpenCV and libjpeg write to fd 2 directly: make their lines log events
+        code = daemon.run()
+    return ctx.must_act_status if code == QueueDamaged.exit_status else code
+
+
+def cmd_status(args: argparse.Namespace, settings: Settings, ctx: Context) -> int:
+    from daemon.cli.status import collect_status, print_status
+
+    folders = configured_folders(settings, ctx)  # none configured: the state folder alone will do
+    quarantine = folders.quarantine if folders else None
+    report = collect_status(folders.state if folders else state_dir(settings, ctx), quarantine=quarantine,
+                            queue_settings=settings.queue)
+    if args.json:
+        print(report.to_json())
+    else:
+        print_status(report, out=sys.stdout)
+    return QueueError.exit_status if report.store_problem else EXIT_OK
+
+
+def cmd_retry(args: argparse.Namespace, settings: Settings, ctx: Context) -> int:
+    from daemon.cli.status import retry
+
+    if args.all == (args.path is not None):
+        raise ConfigError("give either a quarantined file or --all")
+    if args.reason and not args.all:
+        raise ConfigError("--reason goes with --all: every quarantined file of that reason")
+    outcomes = retry(folders_from(settings, ctx), target=args.path, every=args.all, queue_settings=settings.queue,
+                     routing=routing(settings), reason=args.reason)
+    for line in outcomes:
+        print(line)
+    if not outcomes:
+        print("nothing in quarantine" + (f" for the reason {args.reason}" if args.reason else ""))
+    return EXIT_FAILED if any(line.startswith("skipped") for line in outcomes) else EXIT_OK
+
+
+def cmd_reprocess(args: argparse.Namespace, settings: Settings, ctx: Context) -> int:
+    from daemon.cli.status import reprocess
+
+    if args.all == (args.path is not None):
+        raise ConfigError("give either a file or folder of the hot folder, or --all")
+    for line in reprocess(folders_from(settings, ctx), target=args.path, queue_settings=settings.queue,
+                          routing=routing(settings)):
+        print(line)
+    return EXIT_OK
+
+
+def cmd_dashboard(args: argparse.Namespace, settings: Settings, ctx: Context) -> int:
+    from daemon.companions.dashboard.server import serve
+
+    return serve(settings, folders_from(settings, ctx))
+
+
+def cmd_queue_init(args: argparse.Namespace, settings: Settings, ctx: Context) -> int:
+    from daemon.store.configured import init_store
+
+    print(init_store(settings.queue, state=state_dir(settings, ctx), change_model=args.change_model))
+    return EXIT_OK
+
+
+def cmd_queue_rebuild(args: argparse.Namespace, settings: Settings, ctx: Context) -> int:
+    from daemon.store.rebuild import rebuild_queue
+
+    report = rebuild_queue(folders_from(settings, ctx), routing=routing(settings))
+    for line in report.lines():
+        print(line)
+    config = shlex.quote(os.path.abspath(args.config)) if args.config else "F"
+    print(f"start the daemon again: cutout watch --config {config} "
+          f"(the service: cutout service install --config {config})")
+    return EXIT_OK
+
+
+def cmd_doctor(args: argparse.Namespace, settings: Settings, ctx: Context) -> int:
+    from daemon.cli.doctor import DoctorInputs, report, run_checks
+
+    inputs = DoctorInputs(
+        settings=settings, host=ctx.host, store=store_for(settings, ctx), folders=configured_folders(settings, ctx),
+        config=args.config, label=args.label, given=given_settings(args),
+    )
+    return report(run_checks(inputs), out=sys.stdout)
+
+
+def cmd_model_export(args: argparse.Namespace, settings: Settings, ctx: Context) -> int:
+    from daemon.pipeline.model import export_torchscript
+
+    loaded = open_model(settings, ctx=ctx, device="cpu", progress=sys.stderr.isatty())
+    size = args.input_res or settings.pipeline.target_size
+    out = export_torchscript(loaded.model.module, out=args.out, input_res=size)
+    print(f"wrote {out} (TorchScript, traced at {size}x{size}; use it with --model {out})")
+    return EXIT_OK
+
+
+def cmd_model_list(args: argparse.Namespace, settings: Settings, ctx: Context) -> int:
+    from daemon.pipeline.modelspec import FAMILY, parse_model_spec
+
+    configured, store = str(settings.model.spec), store_for(settings, ctx)
+    print(f"{'':2}{'name':<18} {'hub repository':<30} {'backbone':<9} {'size':>5}  {'speed':<28} {'licence':<7} "
+          f"{'patches':<12} use")
+    for family in FAMILY.values():
+        mark = "* " if family.name == configured else "  "
+        patches = pinned_patch_order(parse_model_spec(family.name), store=store)
+        print(f"{mark}{family.name:<18} {family.repo:<30} {family.backbone:<9} {family.size:>5}  {family.speed:<28} "
+              f"{family.licence:<7} {patches:<12} {family.use}")
+    print("\n* the configured model. Each runs the built-in BiRefNet on its repository's model.safetensors (no "
+          "remote code).\npatches: the decoder's patch order its pinned revision's birefnet.py uses (einops or "
+          "legacy; unknown: its own code runs; -: not fetched).\n"
+          "Also: hf:<repo or folder> (the repository's own code, pinned) and a TorchScript file path.")
+    return EXIT_OK
+
+
+def cmd_model_fetch(args: argparse.Namespace, settings: Settings, ctx: Context) -> int:
+    spec = settings.model.spec
+    store = store_for(settings, ctx)
+    before = store.pin(spec) if is_hub_model(spec) else None
+    revision = settings.model.revision
+    print(f"fetching {spec} @ {revision or 'default branch'} into {store.cache}", file=sys.stderr)
+    pin = fetch_model(spec, revision=revision, store=store, downloader=ctx.downloader, progress=sys.stderr.isatty())
+    changed = "" if before is None or before.revision == pin.revision else f" (was {before.revision})"
+    print(f"pinned {spec} at {pin.revision}{changed}: {len(pin.files)} file{'s' if len(pin.files) != 1 else ''}, pin in {store.pin_file}")
+    print("cutout now loads this revision offline; it changes only when you run: cutout model fetch --revision R")
+    return EXIT_OK
+
+
+# --- Service handlers (daemon.cli.service) ---------------------------------------------------
+def cmd_service_install(args: argparse.Namespace, settings: Settings, ctx: Context) -> int:
+    store = store_for(settings, ctx, cache=ctx.hf_home / "hub")  # the service gets HF_HOME only
+    return service_commands.install(config=args.config, label=args.label, systemd=args.systemd,
+                                    dry_run=args.dry_run, settings=settings, ctx=ctx, store=store)
+
+
+def cmd_service_uninstall(args: argparse.Namespace, settings: Settings, ctx: Context) -> int:
+    return service_commands.uninstall(label=args.label, systemd=args.systemd, dry_run=args.dry_run, host=ctx.host)
+
+
+def cmd_service_status(args: argparse.Namespace, settings: Settings, ctx: Context) -> int:
+    return service_commands.status(label=args.label, systemd=args.systemd, host=ctx.host)
