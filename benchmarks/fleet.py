@@ -34,8 +34,8 @@ import yaml
 from benchmarks.endtoend import DaemonUnderTest
 from benchmarks.images import encode, photo_like
 from benchmarks.standin import build_standin
-from daemon.store.postgres import PostgresStore, migrate
 from daemon.store.jobs import Fingerprint
+from daemon.store.postgres import PostgresStore, migrate
 from tests.pgserver import TempPostgres, fresh_store_url, postgres_bindir
 
 STATS = "shared_preload_libraries=pg_stat_statements"

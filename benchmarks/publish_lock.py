@@ -24,9 +24,9 @@ from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 
 from daemon.folders.outputs import Folders, staged_outputs
-from daemon.store.sqlite import JobQueue
-from daemon.store.sql import SqlJobStore
 from daemon.store.jobs import Fingerprint
+from daemon.store.sql import SqlJobStore
+from daemon.store.sqlite import JobQueue
 from tests.pgserver import TempPostgres, fresh_store_url, postgres_bindir
 
 FP = Fingerprint(1, 1)

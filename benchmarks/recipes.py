@@ -43,8 +43,8 @@ from PIL import Image
 from benchmarks.images import SIZES_MP, ensure_image
 from benchmarks.machine import REPO, load_average, machine_info
 from daemon.pipeline import PipelineParams, StageTimer, prepare
-from daemon.pipeline.constants import ImageOptions
 from daemon.pipeline.composite import CropBox, combine_alpha, crop_box, encode_bgra
+from daemon.pipeline.constants import ImageOptions
 from daemon.pipeline.matte import FloatArray
 from daemon.pipeline.postprocess import clean_matte, restore_matte
 from daemon.pipeline.recipe import Recipe

@@ -24,13 +24,13 @@ from typing import Any, Literal, TypeVar
 import yaml
 
 from daemon.errors import ConfigError, ModelLoadError
+from daemon.folders.outputs import Folders, OriginalsPolicy
+from daemon.folders.routing import Route, Routing, route_problem
 from daemon.pipeline.constants import TARGET_SIZE, BitDepth, ImageOptions, PipelineParams
 from daemon.pipeline.modelspec import DEFAULT_MODEL, DeviceName, ModelSpec, Precision, parse_model_spec
 from daemon.pipeline.recipe import DEFAULT_RECIPE, Recipe, recipe_problem
-from daemon.folders.routing import Route, Routing, route_problem
 
 T = TypeVar("T")
-OriginalsPolicy = Literal["keep", "archive", "delete"]
 LogFormat = Literal["auto", "json", "console"]
 LogLevel = Literal["debug", "info", "warning", "error"]
 StoreKind = Literal["sqlite", "postgresql"]
@@ -50,6 +50,14 @@ class FolderSettings:
     """Where `originals: archive` moves processed originals; default: `archive` beside the output."""
     state: Path | None = None
     """The queue database and the daemon's lock; default: the platform's user state folder."""
+
+    def resolve(self, *, default_state: Path) -> Folders:
+        """The folders as the daemon uses them: absolute, with the defaults filled in."""
+        if self.input is None or self.output is None:
+            missing = "folders.input" if self.input is None else "folders.output"
+            raise ConfigError(f"{missing} is not set: give it in the config file or with --{missing.split('.')[1]}")
+        return Folders.resolved(input=self.input, output=self.output, quarantine=self.quarantine,
+                                archive=self.archive, state=self.state or default_state)
 
 
 @dataclass(frozen=True, kw_only=True)

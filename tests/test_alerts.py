@@ -20,12 +20,12 @@ from structlog.testing import capture_logs
 
 from daemon.companions.alerts import Alerts, CommandNotifier, Event, Message, desktop_notifier, redact_url, urllib_post, webhook_request
 from daemon.companions.monitor import DiskUsage, Monitor, SessionMarker
-from daemon.store.sqlite import JobQueue
-from daemon.watch.runner import Daemon
 from daemon.settings import AlertSettings, QueueSettings
 from daemon.store.jobs import FailedRecord, Fingerprint
+from daemon.store.sqlite import JobQueue
 from daemon.store.view import open_view
 from daemon.testing import BrightModel, FakeClock, wait_until
+from daemon.watch.runner import Daemon
 from tests.conftest import subject_image, write_image
 from tests.test_runner import Running, drop, outputs, settings_for
 from tests.test_runner import folders as folders  # noqa: F401 (the fixture)

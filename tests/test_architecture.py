@@ -49,6 +49,44 @@ def _graph() -> dict[str, set[str]]:
 GRAPH = _graph()
 
 
+LAYERS = (
+    "daemon", "daemon.errors", "daemon.atomic", "daemon.pipeline", "daemon.service", "daemon.folders",
+    "daemon.settings", "daemon.logs", "daemon.store", "daemon.models", "daemon.work", "daemon.companions",
+    "daemon.watch", "daemon.cli", "daemon.testing", "daemon.__main__",
+)
+"""Every room of the package (a top-level module or a package), lowest first: a room imports only
+rooms before it. ARCHITECTURE.md draws the same order."""
+
+
+def _room(module: str) -> str:
+    return ".".join(module.split(".")[:2])
+
+
+def test_every_module_lives_in_a_room_with_a_place_in_the_layers() -> None:
+    assert sorted({_room(module) for module in GRAPH} - set(LAYERS)) == []
+
+
+def test_a_package_imports_only_from_the_packages_below_it() -> None:
+    upward = sorted(
+        f"{module} -> {imported}" for module, imports in GRAPH.items() for imported in imports
+        if LAYERS.index(_room(imported)) > LAYERS.index(_room(module))
+    )
+    assert upward == []
+
+
+def test_the_top_of_the_package_holds_few_modules_and_every_package_says_what_it_owns() -> None:
+    top = sorted(path.name for path in PACKAGE.glob("*.py"))
+    assert len(top) <= 10, top
+    packages = sorted(path.parent for path in PACKAGE.rglob("__init__.py"))
+    undocumented = [str(package.relative_to(PACKAGE.parent)) for package in packages
+                    if len(ast.get_docstring(ast.parse((package / "__init__.py").read_text("utf-8"))) or "") < 200]
+    assert undocumented == []
+    missing_rule = [package.name for package in packages
+                    if package.parent == PACKAGE and package.name not in ("pipeline", "service")
+                    and "May import" not in (package / "__init__.py").read_text("utf-8")]
+    assert missing_rule == []
+
+
 def test_the_pipeline_imports_nothing_from_the_daemon_but_the_error_tree() -> None:
     outside = {
         module: sorted(m for m in imported if not m.startswith("daemon.pipeline") and m != "daemon.errors")

@@ -24,9 +24,9 @@ from einops import rearrange
 from daemon.pipeline.birefnet import Backbone, BiRefNet, build_birefnet, key_differences
 from daemon.pipeline.birefnet import deform
 from daemon.pipeline.birefnet.decoder import PATCH_STACKERS
-from daemon.pipeline.patchorder import PATCH_ORDERS, PatchOrder
 from daemon.pipeline.birefnet.swin import SwinShape
 from daemon.pipeline.birefnet.windows import partition, shift_mask, window_layout
+from daemon.pipeline.patchorder import PATCH_ORDERS, PatchOrder
 from tests.birefnet_weights import GOLDEN, golden_input, load_rule_weights, reference_keys
 
 BACKBONES: list[Backbone] = ["swin_v1_l", "swin_v1_t"]

@@ -25,16 +25,17 @@ from structlog.testing import capture_logs
 from daemon.companions.dashboard.app import Dashboard, create_app
 from daemon.companions.dashboard.auth import TOKEN_COOKIE
 from daemon.companions.dashboard.board import Board
-from daemon.companions.dashboard.server import TOKEN_FILE, build_dashboard
 from daemon.companions.dashboard.paths import open_file
+from daemon.companions.dashboard.server import TOKEN_FILE, build_dashboard
 from daemon.companions.dashboard.thumbs import ThumbCache, make_thumbnail
+from daemon.companions.telemetry import Telemetry, TelemetryPublisher
 from daemon.errors import QueueError
 from daemon.folders.outputs import ErrorReport, Folders, error_file
-from daemon.store.sqlite import JobQueue
 from daemon.settings import Settings, load_settings, public_settings
 from daemon.store.jobs import Fingerprint
+from daemon.store.sqlite import JobQueue
 from daemon.store.view import StoreView
-from daemon.companions.telemetry import JobRecord, Telemetry, TelemetryPublisher
+from daemon.work.record import JobRecord
 
 LOCAL = "http://127.0.0.1:8765"
 TOKEN = "s3cret-token-0123456789"
@@ -489,8 +490,8 @@ def test_a_dashboard_without_a_queue_yet_shows_the_problem_not_a_traceback(tmp_p
 # --- a fleet's PostgreSQL store --------------------------------------------------------------
 def test_the_board_and_metrics_read_a_postgresql_store_and_its_fleet(postgres_url: str, tmp_path: Path) -> None:
     from daemon.companions.dashboard.metrics import metrics_text
-    from daemon.store.postgres import PostgresStore
     from daemon.store.jobs import WorkerInfo
+    from daemon.store.postgres import PostgresStore
     from daemon.store.view import open_view
 
     store = PostgresStore(postgres_url, worker="mini-1:/state")

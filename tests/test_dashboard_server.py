@@ -16,12 +16,12 @@ import pytest
 
 from daemon.companions.alongside import alongside
 from daemon.companions.dashboard.auth import TOKEN_COOKIE
-from daemon.errors import ConfigError
 from daemon.companions.monitor import SESSION_FILE
-from daemon.folders.outputs import Folders
-from daemon.store.sqlite import JobQueue
-from daemon.settings import Settings, load_settings
 from daemon.companions.telemetry import TELEMETRY_FILE, read_telemetry
+from daemon.errors import ConfigError
+from daemon.folders.outputs import Folders
+from daemon.settings import Settings, load_settings
+from daemon.store.sqlite import JobQueue
 from daemon.testing import wait_until
 from tests.test_dashboard import _done
 

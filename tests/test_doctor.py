@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from daemon.cli.main import main
 from daemon.cli.context import Context
+from daemon.cli.main import main
 from daemon.cli.doctor import (
     Check,
     check_agent,
@@ -27,8 +27,8 @@ from daemon.cli.doctor import (
     report,
     service_paths,
 )
-from daemon.models.fetch import PIN_FILE_NAME, ModelStore, fetch_model
 from daemon.folders.outputs import Folders
+from daemon.models.fetch import PIN_FILE_NAME, ModelStore, fetch_model
 from daemon.pipeline.modelspec import ModelSpec
 from daemon.service import Host
 from daemon.settings import ModelSettings, Settings

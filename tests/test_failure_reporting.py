@@ -18,15 +18,15 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 import pytest
 
-from daemon.work.batch import run_batch
-from daemon.logs import configure_logging
 from daemon.folders.outputs import Folders
+from daemon.logs import configure_logging
 from daemon.pipeline import PipelineParams
-from daemon.store.sqlite import JobQueue
-from daemon.store.jobs import Fingerprint
 from daemon.settings import LoggingSettings, QueueSettings
-from daemon.work.worker import Worker
+from daemon.store.jobs import Fingerprint
+from daemon.store.sqlite import JobQueue
 from daemon.testing import BrightModel, FakeClock
+from daemon.work.batch import run_batch
+from daemon.work.worker import Worker
 from tests.conftest import fill_disk, small_tmpfs, subject_image, write_image
 
 BOX = (100, 80, 300, 220)

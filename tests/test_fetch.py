@@ -14,8 +14,8 @@ import pytest
 from huggingface_hub import constants
 from huggingface_hub.utils.tqdm import are_progress_bars_disabled
 
-from daemon.cli.main import main
 from daemon.cli.context import Context, open_model
+from daemon.cli.main import main
 from daemon.errors import ConfigError, ModelLoadError
 from daemon.models.fetch import PIN_FILE_NAME, ModelStore, Snapshot, fetch_model, hub_download, plan_load
 from daemon.pipeline.modelspec import ModelSpec

@@ -14,10 +14,10 @@ import pytest
 from structlog.testing import capture_logs
 
 from daemon.folders.outputs import Folders
-from daemon.store.postgres import MIGRATIONS, PostgresStore
 from daemon.pipeline.constants import PipelineParams
 from daemon.settings import QueueSettings
 from daemon.store.jobs import Fingerprint
+from daemon.store.postgres import MIGRATIONS, PostgresStore
 from daemon.testing import BrightModel, FakeClock, wait_until
 from daemon.work.worker import Worker
 from tests.conftest import subject_image, write_image
@@ -147,8 +147,8 @@ def test_queue_init_creates_the_tables_once_and_status_reads_the_shared_queue(
 
 
 def test_the_daemon_runs_on_the_postgresql_store(folders: Folders, postgres_url: str, tmp_path: Path) -> None:
-    from daemon.watch.runner import Daemon
     from daemon.settings import load_settings
+    from daemon.watch.runner import Daemon
 
     settings = load_settings(_config(tmp_path, postgres_url, folders))
     daemon = Daemon(settings=settings, folders=folders, model=BrightModel())
@@ -247,8 +247,8 @@ def test_a_rescan_longer_than_the_lease_never_hands_this_workers_job_to_another(
     job while this one works on it."""
     import time
 
-    from daemon.watch.runner import Daemon
     from daemon.settings import load_settings
+    from daemon.watch.runner import Daemon
     from daemon.watch.settle import reconcile
     from tests.test_runner import Running
 

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from daemon.work.batch import run_batch
-from daemon.cli.main import main
 from daemon.cli.context import Context
+from daemon.cli.main import main
 from daemon.errors import ConfigError
+from daemon.work.batch import run_batch
 from daemon.folders.outputs import (
     Folders,
     folder_relation,
@@ -26,9 +26,10 @@ from daemon.folders.outputs import (
     same_or_nested,
     validate_folders,
 )
+from daemon.folders.outputs import OriginalsPolicy
 from daemon.pipeline import PipelineParams
 from daemon.service import Host
-from daemon.settings import FolderSettings, OriginalsPolicy
+from daemon.settings import FolderSettings
 from daemon.testing import BrightModel
 from tests.conftest import subject_image, write_image
 from tests.fake_hub import FakeHub
@@ -91,7 +92,7 @@ def test_on_a_case_insensitive_file_system_another_case_is_the_same_folder(tmp_p
 def _folders(tmp_path: Path, **paths: Path) -> Folders:
     (tmp_path / "in").mkdir(exist_ok=True)
     settings = FolderSettings(input=tmp_path / "in", output=tmp_path / "out", **paths)
-    return Folders.from_settings(settings, default_state=tmp_path / "state")
+    return settings.resolve(default_state=tmp_path / "state")
 
 
 def _refusal(folders: Folders, *, policy: OriginalsPolicy = "keep") -> str:

@@ -15,14 +15,14 @@ import pytest
 from structlog.testing import capture_logs
 
 from daemon.errors import FileChanged, Undecodable, VolumeUnavailable
-from daemon.store.live import read_live
 from daemon.folders.outputs import Folders
-from daemon.store.sqlite import JobQueue
-from daemon.store.jobs import Fingerprint
 from daemon.folders.volume import Volume
+from daemon.store.jobs import Fingerprint
+from daemon.store.live import read_live
+from daemon.store.sqlite import JobQueue
+from daemon.testing import BrightModel, FakeClock, wait_until
 from daemon.watch.settle import Settler, start_observer
 from daemon.work.worker import Worker, _Claimed
-from daemon.testing import BrightModel, FakeClock, wait_until
 from tests.conftest import subject_image, write_image
 from tests.test_watch import Recorder
 from tests.test_worker import BOX, add, drain, folders, make_worker, queue  # noqa: F401  (fixtures)

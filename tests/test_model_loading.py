@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from daemon.errors import ModelLoadError
+from daemon.pipeline import PipelineParams
 from daemon.pipeline.model import DeviceChoice, choose_device, export_torchscript, load_model
 from daemon.pipeline.modelspec import BIREFNET_REPO, ModelSpec, parse_model_spec
 from daemon.pipeline.preprocess import normalize, resize_and_pad
-from daemon.pipeline import PipelineParams
 from tests import tiny_models
 from tests.conftest import subject_image
 

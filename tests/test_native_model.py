@@ -192,8 +192,8 @@ def _family_context(tmp_path: Path, trees: dict[str, Path]) -> tuple[object, Pat
 def test_a_family_model_is_fetched_and_pinned_and_loads_offline_into_the_built_in_code_never_the_repos(
     tmp_path: Path,
 ) -> None:
-    from daemon.cli.main import main
     from daemon.cli.context import open_model
+    from daemon.cli.main import main
     from tests.fake_hub import COMMIT_A
     from tests.hub_code import EINOPS_CODE
 
@@ -227,8 +227,8 @@ def test_a_checkpoint_whose_code_tells_no_patch_order_runs_the_hubs_own_code_and
 def test_a_pinned_revision_that_no_longer_fits_loads_offline_with_the_repos_own_code_and_says_why(
     tmp_path: Path, hf_model_dir: Path
 ) -> None:
-    from daemon.cli.main import main
     from daemon.cli.context import open_model
+    from daemon.cli.main import main
     from tests.fake_hub import COMMIT_B
 
     ctx, config, _ = _family_context(tmp_path, {COMMIT_B: hf_model_dir})  # a "renamed" checkpoint, with its code

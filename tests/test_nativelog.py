@@ -24,8 +24,8 @@ BOX = (100, 80, 300, 220)
 _DECODE_WITH_CAPTURE = """
 import sys
 import cv2, numpy as np
-from daemon.logs import configure_logging
 from daemon.cli.nativelog import capture_native_stderr
+from daemon.logs import configure_logging
 from daemon.settings import LoggingSettings
 
 configure_logging(LoggingSettings(format="json"), stream=sys.stdout)

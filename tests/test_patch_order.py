@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from daemon.cli.main import main
 from daemon.cli.context import Context
+from daemon.cli.main import main
 from daemon.errors import ModelLoadError
 from daemon.models.fetch import PIN_FILE_NAME, ModelPin, ModelStore, complete_pin, fetch_model, patch_order_for
 from daemon.pipeline.modelspec import WEIGHTS_FILE, parse_model_spec

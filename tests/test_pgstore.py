@@ -14,8 +14,8 @@ import psycopg
 import pytest
 
 from daemon.errors import ConfigError, QueueError
-from daemon.store.postgres import MIGRATIONS, Migrated, PostgresStore, migrate, redacted
 from daemon.store.jobs import Fingerprint, Job
+from daemon.store.postgres import MIGRATIONS, Migrated, PostgresStore, migrate, redacted
 from daemon.testing import FakeClock, wait_until
 
 P = PurePosixPath

@@ -20,11 +20,11 @@ from PIL import Image, ImageOps
 from daemon.errors import TooLarge, Undecodable, Unsupported
 from daemon.pipeline import ImageOptions, process_image
 from daemon.pipeline.composite import crop_box
+from daemon.pipeline.constants import PipelineParams
 from daemon.pipeline.pipeline import StageTimer, finish
 from daemon.pipeline.postprocess import postprocess
 from daemon.pipeline.preprocess import normalize, resize_and_pad
 from daemon.pipeline.source import HEIF_AVAILABLE, RAW_AVAILABLE
-from daemon.pipeline.constants import PipelineParams
 from daemon.testing import BrightModel
 from tests.conftest import BRIGHT, DARK, subject_image, write_image
 from tests.icc import adobe_rgb_profile, adobe_to_srgb

@@ -14,9 +14,9 @@ from structlog.testing import capture_logs
 
 from daemon.folders.outputs import Folders
 from daemon.store.sqlite import JobQueue
-from daemon.watch.runner import Daemon
 from daemon.store.statedir import QUEUE_FILE
 from daemon.testing import BrightModel, wait_until
+from daemon.watch.runner import Daemon
 from tests.conftest import write_image
 from tests.test_runner import Running, drop, folders, settings_for  # noqa: F401  (the fixture)
 

@@ -9,8 +9,8 @@ from pathlib import Path, PurePosixPath
 import pytest
 
 from daemon.errors import ConfigError
-from daemon.store.sqlite import JobQueue
 from daemon.store.jobs import Fingerprint
+from daemon.store.sqlite import JobQueue
 from daemon.testing import FakeClock
 
 P = PurePosixPath

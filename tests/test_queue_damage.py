@@ -24,19 +24,19 @@ import cv2
 import numpy as np
 import pytest
 
-from daemon.cli.main import main
 from daemon.cli.context import Context, current_context
 from daemon.cli.doctor import check_queue
+from daemon.cli.main import main
 from daemon.errors import ConfigError, QueueDamaged, QueueError, from_sqlite_error
+from daemon.folders.layout import content_hash
 from daemon.folders.outputs import ERROR_SUFFIX, ErrorReport, Folders
-from daemon.store.sqlite import JobQueue
+from daemon.settings import load_settings
 from daemon.store.jobs import Fingerprint
 from daemon.store.rebuild import pair_outputs, prepare_queue, rebuild_queue
-from daemon.watch.runner import Daemon
+from daemon.store.sqlite import JobQueue
 from daemon.store.statedir import acquire_lock, inspect_queue, open_existing_queue, queue_path
-from daemon.settings import load_settings
-from daemon.cli.status import retry
-from daemon.folders.layout import content_hash
+from daemon.store.steering import retry
+from daemon.watch.runner import Daemon
 from tests import harness
 from daemon.testing import BrightModel
 from tests.conftest import subject_image, write_image

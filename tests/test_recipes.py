@@ -14,17 +14,17 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from daemon.work.batch import run_batch
 from daemon.errors import ConfigError
 from daemon.folders.outputs import Folders
+from daemon.folders.routing import SEED_ROUTING, Route, Routing, matches, plan_files
 from daemon.pipeline.constants import PipelineParams
 from daemon.pipeline.recipe import Recipe
-from daemon.store.sqlite import JobQueue
-from daemon.folders.routing import SEED_ROUTING, Route, Routing, matches, plan_files
 from daemon.settings import QueueSettings, load_settings, routing
-from daemon.cli.status import reprocess
 from daemon.store.jobs import Fingerprint
+from daemon.store.sqlite import JobQueue
+from daemon.store.steering import reprocess
 from daemon.testing import BrightModel, FakeClock
+from daemon.work.batch import run_batch
 from daemon.work.worker import Worker
 from tests.conftest import subject_image, write_image
 

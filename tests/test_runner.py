@@ -21,12 +21,12 @@ from watchdog.observers.api import BaseObserver
 
 from daemon.errors import ModelLoadError
 from daemon.folders.outputs import Folders
-from daemon.store.sqlite import JobQueue
-from daemon.store.jobs import Fingerprint
-from daemon.watch.runner import EXIT_LOOP_FAILED, EXIT_SECOND_SIGNAL, Daemon, install_signal_handlers
 from daemon.settings import Settings, load_settings
+from daemon.store.jobs import Fingerprint
+from daemon.store.sqlite import JobQueue
 from daemon.store.statedir import QUEUE_FILE, acquire_lock
 from daemon.testing import BrightModel, wait_until
+from daemon.watch.runner import EXIT_LOOP_FAILED, EXIT_SECOND_SIGNAL, Daemon, install_signal_handlers
 from daemon.watch.settle import start_observer
 from tests.conftest import subject_image, write_image
 

@@ -23,8 +23,8 @@ from typing import Any
 import pytest
 import structlog
 
-from daemon.cli.main import _configure_logging, build_parser, main, settings_from
 from daemon.cli.context import Context
+from daemon.cli.main import _configure_logging, build_parser, main, settings_from
 from daemon.errors import ModelLoadError, ServiceError
 from daemon.models.fetch import PIN_FILE_NAME, ModelStore, fetch_model
 from daemon.pipeline.model import ModelSpec

@@ -14,15 +14,15 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
+from daemon.cli.status import collect_status, print_status
 from daemon.companions.alerts import Alerts
-from daemon.store.live import LiveState, Waiting, read_live
 from daemon.companions.monitor import DiskUsage, Monitor
 from daemon.folders.outputs import Folders
-from daemon.watch.runner import Daemon
 from daemon.settings import AlertSettings, QueueSettings
-from daemon.cli.status import collect_status, print_status
+from daemon.store.live import LiveState, Waiting, read_live
 from daemon.store.view import open_view
 from daemon.testing import BrightModel, FakeClock, wait_until
+from daemon.watch.runner import Daemon
 from tests.conftest import fill_disk, small_tmpfs
 from tests.test_runner import Running, drop, outputs, settings_for
 

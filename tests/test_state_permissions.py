@@ -31,9 +31,9 @@ import structlog
 from daemon.cli.main import main
 from daemon.errors import ConfigError
 from daemon.logs import configure_logging
+from daemon.settings import LoggingSettings
 from daemon.store.sqlite import JobQueue
 from daemon.store.statedir import LOCK_FILE, QUEUE_FILE, acquire_lock, daemon_pid
-from daemon.settings import LoggingSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -188,7 +188,7 @@ def test_the_state_folder_is_created_private(hot_setup: dict[str, Path], tmp_pat
     from daemon.settings import FolderSettings
 
     settings = FolderSettings(input=hot_setup["in"], output=hot_setup["out"], state=tmp_path / "new" / "state")
-    validate_folders(Folders.from_settings(settings, default_state=tmp_path / "unused"), policy="keep")
+    validate_folders(settings.resolve(default_state=tmp_path / "unused"), policy="keep")
     assert _mode(tmp_path / "new" / "state") == 0o700
 
 

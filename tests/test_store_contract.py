@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 
 from daemon.errors import QueueDamaged, QueueError
-from daemon.store.sqlite import JobQueue
 from daemon.store.jobs import Fingerprint, JobStore, Recovery
+from daemon.store.sqlite import JobQueue
 from daemon.testing import FakeClock
 from tests.conftest import fill_disk, small_tmpfs
 

@@ -8,10 +8,11 @@ from pathlib import Path
 
 import structlog
 
+from daemon.companions.telemetry import BUCKETS, TELEMETRY_FILE, Histogram, Telemetry, TelemetryPublisher, read_telemetry
 from daemon.logs import configure_logging
 from daemon.settings import LoggingSettings
-from daemon.companions.telemetry import BUCKETS, TELEMETRY_FILE, Histogram, JobRecord, Telemetry, TelemetryPublisher, read_telemetry
 from daemon.testing import FakeClock
+from daemon.work.record import JobRecord
 
 
 def _record(path: str, outcome: str = "done", **fields: object) -> JobRecord:
@@ -38,9 +39,9 @@ def test_renaming_a_log_key_cannot_change_a_metric(tmp_path: Path) -> None:
 
     from daemon.folders.outputs import Folders
     from daemon.pipeline.constants import PipelineParams
-    from daemon.store.sqlite import JobQueue
     from daemon.settings import QueueSettings
     from daemon.store.jobs import Fingerprint
+    from daemon.store.sqlite import JobQueue
     from daemon.testing import BrightModel
     from daemon.work.worker import Worker
     from tests.conftest import subject_image, write_image

@@ -17,9 +17,9 @@ import pytest
 
 from daemon.cli.main import main
 from daemon.errors import ModelLoadError
+from daemon.models.torchvision_check import TorchFacts, read_facts, satisfies, torch_requirement, verdict
 from daemon.pipeline.installs import birefnet_install_command, matching_torchvision_command
 from daemon.pipeline.model import load_hf_module
-from daemon.models.torchvision_check import TorchFacts, read_facts, satisfies, torch_requirement, verdict
 from tests import tiny_models
 
 NMS_MISSING = "RuntimeError: operator torchvision::nms does not exist"

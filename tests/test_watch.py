@@ -12,10 +12,10 @@ import pytest
 
 from daemon.store.sqlite import JobQueue
 
-from daemon.store.jobs import Fingerprint
 from daemon.folders.layout import is_candidate_name
-from daemon.watch.settle import Settler, reconcile, start_observer
+from daemon.store.jobs import Fingerprint
 from daemon.testing import FakeClock, wait_until
+from daemon.watch.settle import Settler, reconcile, start_observer
 from tests.conftest import subject_image, write_image
 
 P = PurePosixPath

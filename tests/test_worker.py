@@ -12,13 +12,14 @@ import pytest
 
 from daemon.errors import ModelError
 from daemon.folders.outputs import Folders
+from daemon.folders.outputs import OriginalsPolicy
 from daemon.pipeline import PipelineParams, process_image
-from daemon.store.sqlite import JobQueue
+from daemon.settings import QueueSettings
 from daemon.store.jobs import Fingerprint
-from daemon.settings import OriginalsPolicy, QueueSettings
-from daemon.cli.status import retry
-from daemon.work.worker import Worker, backoff
+from daemon.store.sqlite import JobQueue
+from daemon.store.steering import retry
 from daemon.testing import BrightModel, FakeClock
+from daemon.work.worker import Worker, backoff
 from tests.conftest import subject_image, write_image
 
 P = PurePosixPath

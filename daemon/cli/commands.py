@@ -13,10 +13,10 @@ import sys
 
 import structlog
 
+from daemon.cli import service as service_commands
 from daemon.cli.context import Context, configured_folders, folders_from, open_model, state_dir, store_for
 from daemon.errors import ConfigError, QueueDamaged, QueueError
 from daemon.models.fetch import fetch_model, is_hub_model, pinned_patch_order
-from daemon.cli import service as service_commands
 from daemon.settings import Settings, cpu_threads, image_options, in_flight, routing
 
 log = structlog.get_logger("cutout")
@@ -44,9 +44,9 @@ def given_settings(args: argparse.Namespace) -> str:
 
 
 def cmd_process(args: argparse.Namespace, settings: Settings, ctx: Context) -> int:
-    from daemon.work.batch import check_process_folders, print_summary, refuse_overwrite, run_batch
     from daemon.folders.claims import Claimant, FolderClaims
     from daemon.folders.outputs import ensure_writable
+    from daemon.work.batch import check_process_folders, print_summary, refuse_overwrite, run_batch
 
     if not args.input.is_dir():
         print(f"cutout process: input folder {args.input} does not exist", file=sys.stderr)
@@ -78,12 +78,12 @@ def cmd_process(args: argparse.Namespace, settings: Settings, ctx: Context) -> i
 
 
 def cmd_watch(args: argparse.Namespace, settings: Settings, ctx: Context) -> int:
+    from daemon.cli.nativelog import capture_native_stderr
     from daemon.folders.claims import Claimant, FolderClaims
     from daemon.folders.outputs import validate_folders
     from daemon.store.rebuild import prepare_queue
-    from daemon.watch.runner import Daemon, install_signal_handlers
     from daemon.store.statedir import STATE_FILES, daemon_pid
-    from daemon.cli.nativelog import capture_native_stderr
+    from daemon.watch.runner import Daemon, install_signal_handlers
 
     folders = folders_from(settings, ctx)
     validate_folders(folders, policy=settings.originals, state_files=STATE_FILES)
@@ -123,7 +123,7 @@ def cmd_status(args: argparse.Namespace, settings: Settings, ctx: Context) -> in
 
 
 def cmd_retry(args: argparse.Namespace, settings: Settings, ctx: Context) -> int:
-    from daemon.cli.status import retry
+    from daemon.store.steering import retry
 
     if args.all == (args.path is not None):
         raise ConfigError("give either a quarantined file or --all")
@@ -139,7 +139,7 @@ def cmd_retry(args: argparse.Namespace, settings: Settings, ctx: Context) -> int
 
 
 def cmd_reprocess(args: argparse.Namespace, settings: Settings, ctx: Context) -> int:
-    from daemon.cli.status import reprocess
+    from daemon.store.steering import reprocess
 
     if args.all == (args.path is not None):
         raise ConfigError("give either a file or folder of the hot folder, or --all")

@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING
 from platformdirs import user_state_dir
 
 from daemon.errors import ConfigError, QueueDamaged
-from daemon.models.fetch import PIN_FILE_NAME, Downloader, ModelStore, hub_download
 from daemon.folders.outputs import Folders
+from daemon.models.fetch import PIN_FILE_NAME, Downloader, ModelStore, hub_download
 from daemon.service import Host
 from daemon.settings import Settings
 
@@ -71,7 +71,7 @@ def current_context() -> Context:
 
 # --- Settings and context -> folders, the model store, the model ------------------------------
 def folders_from(settings: Settings, ctx: Context) -> Folders:
-    return Folders.from_settings(settings.folders, default_state=ctx.default_state)
+    return settings.folders.resolve(default_state=ctx.default_state)
 
 
 def state_dir(settings: Settings, ctx: Context) -> Path:

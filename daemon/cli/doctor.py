@@ -17,15 +17,16 @@ from pathlib import Path
 from typing import Literal, TextIO
 
 from daemon.errors import CutoutError, QueueError, ServiceError
-from daemon.models.fetch import ModelPin, ModelStore, is_hub_model, patch_order_for, plan_load
-from daemon.pipeline.modelspec import ModelSpec
-from daemon.models.loading import load_planned
 from daemon.folders.outputs import Folders
-from daemon.pipeline.model import Accelerators, TorchAccelerators, choose_device
-from daemon.store.statedir import inspect_queue, queue_path
-from daemon.service import AgentStatus, Host, grant_target, manager_for
-from daemon.settings import OriginalsPolicy, QueueSettings, Settings
+from daemon.folders.outputs import OriginalsPolicy
+from daemon.models.fetch import ModelPin, ModelStore, is_hub_model, patch_order_for, plan_load
+from daemon.models.loading import load_planned
 from daemon.models.torchvision_check import read_facts, verdict
+from daemon.pipeline.model import Accelerators, TorchAccelerators, choose_device
+from daemon.pipeline.modelspec import ModelSpec
+from daemon.service import AgentStatus, Host, grant_target, manager_for
+from daemon.settings import QueueSettings, Settings
+from daemon.store.statedir import inspect_queue, queue_path
 
 VERSIONED = ("torch", "transformers", "opencv-python-headless", "numpy", "watchdog", "torchvision", "timm")
 Status = Literal["ok", "warn", "FAIL", "skip"]

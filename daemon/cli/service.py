@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Protocol
 
 from daemon.errors import ConfigError
-from daemon.models.fetch import ModelStore, is_hub_model, plan_load
 from daemon.folders.outputs import Folders
+from daemon.models.fetch import ModelStore, is_hub_model, plan_load
 from daemon.service import (
     AgentSpec,
     AgentStatus,
@@ -66,7 +66,7 @@ def install(
     if config is None:
         raise ConfigError("give the settings file the service runs with: --config F (see config/default.yaml)")
     manager = manager_for(host=ctx.host, systemd=systemd)
-    folders = Folders.from_settings(settings.folders, default_state=ctx.default_state)
+    folders = settings.folders.resolve(default_state=ctx.default_state)
     _check_config(settings, folders=folders, store=store, config=config, creates=manager.may_install and not dry_run)
     spec = agent_spec(settings, ctx=ctx, config=config, label=label)
     if not manager.may_install:

@@ -25,10 +25,10 @@ from contextlib import ExitStack, contextmanager
 import structlog
 
 from daemon.atomic import make_private_dir
+from daemon.companions.telemetry import Telemetry, TelemetryPublisher
 from daemon.errors import ConfigError
 from daemon.folders.outputs import Folders
 from daemon.settings import Settings
-from daemon.companions.telemetry import Telemetry, TelemetryPublisher
 
 log = structlog.get_logger("cutout.companions")
 

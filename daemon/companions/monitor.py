@@ -30,12 +30,12 @@ from typing import NamedTuple
 
 import structlog
 
-from daemon.companions.alerts import Alerts, Event
 from daemon.atomic import write_atomic
-from daemon.store.crashreport import CRASH_REPORT_FILE, CrashReport
+from daemon.companions.alerts import Alerts, Event
 from daemon.errors import CutoutError
-from daemon.store.live import read_live
 from daemon.settings import AlertSettings
+from daemon.store.crashreport import CRASH_REPORT_FILE, CrashReport
+from daemon.store.live import read_live
 from daemon.store.view import StoreView
 
 log = structlog.get_logger("cutout.monitor")

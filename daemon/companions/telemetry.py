@@ -29,6 +29,7 @@ from typing import Any
 import structlog
 
 from daemon.atomic import write_atomic
+from daemon.work.record import JobRecord
 
 log = structlog.get_logger("cutout.telemetry")
 
@@ -74,19 +75,6 @@ class Histogram:
         if len(counts) != len(BUCKETS) + 1:
             raise ValueError("histogram buckets changed")
         return cls(counts=counts, total=float(data["sum"]))
-
-
-@dataclass(frozen=True, kw_only=True)
-class JobRecord:
-    """One job's end as the worker states it: the `job` log event's fields and the telemetry's input."""
-
-    path: str
-    outcome: str
-    attempt: int
-    timings: dict[str, float]
-    queue_wait: float
-    total: float
-    reason: str | None = None
 
 
 @dataclass(frozen=True)

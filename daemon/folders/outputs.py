@@ -15,17 +15,20 @@ import tempfile
 from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
+from typing import Literal
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 
 from daemon import __version__
 from daemon.atomic import access_problem, make_private_dir, sync_dir
-from daemon.folders.beneath import check_name, folder_beneath, move_beneath, remove_quietly, stage, sync_folder, write_beneath
 from daemon.errors import ConfigError, PathBlocked, from_os_error
+from daemon.folders.beneath import check_name, folder_beneath, move_beneath, remove_quietly, stage, sync_folder, write_beneath
 from daemon.folders.layout import NAME_MAX, name_bytes
-from daemon.settings import FolderSettings, OriginalsPolicy
 
 ERROR_SUFFIX = ".error.json"
+
+OriginalsPolicy = Literal["keep", "archive", "delete"]
+"""What happens to an original once its cut-out is on disk (`originals:` in the config)."""
 
 
 @dataclass(frozen=True)
@@ -39,17 +42,16 @@ class Folders:
     state: Path
 
     @classmethod
-    def from_settings(cls, settings: FolderSettings, *, default_state: Path) -> Folders:
-        if settings.input is None or settings.output is None:
-            missing = "folders.input" if settings.input is None else "folders.output"
-            raise ConfigError(f"{missing} is not set: give it in the config file or with --{missing.split('.')[1]}")
-        output = _absolute(settings.output)
+    def resolved(cls, *, input: Path, output: Path, quarantine: Path | None, archive: Path | None,
+                 state: Path) -> Folders:
+        """Absolute, with the quarantine and the archive beside the output folder unless given."""
+        output = _absolute(output)
         return cls(
-            input=_absolute(settings.input),
+            input=_absolute(input),
             output=output,
-            quarantine=_absolute(settings.quarantine or output.parent / "quarantine"),
-            archive=_absolute(settings.archive or output.parent / "archive"),
-            state=_absolute(settings.state or default_state),
+            quarantine=_absolute(quarantine or output.parent / "quarantine"),
+            archive=_absolute(archive or output.parent / "archive"),
+            state=_absolute(state),
         )
 
 

@@ -13,8 +13,8 @@ import dataclasses
 
 from daemon.errors import ModelLoadError
 from daemon.models.fetch import Downloader, LoadPlan, ModelStore, complete_pin, fetch_model, patch_order_for, plan_load
-from daemon.pipeline.modelspec import WEIGHTS_FILE
 from daemon.pipeline.model import DeviceChoice, LoadedModel, choose_device, load_model
+from daemon.pipeline.modelspec import WEIGHTS_FILE
 from daemon.pipeline.native import NativeCheckpoint
 from daemon.pipeline.precision import compiled, probe_batch, with_precision
 from daemon.settings import ModelSettings, Settings

@@ -10,10 +10,10 @@ import numpy as np
 import numpy.typing as npt
 
 from daemon.errors import NoForeground
-from daemon.pipeline.constants import PNG_FILTER, PngFilter
-from daemon.pipeline.postprocess import Region, matte_to_uint8
 from daemon.pipeline import pngchunks
+from daemon.pipeline.constants import PNG_FILTER, PngFilter
 from daemon.pipeline.matte import FloatArray
+from daemon.pipeline.postprocess import Region, matte_to_uint8
 from daemon.pipeline.preprocess import RGBImage
 from daemon.pipeline.source import SourceImage
 

@@ -15,8 +15,8 @@ from pathlib import Path
 
 from daemon.errors import ConfigError
 from daemon.settings import QueueSettings
-from daemon.store.statedir import QUEUE_FILE, open_existing_queue, open_job_queue
 from daemon.store.jobs import JobStore
+from daemon.store.statedir import QUEUE_FILE, open_existing_queue, open_job_queue
 
 
 def worker_id(state: Path) -> str:

@@ -50,8 +50,8 @@ from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
 from daemon.errors import ConfigError, QueueError, StoreIncomplete
-from daemon.store.sql import START_ATTEMPT, Params, Row, Sql, SqlJobStore
 from daemon.store.jobs import Job, WorkerInfo
+from daemon.store.sql import START_ATTEMPT, Params, Row, Sql, SqlJobStore
 
 DictRow = dict[str, Any]
 """A row as psycopg's `dict_row` gives it."""

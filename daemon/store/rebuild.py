@@ -61,8 +61,8 @@ from daemon.atomic import sync_dir
 from daemon.errors import ConfigError, QueueDamaged, QueueError
 from daemon.folders.layout import candidate_outputs, claim_key, content_hash, is_candidate_name, is_storable, iter_inputs
 from daemon.folders.outputs import ERROR_SUFFIX, Folders
-from daemon.pipeline.formats import PNG_SIGNATURE, file_truncation
 from daemon.folders.routing import SEED_ROUTING, Routing
+from daemon.pipeline.formats import PNG_SIGNATURE, file_truncation
 from daemon.store.jobs import DoneRecord, FailedRecord, Fingerprint
 from daemon.store.statedir import acquire_lock, daemon_pid, inspect_queue, open_job_queue, queue_path
 

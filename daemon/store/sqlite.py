@@ -42,8 +42,8 @@ from pathlib import Path, PurePosixPath
 from daemon.atomic import access_problem, make_private_dir
 from daemon.errors import ConfigError, from_sqlite_error, is_queue_damage
 from daemon.folders.layout import claim_key
-from daemon.store.sql import START_ATTEMPT, Params, Row, Sql, SqlJobStore
 from daemon.store.jobs import Job, WorkerInfo
+from daemon.store.sql import START_ATTEMPT, Params, Row, Sql, SqlJobStore
 
 
 SCHEMA = """

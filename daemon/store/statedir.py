@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import IO, Literal
 
 from daemon.atomic import access_problem, make_private_dir
-from daemon.store.crashreport import CRASH_REPORT_FILE
 from daemon.errors import ConfigError, QueueDamaged, QueueError, from_sqlite_error
+from daemon.store.crashreport import CRASH_REPORT_FILE
 from daemon.store.sqlite import JobQueue
 
 QUEUE_FILE = "queue.sqlite3"

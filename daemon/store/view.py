@@ -24,11 +24,11 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, TypeAlias
 
 from daemon.errors import from_sqlite_error
-from daemon.store.sqlite import JobQueue
 from daemon.settings import QueueSettings
-from daemon.store.statedir import QUEUE_FILE
-from daemon.store.jobs import Job, State, WorkerInfo
 from daemon.store.configured import worker_id
+from daemon.store.jobs import Job, State, WorkerInfo
+from daemon.store.sqlite import JobQueue
+from daemon.store.statedir import QUEUE_FILE
 
 if TYPE_CHECKING:
     from daemon.store.postgres import PostgresStore

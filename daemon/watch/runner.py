@@ -36,17 +36,17 @@ import structlog
 
 from daemon.atomic import sweep_temp_files
 from daemon.companions.alongside import alongside
-from daemon.store.crashreport import CRASH_REPORT_FILE, CrashReport
 from daemon.errors import JobError, ModelLoadError, QueueDamaged, QueueError, from_sqlite_error, is_queue_damage
 from daemon.folders.claims import Claimant, FolderClaims
 from daemon.folders.outputs import Folders, apply_originals_policy
-from daemon.pipeline.matte import MatteModel
-from daemon.store.jobs import Fingerprint, Job, Recovery
-from daemon.store.configured import open_store, worker_id
-from daemon.settings import Settings, cpu_threads, image_options, in_flight, public_settings, routing
-from daemon.store.statedir import QUEUE_FILE, acquire_lock
-from daemon.store.live import LIVE_FILE, LiveState
 from daemon.folders.volume import Volume
+from daemon.pipeline.matte import MatteModel
+from daemon.settings import Settings, cpu_threads, image_options, in_flight, public_settings, routing
+from daemon.store.configured import open_store, worker_id
+from daemon.store.crashreport import CRASH_REPORT_FILE, CrashReport
+from daemon.store.jobs import Fingerprint, Job, Recovery
+from daemon.store.live import LIVE_FILE, LiveState
+from daemon.store.statedir import QUEUE_FILE, acquire_lock
 from daemon.watch.settle import Settler, reconcile, start_observer
 from daemon.watch.tick import FolderWatch, Identity, ObserverFactory
 from daemon.work.worker import Worker

@@ -34,10 +34,10 @@ from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
 from daemon.errors import InvalidName, JobError, QueueError, is_queue_damage
-from daemon.store.live import Waiting
 from daemon.folders.layout import content_hash, display, is_candidate_name, is_storable, iter_inputs, storable
 from daemon.pipeline.formats import file_truncation
 from daemon.store.jobs import Fingerprint, JobStore, Offer
+from daemon.store.live import Waiting
 
 log = structlog.get_logger("cutout.watch")
 

@@ -27,11 +27,11 @@ from pathlib import PurePosixPath
 import structlog
 from watchdog.observers.api import BaseObserver
 
-from daemon.store.live import LiveState
 from daemon.folders.outputs import Folders
+from daemon.folders.volume import Volume
 from daemon.settings import Settings
 from daemon.store.jobs import JobStore, WorkerInfo
-from daemon.folders.volume import Volume
+from daemon.store.live import LiveState
 from daemon.watch.settle import Settler, reconcile
 from daemon.work.worker import Worker
 

@@ -17,17 +17,17 @@ from typing import Literal, TextIO
 import structlog
 from tqdm import tqdm
 
+from daemon.atomic import sweep_temp_files, write_atomic
 from daemon.errors import ConfigError, JobError, from_os_error
 from daemon.folders.layout import iter_inputs
-from daemon.pipeline.recipe import OutputFile
-from daemon.folders.routing import SEED_ROUTING, Routing, contents, plan_files
 from daemon.folders.outputs import check_folder_rules
-from daemon.work.stages import Stages, Task
-from daemon.atomic import sweep_temp_files, write_atomic
+from daemon.folders.routing import SEED_ROUTING, Routing, contents, plan_files
 from daemon.pipeline.constants import ImageOptions, PipelineParams
 from daemon.pipeline.matte import MatteModel
 from daemon.pipeline.pipeline import Cutout, Prepared
 from daemon.pipeline.pipeline import DEFAULTS
+from daemon.pipeline.recipe import OutputFile
+from daemon.work.stages import Stages, Task
 
 log = structlog.get_logger("cutout.process")
 

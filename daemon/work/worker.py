@@ -47,15 +47,16 @@ from daemon.folders.outputs import (
     quarantine_target,
     staged_outputs,
 )
+from daemon.folders.outputs import OriginalsPolicy
+from daemon.folders.routing import SEED_ROUTING, Routing, contents
+from daemon.folders.volume import ALWAYS_THERE, VolumeState
 from daemon.pipeline.constants import ImageOptions, PipelineParams
 from daemon.pipeline.matte import MatteModel
 from daemon.pipeline.pipeline import Cutout, Prepared, StageTimer
 from daemon.pipeline.pipeline import DEFAULTS
-from daemon.folders.routing import SEED_ROUTING, Routing, contents
+from daemon.settings import QueueSettings
 from daemon.store.jobs import Fingerprint, Job, JobStore
-from daemon.companions.telemetry import JobRecord
-from daemon.folders.volume import ALWAYS_THERE, VolumeState
-from daemon.settings import OriginalsPolicy, QueueSettings
+from daemon.work.record import JobRecord
 from daemon.work.stages import Stages, Task
 
 log = structlog.get_logger("cutout.worker")

@@ -45,7 +45,7 @@ from daemon.companions.dashboard.thumbs import MEDIA_TYPE, ThumbCache
 from daemon.errors import ConfigError, QueueError
 from daemon.folders.outputs import Folders
 from daemon.settings import Settings, routing
-from daemon.cli.status import retry
+from daemon.store.steering import retry
 
 STATIC = Path(__file__).parent / "static"
 MAX_FORM_BYTES = 64 * 1024

@@ -20,15 +20,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
+from daemon.companions.telemetry import JobTiming, Snapshot, read_telemetry
 from daemon.errors import CutoutError
-from daemon.store.live import Waiting, read_live
 from daemon.folders.outputs import Folders
 from daemon.folders.routing import SEED_ROUTING, Routing
 from daemon.settings import DashboardSettings, QueueSettings
-from daemon.store.statedir import daemon_pid
 from daemon.store.jobs import STATES, Job, State, WorkerInfo
+from daemon.store.live import Waiting, read_live
+from daemon.store.statedir import daemon_pid
 from daemon.store.view import StoreView, open_view
-from daemon.companions.telemetry import JobTiming, Snapshot, read_telemetry
 
 REFRESH_SECONDS = 1.0
 QUARANTINE_SHOWN = 200

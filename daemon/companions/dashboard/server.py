@@ -32,10 +32,10 @@ from daemon.companions.dashboard.app import Dashboard, create_app
 from daemon.companions.dashboard.auth import TOKEN_PARAM, Access, is_local
 from daemon.companions.dashboard.board import Board
 from daemon.companions.dashboard.thumbs import THUMBS_FOLDER, ThumbCache
+from daemon.companions.telemetry import Snapshot
 from daemon.errors import ConfigError
 from daemon.folders.outputs import Folders
 from daemon.settings import DashboardSettings, Settings, routing
-from daemon.companions.telemetry import Snapshot
 
 log = structlog.get_logger("cutout.dashboard")
 

@@ -16,8 +16,8 @@ from string import Template
 from urllib.parse import quote
 
 from daemon.companions.dashboard.board import CHART_MINUTES, Overview
-from daemon.store.jobs import Job
 from daemon.companions.telemetry import JobTiming
+from daemon.store.jobs import Job
 
 PARTS = ("status", "banner", "summary", "fleet", "recent", "quarantine")
 
