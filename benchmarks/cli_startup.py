@@ -18,9 +18,8 @@ import tempfile
 import time
 from pathlib import Path, PurePosixPath
 
-from daemon.store.sqlite import JobQueue
-
 from daemon.store.jobs import Fingerprint
+from daemon.store.sqlite import JobQueue
 
 JOBS = 2_000
 """A queue of a busy day's size, so status reads real rows."""

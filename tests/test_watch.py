@@ -10,10 +10,9 @@ from pathlib import Path, PurePosixPath
 
 import pytest
 
-from daemon.store.sqlite import JobQueue
-
 from daemon.folders.layout import is_candidate_name
 from daemon.store.jobs import Fingerprint
+from daemon.store.sqlite import JobQueue
 from daemon.testing import FakeClock, wait_until
 from daemon.watch.settle import Settler, reconcile, start_observer
 from tests.conftest import subject_image, write_image

@@ -11,15 +11,10 @@ import os
 import shlex
 import sys
 
-import structlog
-
-from daemon.cli import service as service_commands
 from daemon.cli.context import Context, configured_folders, folders_from, open_model, state_dir, store_for
 from daemon.errors import ConfigError, QueueDamaged, QueueError
 from daemon.models.fetch import fetch_model, is_hub_model, pinned_patch_order
 from daemon.settings import Settings, cpu_threads, image_options, in_flight, routing
-
-log = structlog.get_logger("cutout")
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 EXIT_INTERRUPTED = 130
@@ -78,6 +73,8 @@ def cmd_process(args: argparse.Namespace, settings: Settings, ctx: Context) -> i
 
 
 def cmd_watch(args: argparse.Namespace, settings: Settings, ctx: Context) -> int:
+    import structlog
+
     from daemon.cli.nativelog import capture_native_stderr
     from daemon.folders.claims import Claimant, FolderClaims
     from daemon.folders.outputs import validate_folders
@@ -98,8 +95,8 @@ def cmd_watch(args: argparse.Namespace, settings: Settings, ctx: Context) -> int
     if settings.queue.store == "sqlite":
         prepare_queue(folders, routing=routing(settings))
     loaded = open_model(settings, ctx=ctx, progress=sys.stderr.isatty())
-    log.info("model_loaded", model=str(loaded.spec), origin=loaded.origin, device=str(loaded.device.device),
-             device_reason=loaded.device.reason, patch_order=loaded.patch_order)
+    structlog.get_logger("cutout").info("model_loaded", model=str(loaded.spec), origin=loaded.origin, device=str(loaded.device.device),
+                                        device_reason=loaded.device.reason, patch_order=loaded.patch_order)
     daemon = Daemon(settings=settings, folders=folders, model=loaded.model, device=str(loaded.device.device),
                     model_name=f"{loaded.spec}@{loaded.revision}" if loaded.revision else str(loaded.spec))
     install_signal_handlers(daemon)
@@ -227,14 +224,20 @@ def cmd_model_fetch(args: argparse.Namespace, settings: Settings, ctx: Context) 
 
 # --- Service handlers (daemon.cli.service) ---------------------------------------------------
 def cmd_service_install(args: argparse.Namespace, settings: Settings, ctx: Context) -> int:
+    from daemon.cli import service as service_commands
+
     store = store_for(settings, ctx, cache=ctx.hf_home / "hub")  # the service gets HF_HOME only
     return service_commands.install(config=args.config, label=args.label, systemd=args.systemd,
                                     dry_run=args.dry_run, settings=settings, ctx=ctx, store=store)
 
 
 def cmd_service_uninstall(args: argparse.Namespace, settings: Settings, ctx: Context) -> int:
+    from daemon.cli import service as service_commands
+
     return service_commands.uninstall(label=args.label, systemd=args.systemd, dry_run=args.dry_run, host=ctx.host)
 
 
 def cmd_service_status(args: argparse.Namespace, settings: Settings, ctx: Context) -> int:
+    from daemon.cli import service as service_commands
+
     return service_commands.status(label=args.label, systemd=args.systemd, host=ctx.host)

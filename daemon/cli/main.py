@@ -18,7 +18,6 @@ from daemon.cli import commands as cmd
 from daemon.cli.commands import EXIT_INTERRUPTED
 from daemon.cli.context import Context, current_context
 from daemon.errors import CutoutError, QueueDamaged
-from daemon.logs import configure_logging, silence_decoder_warnings
 from daemon.pipeline.modelspec import DEVICE_NAMES
 from daemon.service import DEFAULT_LABEL
 from daemon.settings import Settings, load_settings
@@ -92,14 +91,14 @@ def _add_status(commands: Commands) -> None:
     status.add_argument("--config", type=Path, help="YAML settings file")
     _folder_flags(status)
     status.add_argument("--json", action="store_true", help="machine-readable output")
-    status.set_defaults(handler=cmd.cmd_status)
+    status.set_defaults(handler=cmd.cmd_status, logs=False)
 
 
 def _add_retry(commands: Commands) -> None:
     retry = commands.add_parser("retry", help="send quarantined files back through the queue")
     _path_or_all(retry, path="a quarantined file (or its original path)", every="every quarantined file")
     retry.add_argument("--reason", help="with --all: only the files quarantined for this reason (e.g. truncated)")
-    retry.set_defaults(handler=cmd.cmd_retry)
+    retry.set_defaults(handler=cmd.cmd_retry, logs=False)
 
 
 def _add_reprocess(commands: Commands) -> None:
@@ -233,6 +232,13 @@ def _command_name(args: argparse.Namespace) -> str:
 
 
 def _configure_logging(args: argparse.Namespace, settings: Settings) -> None:
+    """Logs for the commands that write them. `status` and `retry` print their answer and log
+    nothing: they never import structlog, whose `dev` module loads rich's pretty tracebacks
+    (about a third of their start-up; tests/test_architecture.py checks they stay that way)."""
+    if not getattr(args, "logs", True):
+        return
+    from daemon.logs import configure_logging, silence_decoder_warnings
+
     stream = sys.stdout if args.command == "watch" else sys.stderr
     # With a log file and no terminal (launchd, systemd), the rotated file replaces stdout:
     # launchd appends stdout to a file forever.
