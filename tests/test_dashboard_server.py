@@ -75,7 +75,7 @@ def test_the_daemon_serves_the_dashboard_beside_its_work_and_stops_it(studio: tu
                     "/file/input/%2e%2e/secret.txt", "/file/output/..%2f..%2fsecret.txt"):
             status, body, _ = _get(port, raw)
             assert status == 404 and b"not for the network" not in body, raw
-        assert _get(port, "/", headers={"Host": "attacker.example"})[0] == 421
+        assert _get(port, "/", headers={"Host": "attacker.example"})[0] == 400
         metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
         assert 'cutout_jobs_total{outcome="done",reason=""} 1.0' in metrics
     with pytest.raises(OSError):  # stopped with the daemon

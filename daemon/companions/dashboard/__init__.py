@@ -2,11 +2,11 @@
 
     app.py        the routes (Starlette): the page, its live parts, before/after, retry, files, /metrics
     board.py      what the page shows, read from the store, live.json and telemetry.json (cached 1 s)
-    views.py      server-rendered HTML (escaped here, nowhere else); templates/ and static/ ship with it
+    views.py      server-rendered HTML: Jinja2 templates (templates/, autoescaped), static/ beside them
     paths.py      which files may be served: only under the input, output, quarantine and archive roots
     thumbs.py     thumbnails made on demand at a bounded size, cached (and capped) in the state folder
     metrics.py    the Prometheus text format, from the store and the daemon's telemetry
-    auth.py       the token (cookie after a first `?token=`), the CSRF check, the Host check
+    auth.py       the token (cookie after a first `?token=`), the CSRF check, the Host check (Starlette's)
     server.py     uvicorn on a thread of its own; the token file; `cutout dashboard` in the foreground
 
 Why Starlette and uvicorn: they are the standard small ASGI pair (Starlette is what FastAPI is

@@ -1,8 +1,9 @@
 """Who may use the dashboard, and what a request that changes something must carry.
 
 - **Host check** while bound to this machine only: a request must name a local host
-  (127.0.0.1, localhost, ::1). A web page elsewhere cannot then reach the dashboard by
-  pointing a DNS name of its own at 127.0.0.1 (DNS rebinding).
+  (127.0.0.1, localhost, [::1]; Starlette's `TrustedHostMiddleware`, answering 400). A web
+  page elsewhere cannot then reach the dashboard by pointing a DNS name of its own at
+  127.0.0.1 (DNS rebinding).
 - **Token**: asked of every request when `dashboard.token` is set, and always when the
   dashboard is reachable from the network. A first visit with `?token=...` gets it as a
   cookie (HttpOnly, SameSite=Lax) and is redirected to the same page without it, so the
@@ -17,11 +18,11 @@
 from __future__ import annotations
 
 import hmac
-import re
 import secrets
 from dataclasses import dataclass, field
 from urllib.parse import urlencode, urlsplit
 
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -31,7 +32,8 @@ TOKEN_PARAM = "token"
 CSRF_HEADER = "x-csrf-token"
 CSRF_FIELD = "csrf"
 COOKIE_DAYS = 30
-LOCAL_NAMES = frozenset({"127.0.0.1", "localhost", "::1"})
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "[::1]")
+"""The Host names a dashboard bound to this machine answers to (IPv6 in brackets, as in a Host header)."""
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 SECURITY_HEADERS = [
     (b"content-security-policy", b"default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
@@ -45,7 +47,7 @@ SECURITY_HEADERS = [
 
 def is_local(bind: str) -> bool:
     """Whether an address to listen on is reachable from this machine only."""
-    return bind in LOCAL_NAMES or bind.startswith("127.")
+    return bind in ("localhost", "::1") or bind.startswith("127.")
 
 
 @dataclass(frozen=True)
@@ -73,6 +75,11 @@ class Guard:
 
     def __init__(self, app: ASGIApp, *, access: Access) -> None:
         self.app, self.access = app, access
+        # Starlette's TrustedHostMiddleware is the same rule as ours was (the Host header's name,
+        # without its port, one of LOCAL_HOSTS; a malformed header refused), maintained upstream.
+        self.checked: ASGIApp = self._check_origin_and_token
+        if not access.exposed:
+            self.checked = TrustedHostMiddleware(self.checked, allowed_hosts=LOCAL_HOSTS, www_redirect=False)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -83,16 +90,14 @@ class Guard:
                 message["headers"] = [*message.get("headers", []), *SECURITY_HEADERS]
             await send(message)
 
+        await self.checked(scope, receive, send_with_headers)
+
+    async def _check_origin_and_token(self, scope: Scope, receive: Receive, send: Send) -> None:
         refusal = self.refusal(Request(scope))
-        if refusal is not None:
-            await refusal(scope, receive, send_with_headers)
-            return
-        await self.app(scope, receive, send_with_headers)
+        await (refusal or self.app)(scope, receive, send)
 
     def refusal(self, request: Request) -> Response | None:
         host = request.headers.get("host", "")
-        if not self.access.exposed and _hostname(host) not in LOCAL_NAMES:
-            return PlainTextResponse("this dashboard answers to localhost only", status_code=421)
         origin = request.headers.get("origin")
         # `Origin: null` (a sandboxed frame, a data: page) is a page we did not serve: refused.
         if request.method not in SAFE_METHODS and origin is not None and urlsplit(origin).netloc != host:
@@ -111,18 +116,6 @@ class Guard:
         ):
             return None
         return _unauthorized()
-
-
-_HOST_HEADER = re.compile(r"(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<name>[A-Za-z0-9.-]+))(?::\d{1,5})?")
-
-
-def _hostname(host: str) -> str:
-    """The name in a Host header of the form `name[:port]` or `[v6][:port]`; "" for anything
-    else (`evil.com@127.0.0.1` is a URL's user part, never a Host)."""
-    found = _HOST_HEADER.fullmatch(host)
-    if found is None:
-        return ""
-    return (found["v6"] or found["name"]).lower()
 
 
 def _enter(request: Request, token: str) -> Response:

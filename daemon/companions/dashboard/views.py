@@ -1,29 +1,35 @@
-"""The dashboard's HTML, rendered on the server: every value is escaped here, and only here.
+"""The dashboard's HTML, rendered on the server from Jinja2 templates with autoescaping on.
+
+Every value reaches the page through a template (`templates/`), and the environment escapes
+whatever a template prints unless it is marked safe; the only values marked safe are the
+parts, which a template rendered (and escaped) first. So a file named `<script>.jpg` shows
+as text however a template is edited. Why not Starlette's `Jinja2Templates`: it wraps a
+response, and the live update sends the same parts as JSON; the environment here is the same
+(autoescape on) and renders strings.
 
 The page is `templates/page.html` with its parts filled in; the live update asks for the
 same parts again (`parts()`) and the page's script swaps those that changed, so there is
 one renderer, no client-side templates, and a page that works (without live updates)
-with scripts off.
+with scripts off. The functions below only choose and format values; the markup is in the
+templates.
 """
 
 from __future__ import annotations
 
-import html
+from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import datetime
-from importlib import resources
 from pathlib import PurePosixPath
-from string import Template
 from urllib.parse import quote
+
+import jinja2
+from markupsafe import Markup
 
 from daemon.companions.dashboard.board import CHART_MINUTES, Overview
 from daemon.companions.telemetry import JobTiming
 from daemon.store.jobs import Job
 
 PARTS = ("status", "banner", "summary", "fleet", "recent", "quarantine")
-
-
-def esc(value: object) -> str:
-    return html.escape(str(value), quote=True)
 
 
 def file_url(kind: str, root: str, path: PurePosixPath | str, *, px: str | None = None, version: float | None = None) -> str:
@@ -60,34 +66,14 @@ def size_text(count: int | None) -> str:
     return f"{value:.1f} GB"
 
 
-# --- the page --------------------------------------------------------------------------------
-def page(overview: Overview, *, csrf: str, exposed_at: str | None) -> str:
-    template = Template(resources.files("daemon.companions.dashboard").joinpath("templates/page.html").read_text("utf-8"))
-    rendered = parts(overview, csrf=csrf, exposed_at=exposed_at)
-    return template.substitute(csrf=esc(csrf), exposed="true" if exposed_at else "false", **rendered)
-
-
-def parts(overview: Overview, *, csrf: str, exposed_at: str | None) -> dict[str, str]:
-    return {
-        "status": status(overview),
-        "banner": banner(overview, exposed_at=exposed_at),
-        "summary": summary(overview),
-        "fleet": fleet(overview),
-        "recent": recent(overview),
-        "quarantine": quarantine(overview, csrf=csrf),
-    }
-
-
-def status(o: Overview) -> str:
-    d, now = o.daemon, o.taken_at
-    if d.running:
-        bits = [f"pid {d.pid}"] if d.pid and d.pid > 0 else []
-        bits += [b for b in (_model_name(d.model), d.device) if b]
-        if d.started_at:
-            bits.append(f"up {ago(now - d.started_at)}")
-        return f'<span class="pill ok" data-daemon="running">● running</span> <span class="meta">{esc(" · ".join(bits))}</span>'
-    since = f" since {when(d.last_seen, now=now)}" if d.last_seen else ""
-    return f'<span class="pill bad" data-daemon="stopped">● daemon not running{esc(since)}</span>'
+# --- what the templates show -----------------------------------------------------------------
+def running_facts(o: Overview) -> list[str]:
+    d = o.daemon
+    facts = [f"pid {d.pid}"] if d.pid and d.pid > 0 else []
+    facts += [fact for fact in (_model_name(d.model), d.device) if fact]
+    if d.started_at:
+        facts.append(f"up {ago(o.taken_at - d.started_at)}")
+    return facts
 
 
 def _model_name(model: str | None) -> str | None:
@@ -95,7 +81,7 @@ def _model_name(model: str | None) -> str | None:
     return PurePosixPath(model).name if model and model.startswith("/") else model
 
 
-def banner(o: Overview, *, exposed_at: str | None) -> str:
+def banner_notes(o: Overview, *, exposed_at: str | None) -> list[tuple[str, str]]:
     notes = []
     if exposed_at:
         notes.append(("info", f"Reachable from the network at {exposed_at}: every request needs the token."))
@@ -108,11 +94,11 @@ def banner(o: Overview, *, exposed_at: str | None) -> str:
         notes.append(("bad", f"{count} new file{'s' if count != 1 else ''} could not be queued: "
                              f"{o.unqueued[0].unqueued}. Offered again until the job store takes them: "
                              "free space on the state folder's disk."))
-    return "".join(f'<p class="note {kind}">{esc(text)}</p>' for kind, text in notes)
+    return notes
 
 
-def summary(o: Overview) -> str:
-    tiles = [
+def tiles(o: Overview) -> list[tuple[str, object, str]]:
+    return [
         ("pending", o.counts.get("pending", 0), ""),
         ("running", o.counts.get("running", 0), ""),
         ("done today", o.done_today, ""),
@@ -120,95 +106,36 @@ def summary(o: Overview) -> str:
         ("oldest pending", ago(o.oldest_pending_age), ""),
         ("last cutout", f"{ago(o.taken_at - o.last_success)} ago" if o.last_success else "–", ""),
     ]
-    cells = "".join(
-        f'<div class="tile {cls}" data-tile="{esc(name)}"><b>{esc(value)}</b><span>{esc(name)}</span></div>'
-        for name, value, cls in tiles
-    )
-    return cells + chart(o)
 
 
-def chart(o: Overview) -> str:
+@dataclass(frozen=True)
+class Bar:
+    x: int
+    y: float
+    height: float
+    count: int
+    minutes_ago: int
+
+
+def chart_bars(o: Overview) -> Iterator[Bar]:
+    """One bar per minute of the last hour that had cut-outs, scaled to the busiest minute."""
     top = max(o.per_minute) or 1
-    bars = "".join(
-        f'<rect x="{i * 2}" y="{30 - 28 * n / top:.1f}" width="1.6" height="{28 * n / top:.1f}">'
-        f"<title>{n} at {CHART_MINUTES - i} min ago</title></rect>"
-        for i, n in enumerate(o.per_minute) if n
-    )
-    rate = f"{o.per_minute_last_hour:.1f} / min"
-    return (f'<div class="tile chart"><svg viewBox="0 0 120 30" preserveAspectRatio="none" role="img" '
-            f'aria-label="cutouts per minute, last hour">{bars}</svg><span>{esc(rate)} over the last hour</span></div>')
+    for i, count in enumerate(o.per_minute):
+        if count:
+            height = 28 * count / top
+            yield Bar(x=i * 2, y=30 - height, height=height, count=count, minutes_ago=CHART_MINUTES - i)
 
 
-def fleet(o: Overview) -> str:
-    if not o.workers:
-        return ""
-    rows = "".join(
-        f"<tr><td>{esc(w.host)}</td><td>{w.pid}</td><td>{'watcher' if w.leader else 'worker'}</td>"
-        f"<td>{esc(w.device)}</td><td>{esc(w.model)}</td><td>{w.done}</td><td>{esc(w.current or '–')}</td>"
-        f"<td>{esc(ago(o.taken_at - w.seen_at))} ago</td></tr>"
-        for w in o.workers
-    )
-    return ("<h2>Fleet</h2><table><thead><tr><th>host</th><th>pid</th><th>role</th><th>device</th><th>model</th>"
-            f"<th>done</th><th>now on</th><th>last heard</th></tr></thead><tbody>{rows}</tbody></table>")
-
-
-def recent(o: Overview) -> str:
-    if not o.recent:
-        return '<p class="empty">No cutouts yet: drop photos into the hot folder.</p>'
-    return "".join(_thumb(job, now=o.taken_at) for job in o.recent)
-
-
-def _thumb(job: Job, *, now: float) -> str:
-    src = file_url("thumb", "output", job.output, px="s", version=job.finished_at)
-    return (
-        f'<a class="thumb" href="/view/{job.id}" data-job="{job.id}" data-source="{esc(job.source)}">'
-        f'<span class="checker"><img loading="lazy" src="{esc(src)}" alt="{esc(job.output.name)}"></span>'
-        f'<span class="cap"><span>{esc(job.output.name)}</span><time>{esc(ago(now - (job.finished_at or now)))} ago</time></span></a>'
-    )
-
-
-def quarantine(o: Overview, *, csrf: str) -> str:
-    if not o.quarantine:
-        return '<p class="empty">Nothing in quarantine.</p>'
+def quarantine_groups(o: Overview) -> list[tuple[str, int, list[Job]]]:
+    """(reason, how many the store holds, the ones shown), the largest group first."""
     groups: dict[str, list[Job]] = {}
     for job in o.quarantine:
         groups.setdefault(job.reason or "error", []).append(job)
-    counts = o.quarantined
-    out = []
-    for reason in sorted(groups, key=lambda r: (-counts.get(r, len(groups[r])), r)):
-        total = counts.get(reason, len(groups[reason]))
-        button = _retry_form(csrf, "reason", reason, f"Retry all {total}")
-        items = "".join(_quarantined(job, csrf=csrf, now=o.taken_at) for job in groups[reason])
-        out.append(f'<div class="reason" data-reason="{esc(reason)}"><h3><code>{esc(reason)}</code>'
-                   f'<span class="n">{total}</span>{button}</h3><ul>{items}</ul></div>')
-    return "".join(out)
+    total = {reason: o.quarantined.get(reason, len(jobs)) for reason, jobs in groups.items()}
+    return [(reason, total[reason], groups[reason]) for reason in sorted(groups, key=lambda r: (-total[r], r))]
 
 
-def _quarantined(job: Job, *, csrf: str, now: float) -> str:
-    assert job.quarantine is not None
-    src = file_url("thumb", "quarantine", job.quarantine, px="s", version=job.finished_at)
-    return (
-        f'<li class="qitem" data-file="{esc(job.quarantine)}"><span class="qthumb"><img loading="lazy" src="{esc(src)}" '
-        f'alt=""></span><div><b>{esc(job.source)}</b><p>{esc(job.message or "")}</p>'
-        f"<small>{esc(when(job.finished_at, now=now))} · {job.attempts} attempt{'s' if job.attempts != 1 else ''}</small>"
-        f"</div>{_retry_form(csrf, 'file', job.quarantine.as_posix(), 'Retry')}</li>"
-    )
-
-
-def _retry_form(csrf: str, field: str, value: str, label: str) -> str:
-    return (f'<form class="retry" method="post" action="/retry"><input type="hidden" name="csrf" value="{esc(csrf)}">'
-            f'<input type="hidden" name="{field}" value="{esc(value)}"><button type="submit">{esc(label)}</button></form>')
-
-
-# --- before / after -------------------------------------------------------------------------
-def before_after(
-    job: Job, *, original: tuple[str, str] | None, timing: JobTiming | None, output_info: tuple[int, int, int] | None,
-    now: float, fragment: bool,
-) -> str:
-    """The original and its cutout side by side, with where they are and where the time went."""
-    before = (f'<img class="before" src="{esc(file_url("thumb", original[0], original[1], px="l"))}" alt="original">'
-              if original else '<p class="empty">The original is no longer in the hot folder or the archive.</p>')
-    after_src = file_url("thumb", "output", job.output, px="l", version=job.finished_at)
+def facts_of(job: Job, *, output_info: tuple[int, int, int] | None, now: float) -> list[tuple[str, str]]:
     facts = [("file", str(job.source)), ("cutout", str(job.output))]
     if output_info:
         width, height, nbytes = output_info
@@ -218,21 +145,42 @@ def before_after(
         facts.append(("queue wait", f"{max(0.0, job.started_at - job.queued_at):.2f} s"))
         if job.finished_at is not None:
             facts.append(("claim to done", f"{max(0.0, job.finished_at - job.started_at):.2f} s"))
-    stages = timing.stages if timing else {}
-    timings = "".join(f"<li><span>{esc(name)}</span><b>{seconds:.3f} s</b></li>" for name, seconds in stages.items())
-    facts_html = "".join(f"<dt>{esc(k)}</dt><dd>{esc(v)}</dd>" for k, v in facts)
-    body = (
-        f'<article class="ba" data-job="{job.id}"><header><h2>{esc(job.source)}</h2>'
-        f'<a class="close" href="/" aria-label="Close">×</a></header>'
-        f'<div class="pair"><figure><figcaption>Before</figcaption>{before}</figure>'
-        f'<figure><figcaption>After</figcaption><div class="checker"><img class="after" src="{esc(after_src)}" '
-        f'alt="cutout"></div></figure></div><dl>{facts_html}</dl>'
-        + (f'<h3>Stages</h3><ul class="stages">{timings}</ul>' if timings else
-           '<p class="empty">Stage timings are kept for the last 500 jobs of the running daemon.</p>')
-        + f'<p><a href="{esc(file_url("file", "output", job.output))}" download>Download the cutout</a></p></article>'
+    return facts
+
+
+# --- rendering --------------------------------------------------------------------------------
+def _environment() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("daemon.companions.dashboard", "templates"),
+        autoescape=True,  # every template, whatever its name: an unescaped value is never the default
+        undefined=jinja2.StrictUndefined,  # a misspelt name fails the render, never shows as ""
+        trim_blocks=True, lstrip_blocks=True,
     )
-    if fragment:
-        return body
-    return ('<!doctype html><html lang="en"><meta charset="utf-8"><meta name="viewport" content="width=device-width, '
-            f'initial-scale=1"><title>cutout: {esc(job.source)}</title><link rel="stylesheet" href="/static/app.css">'
-            f'<body class="single">{body}</body></html>')
+    env.filters.update(ago=ago, when=lambda at, now: when(at, now=now))
+    env.globals.update(file_url=file_url, running_facts=running_facts, banner_notes=banner_notes, tiles=tiles,
+                       chart_bars=chart_bars, quarantine_groups=quarantine_groups)
+    return env
+
+
+TEMPLATES = _environment()
+
+
+def page(overview: Overview, *, csrf: str, exposed_at: str | None) -> str:
+    rendered = {name: Markup(html) for name, html in parts(overview, csrf=csrf, exposed_at=exposed_at).items()}
+    return TEMPLATES.get_template("page.html").render(csrf=csrf, exposed_at=exposed_at, parts=rendered)
+
+
+def parts(overview: Overview, *, csrf: str, exposed_at: str | None) -> dict[str, str]:
+    return {name: TEMPLATES.get_template(f"parts/{name}.html").render(o=overview, csrf=csrf, exposed_at=exposed_at)
+            for name in PARTS}
+
+
+def before_after(
+    job: Job, *, original: tuple[str, str] | None, timing: JobTiming | None, output_info: tuple[int, int, int] | None,
+    now: float, fragment: bool,
+) -> str:
+    """The original and its cutout side by side, with where they are and where the time went."""
+    return TEMPLATES.get_template("before_after.html").render(
+        job=job, original=original, stages=timing.stages if timing else {}, fragment=fragment,
+        facts=facts_of(job, output_info=output_info, now=now),
+    )
