@@ -184,3 +184,15 @@ def test_the_wheel_ships_no_helper_that_runs_runuser_or_chown() -> None:
     """Test-only helpers that act as root (the throwaway PostgreSQL server) live under tests/."""
     shipped = {path.relative_to(PACKAGE).as_posix(): path.read_text(encoding="utf-8") for path in PACKAGE.rglob("*.py")}
     assert sorted(name for name, text in shipped.items() if "runuser" in text or "os.chown(" in text) == []
+
+
+def test_every_file_the_package_reads_ships_in_the_wheel() -> None:
+    """Templates, assets and markers live beside the code; the wheel carries only what
+    `package-data` names, so a new folder of templates is caught here, not by a user's 500."""
+    import tomllib
+
+    project = tomllib.loads((PACKAGE.parent / "pyproject.toml").read_text(encoding="utf-8"))
+    globs = project["tool"]["setuptools"]["package-data"]["daemon"]
+    data = [path.relative_to(PACKAGE) for path in PACKAGE.rglob("*")
+            if path.is_file() and path.suffix not in (".py", ".pyc") and "__pycache__" not in path.parts]
+    assert data and sorted(str(path) for path in data if not any(path.match(glob) for glob in globs)) == []
