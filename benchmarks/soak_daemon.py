@@ -1,6 +1,6 @@
 """The daemon side of the soak run: a supervisor that restarts `cutout watch` after every
 death (as launchd's KeepAlive would), the signals the chaos sends it, a sampler of its
-memory and CPU, and readers of what it left (its JSON logs, its queue, its live.json).
+memory and CPU, and readers of what it left (its JSON logs, its queue, its session record).
 
 Each life of the daemon logs to its own file, so a start-up, a kill and the
 recovery that follows can be read back per process.
@@ -301,10 +301,10 @@ def jobs_in_stage(state: Path) -> int | None:
 
 
 def waiting_files(state: Path) -> list[str] | None:
-    """The files the running daemon's settler holds back (live.json); None when unreadable."""
+    """The files the running daemon's settler holds back (its session record); None when unreadable."""
     try:
-        data = json.loads((state / "live.json").read_text(encoding="utf-8"))
-        return [str(item["path"]) for item in data["waiting"]]
+        live = json.loads((state / "session.json").read_text(encoding="utf-8"))["live"] or {"waiting": []}
+        return [str(item["path"]) for item in live["waiting"]]
     except FileNotFoundError:
         return []
     except (OSError, ValueError, KeyError, TypeError):

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path, PurePosixPath as P
@@ -19,7 +18,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from daemon.companions.alerts import Alerts, CommandNotifier, Event, Message, desktop_notifier, redact_url, urllib_post, webhook_request
-from daemon.companions.monitor import DiskUsage, Monitor, SessionMarker
+from daemon.companions.monitor import DiskUsage, Monitor
 from daemon.settings import AlertSettings, QueueSettings
 from daemon.store.jobs import FailedRecord, Fingerprint
 from daemon.store.sqlite import JobQueue
@@ -262,18 +261,6 @@ def test_a_nearly_full_disk_alerts_once_until_space_returns(store: JobQueue, clo
     said = [e["text"] for e in logs if e["event"] == "alert"]
     assert len(said) == 2 and said[0].startswith("4.0% free")  # again only after it went back above 6 %
     monitor.close()
-
-
-def test_a_restart_after_a_crash_or_a_kill_is_told_and_a_clean_stop_is_not(tmp_path: Path) -> None:
-    marker = SessionMarker(tmp_path)
-    assert marker.previous() is None  # never ran
-    marker.begin(now=time.time())
-    marker.end()
-    assert marker.previous() is None  # stopped cleanly
-    marker.begin(now=time.time())  # ... and then the process died
-    assert "did not stop cleanly: it was killed or the machine lost power" in (marker.previous() or "")
-    (tmp_path / "crash-report.txt").write_text("Fatal Python error: Segmentation fault\n\nThread 0x1 ...")
-    assert "it crashed (Fatal Python error: Segmentation fault)" in (marker.previous() or "")
 
 
 # --- formats and channels ------------------------------------------------------------------

@@ -111,7 +111,7 @@ def test_no_module_imports_one_that_imports_it_back() -> None:
 
 
 @pytest.mark.parametrize("module", ["daemon.cli.status", "daemon.store.statedir", "daemon.store.sqlite", "daemon.settings",
-                                    "daemon.folders.outputs", "daemon.store.live", "daemon.models.fetch", "daemon.service",
+                                    "daemon.folders.outputs", "daemon.store.session", "daemon.models.fetch", "daemon.service",
                                     "daemon.companions.dashboard.server", "daemon.companions.alongside", "daemon.companions.alerts", "daemon.companions.monitor"])
 def test_what_read_only_commands_use_never_reaches_the_life_cycle_or_the_model(module: str) -> None:
     reached, todo = set(), [module]

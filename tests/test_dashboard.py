@@ -33,6 +33,7 @@ from daemon.errors import QueueError
 from daemon.folders.outputs import ErrorReport, Folders, error_file
 from daemon.settings import Settings, load_settings, public_settings
 from daemon.store.jobs import Fingerprint
+from daemon.store.session import SessionRecord
 from daemon.store.sqlite import JobQueue
 from daemon.store.view import StoreView
 from daemon.work.record import JobRecord
@@ -115,7 +116,9 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     telemetry = Telemetry(model="tiny.torchscript", device="cpu")
     telemetry.observe(JobRecord(path="shoot/a.jpg", outcome="done", attempt=1, queue_wait=0.2, total=1.5,
                                 timings={"load": 0.1, "inference": 1.2, "encode": 0.2}))
-    TelemetryPublisher(telemetry, state=folders.state).stopped()
+    session = SessionRecord(folders.state)
+    session.begin(now=0.0)
+    TelemetryPublisher(telemetry, session=session).stopped()
     return root
 
 

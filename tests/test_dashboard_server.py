@@ -16,11 +16,11 @@ import pytest
 
 from daemon.companions.alongside import alongside
 from daemon.companions.dashboard.auth import TOKEN_COOKIE
-from daemon.companions.monitor import SESSION_FILE
-from daemon.companions.telemetry import TELEMETRY_FILE, read_telemetry
+from daemon.companions.telemetry import read_telemetry
 from daemon.errors import ConfigError
 from daemon.folders.outputs import Folders
 from daemon.settings import Settings, load_settings
+from daemon.store.session import SessionRecord, read_session
 from daemon.store.sqlite import JobQueue
 from daemon.testing import wait_until
 from tests.test_dashboard import _done
@@ -65,9 +65,8 @@ def _get(port: int, path: str, *, headers: dict[str, str] | None = None) -> tupl
 def test_the_daemon_serves_the_dashboard_beside_its_work_and_stops_it(studio: tuple[Folders, Settings]) -> None:
     folders, settings = studio
     port = settings.dashboard.port
-    with alongside(settings=settings, folders=folders, model="tiny", device="cpu"):
-        wait_until(lambda: (folders.state / TELEMETRY_FILE).exists(), what="the first telemetry")
-        assert (folders.state / SESSION_FILE).exists()
+    with alongside(settings=settings, folders=folders, session=SessionRecord(folders.state), model="tiny", device="cpu"):
+        wait_until(lambda: read_telemetry(folders.state) is not None, what="the first telemetry")
         status, page, headers = _get(port, "/")
         assert status == 200 and b'data-source="a.jpg"' in page and "content-security-policy" in headers
         assert _get(port, "/thumb/output/a.png?px=s")[0] == 200
@@ -80,9 +79,9 @@ def test_the_daemon_serves_the_dashboard_beside_its_work_and_stops_it(studio: tu
         assert 'cutout_jobs_total{outcome="done",reason=""} 1.0' in metrics
     with pytest.raises(OSError):  # stopped with the daemon
         _get(port, "/")
-    assert not (folders.state / SESSION_FILE).exists()  # a clean stop
-    stopped = read_telemetry(folders.state)
+    stopped, record = read_telemetry(folders.state), read_session(folders.state)
     assert stopped is not None and stopped.stopped_at is not None
+    assert record is not None and record.stopped_at is not None  # a clean stop
 
 
 def test_a_token_protected_server_sets_its_cookie_and_drops_the_token_from_the_url(
@@ -93,7 +92,7 @@ def test_a_token_protected_server_sets_its_cookie_and_drops_the_token_from_the_u
 
     settings = replace(settings, dashboard=replace(settings.dashboard, token=TOKEN))
     port = settings.dashboard.port
-    with alongside(settings=settings, folders=folders, model="tiny", device="cpu"):
+    with alongside(settings=settings, folders=folders, session=SessionRecord(folders.state), model="tiny", device="cpu"):
         assert _get(port, "/")[0] == 401
         status, _, headers = _get(port, f"/?token={TOKEN}")
         assert status == 303 and headers["location"] == "/" and TOKEN_COOKIE in headers["set-cookie"]
@@ -109,8 +108,8 @@ def test_a_taken_port_leaves_the_daemon_running_without_its_dashboard(studio: tu
     with socket.socket() as taken, capture_logs() as logs:
         taken.bind(("127.0.0.1", settings.dashboard.port))
         taken.listen()
-        with alongside(settings=settings, folders=folders, model="tiny", device="cpu"):
-            wait_until(lambda: (folders.state / TELEMETRY_FILE).exists(), what="the telemetry all the same")
+        with alongside(settings=settings, folders=folders, session=SessionRecord(folders.state), model="tiny", device="cpu"):
+            wait_until(lambda: read_telemetry(folders.state) is not None, what="the telemetry all the same")
     assert [e["event"] for e in logs if e["log_level"] == "error"] == ["dashboard_not_started"]
     from daemon.companions.dashboard.server import listen
 
@@ -149,7 +148,7 @@ def test_a_folder_swapped_for_a_link_during_requests_never_serves_a_file_outside
             os.rename(aside, shoot)
 
     answers: dict[int, int] = {}
-    with alongside(settings=settings, folders=folders, model="tiny", device="cpu"):
+    with alongside(settings=settings, folders=folders, session=SessionRecord(folders.state), model="tiny", device="cpu"):
         wait_until(lambda: _get(settings.dashboard.port, "/api/status")[0] == 200, what="the dashboard")
         swapper = threading.Thread(target=swap, daemon=True)
         swapper.start()

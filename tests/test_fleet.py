@@ -220,16 +220,17 @@ def test_status_with_the_store_away_says_so_and_since_when_this_machine_lost_it(
     import json
 
     from daemon.cli.main import main
-    from daemon.store.live import LIVE_FILE
+    from daemon.store.session import SessionRecord
     from daemon.store.statedir import acquire_lock
 
     url = f"postgresql://cutout@/cutout?host={tmp_path}&port=1&connect_timeout=1"
     config = _config(tmp_path, url, folders)
     folders.state.mkdir()
     lock = acquire_lock(folders.state)  # this machine's daemon runs, and lost the store at 10:02
-    (folders.state / LIVE_FILE).write_text(json.dumps({
-        "updated": 0, "waiting": [], "volume_problem": None,
-        "store_problem": "unreachable since 2026-11-30 10:02:11: server closed the connection"}))
+    session = SessionRecord(folders.state)
+    session.begin(now=0.0)
+    session.publish_live(waiting=[], volume_problem=None, now=0.0,
+                         store_problem="unreachable since 2026-11-30 10:02:11: server closed the connection")
     try:
         assert main(["status", "--config", str(config)]) == 5
     finally:

@@ -18,7 +18,7 @@ from daemon.errors import FileChanged, Undecodable, VolumeUnavailable
 from daemon.folders.outputs import Folders
 from daemon.folders.volume import Volume
 from daemon.store.jobs import Fingerprint
-from daemon.store.live import read_live
+from daemon.store.session import read_live
 from daemon.store.sqlite import JobQueue
 from daemon.testing import BrightModel, FakeClock, wait_until
 from daemon.watch.settle import Settler, start_observer
@@ -284,9 +284,11 @@ def test_deleting_a_hard_linked_original_removes_only_its_name_in_the_hot_folder
 def test_status_lists_files_still_settling_or_incomplete_from_the_running_daemon(
     folders: Folders, queue: JobQueue, clock: FakeClock
 ) -> None:
-    from daemon.store.live import LiveState
+    from daemon.store.session import SessionRecord
 
     settler = _settled_empty_file(folders, queue, clock, "empty.jpg")
-    LiveState(folders.state / "live.json").publish(waiting=settler.waiting(), volume_problem=None, now=time.time())
+    session = SessionRecord(folders.state)
+    session.begin(now=time.time())
+    session.publish_live(waiting=settler.waiting(), volume_problem=None, now=time.time())
     live = read_live(folders.state)
     assert live is not None and [(w.path, w.size, w.incomplete) for w in live.waiting] == [("empty.jpg", 0, True)]

@@ -19,7 +19,7 @@ from daemon.companions.alerts import Alerts
 from daemon.companions.monitor import DiskUsage, Monitor
 from daemon.folders.outputs import Folders
 from daemon.settings import AlertSettings, QueueSettings
-from daemon.store.live import LiveState, Waiting, read_live
+from daemon.store.session import SessionRecord, Waiting, read_live
 from daemon.store.view import open_view
 from daemon.testing import BrightModel, FakeClock, wait_until
 from daemon.watch.runner import Daemon
@@ -82,11 +82,12 @@ def test_unqueued_files_are_alerted_once_until_every_one_is_queued(tmp_path: Pat
     monitor = Monitor(settings=AlertSettings(), alerts=alerts, output=state, state=state, clock=clock,
                       open_view=lambda: open_view(QueueSettings(), state=state),
                       disk_usage=lambda path: DiskUsage(total=100, used=50, free=50))
-    live = LiveState(state / "live.json")
+    live = SessionRecord(state)
+    live.begin(now=clock())
     full = Waiting("shoot/a.jpg", 10, 3.0, False, unqueued="database or disk is full")
     with capture_logs() as logs:
         for waiting in ([full], [full], [], [full]):
-            live.publish(waiting=waiting, volume_problem=None, now=clock())
+            live.publish_live(waiting=waiting, volume_problem=None, now=clock())
             monitor.tick()
             alerts.tick()
     said = [e["text"] for e in logs if e["event"] == "alert"]
@@ -94,13 +95,16 @@ def test_unqueued_files_are_alerted_once_until_every_one_is_queued(tmp_path: Pat
     monitor.close()
 
 
-def test_live_state_is_written_over_in_place_when_the_disk_has_no_room_for_a_new_file(small_disk: Path) -> None:
-    live = LiveState(small_disk / "live.json")
-    live.publish(waiting=[], volume_problem=None, now=1.0)
+def test_the_session_record_is_written_over_in_place_when_the_disk_has_no_room_for_a_new_file(
+    small_disk: Path
+) -> None:
+    live = SessionRecord(small_disk)
+    live.begin(now=0.5)
+    live.publish_live(waiting=[], volume_problem=None, now=1.0)
     _fill(small_disk)
     many = [Waiting(f"shoot/{index:03d}.jpg", 10, 1.0, False, unqueued="database or disk is full")
             for index in range(200)]
-    live.publish(waiting=many, volume_problem=None, now=2.0)
+    live.publish_live(waiting=many, volume_problem=None, now=2.0)
     shown = read_live(small_disk)
     assert shown is not None and shown.updated == 2.0
     assert 0 < len(shown.waiting) < 200 and shown.waiting[0] == many[0]  # as many as the old file's room holds

@@ -1,4 +1,4 @@
-"""The daemon's measurements: the worker's job records, published to telemetry.json."""
+"""The daemon's measurements: the worker's job records, published into the session record."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from pathlib import Path
 
 import structlog
 
-from daemon.companions.telemetry import BUCKETS, TELEMETRY_FILE, Histogram, Telemetry, TelemetryPublisher, read_telemetry
+from daemon.companions.telemetry import BUCKETS, Histogram, Telemetry, TelemetryPublisher, read_telemetry
+from daemon.store.session import SESSION_FILE, SessionRecord, read_session
 from daemon.logs import configure_logging
 from daemon.settings import LoggingSettings
 from daemon.testing import FakeClock
@@ -90,19 +91,22 @@ def test_histograms_are_prometheus_buckets() -> None:
 def test_the_publisher_writes_when_something_changed_or_a_heartbeat_is_due(tmp_path: Path) -> None:
     clock, monotonic = FakeClock(), FakeClock()
     telemetry = Telemetry(model="hf:x@abc", device="mps", clock=clock)
-    publisher = TelemetryPublisher(telemetry, state=tmp_path, monotonic=monotonic)
+    session = SessionRecord(tmp_path)
+    session.begin(now=clock())
+    publisher = TelemetryPublisher(telemetry, session=session, monotonic=monotonic)
     publisher.tick()
-    first = (tmp_path / TELEMETRY_FILE).stat().st_mtime_ns
+    first = (tmp_path / SESSION_FILE).stat().st_mtime_ns
     monotonic.advance(2)
     publisher.tick()
-    assert (tmp_path / TELEMETRY_FILE).stat().st_mtime_ns == first  # nothing new
+    assert (tmp_path / SESSION_FILE).stat().st_mtime_ns == first  # nothing new
     telemetry.observe(_record("a.jpg", timings={"load": 0.1}, total=1.0))
     clock.advance(5)
     publisher.tick()
     snap = read_telemetry(tmp_path)
     assert snap is not None and snap.model == "hf:x@abc" and snap.outcomes == {"done": 1} and snap.updated == clock()
     publisher.stopped()
-    stopped = read_telemetry(tmp_path)
+    stopped, record = read_telemetry(tmp_path), read_session(tmp_path)
     assert stopped is not None and stopped.stopped_at == clock()
-    (tmp_path / TELEMETRY_FILE).write_text("{broken")
+    assert record is not None and record.stopped_at == clock()  # the session's clean stop, in the same write
+    (tmp_path / SESSION_FILE).write_text("{broken")
     assert read_telemetry(tmp_path) is None

@@ -13,7 +13,7 @@ from typing import TextIO
 from daemon.errors import QueueDamaged, QueueError
 from daemon.settings import QueueSettings
 from daemon.store.jobs import Job, State
-from daemon.store.live import Live, read_live
+from daemon.store.session import Live, read_live
 from daemon.store.statedir import daemon_pid
 from daemon.store.steering import DEFAULT_QUEUE, open_queue
 

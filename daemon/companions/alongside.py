@@ -2,9 +2,9 @@
 
 `alongside()` is entered first in `Daemon.setup()` and left last in `teardown()`:
 
-- always: the `job` events feed `Telemetry` (daemon/companions/telemetry.py), published to
-  `telemetry.json` every couple of seconds, and the session marker that lets the next start
-  tell a clean stop from a crash (daemon/companions/monitor.py);
+- always: the session record (daemon/store/session.py) is begun, which tells how the last
+  daemon ended, and ended by a clean stop; each job's `JobRecord` feeds `Telemetry`
+  (daemon/companions/telemetry.py), published into the record every couple of seconds;
 - `dashboard.enabled`: the dashboard's server, on its own thread (daemon/companions/dashboard/);
 - `alerts:` with a webhook or desktop notifications: the monitor and the sender.
 
@@ -29,6 +29,7 @@ from daemon.companions.telemetry import Telemetry, TelemetryPublisher
 from daemon.errors import ConfigError
 from daemon.folders.outputs import Folders
 from daemon.settings import Settings
+from daemon.store.session import SessionRecord
 
 log = structlog.get_logger("cutout.companions")
 
@@ -37,20 +38,16 @@ TICK_SECONDS = 1.0
 
 @contextmanager
 def alongside(
-    *, settings: Settings, folders: Folders, model: str, device: str, clock: Callable[[], float] = time.time,
+    *, settings: Settings, folders: Folders, session: SessionRecord, model: str, device: str,
+    clock: Callable[[], float] = time.time,
 ) -> Iterator[Telemetry]:
     """Start the companions; on the way out stop them and record a clean stop."""
-    from daemon.companions.monitor import SessionMarker
-
     make_private_dir(folders.state)  # as the lock does; setup() may run without it in tests
     telemetry = Telemetry(model=model, device=device, clock=clock)
-    publisher = TelemetryPublisher(telemetry, state=folders.state)
-    marker = SessionMarker(folders.state)
-    crashed = marker.previous()  # before the daemon re-arms its crash report
+    publisher = TelemetryPublisher(telemetry, session=session)
+    crashed = _begin(session, now=clock())  # before the daemon re-arms its crash report
     with ExitStack() as stack:
-        marker.begin(now=clock())
-        stack.callback(marker.end)  # last but one: reached only by a stop under control
-        stack.callback(publisher.stopped)
+        stack.callback(publisher.stopped)  # last: reached only by a stop under control
         ticks: list[tuple[float, Callable[[], None]]] = [(2.0, publisher.tick)]
         if settings.alerts.active:
             ticks.append((settings.alerts.check_seconds, _start_alerts(stack, settings, folders, crashed, clock)))
@@ -62,6 +59,16 @@ def alongside(
         stack.callback(thread.join, 5)
         stack.callback(stop.set)
         yield telemetry
+
+
+def _begin(session: SessionRecord, *, now: float) -> str | None:
+    """Best effort: on a state folder that takes no file the daemon still starts (a crash of this
+    life is then not told at the next start, which is all that part of the record is for)."""
+    try:
+        return session.begin(now=now)
+    except OSError as exc:
+        log.warning("session_not_written", path=str(session.path), error=exc.strerror or str(exc))
+        return None
 
 
 def _loop(stop: threading.Event, ticks: list[tuple[float, Callable[[], None]]]) -> None:

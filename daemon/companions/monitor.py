@@ -2,17 +2,18 @@
 
 `Monitor.tick()` runs on the daemon's companion thread every `alerts.check_seconds`. It
 reads the store through its own read-only view (daemon/store/view.py), the state folder's
-`live.json` and the output disk, and posts events to `daemon.companions.alerts.Alerts`:
+session record (what the watch thread holds back) and the output disk, and posts events to `daemon.companions.alerts.Alerts`:
 
 - **quarantined**: jobs that failed since the last look (the store's own clock, so a
   fleet's database time is compared with itself);
 - **stalled**: work waiting (pending or running) while nothing ended for
   `alerts.stall_minutes`, once per stall, and **moving** when it ends;
 - **disk_low**: the output's disk under `alerts.disk_free_percent` free, once until it recovers;
-- **not_queued**: settled files the job store could not take (its disk full: `live.json`), once
+- **not_queued**: settled files the job store could not take (its disk full: the session record's `live`), once
   until every one is queued;
-- **crashed**: said at start-up, by `SessionMarker`: a daemon that did not stop cleanly
-  leaves its marker behind (a fatal signal, `kill -9`, the OOM killer, a power cut).
+- **crashed**: said at start-up, from the session record (daemon/store/session.py): a daemon
+  that did not stop cleanly never wrote its `stopped_at` (a fatal signal, `kill -9`, the OOM
+  killer, a power cut).
 
 A store that cannot be read is skipped (tried again at the next tick): the daemon's own
 log already says it is away.
@@ -20,8 +21,6 @@ log already says it is away.
 
 from __future__ import annotations
 
-import json
-import os
 import shutil
 import time
 from collections.abc import Callable
@@ -30,17 +29,14 @@ from typing import NamedTuple
 
 import structlog
 
-from daemon.atomic import write_atomic
 from daemon.companions.alerts import Alerts, Event
 from daemon.errors import CutoutError
 from daemon.settings import AlertSettings
-from daemon.store.crashreport import CRASH_REPORT_FILE, CrashReport
-from daemon.store.live import read_live
+from daemon.store.session import read_live
 from daemon.store.view import StoreView
 
 log = structlog.get_logger("cutout.monitor")
 
-SESSION_FILE = "session.json"
 DISK_HYSTERESIS = 1.0
 """Percent above the threshold the disk must get back to before it can alert again."""
 
@@ -149,40 +145,3 @@ class Monitor:
             self.alerts.post_event(Event(kind="disk_low", detail=detail, at=self.clock()))
         elif self._disk_low and free >= threshold + DISK_HYSTERESIS:
             self._disk_low = False
-
-
-# --- Did the last daemon stop cleanly? ---------------------------------------------------
-class SessionMarker:
-    """`session.json` in the state folder while a daemon runs; removed by a clean stop."""
-
-    def __init__(self, state: Path) -> None:
-        self.path = state / SESSION_FILE
-        self.crash_report = CrashReport(state / CRASH_REPORT_FILE)
-
-    def previous(self) -> str | None:
-        """How the last daemon ended, when it did not stop cleanly; None when it did (or never ran).
-
-        Read before the daemon arms its own crash report, which empties the file."""
-        try:
-            data = json.loads(self.path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError):
-            data = {}
-        since = data.get("started_at")
-        started = time.strftime("%Y-%m-%d %H:%M", time.localtime(since)) if isinstance(since, (int, float)) else "?"
-        report = self.crash_report.previous()
-        how = (f"it crashed ({report.strip().splitlines()[0][:200]})" if report
-               else "it was killed or the machine lost power (no crash report)")
-        return f"the daemon (pid {data.get('pid', '?')}, started {started}) did not stop cleanly: {how}"
-
-    def begin(self, *, now: float) -> None:
-        """Best effort: on a full state disk the daemon still starts (a crash of this life is then
-        not reported at the next start, which is all the marker is for)."""
-        try:
-            write_atomic(self.path, json.dumps({"pid": os.getpid(), "started_at": now}).encode(), durable=False)
-        except OSError as exc:
-            log.warning("session_marker_not_written", path=str(self.path), error=exc.strerror or str(exc))
-
-    def end(self) -> None:
-        self.path.unlink(missing_ok=True)

@@ -6,10 +6,10 @@ record to the log (the `job` event) and to `Telemetry.observe`: the figures neve
 how the log spells a field, nor on `logging.level`.
 
 `Telemetry` keeps the counts and fixed-bucket histograms since the daemon started and
-the timings of the last jobs. `TelemetryPublisher` writes them to `telemetry.json` in
-the state folder every few seconds when they changed (atomically, not fsynced, like
-`live.json`), with a heartbeat, so a dashboard in another process (`cutout dashboard`)
-sees them, and sees when the daemon stopped or died.
+the timings of the last jobs. `TelemetryPublisher` puts them into the session record
+(daemon/store/session.py) every few seconds when they changed, with a heartbeat, so a
+dashboard in another process (`cutout dashboard`) sees them, and sees when the daemon
+stopped or died.
 """
 
 from __future__ import annotations
@@ -28,12 +28,11 @@ from typing import Any
 
 import structlog
 
-from daemon.atomic import write_atomic
+from daemon.store.session import SessionRecord, read_session
 from daemon.work.record import JobRecord
 
 log = structlog.get_logger("cutout.telemetry")
 
-TELEMETRY_FILE = "telemetry.json"
 BUCKETS: tuple[float, ...] = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 """Histogram upper bounds in seconds: a 10 ms encode to a five-minute CPU forward."""
 RECENT_JOBS = 500
@@ -92,7 +91,7 @@ class JobTiming:
 
 @dataclass
 class Snapshot:
-    """Everything `telemetry.json` holds."""
+    """Everything the session record's `telemetry` holds."""
 
     pid: int
     model: str
@@ -188,10 +187,12 @@ def resident_bytes() -> int | None:
 
 # --- Publishing and reading ---------------------------------------------------------------
 class TelemetryPublisher:
-    """Writes `telemetry.json` when the measurements moved, and at least every heartbeat."""
+    """Puts the figures into the session record when they moved, and at least every heartbeat."""
 
-    def __init__(self, telemetry: Telemetry, *, state: Path, monotonic: Callable[[], float] = time.monotonic) -> None:
-        self.telemetry, self.path, self.monotonic = telemetry, state / TELEMETRY_FILE, monotonic
+    def __init__(
+        self, telemetry: Telemetry, *, session: SessionRecord, monotonic: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.telemetry, self.session, self.monotonic = telemetry, session, monotonic
         self._written: tuple[int, float] | None = None
         self._failing = False
 
@@ -199,28 +200,30 @@ class TelemetryPublisher:
         generation, now = self.telemetry.generation, self.monotonic()
         if self._written and self._written[0] == generation and now - self._written[1] < HEARTBEAT_SECONDS:
             return
-        self._write(self.telemetry.snapshot())
+        self._attempt(lambda: self.session.publish_telemetry(self.telemetry.snapshot().to_dict()))
         self._written = (generation, now)
 
     def stopped(self) -> None:
-        """A clean stop: the last snapshot says when."""
-        self._write(self.telemetry.snapshot(stopped=True))
+        """A clean stop: the last figures, and the record's `stopped_at`, say when."""
+        snapshot = self.telemetry.snapshot(stopped=True)
+        self._attempt(lambda: self.session.end(now=snapshot.updated, telemetry=snapshot.to_dict()))
 
-    def _write(self, snapshot: Snapshot) -> None:
+    def _attempt(self, write: Callable[[], bool]) -> None:
         """Best effort: a full state disk pauses the figures (said once), never the daemon."""
         try:
-            write_atomic(self.path, json.dumps(snapshot.to_dict()).encode(), durable=False)
+            written = write()
+            error = None if written else "no room on the state folder's disk"
         except OSError as exc:
-            if not self._failing:
-                log.warning("telemetry_not_written", path=str(self.path), error=exc.strerror or str(exc))
-            self._failing = True
-        else:
-            self._failing = False
+            error = exc.strerror or str(exc)
+        if error and not self._failing:
+            log.warning("telemetry_not_written", path=str(self.session.path), error=error)
+        self._failing = error is not None
 
 
 def read_telemetry(state: Path) -> Snapshot | None:
-    """The daemon's last published snapshot, or None (never published, or unreadable)."""
+    """The daemon's last published figures, or None (never published, or unreadable)."""
+    session = read_session(state)
     try:
-        return Snapshot.from_dict(json.loads((state / TELEMETRY_FILE).read_text(encoding="utf-8")))
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return Snapshot.from_dict(session.telemetry) if session and session.telemetry else None
+    except (ValueError, KeyError, TypeError, AttributeError):
         return None

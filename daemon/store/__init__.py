@@ -9,7 +9,8 @@
     steering.py     `cutout retry`, `cutout reprocess` and the dashboard's Retry
     rebuild.py      a damaged, empty or missing queue: found, refused, rebuilt
     statedir.py     the state folder: its lock and pid, and whether its queue is sound
-    live.py         what the running daemon holds back, for `cutout status` (`live.json`)
+    session.py      the daemon's life in one record (`session.json`): start, clean stop, what it
+                    holds back, its figures; read by status, the dashboard and the next start
     crashreport.py  a fatal signal's traceback (`crash-report.txt`)
 
 May import: `daemon.errors`, `daemon.atomic`, `daemon.pipeline.formats`, `daemon.folders`

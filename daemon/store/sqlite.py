@@ -251,7 +251,7 @@ class JobQueue(SqlJobStore):
         """One machine may change its model at will: nothing to agree with."""
 
     def report_worker(self, info: WorkerInfo) -> None:
-        """`cutout status` finds this daemon through the state folder's lock and live.json."""
+        """`cutout status` finds this daemon through the state folder's lock and session record."""
 
     def leave(self, worker: str) -> None:
         """Nothing was reported, so nothing to withdraw."""

@@ -3,7 +3,8 @@
     queue.sqlite3 (-wal, -shm)   the job queue (daemon.store.sqlite), checked here before use
     daemon.lock                  flock'ed by the running daemon, which writes its pid in it
     crash-report.txt             a fatal signal's traceback (daemon.store.crashreport)
-    live.json                    what the running daemon holds back (daemon.store.live)
+    session.json                 the daemon's life: pid, start and clean stop, what it holds back,
+                                 its figures (daemon.store.session)
     model-pin.json               the pinned model revision (daemon.models.fetch)
 
 The daemon (`runner`), the read-only commands (`status`, `retry`) and `doctor` all find
@@ -24,11 +25,12 @@ from typing import IO, Literal
 from daemon.atomic import access_problem, make_private_dir
 from daemon.errors import ConfigError, QueueDamaged, QueueError, from_sqlite_error
 from daemon.store.crashreport import CRASH_REPORT_FILE
+from daemon.store.session import SESSION_FILE
 from daemon.store.sqlite import JobQueue
 
 QUEUE_FILE = "queue.sqlite3"
 LOCK_FILE = "daemon.lock"
-STATE_FILES = (QUEUE_FILE, f"{QUEUE_FILE}-wal", f"{QUEUE_FILE}-shm", LOCK_FILE, CRASH_REPORT_FILE)
+STATE_FILES = (QUEUE_FILE, f"{QUEUE_FILE}-wal", f"{QUEUE_FILE}-shm", LOCK_FILE, CRASH_REPORT_FILE, SESSION_FILE)
 """What the daemon writes in the state folder: start-up refuses any of them it cannot write."""
 QueueState = Literal["missing", "empty", "healthy", "damaged"]
 MAX_PROBLEMS = 3

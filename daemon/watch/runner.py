@@ -45,7 +45,7 @@ from daemon.settings import Settings, cpu_threads, image_options, in_flight, pub
 from daemon.store.configured import open_store, worker_id
 from daemon.store.crashreport import CRASH_REPORT_FILE, CrashReport
 from daemon.store.jobs import Fingerprint, Job, Recovery
-from daemon.store.live import LIVE_FILE, LiveState
+from daemon.store.session import SessionRecord
 from daemon.store.statedir import QUEUE_FILE, acquire_lock
 from daemon.watch.settle import Settler, reconcile, start_observer
 from daemon.watch.tick import FolderWatch, Identity, ObserverFactory
@@ -169,9 +169,11 @@ class Daemon:
 
     def setup(self) -> None:
         """Acquire in order, each with its release on `self._held`: teardown() unwinds them."""
+        self.session = SessionRecord(self.folders.state)
         self.telemetry = self._held.enter_context(alongside(
-            settings=self.settings, folders=self.folders, model=self.model_name, device=self.device, clock=self.clock,
-        ))  # telemetry, dashboard, alerts
+            settings=self.settings, folders=self.folders, session=self.session, model=self.model_name,
+            device=self.device, clock=self.clock,
+        ))  # the session record, telemetry, dashboard, alerts
         self.queue = open_store(self.settings.queue, state=self.folders.state, clock=self.clock)
         self.queue.name_outputs(routing(self.settings).name_deriver)
         self._held.callback(self.queue.close)
@@ -193,9 +195,7 @@ class Daemon:
         self.worker = self._worker()
         self._held.callback(self.worker.close)
         self.settler = self._settler()
-        live = LiveState(self.folders.state / LIVE_FILE)
-        self._held.callback(live.clear)
-        self.watch = self._folder_watch(live)
+        self.watch = self._folder_watch()
         self.watch.start()
         self._held.callback(self.watch.close)
         self._watch_thread = threading.Thread(target=self._watch_loop, name="cutout-watch", daemon=True)
@@ -219,12 +219,12 @@ class Daemon:
         self._held.callback(self._crash_report.disarm)
         return recovered
 
-    def _folder_watch(self, live: LiveState) -> FolderWatch:
+    def _folder_watch(self) -> FolderWatch:
         me = Identity(worker=worker_id(self.folders.state), model=self.model_name, device=self.device,
                       started_at=self.clock())
         return FolderWatch(
             settings=self.settings, folders=self.folders, queue=self.queue, worker=self.worker, settler=self.settler,
-            volume=self.volume, live=live, observer_factory=self.observer_factory, identity=me, clock=self.clock,
+            volume=self.volume, session=self.session, observer_factory=self.observer_factory, identity=me, clock=self.clock,
             monotonic=self.monotonic, store_problem=lambda: self.outage.problem, scan=self.scan,
             finish_originals=None if self.settings.originals == "keep" else self._finish_found,
         )

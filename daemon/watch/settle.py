@@ -37,7 +37,7 @@ from daemon.errors import InvalidName, JobError, QueueError, is_queue_damage
 from daemon.folders.layout import content_hash, display, is_candidate_name, is_storable, iter_inputs, storable
 from daemon.pipeline.formats import file_truncation
 from daemon.store.jobs import Fingerprint, JobStore, Offer
-from daemon.store.live import Waiting
+from daemon.store.session import Waiting
 
 log = structlog.get_logger("cutout.watch")
 

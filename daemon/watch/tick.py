@@ -5,7 +5,7 @@
                      time, and never with `watch.role: worker`)
                      watcher and folder there: an observer runs, files settle, the folder is
                      rescanned when due, at once after a return or a change of watcher
-    when it changed  live.json for `cutout status`
+    when it changed  the session record's `live` for `cutout status`
 
 The heartbeat is not the watch thread's: `beat()` runs every lease / 3 on a thread of its own
 (`cutout-heartbeat`, runner.py), taking none of the watch's lock, so that a rescan of a large
@@ -31,7 +31,7 @@ from daemon.folders.outputs import Folders
 from daemon.folders.volume import Volume
 from daemon.settings import Settings
 from daemon.store.jobs import JobStore, WorkerInfo
-from daemon.store.live import LiveState
+from daemon.store.session import SessionRecord
 from daemon.watch.settle import Settler, reconcile
 from daemon.work.worker import Worker
 
@@ -62,7 +62,7 @@ class FolderWatch:
     worker: Worker
     settler: Settler
     volume: Volume
-    live: LiveState
+    session: SessionRecord
     observer_factory: ObserverFactory
     identity: Identity
     store_problem: Callable[[], str | None]
@@ -90,8 +90,8 @@ class FolderWatch:
                 if watching:
                     self._settle()
             finally:  # also while the store is away: status says so
-                self.live.publish(waiting=self.settler.waiting(), volume_problem=self.volume.problem,
-                                  now=self.clock(), store_problem=self.store_problem())
+                self.session.publish_live(waiting=self.settler.waiting(), volume_problem=self.volume.problem,
+                                          now=self.clock(), store_problem=self.store_problem())
 
     def start(self) -> None:
         """Listen from the start when this daemon is the watcher (the first tick scans)."""

@@ -1,7 +1,7 @@
 """The local web dashboard: `cutout dashboard`, or `dashboard.enabled: true` beside `cutout watch`.
 
     app.py        the routes (Starlette): the page, its live parts, before/after, retry, files, /metrics
-    board.py      what the page shows, read from the store, live.json and telemetry.json (cached 1 s)
+    board.py      what the page shows, read from the store and the session record (cached 1 s)
     views.py      server-rendered HTML: Jinja2 templates (templates/, autoescaped), static/ beside them
     paths.py      which files may be served: only under the input, output, quarantine and archive roots
     thumbs.py     thumbnails made on demand at a bounded size, cached (and capped) in the state folder

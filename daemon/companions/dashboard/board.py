@@ -8,7 +8,7 @@ Every page, live update and `/metrics` scrape asks `Board.overview()`; within
   answer is kept with `store_problem` saying since when, and the view is opened again at
   the next look.
 - Whether the daemon runs comes from the state folder's lock (`statedir.daemon_pid`);
-  what it runs (model, device, memory) from its `telemetry.json`, and, when it is not
+  what it runs (model, device, memory) from its session record, and, when it is not
   running, since when (its clean stop, or its last heartbeat).
 """
 
@@ -26,7 +26,7 @@ from daemon.folders.outputs import Folders
 from daemon.folders.routing import SEED_ROUTING, Routing
 from daemon.settings import DashboardSettings, QueueSettings
 from daemon.store.jobs import STATES, Job, State, WorkerInfo
-from daemon.store.live import Waiting, read_live
+from daemon.store.session import Waiting, read_live
 from daemon.store.statedir import daemon_pid
 from daemon.store.view import StoreView, open_view
 
