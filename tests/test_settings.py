@@ -201,3 +201,31 @@ def test_paths_of_the_wrong_type_are_still_reported_with_their_key(tmp_path: Pat
 def test_a_postgresql_store_needs_a_url_without_a_password(url: str | None, words: str) -> None:
     with pytest.raises(ConfigError, match=words):
         load_settings(overrides={"queue.store": "postgresql", "queue.url": url})
+
+
+def _bounded_fields(cls: type, prefix: str = "") -> list[tuple[str, Any]]:
+    """Every (dotted key, Bounds) the settings' types declare."""
+    import dataclasses
+    import typing
+
+    from daemon.pipeline.constants import Bounds
+
+    found = []
+    for name, hint in typing.get_type_hints(cls, include_extras=True).items():
+        if dataclasses.is_dataclass(hint):
+            found += _bounded_fields(typing.cast(type, hint), f"{prefix}{name}.")
+        found += [(f"{prefix}{name}", meta) for meta in getattr(hint, "__metadata__", ()) if isinstance(meta, Bounds)]
+    return found
+
+
+@pytest.mark.parametrize(("key", "bounds"), _bounded_fields(Settings), ids=lambda v: str(v))
+def test_every_bounded_number_refuses_a_value_outside_its_range_and_names_its_key(key: str, bounds: Any) -> None:
+    outside = bounds.high + 1 if bounds.high is not None else bounds.low - (0 if bounds.above else 1)
+    with pytest.raises(ConfigError, match=rf"^{key}: must be .*, got {outside!r}(\.0)?$"):
+        load_settings(overrides={key: outside})
+
+
+def test_the_bounds_cover_the_numbers_that_must_be_positive() -> None:
+    keys = {key for key, _ in _bounded_fields(Settings)}
+    assert {"watch.settle_seconds", "queue.lease_seconds", "limits.max_pixels", "worker.in_flight",
+            "pipeline.pad_color", "pipeline.png_compression", "logging.backups"} <= keys

@@ -9,7 +9,7 @@ overrides any field.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Annotated, Literal
 
 PngFilter = Literal["adaptive", "none", "sub", "up", "average", "paeth"]
 BitDepth = Literal[8, "source"]
@@ -50,24 +50,48 @@ PNG_FILTER: PngFilter = "up"
 """PNG row filter: `up` (see above), or `adaptive` for libpng's try-them-all default."""
 
 
+@dataclass(frozen=True)
+class Bounds:
+    """The range a number of the settings may take, beside its type: `Annotated[int, AT_LEAST_0]`.
+    The settings check it where they read the config, naming the key; the field states it once."""
+
+    low: float
+    high: float | None = None
+    above: bool = False
+    """`low` itself is out of range (a size, a count: greater than 0)."""
+
+    def problem(self, value: float) -> str | None:
+        if self.high is not None:
+            return None if self.low <= value <= self.high else f"must be between {self.low} and {self.high}"
+        if self.above:
+            return None if value > self.low else f"must be greater than {self.low}"
+        return None if value >= self.low else f"must be {self.low} or more"
+
+
+ABOVE_0 = Bounds(0, above=True)
+AT_LEAST_0 = Bounds(0)
+BYTE = Bounds(0, 255)
+FRACTION = Bounds(0.0, 1.0)
+
+
 @dataclass(frozen=True, kw_only=True)
 class PipelineParams:
     """The tunable numbers of one pipeline run; defaults are the constants above."""
 
-    target_size: int = TARGET_SIZE
-    pad_color: int = PAD_COLOR
-    alpha_threshold: float = ALPHA_THRESHOLD
-    crop_padding: int = CROP_PADDING
-    edge_blur_radius: int = EDGE_BLUR_RADIUS
-    erode_kernel_size: int = ERODE_KERNEL_SIZE
+    target_size: Annotated[int, AT_LEAST_0] = TARGET_SIZE  # 0 in a config: the model's own size
+    pad_color: Annotated[int, BYTE] = PAD_COLOR
+    alpha_threshold: Annotated[float, FRACTION] = ALPHA_THRESHOLD
+    crop_padding: Annotated[int, AT_LEAST_0] = CROP_PADDING
+    edge_blur_radius: Annotated[int, AT_LEAST_0] = EDGE_BLUR_RADIUS
+    erode_kernel_size: Annotated[int, AT_LEAST_0] = ERODE_KERNEL_SIZE
     imagenet_mean: tuple[float, float, float] = IMAGENET_MEAN
     imagenet_std: tuple[float, float, float] = IMAGENET_STD
-    min_foreground_fraction: float = MIN_FOREGROUND_FRACTION
+    min_foreground_fraction: Annotated[float, FRACTION] = MIN_FOREGROUND_FRACTION
     fail_fast: bool = True
-    canny_low: int = CANNY_LOW
-    canny_high: int = CANNY_HIGH
-    edge_band_radius: int = EDGE_BAND_RADIUS
-    png_compression: int = PNG_COMPRESSION
+    canny_low: Annotated[int, BYTE] = CANNY_LOW
+    canny_high: Annotated[int, BYTE] = CANNY_HIGH
+    edge_band_radius: Annotated[int, AT_LEAST_0] = EDGE_BAND_RADIUS
+    png_compression: Annotated[int, Bounds(0, 9)] = PNG_COMPRESSION
     png_filter: PngFilter = PNG_FILTER
 
 
