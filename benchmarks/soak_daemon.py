@@ -24,7 +24,7 @@ from benchmarks.endtoend import child_env, cutout_command, read_cpu_seconds, rea
 from benchmarks.machine import REPO
 
 TERM_TIMEOUT_S = 60.0
-"""A SIGTERM'd daemon must be gone by then (README: "exit 0 within seconds"); else it is killed and counted."""
+"""A SIGTERM'd daemon must be gone by then (docs/hot-folder.md: "exit 0 within seconds"); else it is killed and counted."""
 SAMPLE_SECONDS = 1.0
 DEFECT_EVENTS = frozenset({
     "worker_loop_failed", "watch_error", "file_set_aside", "queue_damaged", "previous_process_crashed",
@@ -221,7 +221,7 @@ def idle_cpu_percent(pid: int, *, seconds: float) -> float:
 # --- Reading what the daemon left -------------------------------------------------------------
 def read_log(path: Path) -> tuple[list[dict[str, Any]], int]:
     """The JSON events of one life's log and how many lines were not JSON (a traceback, a native
-    library printing on its own): the README promises JSON lines only."""
+    library printing on its own): docs/hot-folder.md promises JSON lines only."""
     events, other = [], 0
     for line in path.read_text(errors="replace").splitlines():
         if not line.strip():

@@ -40,7 +40,7 @@
 Foreign exceptions (OpenCV, torch, OSError) are translated into this tree where
 they happen, with `raise ... from exc`, so the worker decides quarantine or
 retry from the class alone. A command that stops on one of the others exits with its
-class's `exit_status` (the README's table): a service manager restarts on all but 78.
+class's `exit_status` (docs/reasons.md's table): a service manager restarts on all but 78.
 """
 
 from __future__ import annotations

@@ -14,6 +14,10 @@ import tempfile
 os.environ["HF_HOME"] = tempfile.mkdtemp(prefix="cutout-test-hf-")
 os.environ["HF_HUB_OFFLINE"] = "1"
 atexit.register(shutil.rmtree, os.environ["HF_HOME"], ignore_errors=True)
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # One worker per core (`-n auto`): each keeps torch's and OpenCV's pools to one thread, or
+    # two workers' pools fight over two cores (measured: the fast set 38 s, 34 s with this).
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import logging
 from collections.abc import Callable, Iterator
@@ -24,11 +28,28 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 import pytest
+import structlog
 
 from daemon.logs import silence_decoder_warnings
 from daemon.testing import BrightModel, FakeClock
 from tests.pgserver import POSTGRES_URL_ENV, TempPostgres, fresh_store_url, postgres_bindir
 from tests import harness, tiny_models
+
+@pytest.fixture(autouse=True)
+def plain_log_output() -> Iterator[None]:
+    """structlog's defaults, but exceptions printed as plain tracebacks: its default renderer formats
+    each logged exception with rich and pygments, about a third of a second each, and the tests read
+    events through `capture_logs`, not their rendering. Reset after each test, also after one that
+    configured logging for real (the command line's `main`)."""
+    structlog.configure(processors=[
+        structlog.contextvars.merge_contextvars, structlog.processors.add_log_level,
+        structlog.processors.StackInfoRenderer(), structlog.dev.set_exc_info,
+        structlog.processors.TimeStamper(fmt="%Y-%m-%d %H:%M:%S", utc=False),
+        structlog.dev.ConsoleRenderer(exception_formatter=structlog.dev.plain_traceback),
+    ])
+    yield
+    structlog.reset_defaults()
+
 
 DARK, BRIGHT = 20, 230
 """Background and subject grey levels: the tiny models call > 0.6 * 255 foreground."""

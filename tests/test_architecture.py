@@ -175,8 +175,8 @@ def test_each_kind_of_error_stops_a_command_with_its_own_documented_exit_status(
     assert {kind.__base__ for kind in kinds} <= {CutoutError, QueueError}
     statuses = [kind.exit_status for kind in kinds]
     assert len(set(statuses)) == len(kinds) and 0 not in statuses
-    readme = (PACKAGE.parent / "README.md").read_text(encoding="utf-8")
-    table = readme[readme.index("### Exit statuses"):readme.index("## Safety rules")]
+    reasons = (PACKAGE.parent / "docs" / "reasons.md").read_text(encoding="utf-8")
+    table = reasons[reasons.index("### Exit statuses"):reasons.index("## Safety rules")]
     assert all(f"\n| {status} |" in table for status in statuses)
 
 

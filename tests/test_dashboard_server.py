@@ -120,6 +120,7 @@ def test_a_taken_port_leaves_the_daemon_running_without_its_dashboard(studio: tu
             listen("127.0.0.1", settings.dashboard.port)
 
 
+@pytest.mark.slow  # a race, run for four seconds
 def test_a_folder_swapped_for_a_link_during_requests_never_serves_a_file_outside_the_roots(
     studio: tuple[Folders, Settings], tmp_path: Path
 ) -> None:

@@ -108,7 +108,6 @@ def test_an_original_whose_check_missed_the_hot_folder_is_deleted_at_the_next_re
     the folder is back, the next rescan deletes it: no restart needed."""
     import os
     import threading
-    import time
     from typing import Any
 
     away, back = threading.Event(), threading.Event()
@@ -128,7 +127,8 @@ def test_an_original_whose_check_missed_the_hot_folder_is_deleted_at_the_next_re
         assert away.wait(30)
         back.set()
         wait_until(lambda: (folders.output / "x.png").exists(), what="the cut-out")
-        time.sleep(0.3)  # the end's check ran against the missing folder
+        wait_until(lambda: any(e["event"] == "original_changed_during_processing" for e in logs),
+                   what="the end's check, run against the missing folder")
         os.rename(folders.input.with_name("in-away"), folders.input)
         wait_until(lambda: not (folders.input / "x.jpg").exists(), what="the original deleted by a rescan",
                    timeout=30)

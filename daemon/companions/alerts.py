@@ -84,7 +84,7 @@ class Message:
     reasons: dict[str, int] = field(default_factory=dict)
 
     def payload(self) -> dict[str, object]:
-        """The webhook's JSON (the README documents it): `text` for chat tools, `cutout` for programs."""
+        """The webhook's JSON (docs/dashboard.md documents it): `text` for chat tools, `cutout` for programs."""
         return {
             "text": f"cutout on {self.host}: {self.text}",
             "cutout": {
