@@ -7,6 +7,9 @@ finishes afterwards is dropped, and the output is the other machine's.
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -16,7 +19,7 @@ from structlog.testing import capture_logs
 from daemon.folders.outputs import Folders
 from daemon.pipeline.constants import PipelineParams
 from daemon.settings import QueueSettings
-from daemon.store.jobs import Fingerprint
+from daemon.store.jobs import Fingerprint, Job
 from daemon.store.postgres import MIGRATIONS, PostgresStore
 from daemon.testing import BrightModel, FakeClock, wait_until
 from daemon.work.worker import Worker
@@ -47,37 +50,62 @@ def worker_on(store: PostgresStore, folders: Folders, model: Any) -> Worker:
                   in_flight=1, cpu_threads=1)
 
 
+@dataclass
+class Frozen:
+    """A worker frozen inside the model on `a.png` past its lease, and the machine that took its job."""
+
+    path: Path
+    other: PostgresStore
+    taken: Job
+    outcomes: list[str] = field(default_factory=list)
+    """The frozen worker's `job` events, once it has thawed and ended."""
+
+
+@contextmanager
+def frozen_past_its_lease(
+    folders: Folders, url: str, clock: FakeClock, *, store: type[PostgresStore] = PostgresStore
+) -> Iterator[Frozen]:
+    """The body runs as the other machine, holding the job; the frozen worker thaws on the way out."""
+    inside, thaw = threading.Event(), threading.Event()
+    path = write_image(folders.input / "a.png", subject_image(60, 80, (20, 15, 60, 45)))
+    frozen_store = store(url, worker="frozen", clock=clock, lease_seconds=LEASE)
+    other = PostgresStore(url, worker="other", clock=clock, lease_seconds=LEASE)
+    frozen_store.offer(P("a.png"), Fingerprint.of(path))
+    frozen = worker_on(frozen_store, folders, FreezingModel(inside, thaw))
+    try:
+        with capture_logs() as logs:
+            runner = threading.Thread(target=frozen.run_once)
+            runner.start()
+            wait_until(inside.is_set, what="the frozen worker inside the model")
+            clock.advance(LEASE + 1)
+            taken = other.claim()
+            assert taken is not None and taken.attempts == 2
+            state = Frozen(path=path, other=other, taken=taken)
+            yield state
+            assert frozen.heartbeat() != []  # its lease is gone
+            thaw.set()
+            runner.join(timeout=30)
+            wait_until(lambda: frozen.stages.idle, what="the frozen worker's end")
+        state.outcomes += [e["outcome"] for e in logs if e["event"] == "job"]
+    finally:
+        thaw.set()
+        frozen.close()
+        frozen_store.close()
+        other.close()
+
+
 def test_a_worker_frozen_past_its_lease_publishes_nothing_and_the_later_claim_wins(
     folders: Folders, postgres_url: str, clock: FakeClock
 ) -> None:
-    inside, thaw = threading.Event(), threading.Event()
-
-    path = write_image(folders.input / "a.png", subject_image(60, 80, (20, 15, 60, 45)))
-    frozen_store = PostgresStore(postgres_url, worker="frozen", clock=clock, lease_seconds=LEASE)
-    other = PostgresStore(postgres_url, worker="other", clock=clock, lease_seconds=LEASE)
-    frozen_store.offer(P("a.png"), Fingerprint.of(path))
-    frozen = worker_on(frozen_store, folders, FreezingModel(inside, thaw))
-    with capture_logs() as logs:
-        runner = threading.Thread(target=frozen.run_once)
-        runner.start()
-        wait_until(inside.is_set, what="the frozen worker inside the model")
-        clock.advance(LEASE + 1)
-        taken = other.claim()
-        assert taken is not None and taken.attempts == 2
-        assert other.finish(taken, content_hash="b", fingerprint=Fingerprint.of(path),
-                            publish=lambda: (folders.output / "a.png").write_bytes(b"the other machine's cutout"))
-        assert frozen.heartbeat() != []  # its lease is gone
-        thaw.set()
-        runner.join(timeout=30)
-        wait_until(lambda: frozen.stages.idle, what="the frozen worker's finish")
-    frozen.close()
+    with frozen_past_its_lease(folders, postgres_url, clock) as frozen:
+        assert frozen.other.finish(
+            frozen.taken, content_hash="b", fingerprint=Fingerprint.of(frozen.path),
+            publish=lambda: (folders.output / "a.png").write_bytes(b"the other machine's cutout"))
+        done = frozen.other.get(P("a.png"))
     assert (folders.output / "a.png").read_bytes() == b"the other machine's cutout"
-    assert [e["outcome"] for e in logs if e["event"] == "job"] == ["claim_lost"]
+    assert frozen.outcomes == ["claim_lost"]
     assert not [p for p in folders.output.iterdir() if p.name.startswith(".")]  # no temp file left
-    done = other.get(P("a.png"))
     assert done is not None and (done.state, done.content_hash) == ("done", "b")
-    frozen_store.close()
-    other.close()
 
 
 def test_a_worker_whose_claim_was_lost_never_stages_a_file_in_the_output_folder(
@@ -85,7 +113,6 @@ def test_a_worker_whose_claim_was_lost_never_stages_a_file_in_the_output_folder(
 ) -> None:
     """The late worker's result is dropped before it touches the output folder, so no reader
     (nor a check of the folder right after the fleet is done) ever sees its temp file."""
-    inside, thaw = threading.Event(), threading.Event()
     seen_at_publish: list[list[str]] = []
 
     class WatchedStore(PostgresStore):
@@ -93,27 +120,11 @@ def test_a_worker_whose_claim_was_lost_never_stages_a_file_in_the_output_folder(
             seen_at_publish.append(sorted(p.name for p in folders.output.iterdir()))
             return super().finish(job, **kwargs)
 
-    path = write_image(folders.input / "a.png", subject_image(60, 80, (20, 15, 60, 45)))
-    frozen_store = WatchedStore(postgres_url, worker="frozen", clock=clock, lease_seconds=LEASE)
-    other = PostgresStore(postgres_url, worker="other", clock=clock, lease_seconds=LEASE)
-    frozen_store.offer(P("a.png"), Fingerprint.of(path))
-    frozen = worker_on(frozen_store, folders, FreezingModel(inside, thaw))
-    with capture_logs() as logs:
-        runner = threading.Thread(target=frozen.run_once)
-        runner.start()
-        wait_until(inside.is_set, what="the frozen worker inside the model")
-        clock.advance(LEASE + 1)
-        taken = other.claim()
-        assert taken is not None
-        thaw.set()
-        runner.join(timeout=30)
-        wait_until(lambda: frozen.stages.idle, what="the frozen worker's end")
-    frozen.close()
-    assert [e["outcome"] for e in logs if e["event"] == "job"] == ["claim_lost"]
+    with frozen_past_its_lease(folders, postgres_url, clock, store=WatchedStore) as frozen:
+        pass  # the other machine holds the job and has not finished it
+    assert frozen.outcomes == ["claim_lost"]
     assert not any(name.startswith(".cutout-") for names in seen_at_publish for name in names)
     assert list(folders.output.iterdir()) == []
-    frozen_store.close()
-    other.close()
 
 
 def _config(tmp_path: Path, url: str, folders: Folders) -> Path:
