@@ -35,6 +35,9 @@ from daemon.testing import BrightModel, FakeClock
 from tests.pgserver import POSTGRES_URL_ENV, TempPostgres, fresh_store_url, postgres_bindir
 from tests import harness, tiny_models
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    cv2.setNumThreads(1)  # OpenCV's own pool (pthreads here) does not read OMP_NUM_THREADS
+
 @pytest.fixture(autouse=True)
 def plain_log_output() -> Iterator[None]:
     """structlog's defaults, but exceptions printed as plain tracebacks: its default renderer formats

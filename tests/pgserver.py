@@ -99,7 +99,10 @@ def fresh_store_url(server_url: str) -> str:
     return f"{shared}{'&' if '?' in shared else '?'}options=-csearch_path%3D{schema}"
 
 
-SHARED_DATABASE = "cutout_tests"
+SHARED_DATABASE = f"cutout_tests_{os.environ.get('PYTEST_XDIST_WORKER', 'main')}"
+"""One database per test process: PostgreSQL's advisory locks (the watcher's role, migrations)
+belong to a database, not a schema, so workers of one server (`.ci/run` starts one for all)
+never contend for each other's locks."""
 
 
 def _with_database(url: str, name: str) -> str:

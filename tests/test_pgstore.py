@@ -185,7 +185,8 @@ def test_one_daemon_leads_and_another_takes_over_when_its_connection_dies(fleet:
     assert a.lead() and a.lead()  # it keeps the role
     assert not b.lead()
     with psycopg.connect(a.url, autocommit=True) as admin:  # the leader's machine drops off the network
-        admin.execute("SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND granted")
+        admin.execute("SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND granted"
+                      " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())")
     # The terminated backend lets go of the lock as it exits, a moment later (termination is a
     # signal, not a wait): the other daemon's next tries take the role.
     wait_until(b.lead, what="the other daemon taking the role", timeout=10)

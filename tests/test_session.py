@@ -68,3 +68,16 @@ def test_a_record_that_cannot_be_read_tells_nothing_and_breaks_no_reader(tmp_pat
     (tmp_path / SESSION_FILE).write_text('{"schema": 1, "pid": "x"')
     assert read_session(tmp_path) is None and read_live(tmp_path) is None
     assert "did not stop cleanly" in (SessionRecord(tmp_path).begin(now=1.0) or "")  # a torn record: no clean stop
+
+
+def test_a_start_that_fails_part_way_still_leaves_later_writes_a_whole_record(tmp_path: Path) -> None:
+    import pytest
+
+    (tmp_path / "live.json").mkdir()  # an earlier version's file that cannot be removed
+    record = SessionRecord(tmp_path)
+    with pytest.raises(OSError):
+        record.begin(now=1.0)
+    record.publish_live(waiting=[], volume_problem="gone", now=2.0)
+    session = read_session(tmp_path)
+    assert session is not None and session.pid == os.getpid() and session.started_at == 1.0
+    assert session.live is not None and session.live.volume_problem == "gone"

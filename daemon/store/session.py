@@ -115,18 +115,22 @@ class SessionRecord:
         self.state, self.path = state, state / SESSION_FILE
         self._lock = threading.Lock()
         self._record: dict[str, Any] = {}
+        self._encoded: dict[str, str] = {}
+        """Each section's JSON, made when the section is set: the watch thread's small, frequent
+        changes never serialise the telemetry's hundreds of job timings again."""
         self._live_key: tuple[object, ...] | None = None
 
     def begin(self, *, now: float) -> str | None:
         """Start this daemon's record; returns how the last daemon ended when it did not stop
         cleanly (None when it did, or never ran). Read before the daemon re-arms its crash report."""
+        with self._lock:  # first: whatever fails below, later writes are this life's record
+            self._record = {"schema": SCHEMA, "pid": os.getpid(), "started_at": now, "stopped_at": None,
+                            "previous_end": None, "live": None, "telemetry": None}
+            self._encoded = {name: json.dumps(value) for name, value in self._record.items()}
         previous = _previous_end(self.state)
         for name in OLD_FILES:
             (self.state / name).unlink(missing_ok=True)
-        with self._lock:
-            self._record = {"schema": SCHEMA, "pid": os.getpid(), "started_at": now, "stopped_at": None,
-                            "previous_end": previous, "live": None, "telemetry": None}
-            self._write()
+        self._set(previous_end=previous)
         return previous
 
     def publish_live(
@@ -153,10 +157,11 @@ class SessionRecord:
         """Raises the OSError of a state folder that refuses the write (other than a full disk)."""
         with self._lock:
             self._record.update(sections)
+            self._encoded.update({name: json.dumps(value) for name, value in sections.items()})
             return self._write()
 
     def _write(self) -> bool:
-        data = json.dumps(self._record).encode()
+        data = ("{" + ", ".join(f"{json.dumps(name)}: {value}" for name, value in self._encoded.items()) + "}").encode()
         try:
             write_atomic(self.path, _padded(data), durable=False)
             return True

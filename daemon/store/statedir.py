@@ -25,13 +25,13 @@ from typing import IO, Literal
 from daemon.atomic import access_problem, make_private_dir
 from daemon.errors import ConfigError, QueueDamaged, QueueError, from_sqlite_error
 from daemon.store.crashreport import CRASH_REPORT_FILE
-from daemon.store.session import SESSION_FILE
 from daemon.store.sqlite import JobQueue
 
 QUEUE_FILE = "queue.sqlite3"
 LOCK_FILE = "daemon.lock"
-STATE_FILES = (QUEUE_FILE, f"{QUEUE_FILE}-wal", f"{QUEUE_FILE}-shm", LOCK_FILE, CRASH_REPORT_FILE, SESSION_FILE)
-"""What the daemon writes in the state folder: start-up refuses any of them it cannot write."""
+STATE_FILES = (QUEUE_FILE, f"{QUEUE_FILE}-wal", f"{QUEUE_FILE}-shm", LOCK_FILE, CRASH_REPORT_FILE)
+"""What the daemon writes in the state folder: start-up refuses any of them it cannot write. Not
+the session record: it is best effort, and written by rename, which needs only the folder."""
 QueueState = Literal["missing", "empty", "healthy", "damaged"]
 MAX_PROBLEMS = 3
 """sqlite lists up to this many problems in a refusal; the first ones say enough."""
