@@ -62,6 +62,9 @@ class Recipe:
     """Added to the output's stem: `x-white.jpg`."""
     subfolder: str = ""
     """A folder inside the output folder for this recipe's files: `web` gives `output/web/a/x.jpg`."""
+    decontaminate: bool = False
+    """Replace the colours of the soft edge (hair, fur, blur) with the subject's own, so the old
+    backdrop leaves no halo (decontaminate.py); opaque pixels are never changed."""
 
     @property
     def writes_output(self) -> bool:

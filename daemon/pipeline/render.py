@@ -50,6 +50,10 @@ Choices, and why:
   `quality` with 4:4:4 chroma (no subsampling): a cutout's edge against flat white is a hard
   colour edge, which 4:2:0 would smear into a coloured fringe; it costs ~10 % more bytes.
   ICC profile, EXIF and XMP are kept when they fit in a JPEG marker (64 KB).
+- **Decontaminate** (`decontaminate: true`): the soft edge's colours are replaced by the
+  subject's own (decontaminate.py) on the output's final geometry and depth, before a
+  background colour is composited, so the white square and the transparent file get the
+  same clean edge. Off by default: `default` stays the seed's bytes.
 - Without an ICC profile the outputs are untagged, which every reader takes for sRGB.
 """
 
@@ -71,6 +75,7 @@ from daemon.errors import NoForeground, TooLarge, Unsupported
 from daemon.pipeline import pngchunks
 from daemon.pipeline.composite import CropBox, crop_box, encode_bgra, metadata_chunks
 from daemon.pipeline.constants import PipelineParams
+from daemon.pipeline.decontaminate import decontaminated
 from daemon.pipeline.matte import FloatArray
 from daemon.pipeline.postprocess import matte_to_uint8
 from daemon.pipeline.recipe import Recipe, margin_pixels, parse_colour
@@ -144,7 +149,8 @@ def render_recipe(
     if layers.colour is None:
         return RecipeFiles(None, mask)
     alpha = alpha8 if alpha8 is not None and depth == 8 else _alpha16(layers.alpha)
-    return RecipeFiles(_output(_Pixels(layers.colour, alpha), source=source, recipe=recipe, params=params), mask)
+    colour = decontaminated(layers.colour, alpha) if recipe.decontaminate else layers.colour
+    return RecipeFiles(_output(_Pixels(colour, alpha), source=source, recipe=recipe, params=params), mask)
 
 
 def output_depth(source: SourceImage, *, recipe: Recipe) -> int:
