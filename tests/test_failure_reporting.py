@@ -139,3 +139,20 @@ def test_a_retry_for_a_machine_fault_is_a_warning_too(tmp_path: Path) -> None:
     reason = _watch_reason(tmp_path, tmp_path / "missing-output")  # the output folder is gone
     assert reason == "output_missing"
     assert [(event["outcome"], event["level"]) for event in _job_events(log)] == [("retry", "warning")]
+
+
+def test_a_done_jobs_event_states_its_doubt_and_a_quarantined_ones_has_none(tmp_path: Path) -> None:
+    log = io.StringIO()
+    configure_logging(LoggingSettings(level="info", format="json"), stream=log)
+    folders = _folders(tmp_path, output=tmp_path / "out")
+    folders.output.mkdir()
+    clock = FakeClock()
+    queue = JobQueue(folders.state / "queue.sqlite3", clock=clock)
+    for rel, rgb in (("good.jpg", subject_image(300, 400, BOX)), ("dark.png", np.full((200, 200, 3), 20, np.uint8))):
+        queue.offer(PurePosixPath(rel), Fingerprint.of(write_image(folders.input / rel, rgb)))
+    _drain(_make_worker(folders, queue, clock), queue)
+    events = {str(event["path"]): event for event in _job_events(log)}
+    done, failed = events["good.jpg"], events["dark.png"]
+    assert isinstance(done["doubt"], float) and 0.0 <= done["doubt"] <= 1.0
+    assert set(done["doubt_parts"]) == {"fog", "unstable", "borders", "area", "pieces"}  # type: ignore[arg-type]
+    assert "doubt" not in failed and "doubt_parts" not in failed

@@ -18,6 +18,7 @@ from pathlib import Path
 from daemon.errors import NoForeground
 from daemon.pipeline.composite import CropBox, combine_alpha, crop_box, foreground_fraction
 from daemon.pipeline.constants import ImageOptions, PipelineParams
+from daemon.pipeline.doubt import Doubt, doubt
 from daemon.pipeline.matte import FloatArray, MatteModel
 from daemon.pipeline.postprocess import Region, clean_matte, restore_matte
 from daemon.pipeline.preprocess import PadMeta, normalize, read_file, resize_and_pad
@@ -69,6 +70,8 @@ class Cutout:
     foreground_fraction: float
     notes: tuple[str, ...] = ()
     """What was worth knowing about the input (animated, EXIF ignored, ...)."""
+    doubt: Doubt | None = None
+    """How likely the cut-out is wrong, from the model's matte (doubt.py)."""
 
     @property
     def png(self) -> bytes:
@@ -113,6 +116,8 @@ def finish(
 ) -> Cutout:
     """Stages 5-6: restore and clean the matte, check it, then each recipe's crop and encoding."""
     with timer.stage("postprocess"):
+        meta = prepared.meta  # the score reads the model's own matte, at its size, over the image only
+        found = doubt(matte[meta.y_offset : meta.y_offset + meta.new_h, meta.x_offset : meta.x_offset + meta.new_w])
         cleaned, region = clean_matte(restore_matte(matte, meta=prepared.meta), params=params)
         full = combine_alpha(cleaned, prepared.source.alpha)
         fraction = check_foreground(full, params=params, region=region)
@@ -124,7 +129,7 @@ def finish(
             else CropBox(0, 0, full.shape[1], full.shape[0])
         )
         files = tuple(render_recipe(prepared.source, full, box=box, recipe=recipe, params=params) for recipe in recipes)
-    return Cutout(files, box.width, box.height, box, fraction, prepared.source.notes)
+    return Cutout(files, box.width, box.height, box, fraction, prepared.source.notes, found)
 
 
 def seed_recipes(options: ImageOptions) -> tuple[Recipe]:

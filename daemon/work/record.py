@@ -21,3 +21,6 @@ class JobRecord:
     queue_wait: float
     total: float
     reason: str | None = None
+    doubt: float | None = None
+    """How likely the cut-out is wrong, 0..1 (done jobs only; daemon.pipeline.doubt)."""
+    doubt_parts: dict[str, float] | None = None

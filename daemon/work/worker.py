@@ -51,6 +51,7 @@ from daemon.folders.outputs import OriginalsPolicy
 from daemon.folders.routing import SEED_ROUTING, Routing, contents
 from daemon.folders.volume import ALWAYS_THERE, VolumeState
 from daemon.pipeline.constants import ImageOptions, PipelineParams
+from daemon.pipeline.doubt import Doubt
 from daemon.pipeline.matte import MatteModel
 from daemon.pipeline.pipeline import Cutout, Prepared, StageTimer
 from daemon.pipeline.pipeline import DEFAULTS
@@ -211,7 +212,8 @@ class Worker:
         except Exception:
             log.exception("after_done_failed", path=job.source.as_posix())
         also = {"also": written[1:]} if len(written) > 1 else {}
-        self._log(task, "done", output=written[0], **also, size=f"{cutout.width}x{cutout.height}", notes=list(cutout.notes))
+        self._log(task, "done", output=written[0], **also, size=f"{cutout.width}x{cutout.height}", notes=list(cutout.notes),
+                  judged=cutout.doubt)
         self.wake.set()
 
     def _after_done(self, claimed: _Claimed) -> None:
@@ -410,7 +412,7 @@ class Worker:
         return where
 
     # --- bookkeeping ------------------------------------------------------------------
-    def _log(self, task: Task[_Claimed], outcome: str, **fields: object) -> None:
+    def _log(self, task: Task[_Claimed], outcome: str, *, judged: Doubt | None = None, **fields: object) -> None:
         """The one event per job: what happened, and where the time went.
 
         Anything but a success is a warning, so `logging.level: warning` hides the routine
@@ -422,12 +424,15 @@ class Worker:
             timings={stage: round(seconds, 4) for stage, seconds in task.timer.seconds.items()},
             queue_wait=round((job.started_at or now) - job.queued_at, 3), total=round(now - (job.started_at or now), 3),
             reason=None if reason is None else str(reason),
+            doubt=None if judged is None else round(judged.score, 3),
+            doubt_parts=None if judged is None else {name: round(value, 3) for name, value in judged.parts.items()},
         ), **fields)
 
     def _record(self, record: JobRecord, **fields: object) -> None:
         """The one record of a job's end, to the log and to the telemetry alike."""
         routine = record.outcome == "done" or record.reason == FileChanged.reason
-        said = {key: value for key, value in asdict(record).items() if key != "reason" or value is not None}
+        said = {key: value for key, value in asdict(record).items()
+                if value is not None or key not in ("reason", "doubt", "doubt_parts")}
         (log.info if routine else log.warning)("job", **said, **fields)
         self.on_record(record)
 

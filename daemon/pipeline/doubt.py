@@ -1,0 +1,122 @@
+"""How likely a cut-out is wrong, from the model's own matte: one number in 0..1, and its parts.
+
+The daemon runs unattended; a wrong cut-out is delivered as quietly as a good one unless
+something says which ones deserve a look. Every part below reads the model's matte (its
+probabilities, before the seed's clean-up) inside the image, at the model's resolution
+(1088 pixels at most: the cost does not grow with the photo), and rises from 0 (looks like a
+clean cut-out) to 1 (looks wrong) between two limits measured on the benchmark
+(`python -m benchmarks.doubt`):
+
+    fog        unsure pixels (p < 0.9) inside the piece the clean-up keeps, away from its
+               outline, per pixel of outline: a clean matte, even a soft one, is unsure only
+               along its outline
+    unstable   1 - IoU of the masks at p > 0.25 and p > 0.75 (SAM's stability score): a
+               matte whose shape depends on the threshold was not sure of it
+    borders    the subject running along three or four sides of the frame: most often the
+               background taken for the subject
+    area       the subject covering almost none, or almost all, of the frame
+    pieces     the second largest piece of the subject against the largest (the clean-up keeps
+               only the largest): two of a size, and it may have kept the wrong one
+
+The score is 1 - (1 - part_1) (1 - part_2) ...: any one clear sign is enough, and weaker signs
+add up.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from daemon.pipeline.matte import FloatArray
+
+UNSURE = (0.1, 0.9)
+FOG_REACH = 0.02
+"""How far from the outline (a share of the matte's longer side) unsure pixels still belong to
+the edge: 22 pixels at the model's 1088 (a motion-blurred edge is about that wide). Measured:
+1 % flags a quarter of the clean soft subjects, 2 % none (BENCHMARKS.md)."""
+STABILITY = (0.25, 0.75)
+LIMITS: dict[str, tuple[float, float]] = {
+    "fog": (0.5, 4.0),
+    "unstable": (0.3, 0.6),
+    "borders": (2.0, 3.5),
+    "area": (0.0, 1.0),
+    "pieces": (0.25, 0.6),
+}
+"""Each part's value where it starts to count (0) and where it is certain (1)."""
+AREA_PLAUSIBLE = (0.01, 0.85)
+"""The share of the frame a subject usually covers; `area` counts how far outside it is."""
+BORDER_SHARE = 0.5
+"""A side counts as touched when the subject covers this share of it."""
+
+
+@dataclass(frozen=True)
+class Doubt:
+    score: float
+    parts: dict[str, float]
+    """Each part's value in 0..1 before they are combined."""
+
+
+def doubt(matte: FloatArray) -> Doubt:
+    """The doubt of one cut-out from the model's matte over the image (the padding removed)."""
+    subject = matte > 0.5
+    kept = _largest_piece(subject)
+    raw = {
+        "fog": _fog(matte, kept),
+        "unstable": 1.0 - _iou(matte > STABILITY[0], matte > STABILITY[1]),
+        "borders": float(_sides_touched(subject)),
+        "area": _area_outside(float(subject.mean())),
+        "pieces": _second_piece(subject),
+    }
+    parts = {name: _ramp(value, *LIMITS[name]) for name, value in raw.items()}
+    return Doubt(score=1.0 - float(np.prod([1.0 - value for value in parts.values()])), parts=parts)
+
+
+def _ramp(value: float, low: float, high: float) -> float:
+    return float(np.clip((value - low) / (high - low), 0.0, 1.0))
+
+
+def _fog(matte: FloatArray, kept: np.ndarray) -> float:
+    """Unsure pixels inside the piece the clean-up keeps, away from its outline, per pixel of
+    outline: a clean matte, even a soft one, is unsure only along its outline (elsewhere the
+    clean-up drops whatever is unsure)."""
+    edge = kept.view(np.uint8) - cv2.erode(kept.view(np.uint8), np.ones((3, 3), np.uint8))
+    away = cv2.distanceTransform(1 - edge, cv2.DIST_L2, 3) > FOG_REACH * max(matte.shape)
+    unsure = (matte < UNSURE[1]) & kept & away
+    return int(unsure.sum()) / max(float(edge.sum()), 1.0)
+
+
+def _largest_piece(subject: np.ndarray) -> np.ndarray:
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(subject.view(np.uint8), connectivity=8)
+    if count <= 1:
+        return np.zeros_like(subject)
+    return np.asarray(labels == 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA])))
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    union = int((a | b).sum())
+    return 1.0 if union == 0 else int((a & b).sum()) / union
+
+
+def _sides_touched(subject: np.ndarray) -> int:
+    sides = (subject[0], subject[-1], subject[:, 0], subject[:, -1])
+    return sum(float(side.mean()) >= BORDER_SHARE for side in sides)
+
+
+def _area_outside(share: float) -> float:
+    """0 inside the plausible range, rising to 1 at an empty or a full frame."""
+    low, high = AREA_PLAUSIBLE
+    if share < low:
+        return (low - share) / low
+    return (share - high) / (1 - high) if share > high else 0.0
+
+
+def _second_piece(subject: np.ndarray) -> float:
+    """The second largest piece's area over the largest's: near 1, the clean-up had two
+    subjects to choose from, and may have kept the wrong one."""
+    count, _, stats, _ = cv2.connectedComponentsWithStats(subject.view(np.uint8), connectivity=8)
+    if count <= 2:
+        return 0.0
+    areas = np.sort(stats[1:, cv2.CC_STAT_AREA])
+    return float(areas[-2] / areas[-1])

@@ -1,0 +1,91 @@
+"""The doubt score: each kind of wrong matte raises it through its own part, a clean one keeps it low.
+
+Mattes are drawn on the spot at the model's scale; how well the score separates good cut-outs
+from bad ones over hundreds of cases is measured by `python -m benchmarks.doubt`, not here.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+from structlog.testing import capture_logs
+
+from daemon.pipeline.doubt import LIMITS, doubt
+from daemon.pipeline.matte import FloatArray
+
+SIDE = 512
+CLEAR = 0.2
+"""A clean cut-out scores under this."""
+DOUBTFUL = 0.5
+
+
+def _subject(*, soft: float = 0.8) -> FloatArray:
+    """An oval with a box on it, hard-edged (or as soft as `soft`, a blur's sigma in pixels)."""
+    canvas = np.zeros((SIDE, SIDE), np.uint8)
+    cv2.ellipse(canvas, (256, 300), (110, 150), 0, 0, 360, 255, -1)
+    cv2.rectangle(canvas, (200, 100), (310, 200), 255, -1)
+    return np.asarray(cv2.GaussianBlur(canvas.astype(np.float32) / 255, (0, 0), soft), np.float32)
+
+
+@pytest.mark.parametrize("soft", [0.8, 6.0])
+def test_a_clean_matte_hard_or_softly_edged_scores_low(soft: float) -> None:
+    found = doubt(_subject(soft=soft))
+    assert found.score < CLEAR, found.parts
+    assert set(found.parts) == set(LIMITS) and all(0.0 <= value <= 1.0 for value in found.parts.values())
+
+
+def test_a_fog_of_uncertainty_over_the_subject_is_doubtful() -> None:
+    rng = np.random.default_rng(1)
+    blotches = cv2.GaussianBlur(rng.normal(0, 1, (SIDE, SIDE)).astype(np.float32), (0, 0), 10)
+    fogged = np.clip(0.5 * _subject() + 0.35 + 2.0 * blotches, 0, 1).astype(np.float32)
+    found = doubt(fogged)
+    assert found.score > DOUBTFUL and found.parts["fog"] == max(found.parts.values())
+
+
+def test_an_empty_matte_and_a_full_frame_are_doubtful_by_their_area() -> None:
+    empty = np.full((SIDE, SIDE), 0.02, np.float32)
+    full = np.full((SIDE, SIDE), 0.99, np.float32)
+    for matte in (empty, full):
+        found = doubt(matte)
+        assert found.score > DOUBTFUL and found.parts["area"] == 1.0
+
+
+def test_the_backdrop_taken_for_the_subject_runs_along_the_borders() -> None:
+    found = doubt(1.0 - _subject())
+    assert found.score > DOUBTFUL and found.parts["borders"] == 1.0
+
+
+def test_two_subjects_of_a_size_are_doubtful_one_with_a_crumb_is_not() -> None:
+    twin = _subject().copy()
+    cv2.circle(twin, (100, 100), 90, 1.0, -1)  # a second object, apart, half the subject's size
+    crumb = _subject().copy()
+    cv2.circle(crumb, (60, 60), 8, 1.0, -1)
+    assert doubt(twin).parts["pieces"] > 0.0 and doubt(twin).score > doubt(crumb).score
+    assert doubt(crumb).score < CLEAR
+
+
+def test_a_blurred_edge_far_wider_than_a_soft_one_is_doubtful() -> None:
+    found = doubt(np.asarray(cv2.GaussianBlur(_subject(), (0, 0), 30), np.float32))
+    assert found.score > DOUBTFUL
+
+
+def test_the_score_combines_the_parts_so_that_any_clear_sign_is_enough() -> None:
+    found = doubt(np.full((SIDE, SIDE), 0.02, np.float32))
+    assert found.score == pytest.approx(1 - np.prod([1 - value for value in found.parts.values()]))
+
+
+def test_every_cut_out_carries_its_doubt(tmp_path: object) -> None:
+    """`finish` scores the model's matte over the image (the padding left out)."""
+    from pathlib import Path
+
+    from daemon.pipeline.constants import PipelineParams
+    from daemon.pipeline.pipeline import process_image
+    from daemon.testing import BrightModel
+    from tests.conftest import subject_image, write_image
+
+    path = write_image(Path(str(tmp_path)) / "a.png", subject_image(120, 160, (40, 30, 120, 90)))
+    with capture_logs():
+        result = process_image(path, model=BrightModel(), params=PipelineParams(target_size=128))
+    judged = result.cutout.doubt
+    assert judged is not None and judged.score < CLEAR and set(judged.parts) == set(LIMITS)
