@@ -456,9 +456,9 @@ def test_metrics_histograms_come_from_the_running_daemons_telemetry(studio: Stud
     from daemon.store.statedir import acquire_lock
 
     telemetry = Telemetry(model="m", device="cpu")
-    for seconds in (0.3, 0.7, 20.0):
+    for seconds, doubt in ((0.3, 0.05), (0.7, 0.15), (20.0, 0.92)):
         telemetry.observe(JobRecord(path="x.jpg", outcome="done", attempt=1, queue_wait=0.0, total=seconds,
-                                    timings={"inference": seconds}))
+                                    timings={"inference": seconds}, doubt=doubt))
     settings = studio.settings()
     board = Board(folders=studio.folders, queue=settings.queue, dashboard=settings.dashboard,
                   telemetry=telemetry.snapshot)
@@ -474,6 +474,8 @@ def test_metrics_histograms_come_from_the_running_daemons_telemetry(studio: Stud
     assert samples[("cutout_model_forward_seconds_bucket", "+Inf")] == samples[("cutout_model_forward_seconds_count", None)] == 3
     assert samples[("cutout_model_forward_seconds_sum", None)] == pytest.approx(21.0)
     assert samples[("cutout_job_seconds_count", None)] == 3 and samples[("cutout_daemon_resident_memory_bytes", None)] > 0
+    assert samples[("cutout_doubt_bucket", "0.1")] == 1 and samples[("cutout_doubt_bucket", "0.9")] == 2
+    assert samples[("cutout_doubt_count", None)] == 3 and samples[("cutout_doubt_sum", None)] == pytest.approx(1.12)
 
 
 # --- when things are away --------------------------------------------------------------------

@@ -42,7 +42,9 @@ def test_an_older_database_gains_the_new_columns_when_opened(tmp_path: Path) -> 
             " VALUES ('a.jpg', 'a.png', 1, 1, 'pending', 0, 0);"
         )
     job = JobQueue(path).claim()
-    assert job is not None and job.crashes == 0 and not job.suspect
+    assert job is not None and job.crashes == 0 and not job.suspect and job.doubt is None
+    with sqlite3.connect(path) as conn:
+        assert {"stage", "token", "doubt", "doubt_parts"} <= {row[1] for row in conn.execute("PRAGMA table_info(jobs)")}
 
 
 def test_the_queue_survives_reopening(tmp_path: Path) -> None:

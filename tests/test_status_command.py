@@ -115,3 +115,31 @@ def test_reprocess_of_a_path_that_is_not_in_the_hot_folder_fails_and_says_so(
     assert "typo/path is neither a file nor a folder of the hot folder" in capsys.readouterr().err
     assert main(["reprocess", "good.jpg", *flags]) == 0
     assert "queued again: 1 file" in capsys.readouterr().out
+
+
+def test_status_lists_the_doubtful_cut_outs_with_the_parts_that_made_them_doubtful(
+    filled: tuple[Folders, list[str]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from pathlib import PurePosixPath
+
+    from daemon.store.jobs import Fingerprint
+
+    folders, flags = filled
+    queue = JobQueue(folders.state / "queue.sqlite3")
+    good = queue.get(PurePosixPath("good.jpg"))
+    assert good is not None and good.doubt is not None and good.doubt < 0.5  # the worker stored its score
+    queue.offer(PurePosixPath("foggy.jpg"), Fingerprint(1, 1))
+    waiting, job = queue.claim(), queue.claim()  # waiting.jpg was queued first
+    assert waiting is not None and job is not None and job.source == PurePosixPath("foggy.jpg")
+    queue.release(waiting)
+    queue.finish(job, content_hash="h", fingerprint=Fingerprint(1, 1), publish=lambda: None, doubt=0.83,
+                 doubt_parts={"fog": 0.8, "pieces": 0.15, "area": 0.0})
+    queue.close()
+    assert main(["status", *flags]) == 0
+    out = capsys.readouterr().out
+    assert "doubtful cut-outs (doubt over 0.5" in out and "foggy.jpg: doubt 0.83 (fog 0.80, pieces 0.15)" in out
+    assert "good.jpg: doubt" not in out
+    assert main(["status", "--json", *flags]) == 0
+    doubtful = json.loads(capsys.readouterr().out)["doubtful"]
+    assert doubtful == [{"file": "foggy.jpg", "output": "foggy.png", "doubt": 0.83,
+                         "parts": {"area": 0.0, "fog": 0.8, "pieces": 0.15}}]

@@ -44,6 +44,22 @@ def test_a_new_file_becomes_a_pending_job_and_claiming_counts_the_attempt(queue:
     assert queue.claim() is None
 
 
+def test_a_done_job_keeps_its_cut_outs_doubt_and_its_parts(queue: JobStore) -> None:
+    for name in ("a.jpg", "b.jpg"):
+        queue.offer(P(name), FP)
+    a, b = queue.claim(), queue.claim()
+    assert a is not None and b is not None
+    assert queue.finish(a, content_hash="h", fingerprint=FP, publish=lambda: None, doubt=0.734,
+                        doubt_parts={"fog": 0.7, "area": 0.1})
+    assert queue.finish(b, content_hash="h", fingerprint=FP, publish=lambda: None)
+    done_a, done_b = queue.get(P("a.jpg")), queue.get(P("b.jpg"))
+    assert done_a is not None and done_a.doubt == pytest.approx(0.734) and done_a.doubt_parts == {"fog": 0.7, "area": 0.1}
+    assert done_b is not None and done_b.doubt is None and done_b.doubt_parts is None  # none measured: none stored
+    assert sorted(str(job.doubt) for job in queue.jobs(state="done", limit=10)) == ["0.734", "None"]
+    assert [job.source for job in queue.doubtful(above=0.5)] == [P("a.jpg")]
+    assert queue.doubtful(above=0.8) == []
+
+
 def test_a_job_claimed_but_in_no_stage_when_the_process_died_goes_back_uncharged(queue: JobStore) -> None:
     queue.offer(P("a.jpg"), FP)
     queue.claim()

@@ -6,12 +6,13 @@ import io
 import json
 from pathlib import Path
 
+import pytest
 import structlog
 
 from daemon.companions.telemetry import BUCKETS, Histogram, Telemetry, TelemetryPublisher, read_telemetry
-from daemon.store.session import SESSION_FILE, SessionRecord, read_session
 from daemon.logs import configure_logging
 from daemon.settings import LoggingSettings
+from daemon.store.session import SESSION_FILE, SessionRecord, read_session
 from daemon.testing import FakeClock
 from daemon.work.record import JobRecord
 
@@ -77,6 +78,7 @@ def test_renaming_a_log_key_cannot_change_a_metric(tmp_path: Path) -> None:
     snap = telemetry.snapshot()
     assert snap.outcomes == {"done": 1, "quarantined": 1} and snap.timing("dark.png").reason == "no_foreground"  # type: ignore[union-attr]
     assert snap.stages["inference"].count == 1 and stream.getvalue() == ""  # the log said nothing at level error
+    assert snap.doubt.count == 1  # the done job's doubt, from the record too
 
 
 def test_histograms_are_prometheus_buckets() -> None:
@@ -110,3 +112,15 @@ def test_the_publisher_writes_when_something_changed_or_a_heartbeat_is_due(tmp_p
     assert record is not None and record.stopped_at == clock()  # the session's clean stop, in the same write
     (tmp_path / SESSION_FILE).write_text("{broken")
     assert read_telemetry(tmp_path) is None
+
+
+def test_the_doubt_histogram_survives_the_session_record_and_an_older_record_has_an_empty_one() -> None:
+    from daemon.companions.telemetry import DOUBT_BUCKETS, Snapshot
+
+    telemetry = Telemetry(model="m", device="cpu")
+    telemetry.observe(_record("a.jpg", doubt=0.42))
+    data = telemetry.snapshot().to_dict()
+    again = Snapshot.from_dict(data)
+    assert again.doubt.bounds == DOUBT_BUCKETS and again.doubt.count == 1 and again.doubt.total == pytest.approx(0.42)
+    older = {key: value for key, value in data.items() if key != "doubt"}  # written before the score existed
+    assert Snapshot.from_dict(older).doubt.count == 0

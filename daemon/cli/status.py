@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TextIO
 
 from daemon.errors import QueueDamaged, QueueError
+from daemon.pipeline.constants import DOUBTFUL
 from daemon.settings import QueueSettings
 from daemon.store.jobs import Job, State
 from daemon.store.session import Live, read_live
@@ -33,6 +34,8 @@ class StatusReport:
     """A fleet's daemons (PostgreSQL store): host, pid, device, model, the watcher, last heartbeat."""
     store_problem: str | None = None
     """The job store cannot be reached (this command's try), and since when (this machine's daemon)."""
+    doubtful: list[dict[str, object]] = field(default_factory=list)
+    """The latest done cut-outs whose doubt is over DOUBTFUL: the file, the score, and its parts."""
 
     def to_json(self) -> str:
         return json.dumps(vars(self), indent=2)
@@ -70,6 +73,8 @@ def collect_status(
             hot_folder_problem=live.volume_problem if live else None,
             workers=[{**asdict(w), "seen_ago": round(now - w.seen_at, 1),
                       "alive": now - w.seen_at <= queue_settings.lease_seconds} for w in queue.fleet()],
+            doubtful=[{"file": job.source.as_posix(), "output": job.output.as_posix(), "doubt": job.doubt,
+                       "parts": job.doubt_parts or {}} for job in queue.doubtful(above=DOUBTFUL, limit=last)],
         )
     finally:
         queue.close()
@@ -114,10 +119,21 @@ def print_status(report: StatusReport, *, out: TextIO) -> None:
     for file in report.waiting:
         print(f"not queued yet: {file['path']} ({file['size']} bytes, {_why_waiting(file)}, {file['waiting']:.0f} s)",
               file=out)
+    if report.doubtful:
+        print(f"doubtful cut-outs (doubt over {DOUBTFUL}: worth a look):", file=out)
+    for item in report.doubtful:
+        print(f"  {item['file']}: doubt {item['doubt']:.2f} ({_why_doubtful(item['parts'])})", file=out)
     if report.failures:
         print("last failures:", file=out)
     for failure in report.failures:
         print(f"  {failure['file']}: {failure['reason']}: {failure['message']} -> {failure['quarantined_as']}", file=out)
+
+
+def _why_doubtful(parts: object) -> str:
+    """The parts that count, the largest first: `fog 0.90, pieces 0.40`."""
+    assert isinstance(parts, dict)
+    counted = sorted(((value, name) for name, value in parts.items() if value > 0), reverse=True)
+    return ", ".join(f"{name} {value:.2f}" for value, name in counted) or "no single part"
 
 
 def _why_waiting(file: dict[str, object]) -> str:

@@ -35,6 +35,8 @@ log = structlog.get_logger("cutout.telemetry")
 
 BUCKETS: tuple[float, ...] = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 """Histogram upper bounds in seconds: a 10 ms encode to a five-minute CPU forward."""
+DOUBT_BUCKETS: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+"""The doubt score's histogram upper bounds (daemon.pipeline.doubt: 0..1)."""
 RECENT_JOBS = 500
 """Jobs whose timings are kept for the before/after view (older ones show the store's times)."""
 HEARTBEAT_SECONDS = 15.0
@@ -45,13 +47,17 @@ HEARTBEAT_SECONDS = 15.0
 class Histogram:
     """Counts per bucket (not cumulative; the last is +Inf), their sum, and their number."""
 
-    counts: list[int] = field(default_factory=lambda: [0] * (len(BUCKETS) + 1))
+    bounds: tuple[float, ...] = BUCKETS
+    counts: list[int] = field(default_factory=list)
     total: float = 0.0
 
-    def observe(self, seconds: float) -> None:
-        index = next((i for i, bound in enumerate(BUCKETS) if seconds <= bound), len(BUCKETS))
+    def __post_init__(self) -> None:
+        self.counts = self.counts or [0] * (len(self.bounds) + 1)
+
+    def observe(self, value: float) -> None:
+        index = next((i for i, bound in enumerate(self.bounds) if value <= bound), len(self.bounds))
         self.counts[index] += 1
-        self.total += seconds
+        self.total += value
 
     @property
     def count(self) -> int:
@@ -60,7 +66,7 @@ class Histogram:
     def cumulative(self) -> list[tuple[str, int]]:
         """Prometheus' buckets: (upper bound, observations at or below it), +Inf last."""
         running, out = 0, []
-        for bound, n in zip([*map(str, BUCKETS), "+Inf"], self.counts, strict=True):
+        for bound, n in zip([*map(str, self.bounds), "+Inf"], self.counts, strict=True):
             running += n
             out.append((bound, running))
         return out
@@ -69,11 +75,11 @@ class Histogram:
         return {"counts": list(self.counts), "sum": self.total}
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Histogram:
+    def from_dict(cls, data: Mapping[str, Any], *, bounds: tuple[float, ...] = BUCKETS) -> Histogram:
         counts = [int(n) for n in data["counts"]]
-        if len(counts) != len(BUCKETS) + 1:
+        if len(counts) != len(bounds) + 1:
             raise ValueError("histogram buckets changed")
-        return cls(counts=counts, total=float(data["sum"]))
+        return cls(bounds=bounds, counts=counts, total=float(data["sum"]))
 
 
 @dataclass(frozen=True)
@@ -103,6 +109,8 @@ class Snapshot:
     stages: dict[str, Histogram] = field(default_factory=dict)
     job_seconds: Histogram = field(default_factory=Histogram)
     queue_wait_seconds: Histogram = field(default_factory=Histogram)
+    doubt: Histogram = field(default_factory=lambda: Histogram(DOUBT_BUCKETS))
+    """The doubt scores of finished cut-outs."""
     last_success: float | None = None
     rss_bytes: int | None = None
     recent: list[JobTiming] = field(default_factory=list)
@@ -113,7 +121,7 @@ class Snapshot:
             "updated": self.updated, "stopped_at": self.stopped_at, "outcomes": self.outcomes,
             "stages": {name: h.to_dict() for name, h in self.stages.items()},
             "job_seconds": self.job_seconds.to_dict(), "queue_wait_seconds": self.queue_wait_seconds.to_dict(),
-            "last_success": self.last_success, "rss_bytes": self.rss_bytes,
+            "doubt": self.doubt.to_dict(), "last_success": self.last_success, "rss_bytes": self.rss_bytes,
             "recent": [vars(t) for t in self.recent],
         }
 
@@ -126,6 +134,7 @@ class Snapshot:
             stages={str(k): Histogram.from_dict(v) for k, v in data["stages"].items()},
             job_seconds=Histogram.from_dict(data["job_seconds"]),
             queue_wait_seconds=Histogram.from_dict(data["queue_wait_seconds"]),
+            doubt=Histogram.from_dict(data["doubt"], bounds=DOUBT_BUCKETS) if "doubt" in data else Histogram(DOUBT_BUCKETS),
             last_success=data.get("last_success"), rss_bytes=data.get("rss_bytes"),
             recent=[JobTiming(**item) for item in data["recent"]],
         )
@@ -157,6 +166,8 @@ class Telemetry:
                 for stage, seconds in timing.stages.items():
                     snap.stages.setdefault(stage, Histogram()).observe(seconds)
                 snap.job_seconds.observe(timing.total)
+                if record.doubt is not None:
+                    snap.doubt.observe(record.doubt)
                 snap.queue_wait_seconds.observe(timing.queue_wait)
             self._recent.pop(timing.path, None)
             self._recent[timing.path] = timing

@@ -50,6 +50,11 @@ PNG_FILTER: PngFilter = "up"
 """PNG row filter: `up` (see above), or `adaptive` for libpng's try-them-all default."""
 
 
+DOUBTFUL = 0.5
+"""A cut-out whose doubt score (doubt.py) is over this deserves a look: the threshold where
+`python -m benchmarks.doubt` flags 4 % of the good cut-outs (BENCHMARKS.md)."""
+
+
 @dataclass(frozen=True)
 class Bounds:
     """The range a number of the settings may take, beside its type: `Annotated[int, AT_LEAST_0]`.

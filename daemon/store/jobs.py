@@ -23,7 +23,7 @@ that suite holds them to:
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from stat import S_ISREG
@@ -57,6 +57,10 @@ class Job:
     kills: int = 0
     token: int = 0
     """The fencing token of the claim that returned this job: every change to it must name it."""
+    doubt: float | None = None
+    """How likely its cut-out is wrong, 0..1 (done jobs; daemon.pipeline.doubt)."""
+    doubt_parts: dict[str, float] | None = None
+    """The score's parts, so a person can see why."""
 
     @property
     def unfinished_starts(self) -> int:
@@ -205,10 +209,12 @@ class JobStore(Protocol):
     def next_retry_in(self) -> float | None: ...
 
     def finish(
-        self, job: Job, *, content_hash: str, fingerprint: Fingerprint, publish: Callable[[], object]
+        self, job: Job, *, content_hash: str, fingerprint: Fingerprint, publish: Callable[[], object],
+        doubt: float | None = None, doubt_parts: Mapping[str, float] | None = None,
     ) -> bool:
-        """Done: `publish()` (the output's rename into place) and the done row, in one
-        transaction that first checks the claim. False: the claim was lost, nothing published."""
+        """Done: `publish()` (the output's rename into place) and the done row with the cut-out's
+        doubt, in one transaction that first checks the claim. False: the claim was lost, nothing
+        published."""
 
     def mark_failed(self, job: Job, *, reason: str, message: str, quarantine: PurePosixPath | None) -> bool: ...
 
@@ -222,6 +228,8 @@ class JobStore(Protocol):
     def counts(self) -> dict[State, int]: ...
 
     def jobs(self, *, state: State, limit: int = 20, newest_first: bool = False) -> list[Job]: ...
+
+    def doubtful(self, *, above: float, limit: int = 20) -> list[Job]: ...
 
     def has_work(self) -> bool: ...
 

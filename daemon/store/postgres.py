@@ -110,6 +110,10 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX cutout_names_job ON cutout_names (job_id);
     """,
+    """
+    ALTER TABLE cutout_jobs ADD COLUMN IF NOT EXISTS doubt double precision;
+    ALTER TABLE cutout_jobs ADD COLUMN IF NOT EXISTS doubt_parts text;
+    """,
 )
 """Migration N+1 takes the schema from version N to N+1; never edit a released one."""
 SCHEMA_LOCK = 0x637574_6F7574  # "cutout": serialises migrations and output-name decisions

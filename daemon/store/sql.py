@@ -41,6 +41,7 @@ Everything else is one SQL text that both run: booleans are written `true` and `
 from __future__ import annotations
 
 import itertools
+import json
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
@@ -405,7 +406,8 @@ class SqlJobStore(ABC):
         return None if at is None else max(0.0, at - now)
 
     def finish(
-        self, job: Job, *, content_hash: str, fingerprint: Fingerprint, publish: Callable[[], object]
+        self, job: Job, *, content_hash: str, fingerprint: Fingerprint, publish: Callable[[], object],
+        doubt: float | None = None, doubt_parts: Mapping[str, float] | None = None,
     ) -> bool:
         """Publish the output and record it done, in one transaction that checks the claim first."""
         with self.db() as conn:
@@ -415,9 +417,10 @@ class SqlJobStore(ABC):
             conn.execute(
                 f"UPDATE {self.JOBS} SET state = 'done', content_hash = :hash, size = :size, mtime_ns = :mtime_ns,"
                 " reason = NULL, message = NULL, quarantine = NULL, finished_at = :now, stage = NULL,"
-                f" suspect = false{self.CLEAR_CLAIM} WHERE id = :id",
+                f" doubt = :doubt, doubt_parts = :parts, suspect = false{self.CLEAR_CLAIM} WHERE id = :id",
                 {"hash": content_hash, "size": fingerprint.size, "mtime_ns": fingerprint.mtime_ns,
-                 "now": self._now(conn), "id": job.id},
+                 "now": self._now(conn), "id": job.id, "doubt": doubt,
+                 "parts": None if doubt_parts is None else json.dumps(dict(doubt_parts), sort_keys=True)},
             )
         return True
 
@@ -484,6 +487,16 @@ class SqlJobStore(ABC):
             ).fetchall()
         return [_job(row) for row in rows]
 
+    def doubtful(self, *, above: float, limit: int = 20) -> list[Job]:
+        """Done jobs whose cut-out's doubt is over `above`, the latest first."""
+        with self.db() as conn:
+            rows = conn.execute(
+                f"SELECT * FROM {self.JOBS} WHERE state = 'done' AND doubt > :above"
+                " ORDER BY finished_at DESC, id DESC LIMIT :limit",
+                {"above": above, "limit": limit},
+            ).fetchall()
+        return [_job(row) for row in rows]
+
     def has_work(self) -> bool:
         """Whether any job waits or runs (the hot folder must then hold its files)."""
         with self.db() as conn:
@@ -545,6 +558,7 @@ def _job(row: Row) -> Job:
         queued_at=row["queued_at"], started_at=row["started_at"], finished_at=row["finished_at"], stage=row["stage"],
         suspect=bool(row["suspect"]),  # SQLite stores booleans as 0 and 1
         crashes=row["crashes"], kills=row["kills"], token=row["token"],
+        doubt=row["doubt"], doubt_parts=json.loads(row["doubt_parts"]) if row["doubt_parts"] else None,
     )
 
 

@@ -71,7 +71,9 @@ CREATE TABLE IF NOT EXISTS jobs (
     suspect INTEGER NOT NULL DEFAULT 0,   -- was inside a stage when the process died
     crashes INTEGER NOT NULL DEFAULT 0,   -- the process crashed (a fatal signal) while it ran alone
     kills INTEGER NOT NULL DEFAULT 0,     -- the process was killed from outside while it ran alone
-    token INTEGER NOT NULL DEFAULT 0      -- the fencing token: grows at every claim
+    token INTEGER NOT NULL DEFAULT 0,     -- the fencing token: grows at every claim
+    doubt REAL,                           -- how likely the cut-out is wrong, 0..1 (done jobs)
+    doubt_parts TEXT                      -- the score's parts, JSON
 );
 CREATE INDEX IF NOT EXISTS jobs_ready ON jobs (state, retry_at, id);
 CREATE TABLE IF NOT EXISTS names (      -- output names a job's recipes derive from its own
@@ -91,6 +93,8 @@ ADDED_COLUMNS = {
     "crashes": "INTEGER NOT NULL DEFAULT 0",
     "kills": "INTEGER NOT NULL DEFAULT 0",
     "token": "INTEGER NOT NULL DEFAULT 0",
+    "doubt": "REAL",
+    "doubt_parts": "TEXT",
 }
 """Columns newer than the first release: added to an older database when it is opened."""
 BUSY_SECONDS = 30.0

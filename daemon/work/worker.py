@@ -198,8 +198,11 @@ class Worker:
         if published:
             with task.timer.stage("save"), staged_outputs(self.folders, files) as publish:
                 self._unheld(job)  # ending now: a heartbeat would find it done, which is no lost claim
+                judged = cutout.doubt
                 published = self.queue.finish(job, content_hash=prepared.sha256, publish=publish,
-                                              fingerprint=task.key.fingerprint or _stored(job))
+                                              fingerprint=task.key.fingerprint or _stored(job),
+                                              doubt=None if judged is None else round(judged.score, 3),
+                                              doubt_parts=None if judged is None else _rounded(judged.parts))
         # From here on the job is over for this worker: nothing below may send it back to on_failed.
         self._end_alone(job)
         if not published:
@@ -425,7 +428,7 @@ class Worker:
             queue_wait=round((job.started_at or now) - job.queued_at, 3), total=round(now - (job.started_at or now), 3),
             reason=None if reason is None else str(reason),
             doubt=None if judged is None else round(judged.score, 3),
-            doubt_parts=None if judged is None else {name: round(value, 3) for name, value in judged.parts.items()},
+            doubt_parts=None if judged is None else _rounded(judged.parts),
         ), **fields)
 
     def _record(self, record: JobRecord, **fields: object) -> None:
@@ -445,6 +448,10 @@ class Worker:
 
 class ClaimLost(Exception):
     """The store refused a change to a job: this worker's claim on it is no longer the current one."""
+
+
+def _rounded(parts: dict[str, float]) -> dict[str, float]:
+    return {name: round(value, 3) for name, value in parts.items()}
 
 
 def _fenced(accepted: bool) -> None:

@@ -8,6 +8,7 @@
     cutout_model_forward_seconds                the model's forward pass (histogram)
     cutout_job_seconds                          claim to done, end to end (histogram)
     cutout_queue_wait_seconds                   queued to claimed (histogram)
+    cutout_doubt                                the doubt score of finished cut-outs, 0..1 (histogram)
     cutout_last_success_timestamp_seconds       when the latest cutout was finished
     cutout_daemon_up, cutout_store_up           1 or 0
     cutout_daemon_resident_memory_bytes         the daemon's RSS (its peak on macOS)
@@ -35,7 +36,7 @@ from prometheus_client.metrics_core import (
 )
 
 from daemon.companions.dashboard.board import Overview
-from daemon.companions.telemetry import Histogram
+from daemon.companions.telemetry import DOUBT_BUCKETS, Histogram
 
 MODEL_STAGE = "inference"
 
@@ -99,6 +100,8 @@ class CutoutCollector:
         yield _histogram("cutout_job_seconds", "Claim to done, per finished job.", snap.job_seconds if snap else empty)
         yield _histogram("cutout_queue_wait_seconds", "Queued to claimed, per finished job.",
                          snap.queue_wait_seconds if snap else empty)
+        yield _histogram("cutout_doubt", "How likely each finished cut-out is wrong (0..1).",
+                         snap.doubt if snap else Histogram(DOUBT_BUCKETS))
 
 
 def _histogram(name: str, documentation: str, histogram: Histogram) -> HistogramMetricFamily:
