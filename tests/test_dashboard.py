@@ -555,3 +555,19 @@ def test_the_board_and_metrics_read_a_postgresql_store_and_its_fleet(postgres_ur
     finally:
         view.close()
         dash.board.close()
+
+
+def test_a_doubtful_cut_out_is_marked_in_the_grid_and_its_view_says_why(studio: Studio) -> None:
+    job = studio.queue.get(P("shoot/a.jpg"))
+    assert job is not None
+    with studio.queue.db() as conn:  # as the worker would have stored it
+        conn.execute("UPDATE jobs SET doubt = 0.83, doubt_parts = ? WHERE id = ?",
+                     (json.dumps({"fog": 0.8, "pieces": 0.15, "area": 0.0}), job.id))
+    client = studio.client()
+    page = client.get("/").text
+    assert 'data-doubt="0.83"' in page and 'title="fog 0.80, pieces 0.15"' in page
+    view = client.get(f"/view/{job.id}?fragment=1").text
+    assert "<dt>doubt</dt><dd>0.83 (fog 0.80, pieces 0.15)</dd>" in view
+    with studio.queue.db() as conn:
+        conn.execute("UPDATE jobs SET doubt = 0.12 WHERE id = ?", (job.id,))
+    assert "data-doubt" not in studio.client().get("/").text  # a clean one carries no mark

@@ -89,3 +89,29 @@ def test_every_cut_out_carries_its_doubt(tmp_path: object) -> None:
         result = process_image(path, model=BrightModel(), params=PipelineParams(target_size=128))
     judged = result.cutout.doubt
     assert judged is not None and judged.score < CLEAR and set(judged.parts) == set(LIMITS)
+
+
+def test_a_batch_names_its_doubtful_files_at_the_end(tmp_path: object) -> None:
+    """`cutout process` prints the doubtful cut-outs after the failures: a fog of mid-bright
+    pixels over the subject leaves the stand-in model unsure inside it."""
+    import io
+    from pathlib import Path
+
+    from daemon.pipeline.constants import PipelineParams
+    from daemon.testing import BrightModel
+    from daemon.work.batch import print_summary, run_batch
+    from tests.conftest import subject_image, write_image
+
+    root = Path(str(tmp_path))
+    write_image(root / "in" / "clean.png", subject_image(200, 200, (40, 40, 160, 160)))
+    foggy = np.full((200, 200, 3), 20, np.uint8)
+    noise = np.random.default_rng(3).integers(-6, 7, (120, 120, 1))
+    foggy[40:160, 40:160] = np.clip(158 + noise, 0, 255).astype(np.uint8)  # about 0.62: unsure
+    write_image(root / "in" / "foggy.png", foggy)
+    with capture_logs():
+        report = run_batch(root / "in", root / "out", model=BrightModel(), params=PipelineParams(target_size=128),
+                           progress=False)
+    out = io.StringIO()
+    print_summary(report, input_dir=root / "in", out=out)
+    assert sorted(p.name for p in report.doubtful) == ["foggy.png"] and len(report.done) == 2
+    assert "DOUBTFUL foggy.png: doubt" in out.getvalue() and "fog" in out.getvalue()

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TextIO
 
 from daemon.errors import QueueDamaged, QueueError
-from daemon.pipeline.constants import DOUBTFUL
+from daemon.pipeline.constants import DOUBTFUL, doubt_reasons
 from daemon.settings import QueueSettings
 from daemon.store.jobs import Job, State
 from daemon.store.session import Live, read_live
@@ -122,18 +122,13 @@ def print_status(report: StatusReport, *, out: TextIO) -> None:
     if report.doubtful:
         print(f"doubtful cut-outs (doubt over {DOUBTFUL}: worth a look):", file=out)
     for item in report.doubtful:
-        print(f"  {item['file']}: doubt {item['doubt']:.2f} ({_why_doubtful(item['parts'])})", file=out)
+        parts = item["parts"]
+        assert isinstance(parts, dict)
+        print(f"  {item['file']}: doubt {item['doubt']:.2f} ({doubt_reasons(parts)})", file=out)
     if report.failures:
         print("last failures:", file=out)
     for failure in report.failures:
         print(f"  {failure['file']}: {failure['reason']}: {failure['message']} -> {failure['quarantined_as']}", file=out)
-
-
-def _why_doubtful(parts: object) -> str:
-    """The parts that count, the largest first: `fog 0.90, pieces 0.40`."""
-    assert isinstance(parts, dict)
-    counted = sorted(((value, name) for name, value in parts.items() if value > 0), reverse=True)
-    return ", ".join(f"{name} {value:.2f}" for value, name in counted) or "no single part"
 
 
 def _why_waiting(file: dict[str, object]) -> str:

@@ -8,6 +8,7 @@ overrides any field.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Annotated, Literal
 
@@ -53,6 +54,13 @@ PNG_FILTER: PngFilter = "up"
 DOUBTFUL = 0.5
 """A cut-out whose doubt score (doubt.py) is over this deserves a look: the threshold where
 `python -m benchmarks.doubt` flags 4 % of the good cut-outs (BENCHMARKS.md)."""
+
+
+def doubt_reasons(parts: Mapping[str, float]) -> str:
+    """The parts of a doubt score that count, the largest first: `fog 0.90, pieces 0.40`.
+    (Here, not in doubt.py: `cutout status` says it without loading numpy or OpenCV.)"""
+    counted = sorted(((value, name) for name, value in parts.items() if value > 0), reverse=True)
+    return ", ".join(f"{name} {value:.2f}" for value, name in counted) or "no single part"
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,8 @@ from daemon.errors import ConfigError, JobError, from_os_error
 from daemon.folders.layout import iter_inputs
 from daemon.folders.outputs import check_folder_rules
 from daemon.folders.routing import SEED_ROUTING, Routing, contents, plan_files
-from daemon.pipeline.constants import ImageOptions, PipelineParams
+from daemon.pipeline.constants import DOUBTFUL, ImageOptions, PipelineParams, doubt_reasons
+from daemon.pipeline.doubt import Doubt
 from daemon.pipeline.matte import MatteModel
 from daemon.pipeline.pipeline import Cutout, Prepared
 from daemon.pipeline.pipeline import DEFAULTS
@@ -50,6 +51,8 @@ class BatchReport:
     done: list[PurePosixPath] = field(default_factory=list)
     failed: list[Failure] = field(default_factory=list)
     skipped: list[PurePosixPath] = field(default_factory=list)
+    doubtful: dict[PurePosixPath, Doubt] = field(default_factory=dict)
+    """Done files whose cut-out's doubt is over DOUBTFUL: worth a look before they go out."""
     seconds: float = 0.0
     interrupted: int = 0
     """Files not done because the run was interrupted (Ctrl-C)."""
@@ -165,11 +168,15 @@ class _Recorder:
         with task.timer.stage("save"):
             for rel, data in files:
                 _write(self.output_dir / rel, data)
+        judged = cutout.doubt
         with self.lock:
             self.report.done.append(task.key)
+            if judged is not None and judged.score > DOUBTFUL:
+                self.report.doubtful[task.key] = judged
             self.bar.update()
         log.info("image_done", path=str(task.key), output=[rel.as_posix() for rel, _ in files],
-                 timings=_rounded(task.timer.seconds), notes=list(cutout.notes))
+                 timings=_rounded(task.timer.seconds), notes=list(cutout.notes),
+                 doubt=None if judged is None else round(judged.score, 3))
 
     def failed(self, task: Task[PurePosixPath], exc: BaseException) -> None:
         reason, message = describe_failure(exc)
@@ -203,6 +210,8 @@ def print_summary(report: BatchReport, *, input_dir: Path, out: TextIO) -> None:
     for failure in report.failed:
         where = input_dir / failure.path
         print(f"  FAILED {failure.path}: {failure.reason}: {failure.message} (left in place: {where})", file=out)
+    for path, judged in sorted(report.doubtful.items()):
+        print(f"  DOUBTFUL {path}: doubt {judged.score:.2f} ({doubt_reasons(judged.parts)}): worth a look", file=out)
     if report.interrupted:
         print(f"interrupted: {report.interrupted} file{'s' if report.interrupted != 1 else ''} not done; every "
               "file written is whole. To do the rest, run the same command again with --skip-existing", file=out)

@@ -27,6 +27,7 @@ from markupsafe import Markup
 
 from daemon.companions.dashboard.board import CHART_MINUTES, Overview
 from daemon.companions.telemetry import JobTiming
+from daemon.pipeline.constants import DOUBTFUL, doubt_reasons
 from daemon.store.jobs import Job
 
 PARTS = ("status", "banner", "summary", "fleet", "recent", "quarantine")
@@ -141,6 +142,8 @@ def facts_of(job: Job, *, output_info: tuple[int, int, int] | None, now: float) 
         width, height, nbytes = output_info
         facts.append(("output size", f"{width} × {height} px, {size_text(nbytes)}"))
     facts.append(("finished", when(job.finished_at, now=now)))
+    if job.doubt is not None:
+        facts.append(("doubt", f"{job.doubt:.2f} ({doubt_reasons(job.doubt_parts or {})})"))
     if job.started_at is not None:
         facts.append(("queue wait", f"{max(0.0, job.started_at - job.queued_at):.2f} s"))
         if job.finished_at is not None:
@@ -158,7 +161,8 @@ def _environment() -> jinja2.Environment:
     )
     env.filters.update(ago=ago, when=lambda at, now: when(at, now=now))
     env.globals.update(file_url=file_url, running_facts=running_facts, banner_notes=banner_notes, tiles=tiles,
-                       chart_bars=chart_bars, quarantine_groups=quarantine_groups)
+                       chart_bars=chart_bars, quarantine_groups=quarantine_groups, doubtful=DOUBTFUL,
+                       doubt_reasons=doubt_reasons)
     return env
 
 
