@@ -134,13 +134,27 @@ def _narrow_pass(image: Floats, a: Floats, *, coarse: _Coarse, at: tuple[slice, 
 
 def _fusion(image: Floats, a: Floats, subject: Floats, backdrop: Floats, *, box: int) -> tuple[Floats, Floats]:
     """One pass: the box averages of subject and backdrop, plus what they miss of the photo,
-    F = F_avg + a (I - a F_avg - (1 - a) B_avg). Returns (F, B_avg)."""
-    mean_a = cv2.blur(a, (box, box)).reshape(a.shape)
-    subject_avg = cv2.blur(subject * a, (box, box)) / (mean_a + EPS)
-    backdrop_avg = cv2.blur(backdrop * (1 - a), (box, box)) / (1 - mean_a + EPS)
-    fused: Floats = subject_avg + a * (image - a * subject_avg - (1 - a) * backdrop_avg)
+    F = F_avg + a (I - a F_avg - (1 - a) B_avg) = F_avg + a ((I - B_avg) - a (F_avg - B_avg)).
+    Returns (F, B_avg). In place where it can: at 24 MP the temporaries cost more than the blurs."""
+    size = (box, box)
+    mean_a = cv2.blur(a, size).reshape(a.shape)
+    subject_avg = _blurred(np.multiply(subject, a, dtype=np.float32), size)
+    subject_avg /= mean_a + EPS
+    clear = np.float32(1) - a
+    backdrop_avg = _blurred(np.multiply(backdrop, clear, dtype=np.float32), size)
+    backdrop_avg /= np.float32(1) + EPS - mean_a
+    fused = np.subtract(image, backdrop_avg, dtype=np.float32)
+    difference = np.subtract(subject_avg, backdrop_avg, dtype=np.float32)
+    difference *= a
+    fused -= difference
+    fused *= a
+    fused += subject_avg
     np.clip(fused, 0.0, 1.0, out=fused)
     return fused, backdrop_avg
+
+
+def _blurred(values: Floats, size: tuple[int, int]) -> Floats:
+    return np.asarray(cv2.blur(values, size), dtype=np.float32)
 
 
 def _tiles(edge: npt.NDArray[np.bool_]) -> Iterator[tuple[tuple[slice, slice], tuple[slice, slice]]]:
