@@ -34,6 +34,7 @@ from daemon.pipeline.matte import FloatArray
 from daemon.pipeline.postprocess import clean_matte
 
 SIZE = (512, 512)
+"""The default; `--size 1088` is the model's own (slower to make)."""
 GOOD_IOU, BAD_IOU = 0.95, 0.90
 THRESHOLD = 0.5
 """The default review threshold this benchmark argues for (daemon.pipeline.doubt's users)."""
@@ -61,7 +62,13 @@ TRUTHS: dict[str, Callable[[tuple[int, int], np.random.Generator], FloatArray]] 
 
 
 def _noise(shape: tuple[int, int], rng: np.random.Generator, sigma: float) -> FloatArray:
+    """Smooth noise whose blobs are `sigma` pixels at 512: the failures keep their look at any size."""
+    sigma *= _scale(shape)
     return np.asarray(cv2.GaussianBlur(rng.normal(0, 1, shape).astype(np.float32), (0, 0), sigma), np.float32)
+
+
+def _scale(shape: tuple[int, ...]) -> float:
+    return max(shape) / 512
 
 
 def good(truth: FloatArray, rng: np.random.Generator) -> FloatArray:
@@ -75,7 +82,8 @@ def leak(truth: FloatArray, rng: np.random.Generator) -> FloatArray:
     that leaks is rarely sure of the leak)."""
     field = _noise(truth.shape, rng, 25)
     blobs = (field / field.std() > rng.uniform(0.5, 1.8)).astype(np.float32)
-    grown = cv2.dilate((truth > 0.5).astype(np.uint8), np.ones((41, 41), np.uint8)).astype(np.float32)
+    reach = int(41 * _scale(truth.shape)) | 1
+    grown = cv2.dilate((truth > 0.5).astype(np.uint8), np.ones((reach, reach), np.uint8)).astype(np.float32)
     confidence = np.clip(rng.uniform(0.6, 0.95) + 0.15 * _noise(truth.shape, rng, 6) / 0.05, 0.5, 1.0)
     return np.clip(np.maximum(good(truth, rng), blobs * grown * confidence), 0, 1).astype(np.float32)
 
@@ -109,7 +117,7 @@ def second_subject(truth: FloatArray, rng: np.random.Generator) -> FloatArray:
 
 
 def blurred_edge(truth: FloatArray, rng: np.random.Generator) -> FloatArray:
-    return np.asarray(cv2.GaussianBlur(truth, (0, 0), rng.uniform(3, 18)), np.float32)
+    return np.asarray(cv2.GaussianBlur(truth, (0, 0), rng.uniform(3, 18) * _scale(truth.shape)), np.float32)
 
 
 def empty(truth: FloatArray, rng: np.random.Generator) -> FloatArray:
@@ -145,13 +153,13 @@ def cleaned_iou(matte: FloatArray, truth: FloatArray, params: PipelineParams) ->
     return 1.0 if union == 0 else float(np.minimum(final, best).sum()) / union
 
 
-def cases(per_kind: int = 10, seed: int = 11) -> list[Case]:
+def cases(per_kind: int = 10, seed: int = 11, size: tuple[int, int] = SIZE) -> list[Case]:
     rng = np.random.default_rng(seed)
     params = PipelineParams()
     made = []
     for truth_name, make_truth in TRUTHS.items():
         for _ in range(per_kind):
-            truth = make_truth(SIZE, rng)
+            truth = make_truth(size, rng)
             for kind, make_matte in KINDS.items():
                 matte = make_matte(truth, rng)
                 found = doubt(matte)
@@ -208,8 +216,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--per-kind", type=int, default=10, help="subjects per truth shape (each gets every kind)")
     parser.add_argument("--threshold", type=float, default=THRESHOLD)
+    parser.add_argument("--size", type=int, default=SIZE[0], help="the mattes' side in pixels")
     args = parser.parse_args()
-    print("\n".join(report(cases(per_kind=args.per_kind), args.threshold)))
+    print(f"mattes of {args.size} x {args.size}")
+    print("\n".join(report(cases(per_kind=args.per_kind, size=(args.size, args.size)), args.threshold)))
     print(cost())
 
 

@@ -101,9 +101,9 @@ def test_a_matte_without_a_soft_edge_changes_nothing() -> None:
     assert decontaminated(photo, hard) is photo
 
 
-def _render(recipe: Recipe) -> tuple[npt.NDArray[Any], Image.Image]:
+def _render(recipe: Recipe, *, backdrop: Floats = GREEN) -> tuple[npt.NDArray[Any], Image.Image]:
     subject, alpha = _subject(), _alpha().astype(np.float32)
-    source = SourceImage(_photo(subject, alpha), icc_profile=adobe_rgb_profile())
+    source = SourceImage(_photo(subject, alpha, backdrop), icc_profile=adobe_rgb_profile())
     params = PipelineParams(crop_padding=3)
     box = crop_box(alpha, threshold=params.alpha_threshold, padding=params.crop_padding)
     output = render_recipe(source, alpha, box=box, recipe=recipe, params=params).output
@@ -136,3 +136,45 @@ def test_the_default_recipe_leaves_the_seeds_colours_and_a_config_can_turn_it_on
     config = tmp_path / "config.yaml"
     config.write_text("recipes:\n  clean:\n    decontaminate: true\n")
     assert load_settings(config).recipes["clean"].decontaminate is True
+
+
+def test_a_canvas_recipe_is_decontaminated_before_it_is_scaled_on_every_backdrop() -> None:
+    """On a canvas the subject is cut from a tight box and scaled: the backdrop must be learnt
+    from the photo around the box first, or the estimate sees only black and makes it worse.
+    The canvas here is the tight box itself (scale 1), so each pixel is one of the photo's."""
+    from daemon.pipeline.render import tight_box
+
+    subject, alpha = _subject(), _alpha()
+    params = PipelineParams(crop_padding=3)
+    tight = tight_box(alpha.astype(np.float32), threshold=params.alpha_threshold)
+    assert tight is not None
+    truth = subject[tight.top : tight.bottom, tight.left : tight.right]
+    for backdrop in (GREEN, np.array([245.0, 245.0, 245.0])):
+        errors = []
+        for clean in (False, True):
+            recipe = Recipe(crop="canvas", canvas=(tight.width, tight.height), decontaminate=clean)
+            pixels, _ = _render(recipe, backdrop=backdrop)
+            soft = (pixels[..., 3] > 12) & (pixels[..., 3] < 243)
+            errors.append(float(np.abs(pixels[..., :3][soft].astype(float) - truth[soft]).mean()))
+        seed, ours = errors
+        assert ours < seed / 3, (backdrop, seed, ours)
+
+
+def test_the_sources_own_partial_transparency_keeps_its_colour() -> None:
+    """A PNG with a half-transparent blue panel: that blue is the panel's, not a backdrop's."""
+    subject, alpha = _subject(), _alpha()
+    colour = _photo(subject, alpha)
+    source_alpha = np.ones((H, W), np.float32)
+    colour[100:140, 60:180] = (40, 120, 220)
+    source_alpha[100:140, 60:180] = 0.5
+    matte = np.maximum(alpha, 0).astype(np.float32)
+    matte[100:140, 60:180] = 1.0
+    combined = np.minimum(matte, source_alpha)
+    source = SourceImage(colour, alpha=source_alpha)
+    params = PipelineParams(crop_padding=3)
+    box = crop_box(combined, threshold=params.alpha_threshold, padding=params.crop_padding)
+    output = render_recipe(source, combined, box=box, recipe=Recipe(decontaminate=True), params=params).output
+    assert output is not None
+    pixels = np.asarray(Image.open(io.BytesIO(output.data)))
+    panel = pixels[100 - box.top : 140 - box.top, 60 - box.left : 180 - box.left]
+    assert (panel[..., 3] == 128).all() and (panel[..., :3] == (40, 120, 220)).all()

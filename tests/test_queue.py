@@ -71,3 +71,24 @@ def test_a_failed_transaction_is_rolled_back(queue: JobQueue) -> None:
             )
             raise RuntimeError("boom")
     assert queue.counts()["pending"] == 0
+
+
+def test_a_read_only_view_reads_a_queue_this_version_has_not_opened_yet(tmp_path: Path) -> None:
+    """`cutout dashboard` beside an older daemon still running: the new columns are not there yet."""
+    from daemon.store.view import ReadOnlyQueue
+
+    from daemon.store.sqlite import SCHEMA
+
+    path = tmp_path / "queue.sqlite3"
+    older = SCHEMA.replace("token INTEGER NOT NULL DEFAULT 0,", "token INTEGER NOT NULL DEFAULT 0")
+    older = "\n".join(line for line in older.splitlines() if not line.lstrip().startswith("doubt"))
+    with sqlite3.connect(path) as conn:  # as the release before the doubt score made it
+        conn.executescript(older)
+        conn.execute("INSERT INTO jobs (source, output, size, mtime_ns, state, first_seen, queued_at)"
+                     " VALUES ('a.jpg', 'a.png', 1, 1, 'done', 0, 0)")
+    view = ReadOnlyQueue(path)
+    try:
+        [job] = view.jobs(state="done", limit=5)
+        assert job.source.as_posix() == "a.jpg" and job.doubt is None and job.doubt_parts is None
+    finally:
+        view.close()

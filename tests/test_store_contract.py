@@ -58,6 +58,9 @@ def test_a_done_job_keeps_its_cut_outs_doubt_and_its_parts(queue: JobStore) -> N
     assert sorted(str(job.doubt) for job in queue.jobs(state="done", limit=10)) == ["0.734", "None"]
     assert [job.source for job in queue.doubtful(above=0.5)] == [P("a.jpg")]
     assert queue.doubtful(above=0.8) == []
+    assert queue.offer(P("a.jpg"), Fingerprint(FP.size + 1, FP.mtime_ns)) == "requeued"  # new content
+    again = queue.get(P("a.jpg"))
+    assert again is not None and again.doubt is None and again.doubt_parts is None  # not the old cut-out's
 
 
 def test_a_job_claimed_but_in_no_stage_when_the_process_died_goes_back_uncharged(queue: JobStore) -> None:

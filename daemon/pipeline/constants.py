@@ -53,7 +53,7 @@ PNG_FILTER: PngFilter = "up"
 
 DOUBTFUL = 0.5
 """A cut-out whose doubt score (doubt.py) is over this deserves a look: the threshold where
-`python -m benchmarks.doubt` flags 4 % of the good cut-outs (BENCHMARKS.md)."""
+`python -m benchmarks.doubt` flags 4-5 % of the good cut-outs, at 512 and at 1088 (BENCHMARKS.md)."""
 
 
 def doubt_reasons(parts: Mapping[str, float]) -> str:

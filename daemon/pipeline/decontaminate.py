@@ -62,11 +62,15 @@ MARGIN = NARROW // 2 + 1
 EPS = np.float32(1e-5)
 
 
-def decontaminated(colour: Plane, alpha: Plane) -> Plane:
+def decontaminated(colour: Plane, alpha: Plane, *, keep: npt.NDArray[np.bool_] | None = None) -> Plane:
     """`colour` (H, W, 3) with each partly transparent pixel's colour replaced by the subject's
-    own; `alpha` (H, W) is the output's quantised alpha at the colour's depth."""
+    own; `alpha` (H, W) is the output's quantised alpha at the colour's depth. Pixels marked in
+    `keep` keep their colour whatever their alpha (the source's own transparency: a glass's
+    colour is its own, not a mix with a backdrop)."""
     top = float(np.iinfo(colour.dtype).max)
     edge = (alpha > 0) & (alpha < top)
+    if keep is not None:
+        edge &= ~keep
     if not edge.any():
         return colour
     coarse = _coarse_passes(colour, alpha, top=top)
@@ -86,13 +90,15 @@ def _unit(values: Plane, top: float) -> Floats:
 class _Coarse:
     """The coarse passes' subject and backdrop estimates, at low resolution."""
 
-    def __init__(self, subject: Floats, backdrop: Floats) -> None:
+    def __init__(self, subject: Floats, backdrop: Floats, *, shape: tuple[int, int]) -> None:
         self.maps = np.concatenate([subject, backdrop], axis=2)
+        # The reduction's true factors (a side that is no multiple of LOW_RES rounds up).
+        self.factor_y, self.factor_x = shape[0] / subject.shape[0], shape[1] / subject.shape[1]
 
     def at(self, rows: slice, cols: slice) -> tuple[Floats, Floats]:
         """Both estimates sampled bilinearly at full-resolution pixels (centres aligned)."""
-        ys = (np.arange(rows.start, rows.stop, dtype=np.float32) + 0.5) / LOW_RES - 0.5
-        xs = (np.arange(cols.start, cols.stop, dtype=np.float32) + 0.5) / LOW_RES - 0.5
+        ys = (np.arange(rows.start, rows.stop, dtype=np.float32) + 0.5) / np.float32(self.factor_y) - 0.5
+        xs = (np.arange(cols.start, cols.stop, dtype=np.float32) + 0.5) / np.float32(self.factor_x) - 0.5
         map_x, map_y = np.meshgrid(xs, ys)
         sampled = np.asarray(cv2.remap(self.maps, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE),
                              dtype=np.float32)
@@ -112,7 +118,7 @@ def _coarse_passes(colour: Plane, alpha: Plane, *, top: float) -> _Coarse:
     backdrop = (image - covered) / (1 - a + EPS)  # the reduction is linear: <I (1 - a)> = <I> - <I a>
     for box in CASCADE:
         subject, backdrop = _fusion(image, a, subject, backdrop, box=max(1, round(box * scale)))
-    return _Coarse(subject, backdrop)
+    return _Coarse(subject, backdrop, shape=(height, width))
 
 
 def _weighted(colour: Plane, weight: Plane) -> npt.NDArray[Any]:

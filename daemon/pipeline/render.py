@@ -51,9 +51,11 @@ Choices, and why:
   colour edge, which 4:2:0 would smear into a coloured fringe; it costs ~10 % more bytes.
   ICC profile, EXIF and XMP are kept when they fit in a JPEG marker (64 KB).
 - **Decontaminate** (`decontaminate: true`): the soft edge's colours are replaced by the
-  subject's own (decontaminate.py) on the output's final geometry and depth, before a
-  background colour is composited, so the white square and the transparent file get the
-  same clean edge. Off by default: `default` stays the seed's bytes.
+  subject's own (decontaminate.py) at the source's resolution and the output's depth, from
+  the box grown by DECONTAMINATE_CONTEXT pixels (the backdrop must be seen to be removed),
+  before a canvas is scaled and before a background colour is composited: the white square
+  and the transparent file get the same clean edge. The source's own partial transparency
+  keeps its colours. Off by default: `default` stays the seed's bytes.
 - Without an ICC profile the outputs are untagged, which every reader takes for sRGB.
 """
 
@@ -84,6 +86,8 @@ from daemon.pipeline.source import SourceImage
 Plane = npt.NDArray[np.unsignedinteger[Any]]
 """(H, W, 3) colour or (H, W) alpha, uint8 or uint16."""
 
+DECONTAMINATE_CONTEXT = 96
+"""Pixels around the output's box that `decontaminate` looks at to learn the backdrop."""
 WEBP_METHOD = 0
 """libwebp's effort for lossless (0 fastest .. 6 smallest); see the module docstring."""
 WEBP_QUALITY = 0
@@ -149,8 +153,7 @@ def render_recipe(
     if layers.colour is None:
         return RecipeFiles(None, mask)
     alpha = alpha8 if alpha8 is not None and depth == 8 else _alpha16(layers.alpha)
-    colour = decontaminated(layers.colour, alpha) if recipe.decontaminate else layers.colour
-    return RecipeFiles(_output(_Pixels(colour, alpha), source=source, recipe=recipe, params=params), mask)
+    return RecipeFiles(_output(_Pixels(layers.colour, alpha), source=source, recipe=recipe, params=params), mask)
 
 
 def output_depth(source: SourceImage, *, recipe: Recipe) -> int:
@@ -168,7 +171,8 @@ def _layers(
     if recipe.crop == "canvas":
         return _canvas(source, matte, recipe=recipe, params=params, depth=depth)
     frame = box if recipe.crop == "subject" else CropBox(0, 0, matte.shape[1], matte.shape[0])
-    colour = _colour(source, box=frame, depth=depth) if recipe.writes_output else None
+    colour = _source_colour(source, matte, box=frame, depth=depth, clean=recipe.decontaminate) \
+        if recipe.writes_output else None
     return _Layers(colour, matte[frame.top : frame.bottom, frame.left : frame.right])
 
 
@@ -179,6 +183,23 @@ def _colour(source: SourceImage, *, box: CropBox, depth: int) -> Plane:
         return source.deep[rows, cols]
     rgb = source.rgb[rows, cols]
     return np.multiply(rgb, 257, dtype=np.uint16) if depth == 16 else rgb
+
+
+def _source_colour(source: SourceImage, matte: FloatArray, *, box: CropBox, depth: int, clean: bool) -> Plane:
+    """The box of the source's colour; with `clean`, its soft edge decontaminated at the source's
+    resolution, before any scaling, from the box grown by DECONTAMINATE_CONTEXT: a tight box
+    shows too little of the backdrop to tell it from the subject."""
+    if not clean:
+        return _colour(source, box=box, depth=depth)
+    height, width = matte.shape
+    grown = CropBox(max(0, box.left - DECONTAMINATE_CONTEXT), max(0, box.top - DECONTAMINATE_CONTEXT),
+                    min(width, box.right + DECONTAMINATE_CONTEXT), min(height, box.bottom + DECONTAMINATE_CONTEXT))
+    rows, cols = slice(grown.top, grown.bottom), slice(grown.left, grown.right)
+    quantised = matte_to_uint8(matte[rows, cols]) if depth == 8 else _alpha16(matte[rows, cols])
+    # The source's own transparency (glass, a shadow in a PNG) is its colour, not a mix: kept.
+    keep = None if source.alpha is None else source.alpha[rows, cols] < 1
+    clean_colour = decontaminated(_colour(source, box=grown, depth=depth), quantised, keep=keep)
+    return clean_colour[box.top - grown.top : box.bottom - grown.top, box.left - grown.left : box.right - grown.left]
 
 
 def tight_box(matte: FloatArray, *, threshold: float) -> CropBox | None:
@@ -211,7 +232,8 @@ def _canvas(source: SourceImage, matte: FloatArray, *, recipe: Recipe, params: P
     subject = tight_box(matte, threshold=params.alpha_threshold)
     if subject is not None:
         at = placement(subject, recipe=recipe)
-        scaled = _scaled(source, matte, box=subject, size=(at.width, at.height), depth=depth, colour=colour is not None)
+        scaled = _scaled(source, matte, box=subject, size=(at.width, at.height), depth=depth, colour=colour is not None,
+                         clean=recipe.decontaminate)
         alpha[at.top : at.bottom, at.left : at.right] = scaled.alpha
         if colour is not None and scaled.colour is not None:
             colour[at.top : at.bottom, at.left : at.right] = scaled.colour
@@ -219,14 +241,16 @@ def _canvas(source: SourceImage, matte: FloatArray, *, recipe: Recipe, params: P
 
 
 def _scaled(
-    source: SourceImage, matte: FloatArray, *, box: CropBox, size: tuple[int, int], depth: int, colour: bool
+    source: SourceImage, matte: FloatArray, *, box: CropBox, size: tuple[int, int], depth: int, colour: bool,
+    clean: bool = False,
 ) -> _Layers:
     """The box resampled to `size` (w, h) on premultiplied colour, so no hidden colour leaks in."""
     alpha = matte[box.top : box.bottom, box.left : box.right]
     if not colour:
         return _Layers(None, np.clip(_resize(alpha, size=size), 0.0, 1.0))
     premultiplied = np.empty((*alpha.shape, 4), np.float32)  # filled in place: no float copies
-    np.multiply(_colour(source, box=box, depth=depth), alpha[..., np.newaxis], out=premultiplied[..., :3])
+    np.multiply(_source_colour(source, matte, box=box, depth=depth, clean=clean), alpha[..., np.newaxis],
+                out=premultiplied[..., :3])
     premultiplied[..., 3] = alpha
     resized = _resize(premultiplied, size=size)
     # Divided by the alpha before clipping: where bicubic overshoots, colour and alpha overshoot

@@ -337,8 +337,9 @@ def missing_objects(conn: psycopg.Connection[DictRow], *, version: int) -> list[
 
 
 def _recreating(sql: str) -> str:
-    """A migration that creates only what is missing. Every migration so far only creates; one
-    that alters would need its own repair (tests/test_pgstore.py checks both give one schema)."""
+    """A migration that creates only what is missing. Every migration so far creates, or alters
+    with `IF NOT EXISTS` (migration 4), so running one again is harmless; one that alters
+    otherwise would need its own repair (tests/test_pgstore.py checks both give one schema)."""
     return _CREATE.sub(lambda found: f"CREATE {found[1]} IF NOT EXISTS ", sql)
 
 

@@ -60,6 +60,8 @@ class Row(Protocol):
 
     def __getitem__(self, column: str, /) -> Any: ...
 
+    def keys(self) -> Iterable[str]: ...
+
 
 class Cursor(Protocol):
     """What a statement gives back: its rows, or how many rows it changed."""
@@ -206,7 +208,8 @@ class SqlJobStore(ABC):
             conn.execute(f"UPDATE {self.JOBS} SET quarantine = NULL WHERE id = :id", seen)
         conn.execute(
             f"UPDATE {self.JOBS} SET state = 'pending', size = :size, mtime_ns = :mtime_ns, attempts = 0,"
-            " finished_attempts = 0, retry_at = 0, reason = NULL, message = NULL, queued_at = :now WHERE id = :id",
+            " finished_attempts = 0, retry_at = 0, reason = NULL, message = NULL, doubt = NULL, doubt_parts = NULL,"
+            " queued_at = :now WHERE id = :id",
             {**seen, "now": self._now(conn)},
         )
         return "requeued"
@@ -315,7 +318,7 @@ class SqlJobStore(ABC):
             self._reclaim(conn, job)
             conn.execute(
                 f"UPDATE {self.JOBS} SET state = 'pending', attempts = 0, finished_attempts = 0, retry_at = 0,"
-                " queued_at = :now WHERE id = :id", {"now": self._now(conn), "id": job.id},
+                " doubt = NULL, doubt_parts = NULL, queued_at = :now WHERE id = :id", {"now": self._now(conn), "id": job.id},
             )
         return True
 
@@ -558,7 +561,9 @@ def _job(row: Row) -> Job:
         queued_at=row["queued_at"], started_at=row["started_at"], finished_at=row["finished_at"], stage=row["stage"],
         suspect=bool(row["suspect"]),  # SQLite stores booleans as 0 and 1
         crashes=row["crashes"], kills=row["kills"], token=row["token"],
-        doubt=row["doubt"], doubt_parts=json.loads(row["doubt_parts"]) if row["doubt_parts"] else None,
+        # A read-only view of a queue the new version has not opened yet lacks the columns.
+        doubt=row["doubt"] if "doubt" in row.keys() else None,
+        doubt_parts=json.loads(row["doubt_parts"]) if "doubt_parts" in row.keys() and row["doubt_parts"] else None,
     )
 
 

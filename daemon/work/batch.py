@@ -171,7 +171,7 @@ class _Recorder:
         judged = cutout.doubt
         with self.lock:
             self.report.done.append(task.key)
-            if judged is not None and judged.score > DOUBTFUL:
+            if judged is not None and round(judged.score, 3) > DOUBTFUL:  # as the store keeps it
                 self.report.doubtful[task.key] = judged
             self.bar.update()
         log.info("image_done", path=str(task.key), output=[rel.as_posix() for rel, _ in files],
