@@ -14,6 +14,7 @@ import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
+from typing import Literal
 
 import numpy as np
 import pytest
@@ -115,19 +116,23 @@ def _job_events(log: io.StringIO) -> list[dict[str, object]]:
     return [event for event in events if event.get("event") == "job"]
 
 
-def test_at_level_warning_the_log_keeps_every_quarantine_and_drops_the_successes(tmp_path: Path) -> None:
+def _good_and_dark_logged(tmp_path: Path, *, level: Literal["info", "warning"]) -> tuple[Folders, list[dict[str, object]]]:
+    """A good photo and a dark one through the worker, logged as JSON at `level`: the job events."""
     log = io.StringIO()
-    configure_logging(LoggingSettings(level="warning", format="json"), stream=log)
+    configure_logging(LoggingSettings(level=level, format="json"), stream=log)
     folders = _folders(tmp_path, output=tmp_path / "out")
     folders.output.mkdir()
     clock = FakeClock()
     queue = JobQueue(folders.state / "queue.sqlite3", clock=clock)
     for rel, rgb in (("good.jpg", subject_image(300, 400, BOX)), ("dark.png", np.full((200, 200, 3), 20, np.uint8))):
-        path = write_image(folders.input / rel, rgb)
-        queue.offer(PurePosixPath(rel), Fingerprint.of(path))
+        queue.offer(PurePosixPath(rel), Fingerprint.of(write_image(folders.input / rel, rgb)))
     _drain(_make_worker(folders, queue, clock), queue)
+    return folders, _job_events(log)
+
+
+def test_at_level_warning_the_log_keeps_every_quarantine_and_drops_the_successes(tmp_path: Path) -> None:
+    folders, events = _good_and_dark_logged(tmp_path, level="warning")
     assert (folders.output / "good.png").exists() and (folders.quarantine / "dark.png").exists()
-    events = _job_events(log)
     assert [(event["path"], event["outcome"], event["reason"], event["level"]) for event in events] == [
         ("dark.png", "quarantined", "no_foreground", "warning")
     ]
@@ -142,16 +147,8 @@ def test_a_retry_for_a_machine_fault_is_a_warning_too(tmp_path: Path) -> None:
 
 
 def test_a_done_jobs_event_states_its_doubt_and_a_quarantined_ones_has_none(tmp_path: Path) -> None:
-    log = io.StringIO()
-    configure_logging(LoggingSettings(level="info", format="json"), stream=log)
-    folders = _folders(tmp_path, output=tmp_path / "out")
-    folders.output.mkdir()
-    clock = FakeClock()
-    queue = JobQueue(folders.state / "queue.sqlite3", clock=clock)
-    for rel, rgb in (("good.jpg", subject_image(300, 400, BOX)), ("dark.png", np.full((200, 200, 3), 20, np.uint8))):
-        queue.offer(PurePosixPath(rel), Fingerprint.of(write_image(folders.input / rel, rgb)))
-    _drain(_make_worker(folders, queue, clock), queue)
-    events = {str(event["path"]): event for event in _job_events(log)}
+    _, logged = _good_and_dark_logged(tmp_path, level="info")
+    events = {str(event["path"]): event for event in logged}
     done, failed = events["good.jpg"], events["dark.png"]
     assert isinstance(done["doubt"], float) and 0.0 <= done["doubt"] <= 1.0
     assert set(done["doubt_parts"]) == {"fog", "unstable", "borders", "area", "pieces"}  # type: ignore[arg-type]
