@@ -170,7 +170,7 @@ def test_a_file_routed_to_another_recipe_shows_and_downloads_the_file_its_recipe
 def test_the_live_parts_are_the_same_html_as_the_page_and_follow_the_store(studio: Studio) -> None:
     client, dash = studio.open()
     first = client.get("/parts").json()
-    assert set(first["parts"]) == {"status", "banner", "summary", "fleet", "recent", "quarantine"}
+    assert set(first["parts"]) == {"status", "banner", "summary", "fleet", "recent", "doubtful", "quarantine"}
     assert first["parts"]["recent"] in client.get("/").text and first["csrf"] == dash.access.csrf
     assert 'data-source="later.jpg"' not in first["parts"]["recent"]
     job = studio.queue.claim()  # later.jpg, pending until now
@@ -568,6 +568,21 @@ def test_a_doubtful_cut_out_is_marked_in_the_grid_and_its_view_says_why(studio: 
     assert 'data-doubt="0.83"' in page and 'title="fog 0.80, pieces 0.15"' in page
     view = client.get(f"/view/{job.id}?fragment=1").text
     assert "<dt>doubt</dt><dd>0.83 (fog 0.80, pieces 0.15)</dd>" in view
+    listed = client.get("/parts").json()["parts"]["doubtful"]
+    assert f'<a href="/view/{job.id}">shoot/a.jpg</a></td><td>0.83</td><td>fog 0.80, pieces 0.15</td>' in listed
     with studio.queue.db() as conn:
         conn.execute("UPDATE jobs SET doubt = 0.12 WHERE id = ?", (job.id,))
-    assert "data-doubt" not in studio.client().get("/").text  # a clean one carries no mark
+    again = studio.client().get("/").text
+    assert "data-doubt" not in again and "Doubtful cut-outs" not in again  # a clean one is neither marked nor listed
+
+
+def test_the_doubtful_list_puts_the_most_doubtful_first(studio: Studio) -> None:
+    for index, (name, doubt) in enumerate((("d1.jpg", 0.61), ("d2.jpg", 0.97), ("d3.jpg", 0.74))):
+        studio.queue.offer(P(name), Fingerprint(1, 1))
+        with studio.queue.db() as conn:  # done, as the worker leaves a doubtful cut-out
+            conn.execute("UPDATE jobs SET state = 'done', finished_at = ?, doubt = ?, doubt_parts = ? WHERE source = ?",
+                         (1000.0 + index, doubt, json.dumps({"fog": doubt}), name))
+    listed = studio.client().get("/parts").json()["parts"]["doubtful"]
+    assert [listed.index(name) for name in ("d2.jpg", "d3.jpg", "d1.jpg")] == sorted(
+        listed.index(name) for name in ("d1.jpg", "d2.jpg", "d3.jpg"))
+    assert '<span class="n">3</span>' in listed

@@ -92,6 +92,15 @@ class StoreView:
     def jobs(self, *, state: State, limit: int, newest_first: bool = True) -> list[Job]:
         return self.store.jobs(state=state, limit=limit, newest_first=newest_first)
 
+    def doubtful(self, *, above: float, limit: int) -> list[Job]:
+        """Done cut-outs whose doubt is over `above`, the latest first ([] from a queue the running,
+        older daemon made: it has no doubt to show)."""
+        with self.store.db() as conn:
+            if isinstance(self.store, ReadOnlyQueue) and not any(
+                    row["name"] == "doubt" for row in conn.execute("PRAGMA table_info(jobs)")):
+                return []
+        return self.store.doubtful(above=above, limit=limit)
+
     def get_job(self, job_id: int) -> Job | None:
         with self.store.db() as conn:
             row = conn.execute(f"SELECT source FROM {self.store.JOBS} WHERE id = :id", {"id": job_id}).fetchone()

@@ -26,12 +26,15 @@ from daemon.folders.outputs import Folders
 from daemon.folders.routing import SEED_ROUTING, Routing
 from daemon.settings import DashboardSettings, QueueSettings
 from daemon.store.jobs import STATES, Job, State, WorkerInfo
+from daemon.pipeline.constants import DOUBTFUL
 from daemon.store.session import Waiting, read_live
 from daemon.store.statedir import daemon_pid
 from daemon.store.view import StoreView, open_view
 
 REFRESH_SECONDS = 1.0
 QUARANTINE_SHOWN = 200
+DOUBTFUL_SHOWN = 50
+"""The latest doubtful cut-outs the page lists (the most doubtful first)."""
 CHART_MINUTES = 60
 
 
@@ -66,6 +69,8 @@ class Overview:
     telemetry: Snapshot | None = None
     unqueued: list[Waiting] = field(default_factory=list)
     """Settled files the job store could not take yet (its disk full): offered again until it can."""
+    doubtful: list[Job] = field(default_factory=list)
+    """The latest cut-outs whose doubt is over DOUBTFUL, the most doubtful first."""
 
     @property
     def quarantined(self) -> dict[str, int]:
@@ -195,6 +200,8 @@ class Board:
             recent=[self.shown(job) for job in view.jobs(state="done", limit=self.dashboard.recent)],
             quarantine=[job for job in failed if job.quarantine is not None],
             failed_by_reason=view.failed_by_reason(), workers=view.fleet(), last_success=view.last_finished(),
+            doubtful=sorted((self.shown(job) for job in view.doubtful(above=DOUBTFUL, limit=DOUBTFUL_SHOWN)),
+                            key=lambda job: (-(job.doubt or 0.0), -(job.finished_at or 0.0))),
         )
 
     def _daemon(self, now: float) -> tuple[DaemonInfo, Snapshot | None]:

@@ -30,7 +30,7 @@ from daemon.companions.telemetry import JobTiming
 from daemon.pipeline.constants import DOUBTFUL, doubt_reasons
 from daemon.store.jobs import Job
 
-PARTS = ("status", "banner", "summary", "fleet", "recent", "quarantine")
+PARTS = ("status", "banner", "summary", "fleet", "recent", "doubtful", "quarantine")
 
 
 def file_url(kind: str, root: str, path: PurePosixPath | str, *, px: str | None = None, version: float | None = None) -> str:
