@@ -108,8 +108,8 @@ class _Coarse:
 def _coarse_passes(colour: Plane, alpha: Plane, *, top: float) -> _Coarse:
     height, width = alpha.shape
     size = (max(1, -(-width // LOW_RES)), max(1, -(-height // LOW_RES)))
-    image = _unit(np.asarray(cv2.resize(colour, size, interpolation=cv2.INTER_AREA)), top)
-    a = _unit(np.asarray(cv2.resize(alpha, size, interpolation=cv2.INTER_AREA)), top)[..., np.newaxis]
+    image = _reduced(colour, size) / np.float32(top)
+    a = (_reduced(alpha, size) / np.float32(top))[..., np.newaxis]
     scale = max(1.0, max(height, width) / REFERENCE_SIDE) / LOW_RES
     # Starting points weighted by coverage, so a strand thinner than the reduction still gives
     # its own colour (the plain reduction mixes it with the backdrop around it).

@@ -57,6 +57,11 @@ class Doubt:
     parts: dict[str, float]
     """Each part's value in 0..1 before they are combined."""
 
+    def rounded(self) -> Doubt:
+        """As the store keeps it and every report shows it (three decimals): a score of 0.5004
+        is doubtful everywhere or nowhere."""
+        return Doubt(round(self.score, 3), {name: round(value, 3) for name, value in self.parts.items()})
+
 
 def doubt(matte: FloatArray) -> Doubt:
     """The doubt of one cut-out from the model's matte over the image (the padding removed)."""

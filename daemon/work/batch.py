@@ -168,15 +168,15 @@ class _Recorder:
         with task.timer.stage("save"):
             for rel, data in files:
                 _write(self.output_dir / rel, data)
-        judged = cutout.doubt
+        judged = cutout.doubt.rounded() if cutout.doubt else None
         with self.lock:
             self.report.done.append(task.key)
-            if judged is not None and round(judged.score, 3) > DOUBTFUL:  # as the store keeps it
+            if judged is not None and judged.score > DOUBTFUL:
                 self.report.doubtful[task.key] = judged
             self.bar.update()
         log.info("image_done", path=str(task.key), output=[rel.as_posix() for rel, _ in files],
                  timings=_rounded(task.timer.seconds), notes=list(cutout.notes),
-                 doubt=None if judged is None else round(judged.score, 3))
+                 doubt=None if judged is None else judged.score)
 
     def failed(self, task: Task[PurePosixPath], exc: BaseException) -> None:
         reason, message = describe_failure(exc)

@@ -194,15 +194,15 @@ class Worker:
                             + ": rename one of the two inputs, or change the recipe")
         # A worker whose claim was lost while it computed (frozen past its lease, say) never
         # stages a file in the output folder; the lease renewed here covers the writing.
+        judged = cutout.doubt.rounded() if cutout.doubt else None
         published = self.queue.heartbeat(job)
         if published:
             with task.timer.stage("save"), staged_outputs(self.folders, files) as publish:
                 self._unheld(job)  # ending now: a heartbeat would find it done, which is no lost claim
-                judged = cutout.doubt
                 published = self.queue.finish(job, content_hash=prepared.sha256, publish=publish,
                                               fingerprint=task.key.fingerprint or _stored(job),
-                                              doubt=None if judged is None else round(judged.score, 3),
-                                              doubt_parts=None if judged is None else _rounded(judged.parts))
+                                              doubt=None if judged is None else judged.score,
+                                              doubt_parts=None if judged is None else judged.parts)
         # From here on the job is over for this worker: nothing below may send it back to on_failed.
         self._end_alone(job)
         if not published:
@@ -216,7 +216,7 @@ class Worker:
             log.exception("after_done_failed", path=job.source.as_posix())
         also = {"also": written[1:]} if len(written) > 1 else {}
         self._log(task, "done", output=written[0], **also, size=f"{cutout.width}x{cutout.height}", notes=list(cutout.notes),
-                  judged=cutout.doubt)
+                  judged=judged)
         self.wake.set()
 
     def _after_done(self, claimed: _Claimed) -> None:
@@ -427,8 +427,8 @@ class Worker:
             timings={stage: round(seconds, 4) for stage, seconds in task.timer.seconds.items()},
             queue_wait=round((job.started_at or now) - job.queued_at, 3), total=round(now - (job.started_at or now), 3),
             reason=None if reason is None else str(reason),
-            doubt=None if judged is None else round(judged.score, 3),
-            doubt_parts=None if judged is None else _rounded(judged.parts),
+            doubt=None if judged is None else judged.score,
+            doubt_parts=None if judged is None else judged.parts,
         ), **fields)
 
     def _record(self, record: JobRecord, **fields: object) -> None:
@@ -448,10 +448,6 @@ class Worker:
 
 class ClaimLost(Exception):
     """The store refused a change to a job: this worker's claim on it is no longer the current one."""
-
-
-def _rounded(parts: dict[str, float]) -> dict[str, float]:
-    return {name: round(value, 3) for name, value in parts.items()}
 
 
 def _fenced(accepted: bool) -> None:
