@@ -27,7 +27,8 @@
         │   ├── NameTooLong          name_too_long (its output or error report would exceed the name limit)
         │   ├── PathBlocked          output_blocked (a folder, link or non-file entry where its output must go;
         │   │                        after the usual attempts)
-        │   └── NameTaken            name_taken (a file of its recipes is named like another input's, or a folder)
+        │   ├── NameTaken            name_taken (a file of its recipes is named like another input's, or a folder)
+        │   └── Rejected             rejected (a person rejected its doubtful cut-out: `cutout review reject`)
         └── TransientError           io_error: the machine is the problem, retry with backoff
             ├── DeviceError          device_error
             ├── DiskFull             disk_full
@@ -197,6 +198,13 @@ class NameTaken(PermanentError):
     cut-out, or a folder or other non-file entry in the output folder."""
 
     reason = "name_taken"
+
+
+class Rejected(PermanentError):
+    """A person looked at its doubtful cut-out and rejected it (`cutout review reject`, the
+    dashboard's Reject): the original goes to quarantine with the cut-out beside it."""
+
+    reason = "rejected"
 
 
 class TransientError(JobError):

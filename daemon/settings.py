@@ -42,7 +42,9 @@ import yaml
 from daemon.errors import ConfigError, ModelLoadError
 from daemon.folders.outputs import Folders, OriginalsPolicy
 from daemon.folders.routing import Route, Routing, route_problem
-from daemon.pipeline.constants import ABOVE_0, AT_LEAST_0, TARGET_SIZE, BitDepth, Bounds, ImageOptions, PipelineParams
+from daemon.pipeline.constants import (
+    ABOVE_0, AT_LEAST_0, DOUBTFUL, FRACTION, TARGET_SIZE, BitDepth, Bounds, ImageOptions, PipelineParams,
+)
 from daemon.pipeline.modelspec import DEFAULT_MODEL, DeviceName, ModelSpec, Precision, parse_model_spec
 from daemon.pipeline.recipe import DEFAULT_RECIPE, Recipe, recipe_problem
 
@@ -67,13 +69,14 @@ class FolderSettings:
     state: Path | None = None
     """The queue database and the daemon's lock; default: the platform's user state folder."""
 
-    def resolve(self, *, default_state: Path) -> Folders:
-        """The folders as the daemon uses them: absolute, with the defaults filled in."""
+    def resolve(self, *, default_state: Path, review: Path | None = None) -> Folders:
+        """The folders as the daemon uses them: absolute, with the defaults filled in (`review`:
+        the review step's folder, `review.folder`, when it is on)."""
         if self.input is None or self.output is None:
             missing = "folders.input" if self.input is None else "folders.output"
             raise ConfigError(f"{missing} is not set: give it in the config file or with --{missing.split('.')[1]}")
         return Folders.resolved(input=self.input, output=self.output, quarantine=self.quarantine,
-                                archive=self.archive, state=self.state or default_state)
+                                archive=self.archive, state=self.state or default_state, review=review)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -208,6 +211,19 @@ class AlertSettings:
 
 
 @dataclass(frozen=True, kw_only=True)
+class ReviewSettings:
+    folder: Path | None = None
+    """Doubtful cut-outs wait here, at their mirrored path, for `cutout review approve`; None: the
+    review step is off and every cut-out goes to the output folder (its doubt still scored and shown)."""
+    threshold: Annotated[float, FRACTION] = DOUBTFUL
+    """A cut-out whose doubt score is above this is doubtful (benchmarks/doubt.py chose 0.5)."""
+
+    @property
+    def on(self) -> bool:
+        return self.folder is not None
+
+
+@dataclass(frozen=True, kw_only=True)
 class Settings:
     folders: FolderSettings = field(default_factory=FolderSettings)
     model: ModelSettings = field(default_factory=ModelSettings)
@@ -221,6 +237,7 @@ class Settings:
     logging: LoggingSettings = field(default_factory=LoggingSettings)
     dashboard: DashboardSettings = field(default_factory=DashboardSettings)
     alerts: AlertSettings = field(default_factory=AlertSettings)
+    review: ReviewSettings = field(default_factory=ReviewSettings)
     originals: OriginalsPolicy = "keep"
     recipes: dict[str, Recipe] = field(default_factory=dict)
     """Named output settings; `default` (the seed's cropped RGBA PNG) is built in and may be redefined."""
@@ -268,6 +285,7 @@ def _size_of_model(settings: Settings, data: dict[str, Any]) -> Settings:
 
 PATH_KEYS = (
     "folders.input", "folders.output", "folders.quarantine", "folders.archive", "folders.state", "logging.file",
+    "review.folder",
 )
 """Settings that are paths; `model.name` is one too when it names a file or a local folder."""
 

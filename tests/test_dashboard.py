@@ -184,7 +184,7 @@ def test_the_live_parts_are_the_same_html_as_the_page_and_follow_the_store(studi
 def test_the_status_json_and_the_before_after_view(studio: Studio) -> None:
     client = studio.client()
     status = client.get("/api/status").json()
-    assert status["counts"] == {"pending": 1, "running": 1, "done": 1, "failed": 3}
+    assert status["counts"] == {"pending": 1, "running": 1, "done": 1, "failed": 3, "review": 0}
     assert status["quarantined"] == {"undecodable": 2, "no_foreground": 1} and status["daemon"]["running"] is False
     view = client.get("/view/1")
     assert view.status_code == 200 and "<!doctype html>" in view.text

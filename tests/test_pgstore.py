@@ -124,7 +124,7 @@ def test_a_restarted_worker_takes_back_its_own_jobs_at_once_and_leaves_others_to
     first.close()  # mac-mini was killed and starts again under the same worker id
     again = PostgresStore(postgres_url, worker="mac-mini", clock=clock)
     assert again.recover(crashed=False).released == 1
-    assert again.counts() == {"pending": 1, "running": 1, "done": 0, "failed": 0}
+    assert again.counts() == {"pending": 1, "running": 1, "done": 0, "failed": 0, "review": 0}
     again.close()
     other.close()
 
@@ -176,6 +176,10 @@ def test_an_older_schema_is_upgraded_in_place_and_keeps_its_jobs(postgres_server
     assert migrate(url) == Migrated(1, len(MIGRATIONS), None, [])
     store = PostgresStore(url)
     assert store.counts()["pending"] == 1 and store.fleet() == []
+    job = store.claim()
+    assert job is not None  # the first release's CHECK knew four states; the review step's is the fifth
+    assert store.finish(job, content_hash="h", fingerprint=Fingerprint(1, 1), publish=lambda: None, review=True)
+    assert store.counts()["review"] == 1
     store.close()
 
 

@@ -47,12 +47,39 @@ def test_an_older_database_gains_the_new_columns_when_opened(tmp_path: Path) -> 
         assert {"stage", "token", "doubt", "doubt_parts"} <= {row[1] for row in conn.execute("PRAGMA table_info(jobs)")}
 
 
+def test_a_queue_made_before_the_review_step_takes_the_review_state_and_keeps_its_rows(tmp_path: Path) -> None:
+    from daemon.store.sqlite import SCHEMA
+
+    path = tmp_path / "queue.sqlite3"
+    older = SCHEMA.replace("'failed', 'review')", "'failed')")
+    assert older != SCHEMA
+    with sqlite3.connect(path) as conn:  # as the release before the review step made it
+        conn.executescript(older)
+        conn.execute("INSERT INTO jobs (source, output, output_key, size, mtime_ns, state, first_seen, queued_at)"
+                     " VALUES ('a.jpg', 'a.png', 'a.png', 1, 1, 'pending', 0, 0)")
+        conn.execute("INSERT INTO names (key, job_id) VALUES ('a-mask.png', 1)")
+        with pytest.raises(sqlite3.IntegrityError):
+            conn.execute("UPDATE jobs SET state = 'review'")
+    queue = JobQueue(path)
+    job = queue.claim()
+    assert job is not None and job.source == P("a.jpg")
+    assert queue.finish(job, content_hash="h", fingerprint=FP, publish=lambda: None, doubt=0.9, review=True)
+    assert queue.counts()["review"] == 1
+    queue.close()
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT key, job_id FROM names").fetchall() == [("a-mask.png", 1)]
+        indexes = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+        assert "jobs_ready" in indexes
+        assert "jobs_new" not in {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
+    assert JobQueue(path).counts()["review"] == 1  # opened again: nothing to rebuild, nothing lost
+
+
 def test_the_queue_survives_reopening(tmp_path: Path) -> None:
     first = JobQueue(tmp_path / "q.sqlite3")
     first.offer(P("a.jpg"), FP)
     first.close()
     second = JobQueue(tmp_path / "q.sqlite3")
-    assert second.counts() == {"pending": 1, "running": 0, "done": 0, "failed": 0}
+    assert second.counts() == {"pending": 1, "running": 0, "done": 0, "failed": 0, "review": 0}
 
 
 def test_a_state_folder_belongs_to_one_hot_folder(queue: JobQueue, tmp_path: Path) -> None:

@@ -44,7 +44,7 @@ def test_status_json_counts_states_and_lists_failures_with_reasons(
     folders, flags = filled
     assert main(["status", "--json", *flags]) == 0
     report = json.loads(capsys.readouterr().out)
-    assert report["counts"] == {"pending": 1, "running": 0, "done": 1, "failed": 1}
+    assert report["counts"] == {"pending": 1, "running": 0, "done": 1, "failed": 1, "review": 0}
     assert report["failures"] == [{
         "file": "sub/dark.png", "reason": "no_foreground", "message": report["failures"][0]["message"],
         "quarantined_as": str(folders.quarantine / "sub" / "dark.png"),

@@ -63,6 +63,77 @@ def test_a_done_job_keeps_its_cut_outs_doubt_and_its_parts(queue: JobStore) -> N
     assert again is not None and again.doubt is None and again.doubt_parts is None  # not the old cut-out's
 
 
+def _in_review(queue: JobStore, name: str = "a.jpg", *, doubt: float = 0.8) -> Any:
+    queue.offer(P(name), FP)
+    job = queue.claim()
+    assert job is not None
+    assert queue.finish(job, content_hash="h", fingerprint=FP, publish=lambda: None, doubt=doubt,
+                        doubt_parts={"fog": doubt}, review=True)
+    held = queue.get(P(name))
+    assert held is not None and held.state == "review"
+    return held
+
+
+def test_a_doubtful_cut_out_waits_in_review_holding_its_name_until_approved(queue: JobStore) -> None:
+    held = _in_review(queue)
+    assert queue.counts()["review"] == 1 and not queue.has_work()
+    assert [job.source for job in queue.jobs(state="review", limit=5)] == [P("a.jpg")]
+    assert [job.source for job in queue.doubtful(above=0.5)] == [P("a.jpg")]
+    assert queue.offer(P("a.png"), FP) == "queued"  # its name is still claimed: the newcomer gets another
+    newcomer = queue.get(P("a.png"))
+    assert newcomer is not None and newcomer.output == P("a.png.png")
+    assert queue.offer(P("a.jpg"), FP) == "unchanged"  # the same file seen again: nothing to redo
+    published: list[str] = []
+    assert queue.approve(held, publish=lambda: published.append("moved"))
+    assert published == ["moved"]
+    done = queue.get(P("a.jpg"))
+    assert done is not None and done.state == "done" and done.doubt == pytest.approx(0.8)
+    assert not queue.approve(held, publish=lambda: published.append("again"))  # approved once only
+    assert published == ["moved"]
+
+
+def test_an_approve_whose_publish_fails_leaves_the_job_waiting(queue: JobStore) -> None:
+    held = _in_review(queue)
+
+    def broken() -> None:
+        raise OSError("disk full")
+
+    with pytest.raises(OSError):
+        queue.approve(held, publish=broken)
+    still = queue.get(P("a.jpg"))
+    assert still is not None and still.state == "review"
+
+
+def test_a_rejected_cut_out_fails_its_job_and_frees_its_name(queue: JobStore) -> None:
+    held = _in_review(queue)
+    assert not queue.mark_failed(held, reason="rejected", message="no", quarantine=P("a.jpg"))  # not running
+    assert queue.mark_failed(held, reason="rejected", message="hair cut off", quarantine=P("a.jpg"), was="review")
+    failed = queue.get(P("a.jpg"))
+    assert failed is not None and failed.state == "failed" and failed.reason == "rejected"
+    assert not queue.approve(held, publish=lambda: None)  # rejected: nothing to approve
+    queue.offer(P("a.png"), FP)
+    newcomer = queue.get(P("a.png"))
+    assert newcomer is not None and newcomer.output == P("a.png")  # the name was released
+
+
+def test_a_cut_out_in_review_redone_goes_back_to_pending_keeping_its_name(queue: JobStore) -> None:
+    held = _in_review(queue)
+    assert queue.redo(held)
+    again = queue.get(P("a.jpg"))
+    assert again is not None and again.state == "pending" and again.output == P("a.png") and again.doubt is None
+    assert not queue.redo(held)  # no longer in review
+    assert not queue.approve(held, publish=lambda: None)  # a redone one cannot be approved from its old claim
+    job = queue.claim()
+    assert job is not None and job.token > held.token
+
+
+def test_a_job_in_review_whose_file_changes_is_queued_again(queue: JobStore) -> None:
+    _in_review(queue)
+    assert queue.offer(P("a.jpg"), Fingerprint(FP.size + 1, FP.mtime_ns)) == "requeued"
+    again = queue.get(P("a.jpg"))
+    assert again is not None and again.state == "pending"
+
+
 def test_a_job_claimed_but_in_no_stage_when_the_process_died_goes_back_uncharged(queue: JobStore) -> None:
     queue.offer(P("a.jpg"), FP)
     queue.claim()

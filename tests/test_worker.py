@@ -88,7 +88,7 @@ def test_good_files_become_outputs_and_bad_ones_land_in_quarantine_with_a_reason
         report = json.loads((folders.quarantine / f"{name}.error.json").read_text())
         assert report["reason"] == reason and report["file"] == name and report["attempts"] == 1
         assert report["version"] and report["first_seen"] and report["last_attempt"] and report["message"]
-    assert queue.counts() == {"pending": 0, "running": 0, "done": 1, "failed": 2}
+    assert queue.counts() == {"pending": 0, "running": 0, "done": 1, "failed": 2, "review": 0}
 
 
 def test_the_pipelined_worker_writes_the_same_bytes_as_process_image(
@@ -329,7 +329,7 @@ def test_a_quarantine_that_cannot_be_written_sends_the_job_back_and_the_loop_goe
     drain(worker, queue)
     worker.close()
     assert (folders.input / "dark.png").exists() and (folders.input / "b.png").exists()
-    assert queue.counts() == {"pending": 2, "running": 0, "done": 0, "failed": 0}
+    assert queue.counts() == {"pending": 2, "running": 0, "done": 0, "failed": 0, "review": 0}
 
 
 def crash_alone(queue: JobQueue, *, times: int, crashed: bool = True) -> None:

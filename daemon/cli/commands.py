@@ -146,6 +146,56 @@ def cmd_reprocess(args: argparse.Namespace, settings: Settings, ctx: Context) ->
     return EXIT_OK
 
 
+def cmd_review_list(args: argparse.Namespace, settings: Settings, ctx: Context) -> int:
+    from daemon.store.review import waiting
+
+    found = waiting(folders_from(settings, ctx), queue_settings=settings.queue, routing=routing(settings))
+    for job, files in found:
+        parts = ", ".join(f"{name} {value:.2f}" for name, value in sorted((job.doubt_parts or {}).items(),
+                                                                          key=lambda part: -part[1]))
+        print(f"{job.doubt or 0:.2f}  {files[0]}  (from {job.source.as_posix()}; {parts})")
+    if not found:
+        print("nothing waits for review")
+    return EXIT_OK
+
+
+def _review_target(args: argparse.Namespace) -> None:
+    if args.all == (args.path is not None):
+        raise ConfigError("give either a waiting cut-out (or its original's path) or --all")
+
+
+def _said(lines: list[str]) -> int:
+    for line in lines:
+        print(line)
+    if not lines:
+        print("nothing waits for review")
+    return EXIT_FAILED if any(line.startswith("skipped") for line in lines) else EXIT_OK
+
+
+def cmd_review_approve(args: argparse.Namespace, settings: Settings, ctx: Context) -> int:
+    from daemon.store.review import approve
+
+    _review_target(args)
+    return _said(approve(folders_from(settings, ctx), target=args.path, policy=settings.originals,
+                         queue_settings=settings.queue, routing=routing(settings)))
+
+
+def cmd_review_reject(args: argparse.Namespace, settings: Settings, ctx: Context) -> int:
+    from daemon.store.review import reject
+
+    _review_target(args)
+    return _said(reject(folders_from(settings, ctx), target=args.path, why=args.why, queue_settings=settings.queue,
+                        routing=routing(settings)))
+
+
+def cmd_review_redo(args: argparse.Namespace, settings: Settings, ctx: Context) -> int:
+    from daemon.store.review import redo
+
+    _review_target(args)
+    return _said(redo(folders_from(settings, ctx), target=args.path, queue_settings=settings.queue,
+                      routing=routing(settings)))
+
+
 def cmd_dashboard(args: argparse.Namespace, settings: Settings, ctx: Context) -> int:
     from daemon.companions.dashboard.server import serve
 

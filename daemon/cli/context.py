@@ -71,7 +71,7 @@ def current_context() -> Context:
 
 # --- Settings and context -> folders, the model store, the model ------------------------------
 def folders_from(settings: Settings, ctx: Context) -> Folders:
-    return settings.folders.resolve(default_state=ctx.default_state)
+    return settings.folders.resolve(default_state=ctx.default_state, review=settings.review.folder)
 
 
 def state_dir(settings: Settings, ctx: Context) -> Path:

@@ -48,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_status(commands)
     _add_retry(commands)
     _add_reprocess(commands)
+    _add_review(commands)
     _add_doctor(commands)
     _add_model(commands)
     _add_service(commands)
@@ -81,6 +82,8 @@ def _add_watch(commands: Commands) -> None:
         "--log-file", type=Path,
         help="logging.file: JSON log rotated by size; when stdout is not a terminal it replaces stdout",
     )
+    watch.add_argument("--review-folder", type=Path,
+                       help="review.folder: doubtful cut-outs wait there for `cutout review` (default: off)")
     watch.add_argument("--role", choices=("auto", "worker"),
                        help="watch.role: auto (watch the folder when this is the fleet's watcher) or worker (only process)")
     watch.set_defaults(handler=cmd.cmd_watch)
@@ -105,6 +108,34 @@ def _add_reprocess(commands: Commands) -> None:
     again = commands.add_parser("reprocess", help="run done files through the daemon again (after a recipe changed)")
     _path_or_all(again, path="a file or folder of the hot folder", every="every done file")
     again.set_defaults(handler=cmd.cmd_reprocess)
+
+
+def _add_review(commands: Commands) -> None:
+    review = commands.add_parser(
+        "review", help="the doubtful cut-outs waiting in the review folder: list, approve, reject, redo",
+    ).add_subparsers(dest="review_command", required=True)
+    listing = review.add_parser("list", help="every cut-out waiting for review, the most doubtful first")
+    listing.add_argument("--config", type=Path, help="YAML settings file")
+    _folder_flags(listing)
+    _review_flags(listing)
+    listing.set_defaults(handler=cmd.cmd_review_list, logs=False)
+    approve = review.add_parser("approve", help="deliver: into the output folder, then the originals policy")
+    _path_or_all(approve, path="a waiting cut-out (or its original's path)", every="every waiting cut-out")
+    _review_flags(approve)
+    approve.set_defaults(handler=cmd.cmd_review_approve, logs=False)
+    reject = review.add_parser("reject", help="the original to quarantine (reason rejected), its cut-out beside it")
+    _path_or_all(reject, path="a waiting cut-out (or its original's path)", every="every waiting cut-out")
+    reject.add_argument("--reason", dest="why", help="why, in words: kept in the quarantine report")
+    _review_flags(reject)
+    reject.set_defaults(handler=cmd.cmd_review_reject, logs=False)
+    redo = review.add_parser("redo", help="make the cut-out again (scored again; it replaces the waiting one)")
+    _path_or_all(redo, path="a waiting cut-out (or its original's path)", every="every waiting cut-out")
+    _review_flags(redo)
+    redo.set_defaults(handler=cmd.cmd_review_redo, logs=False)
+
+
+def _review_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--review-folder", type=Path, help="review.folder (overrides the config file)")
 
 
 def _path_or_all(parser: argparse.ArgumentParser, *, path: str, every: str) -> None:
@@ -212,6 +243,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         "watch.role": getattr(args, "role", None),
         "dashboard.bind": getattr(args, "bind", None),
         "dashboard.port": getattr(args, "port", None),
+        "review.folder": getattr(args, "review_folder", None),
     }
     overrides.update({f"folders.{name}": getattr(args, name, None) for name in cmd.FOLDER_FLAGS})
     return load_settings(getattr(args, "config", None), overrides=overrides)
@@ -227,7 +259,7 @@ def rebuild_command(args: argparse.Namespace, *, verb: str = "rebuild") -> str:
 
 
 def _command_name(args: argparse.Namespace) -> str:
-    sub = next((s for group in ("service", "model", "queue") if (s := getattr(args, f"{group}_command", None))), None)
+    sub = next((s for group in ("service", "model", "queue", "review") if (s := getattr(args, f"{group}_command", None))), None)
     return f"{args.command} {sub}" if sub else str(args.command)
 
 

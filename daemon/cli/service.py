@@ -66,7 +66,7 @@ def install(
     if config is None:
         raise ConfigError("give the settings file the service runs with: --config F (see config/default.yaml)")
     manager = manager_for(host=ctx.host, systemd=systemd)
-    folders = settings.folders.resolve(default_state=ctx.default_state)
+    folders = settings.folders.resolve(default_state=ctx.default_state, review=settings.review.folder)
     _check_config(settings, folders=folders, store=store, config=config, creates=manager.may_install and not dry_run)
     spec = agent_spec(settings, ctx=ctx, config=config, label=label)
     if not manager.may_install:

@@ -26,6 +26,8 @@ from daemon.folders.beneath import check_name, folder_beneath, move_beneath, rem
 from daemon.folders.layout import NAME_MAX, name_bytes
 
 ERROR_SUFFIX = ".error.json"
+REJECTED_INFIX = ".cutout-"
+"""A rejected cut-out lies in quarantine beside its original as `<original>.cutout-<its name>`."""
 
 OriginalsPolicy = Literal["keep", "archive", "delete"]
 """What happens to an original once its cut-out is on disk (`originals:` in the config)."""
@@ -40,10 +42,12 @@ class Folders:
     quarantine: Path
     archive: Path
     state: Path
+    review: Path | None = None
+    """Where doubtful cut-outs wait for a person (`review.folder`); None: the review step is off."""
 
     @classmethod
     def resolved(cls, *, input: Path, output: Path, quarantine: Path | None, archive: Path | None,
-                 state: Path) -> Folders:
+                 state: Path, review: Path | None = None) -> Folders:
         """Absolute, with the quarantine and the archive beside the output folder unless given."""
         output = _absolute(output)
         return cls(
@@ -52,6 +56,7 @@ class Folders:
             quarantine=_absolute(quarantine or output.parent / "quarantine"),
             archive=_absolute(archive or output.parent / "archive"),
             state=_absolute(state),
+            review=None if review is None else _absolute(review),
         )
 
 
@@ -61,7 +66,7 @@ def _absolute(path: Path) -> Path:
 
 
 # --- Which folders may share a place: none -------------------------------------------
-ROLES = ("input", "output", "quarantine", "archive", "state")
+ROLES = ("input", "output", "quarantine", "archive", "review", "state")
 """The daemon's folders in the order the rules name them (the first of a colliding pair first)."""
 
 _CONSEQUENCES: dict[frozenset[str], str] = {
@@ -71,13 +76,18 @@ _CONSEQUENCES: dict[frozenset[str], str] = {
     frozenset({"output", "quarantine"}): "the cutout of c.jpg could overwrite a quarantined original c.png",
     frozenset({"output", "archive"}): "the cutout of c.jpg could overwrite an archived original c.png",
     frozenset({"quarantine", "archive"}): "failed and finished originals would be mixed up",
+    frozenset({"input", "review"}): "cut-outs waiting for review would come back as new inputs",
+    frozenset({"output", "review"}): "cut-outs waiting for review would be delivered unseen",
+    frozenset({"quarantine", "review"}): "a cut-out waiting for review could overwrite a quarantined original",
+    frozenset({"archive", "review"}): "a cut-out waiting for review could overwrite an archived original",
 }
 _STATE_CONSEQUENCE = "the queue database and the lock would sit among the images"
 
 
 def used_folders(folders: Folders, *, policy: OriginalsPolicy) -> dict[str, Path]:
-    """The folders a daemon with this originals policy touches: the archive only with `archive`."""
-    named = {role: getattr(folders, role) for role in ROLES}
+    """The folders a daemon with this originals policy touches: the archive only with `archive`,
+    the review folder only when the review step is on."""
+    named = {role: path for role in ROLES if (path := getattr(folders, role)) is not None}
     if policy != "archive":
         del named["archive"]
     return named
@@ -88,7 +98,7 @@ def check_folder_rules(named: dict[str, Path], *, labels: dict[str, str] | None 
 
     `labels` says how a message names a role (default: its key, `folders.<role>`).
     """
-    label = {role: f"folders.{role}" for role in named} | (labels or {})
+    label = {role: f"folders.{role}" for role in named} | {"review": "review.folder"} | (labels or {})
     roles = [role for role in ROLES if role in named]
     for index, first in enumerate(roles):
         for second in roles[index + 1 :]:
@@ -177,7 +187,7 @@ def validate_folders(folders: Folders, *, policy: OriginalsPolicy, state_files: 
     named = used_folders(folders, policy=policy)
     check_folder_rules(named)
     for name, path in named.items():
-        ensure_writable(path, label=f"folders.{name}", private=name == "state")
+        ensure_writable(path, label="review.folder" if name == "review" else f"folders.{name}", private=name == "state")
     check_state_files(folders.state, names=state_files)
 
 
@@ -329,24 +339,24 @@ def restore_from_quarantine(folders: Folders, *, quarantined: PurePosixPath, sou
 
 
 @contextmanager
-def staged_outputs(folders: Folders, files: Sequence[tuple[PurePosixPath, bytes]]) -> Iterator[Callable[[], list[Path]]]:
-    """Every file of a job on the disk beside its final name; `publish()` renames them all into
-    place. The daemon calls it inside the job store's transaction, so only the current claim
+def staged_outputs(root: Path, files: Sequence[tuple[PurePosixPath, bytes]]) -> Iterator[Callable[[], list[Path]]]:
+    """Every file of a job on the disk beside its final name under `root` (the output folder, or
+    the review folder for a doubtful cut-out); `publish()` renames them all into place. The daemon calls it inside the job store's transaction, so only the current claim
     publishes; a crash between two renames leaves the job not done, and its rerun replaces them.
 
     Beneath the output folder nothing is followed or overwritten but files: a link on the way,
     or a folder where a file goes, is `PathBlocked` before anything is written, and checked
     again for every file before the first rename (all or none)."""
-    if not folders.output.is_dir():
-        raise from_os_error(FileNotFoundError(2, "output folder is missing"), doing=f"writing {folders.output}")
-    paths = [folders.output / rel for rel, _ in files]
+    if not root.is_dir():
+        raise from_os_error(FileNotFoundError(2, "the folder is missing"), doing=f"writing {root}")
+    paths = [root / rel for rel, _ in files]
     try:
         with ExitStack() as stack:
-            staged = [_stage(stack, folders.output, rel, data) for rel, data in files]
+            staged = [_stage(stack, root, rel, data) for rel, data in files]
 
             def publish() -> list[Path]:
                 for folder, _, rel in staged:
-                    check_name(folder, rel.name, shown=folders.output / rel)
+                    check_name(folder, rel.name, shown=root / rel)
                 for folder, temp, rel in staged:
                     os.replace(temp, rel.name, src_dir_fd=folder, dst_dir_fd=folder)
                 for folder in dict.fromkeys(folder for folder, _, _ in staged):
@@ -392,11 +402,14 @@ def apply_originals_policy(folders: Folders, rel: PurePosixPath, *, policy: Orig
 
 
 def forget_error_file(folders: Folders, quarantined: PurePosixPath | None) -> None:
-    """A retried file succeeded: its old error report goes."""
+    """A retried file succeeded: its old error report goes, and the cut-outs a person rejected beside it."""
     if quarantined is None:
         return
     try:
         with folder_beneath(folders.quarantine, quarantined.parent, create=False) as folder:
             remove_quietly(folder, quarantined.name + ERROR_SUFFIX)
+            for name in os.listdir(folder):
+                if name.startswith(quarantined.name + REJECTED_INFIX):
+                    remove_quietly(folder, name)
     except (PathBlocked, FileNotFoundError):
         pass  # its folder is gone, or a link now: nothing of ours to remove there

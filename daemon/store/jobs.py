@@ -29,8 +29,9 @@ from pathlib import Path, PurePosixPath
 from stat import S_ISREG
 from typing import Literal, Protocol
 
-State = Literal["pending", "running", "done", "failed"]
-STATES: tuple[State, ...] = ("pending", "running", "done", "failed")
+State = Literal["pending", "running", "done", "failed", "review"]
+STATES: tuple[State, ...] = ("pending", "running", "done", "failed", "review")
+"""`review`: done, but its cut-out is doubtful and waits in the review folder for a person."""
 
 
 @dataclass(frozen=True)
@@ -179,9 +180,10 @@ class JobStore(Protocol):
         """`cutout retry`: a failed job back to pending; False if it is no longer failed."""
 
     def redo(self, job: Job) -> bool:
-        """`cutout reprocess`: a done job back to pending, keeping its output name and claiming
-        the derived names its recipes give now; False if it is no longer done, or if one of
-        those names is another job's (`name_conflicts`)."""
+        """`cutout reprocess`, `cutout review redo`: a done (or in review) job back to pending,
+        keeping its output name and claiming the derived names its recipes give now; False if it
+        is no longer in the state it was read in, or if one of those names is another job's
+        (`name_conflicts`)."""
 
     def name_conflicts(self, job: Job) -> list[tuple[PurePosixPath, PurePosixPath]]:
         """The files `job`'s recipes would write under names another job holds: (name, holder)."""
@@ -210,13 +212,22 @@ class JobStore(Protocol):
 
     def finish(
         self, job: Job, *, content_hash: str, fingerprint: Fingerprint, publish: Callable[[], object],
-        doubt: float | None = None, doubt_parts: Mapping[str, float] | None = None,
+        doubt: float | None = None, doubt_parts: Mapping[str, float] | None = None, review: bool = False,
     ) -> bool:
         """Done: `publish()` (the output's rename into place) and the done row with the cut-out's
         doubt, in one transaction that first checks the claim. False: the claim was lost, nothing
-        published."""
+        published. `review`: the cut-out went to the review folder, and the job waits in `review`
+        (its names still claimed) for `approve`, `mark_failed(was="review")` or `redo`."""
 
-    def mark_failed(self, job: Job, *, reason: str, message: str, quarantine: PurePosixPath | None) -> bool: ...
+    def approve(self, job: Job, *, publish: Callable[[], object]) -> bool:
+        """A job in review becomes done: `publish()` (its files' moves into the output folder) and
+        the done row in one transaction that first checks the job is still in review under the
+        same claim. False: it is not (approved, rejected or redone meanwhile), nothing published."""
+
+    def mark_failed(
+        self, job: Job, *, reason: str, message: str, quarantine: PurePosixPath | None, was: State = "running"
+    ) -> bool:
+        """Failed for good, its names released; `was="review"`: a person rejected its cut-out."""
 
     def mark_retry(
         self, job: Job, *, reason: str, message: str, delay: float, counts: bool, was: State = "running"

@@ -114,6 +114,11 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE cutout_jobs ADD COLUMN IF NOT EXISTS doubt double precision;
     ALTER TABLE cutout_jobs ADD COLUMN IF NOT EXISTS doubt_parts text;
     """,
+    """
+    ALTER TABLE cutout_jobs DROP CONSTRAINT IF EXISTS cutout_jobs_state_check;
+    ALTER TABLE cutout_jobs ADD CONSTRAINT cutout_jobs_state_check
+        CHECK (state IN ('pending', 'running', 'done', 'failed', 'review'));
+    """,
 )
 """Migration N+1 takes the schema from version N to N+1; never edit a released one."""
 SCHEMA_LOCK = 0x637574_6F7574  # "cutout": serialises migrations and output-name decisions
@@ -337,9 +342,10 @@ def missing_objects(conn: psycopg.Connection[DictRow], *, version: int) -> list[
 
 
 def _recreating(sql: str) -> str:
-    """A migration that creates only what is missing. Every migration so far creates, or alters
-    with `IF NOT EXISTS` (migration 4), so running one again is harmless; one that alters
-    otherwise would need its own repair (tests/test_pgstore.py checks both give one schema)."""
+    """A migration that creates only what is missing. Every migration so far creates, alters with
+    `IF NOT EXISTS` (migration 4), or drops `IF EXISTS` what it then adds (migration 5), so running
+    one again is harmless; one that alters otherwise would need its own repair
+    (tests/test_pgstore.py checks both give one schema)."""
     return _CREATE.sub(lambda found: f"CREATE {found[1]} IF NOT EXISTS ", sql)
 
 

@@ -85,6 +85,8 @@ class Sql(Protocol):
 START_ATTEMPT = "state = 'running', attempts = attempts + 1, started_at = :now"
 """What every claim sets (with its token): the start counted, at `now`."""
 
+FINISHED: tuple[State, ...] = ("done", "review")
+"""States whose cut-out exists: a file that comes again unchanged has nothing to redo."""
 HELD_BY_NONE = "a cut-out kept by a queue rebuild, its original gone"
 """Who holds a name `record_held` kept, in messages."""
 UNCOUNT_START = "attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END"
@@ -176,7 +178,7 @@ class SqlJobStore(ABC):
         """
         known = self.get(source)
         digest = None
-        if known is not None and known.state == "done" and not _same(known, fingerprint) and content_hash:
+        if known is not None and known.state in FINISHED and not _same(known, fingerprint) and content_hash:
             digest = content_hash()
         with self.db() as conn:
             self._lock_names(conn)
@@ -200,7 +202,7 @@ class SqlJobStore(ABC):
         if job.state in ("pending", "running"):
             return "busy"
         seen = {"id": job.id, "size": fingerprint.size, "mtime_ns": fingerprint.mtime_ns}
-        if job.state == "done" and (_same(job, fingerprint) or (digest is not None and digest == job.content_hash)):
+        if job.state in FINISHED and (_same(job, fingerprint) or (digest is not None and digest == job.content_hash)):
             conn.execute(f"UPDATE {self.JOBS} SET size = :size, mtime_ns = :mtime_ns WHERE id = :id", seen)
             return "unchanged"
         if job.state == "failed":  # a new file at a failed one's path: not the quarantined one
@@ -302,8 +304,9 @@ class SqlJobStore(ABC):
         return self._again(job, was="failed")
 
     def redo(self, job: Job) -> bool:
-        """Send a done job through the queue again (`cutout reprocess`): its recipes changed."""
-        return self._again(job, was="done")
+        """Send a done job, or one in review, through the queue again (`cutout reprocess`: its
+        recipes changed; `cutout review redo`)."""
+        return self._again(job, was="review" if job.state == "review" else "done")
 
     def _again(self, job: Job, *, was: State) -> bool:
         with self.db() as conn:
@@ -313,7 +316,7 @@ class SqlJobStore(ABC):
             ).fetchone()
             if still is None:
                 return False  # the daemon already picked it up (a restored file), or it is busy
-            if was == "done" and self._conflicts(conn, job):
+            if was in FINISHED and self._conflicts(conn, job):
                 return False  # its new files' names are others': it stays done, under its names
             self._reclaim(conn, job)
             conn.execute(
@@ -410,32 +413,51 @@ class SqlJobStore(ABC):
 
     def finish(
         self, job: Job, *, content_hash: str, fingerprint: Fingerprint, publish: Callable[[], object],
-        doubt: float | None = None, doubt_parts: Mapping[str, float] | None = None,
+        doubt: float | None = None, doubt_parts: Mapping[str, float] | None = None, review: bool = False,
     ) -> bool:
-        """Publish the output and record it done, in one transaction that checks the claim first."""
+        """Publish the output and record it done (or in review), in one transaction that checks the claim first."""
         with self.db() as conn:
             if not self._holds(conn, job):
                 return False
             publish()  # under the row's lock: a newer claim cannot finish until this commits
             conn.execute(
-                f"UPDATE {self.JOBS} SET state = 'done', content_hash = :hash, size = :size, mtime_ns = :mtime_ns,"
+                f"UPDATE {self.JOBS} SET state = :state, content_hash = :hash, size = :size, mtime_ns = :mtime_ns,"
                 " reason = NULL, message = NULL, quarantine = NULL, finished_at = :now, stage = NULL,"
                 f" doubt = :doubt, doubt_parts = :parts, suspect = false{self.CLEAR_CLAIM} WHERE id = :id",
                 {"hash": content_hash, "size": fingerprint.size, "mtime_ns": fingerprint.mtime_ns,
-                 "now": self._now(conn), "id": job.id, "doubt": doubt,
+                 "now": self._now(conn), "id": job.id, "doubt": doubt, "state": "review" if review else "done",
                  "parts": None if doubt_parts is None else json.dumps(dict(doubt_parts), sort_keys=True)},
             )
         return True
 
-    def mark_failed(self, job: Job, *, reason: str, message: str, quarantine: PurePosixPath | None) -> bool:
-        """Failed for good; the output names are released (a RAW file must not keep `x.png` from `x.jpg`)."""
+    def approve(self, job: Job, *, publish: Callable[[], object]) -> bool:
+        """Publish a reviewed cut-out and record it done, in one transaction that checks first that
+        the job is still in review under the claim that made the cut-out, holding its output name."""
+        with self.db() as conn:
+            held = conn.execute(
+                f"SELECT 1 FROM {self.JOBS} WHERE id = :id AND state = 'review' AND token = :token"
+                f" AND output_key = :key{self.FOR_UPDATE}",
+                {"id": job.id, "token": job.token, "key": claim_key(job.output)},
+            ).fetchone()
+            if held is None:
+                return False
+            publish()  # under the row's lock: a reject or redo waits until this commits
+            conn.execute(f"UPDATE {self.JOBS} SET state = 'done', finished_at = :now WHERE id = :id",
+                         {"now": self._now(conn), "id": job.id})
+        return True
+
+    def mark_failed(
+        self, job: Job, *, reason: str, message: str, quarantine: PurePosixPath | None, was: State = "running"
+    ) -> bool:
+        """Failed for good; the output names are released (a RAW file must not keep `x.png` from `x.jpg`).
+        `was="review"`: a person rejected its cut-out."""
         with self.db() as conn:
             failed = conn.execute(
                 f"UPDATE {self.JOBS} SET state = 'failed', reason = :reason, message = :message,"
                 " quarantine = :quarantine, finished_at = :now, output_key = NULL, stage = NULL,"
-                f" suspect = false{self.CLEAR_CLAIM} WHERE id = :id AND state = 'running' AND token = :token",
+                f" suspect = false{self.CLEAR_CLAIM} WHERE id = :id AND state = :was AND token = :token",
                 {"reason": reason, "message": message, "quarantine": _posix(quarantine), "now": self._now(conn),
-                 "id": job.id, "token": job.token},
+                 "id": job.id, "token": job.token, "was": was},
             ).rowcount == 1
             if failed:
                 self._release_names(conn, job.id)
@@ -491,10 +513,10 @@ class SqlJobStore(ABC):
         return [_job(row) for row in rows]
 
     def doubtful(self, *, above: float, limit: int = 20) -> list[Job]:
-        """Done jobs whose cut-out's doubt is over `above`, the latest first."""
+        """Finished jobs (done or in review) whose cut-out's doubt is over `above`, the latest first."""
         with self.db() as conn:
             rows = conn.execute(
-                f"SELECT * FROM {self.JOBS} WHERE state = 'done' AND doubt > :above"
+                f"SELECT * FROM {self.JOBS} WHERE state IN ('done', 'review') AND doubt > :above"
                 " ORDER BY finished_at DESC, id DESC LIMIT :limit",
                 {"above": above, "limit": limit},
             ).fetchall()

@@ -46,9 +46,8 @@ from daemon.store.jobs import Job, WorkerInfo
 from daemon.store.sql import START_ATTEMPT, Params, Row, Sql, SqlJobStore
 
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS jobs (
+JOBS_TABLE = """
+CREATE TABLE IF NOT EXISTS {name} (
     id INTEGER PRIMARY KEY,
     source TEXT NOT NULL UNIQUE,          -- path relative to the hot folder, POSIX
     output TEXT NOT NULL,                 -- output path relative to the output folder
@@ -56,7 +55,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     size INTEGER NOT NULL,
     mtime_ns INTEGER NOT NULL,
     content_hash TEXT,                    -- sha256 of the bytes that were processed
-    state TEXT NOT NULL CHECK (state IN ('pending', 'running', 'done', 'failed')),
+    state TEXT NOT NULL CHECK (state IN ('pending', 'running', 'done', 'failed', 'review')),
     attempts INTEGER NOT NULL DEFAULT 0,  -- starts, counted when a job starts
     finished_attempts INTEGER NOT NULL DEFAULT 0,  -- starts that ended in a retryable error
     retry_at REAL NOT NULL DEFAULT 0,
@@ -75,6 +74,10 @@ CREATE TABLE IF NOT EXISTS jobs (
     doubt REAL,                           -- how likely the cut-out is wrong, 0..1 (done jobs)
     doubt_parts TEXT                      -- the score's parts, JSON
 );
+"""
+SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+{JOBS_TABLE.format(name="jobs")}
 CREATE INDEX IF NOT EXISTS jobs_ready ON jobs (state, retry_at, id);
 CREATE TABLE IF NOT EXISTS names (      -- output names a job's recipes derive from its own
     key TEXT PRIMARY KEY,                 -- claim_key of the name
@@ -145,12 +148,33 @@ class JobQueue(SqlJobStore):
         self._conn.execute(f"PRAGMA busy_timeout={round(busy_seconds * 1000)}")
         self._conn.executescript(SCHEMA)
         self._add_missing_columns()
+        self._allow_review_state()
 
     def _add_missing_columns(self) -> None:
         have = {row["name"] for row in self._conn.execute("PRAGMA table_info(jobs)")}
         for name, kind in ADDED_COLUMNS.items():
             if name not in have:
                 self._conn.execute(f"ALTER TABLE jobs ADD COLUMN {name} {kind}")
+
+    def _allow_review_state(self) -> None:
+        """A queue made before the review step refuses the state `review` (its CHECK lists the
+        states, and SQLite cannot alter a CHECK): the table is made again with the new one and
+        every row copied over, in one transaction (SQLite's documented way to change a table)."""
+        made = self._conn.execute("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'jobs'").fetchone()
+        if "'review'" in made["sql"]:
+            return
+        columns = ", ".join(row["name"] for row in self._conn.execute("PRAGMA table_info(jobs)"))
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            self._conn.execute(JOBS_TABLE.format(name="jobs_new"))
+            self._conn.execute(f"INSERT INTO jobs_new ({columns}) SELECT {columns} FROM jobs")
+            self._conn.execute("DROP TABLE jobs")  # its index goes with it; the names keep their ids
+            self._conn.execute("ALTER TABLE jobs_new RENAME TO jobs")
+            self._conn.execute("CREATE INDEX IF NOT EXISTS jobs_ready ON jobs (state, retry_at, id)")
+            self._conn.execute("COMMIT")
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
 
     def close(self) -> None:
         with self._lock:

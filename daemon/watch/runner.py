@@ -255,7 +255,9 @@ class Daemon:
     def _finish_these(self, jobs: Iterable[Job]) -> None:
         for job in jobs:
             path = self.folders.input / job.source
-            if Fingerprint.read(path) == Fingerprint(job.size, job.mtime_ns) and (self.folders.output / job.output).exists():
+            unchanged = Fingerprint.read(path) == Fingerprint(job.size, job.mtime_ns)
+            # Not a job in review: its original stays until a person approves the cut-out.
+            if job.state == "done" and unchanged and (self.folders.output / job.output).exists():
                 self._apply_policy(job.source)
 
     def _apply_policy(self, source: PurePosixPath) -> None:
@@ -281,6 +283,7 @@ class Daemon:
             volume=self.volume,
             routing=routing(self.settings),
             on_record=self.telemetry.observe,
+            review_above=self.settings.review.threshold,
         )
 
     def _settler(self) -> Settler:

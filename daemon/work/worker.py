@@ -48,6 +48,7 @@ from daemon.folders.outputs import (
     staged_outputs,
 )
 from daemon.folders.outputs import OriginalsPolicy
+from daemon.folders.review import forget_waiting
 from daemon.folders.routing import SEED_ROUTING, Routing, contents
 from daemon.folders.volume import ALWAYS_THERE, VolumeState
 from daemon.pipeline.constants import ImageOptions, PipelineParams
@@ -103,8 +104,11 @@ class Worker:
         volume: VolumeState = ALWAYS_THERE,
         routing: Routing = SEED_ROUTING,
         on_record: Callable[[JobRecord], object] = lambda record: None,
+        review_above: float | None = None,
     ) -> None:
         self.folders, self.queue, self.routing, self.on_record = folders, queue, routing, on_record
+        self.review_above = review_above if folders.review is not None else None
+        """A cut-out whose doubt is above this waits in the review folder (None: the step is off)."""
         self.queue_settings, self.policy, self.clock = queue_settings, policy, clock
         self.settle_seconds, self.follow_symlinks, self.volume = settle_seconds, follow_symlinks, volume
         self.wake = threading.Event()
@@ -195,34 +199,46 @@ class Worker:
         # A worker whose claim was lost while it computed (frozen past its lease, say) never
         # stages a file in the output folder; the lease renewed here covers the writing.
         judged = cutout.doubt.rounded() if cutout.doubt else None
+        to_review = self._doubtful(judged)
+        root = self.folders.review if to_review and self.folders.review else self.folders.output
         published = self.queue.heartbeat(job)
         if published:
-            with task.timer.stage("save"), staged_outputs(self.folders, files) as publish:
+            with task.timer.stage("save"), staged_outputs(root, files) as publish:
                 self._unheld(job)  # ending now: a heartbeat would find it done, which is no lost claim
                 published = self.queue.finish(job, content_hash=prepared.sha256, publish=publish,
                                               fingerprint=task.key.fingerprint or _stored(job),
                                               doubt=None if judged is None else judged.score,
-                                              doubt_parts=None if judged is None else judged.parts)
+                                              doubt_parts=None if judged is None else judged.parts,
+                                              review=to_review)
         # From here on the job is over for this worker: nothing below may send it back to on_failed.
         self._end_alone(job)
         if not published:
             self._log(task, "claim_lost", action="dropped: another claim of this job is the current one")
             return
-        written = [str(self.folders.output / rel) for rel, _ in files]
+        written = [str(root / rel) for rel, _ in files]
         self.done += 1
         try:
-            self._after_done(task.key)
+            self._after_done(task.key, names=[rel for rel, _ in files], held=to_review)
         except Exception:
             log.exception("after_done_failed", path=job.source.as_posix())
         also = {"also": written[1:]} if len(written) > 1 else {}
-        self._log(task, "done", output=written[0], **also, size=f"{cutout.width}x{cutout.height}", notes=list(cutout.notes),
-                  judged=judged)
+        self._log(task, "review" if to_review else "done", output=written[0], **also,
+                  size=f"{cutout.width}x{cutout.height}", notes=list(cutout.notes), judged=judged)
         self.wake.set()
 
-    def _after_done(self, claimed: _Claimed) -> None:
-        """Drop a retried file's old error report; archive or delete the original if unchanged."""
+    def _doubtful(self, judged: Doubt | None) -> bool:
+        """Whether the cut-out waits for a person: the review step is on, and its doubt is over the line."""
+        return self.review_above is not None and judged is not None and judged.score > self.review_above
+
+    def _after_done(self, claimed: _Claimed, *, names: list[PurePosixPath], held: bool) -> None:
+        """Drop a retried file's old error report; archive or delete the original if unchanged.
+        A cut-out held for review keeps its original where it is until it is approved; one that
+        was not drops the older cut-outs of this file still waiting in the review folder."""
         job = claimed.job
         forget_error_file(self.folders, job.quarantine)
+        if held:
+            return
+        forget_waiting(self.folders, names)
         if _fingerprint(self.folders, job, follow=self.follow_symlinks) != claimed.fingerprint:
             # Replaced while it was processed: the new content is not done; the watcher requeues it.
             log.info("original_changed_during_processing", path=job.source.as_posix())
@@ -376,6 +392,7 @@ class Worker:
                 delay = backoff(retries=job.finished_attempts + 1, settings=self.queue_settings)
                 self.queue.mark_retry(job, reason=exc.reason, message=str(exc), delay=delay, counts=False, was="failed")
                 raise
+        forget_waiting(self.folders, [file.path for file in self.routing.files(job.source, claimed=job.output)])
         return str(self.folders.quarantine / target)
 
     @contextmanager
