@@ -69,6 +69,16 @@ def subject_image(
     return rgb
 
 
+def foggy_image(height: int = 200, width: int = 200, *, seed: int = 3) -> npt.NDArray[np.uint8]:
+    """An image the bright-pixel models are unsure about: a square of mid-bright, noisy pixels
+    (about 0.62 against their 0.6 threshold) on dark, so its matte is a fog: a doubtful cut-out."""
+    foggy = np.full((height, width, 3), 20, np.uint8)
+    top, left, bottom, right = height // 5, width // 5, height - height // 5, width - width // 5
+    noise = np.random.default_rng(seed).integers(-6, 7, (bottom - top, right - left, 1))
+    foggy[top:bottom, left:right] = np.clip(158 + noise, 0, 255).astype(np.uint8)
+    return foggy
+
+
 def write_image(path: Path, rgb: npt.NDArray[np.uint8], **params: int) -> Path:
     """Write an RGB array with OpenCV (which wants BGR); format from the suffix."""
     path.parent.mkdir(parents=True, exist_ok=True)

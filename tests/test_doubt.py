@@ -100,14 +100,11 @@ def test_a_batch_names_its_doubtful_files_at_the_end(tmp_path: object) -> None:
     from daemon.pipeline.constants import PipelineParams
     from daemon.testing import BrightModel
     from daemon.work.batch import print_summary, run_batch
-    from tests.conftest import subject_image, write_image
+    from tests.conftest import foggy_image, subject_image, write_image
 
     root = Path(str(tmp_path))
     write_image(root / "in" / "clean.png", subject_image(200, 200, (40, 40, 160, 160)))
-    foggy = np.full((200, 200, 3), 20, np.uint8)
-    noise = np.random.default_rng(3).integers(-6, 7, (120, 120, 1))
-    foggy[40:160, 40:160] = np.clip(158 + noise, 0, 255).astype(np.uint8)  # about 0.62: unsure
-    write_image(root / "in" / "foggy.png", foggy)
+    write_image(root / "in" / "foggy.png", foggy_image(200, 200))
     with capture_logs():
         report = run_batch(root / "in", root / "out", model=BrightModel(), params=PipelineParams(target_size=128),
                            progress=False)
