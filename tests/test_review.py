@@ -168,3 +168,109 @@ def test_an_approve_whose_cut_out_was_deleted_by_hand_says_so_and_keeps_the_job_
     assert line.startswith("skipped: cannot approve foggy.png") and "cutout review redo" in line
     job = queue.get(P("foggy.png"))
     assert job is not None and job.state == "review"
+
+
+# --- a kill during an approve ---------------------------------------------------------------------
+_APPROVE_KILLED_AFTER = """
+import os, signal, sys
+from daemon.folders import review
+from daemon.cli.main import main
+
+moves, real = [0], review.move_beneath
+
+def killed_after_enough(*args, **kwargs):
+    real(*args, **kwargs)
+    moves[0] += 1
+    if moves[0] >= int(sys.argv[1]):
+        os.kill(os.getpid(), signal.SIGKILL)  # as a power cut or kill -9 would, between two moves
+
+review.move_beneath = killed_after_enough
+sys.exit(main(sys.argv[2:]))
+"""
+"""`cutout review approve` in a real process that SIGKILLs itself after its Nth file move."""
+
+
+def _config(tmp_path: Path, folders: Folders, settings: QueueSettings) -> Path:
+    import yaml
+
+    assert folders.review is not None
+    queue = {"store": settings.store, **({"url": settings.url} if settings.url else {})}
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({
+        "folders": {"input": str(folders.input), "output": str(folders.output), "state": str(folders.state),
+                    "quarantine": str(folders.quarantine), "archive": str(folders.archive)},
+        "review": {"folder": str(folders.review)}, "queue": queue, "originals": "archive",
+        "recipes": {"default": {"mask": "also"}},  # two files a job: a kill can fall between them
+    }))
+    return config
+
+
+@pytest.mark.parametrize("kill_after", [1, 2, 3])
+def test_a_kill_during_an_approve_loses_and_duplicates_nothing_and_approving_again_finishes_it(
+    tmp_path: Path, folders: Folders, queue: JobStore, settings: QueueSettings, clock: FakeClock, kill_after: int
+) -> None:
+    import subprocess
+    import sys
+
+    from daemon.settings import load_settings, routing
+
+    config = _config(tmp_path, folders, settings)
+    rules = routing(load_settings(config))
+    queue.name_outputs(rules.name_deriver)
+    for name in ("a.png", "b.png"):
+        _drop(folders, queue, name, foggy=True)
+    worker = Worker(model=BrightModel(), params=PipelineParams(target_size=128), folders=folders, queue=queue,
+                    queue_settings=settings, policy="archive", in_flight=2, cpu_threads=2, clock=clock,
+                    routing=rules, review_above=0.5)
+    _run(worker, queue)
+    assert folders.review is not None
+    expected = ["a-mask.png", "a.png", "b-mask.png", "b.png"]
+    assert _files(folders.review) == expected
+    killed = subprocess.run([sys.executable, "-c", _APPROVE_KILLED_AFTER, str(kill_after), "review", "approve",
+                             "--all", "--config", str(config)], capture_output=True, text=True, timeout=120)
+    assert killed.returncode == -9, killed.stderr
+    # Every file whole in exactly one place: none lost, none in both.
+    assert sorted(_files(folders.review) + _files(folders.output)) == expected
+    assert not set(_files(folders.review)) & set(_files(folders.output))
+    states = {name: job.state for name in ("a.png", "b.png") if (job := queue.get(P(name))) is not None}
+    assert states["b.png"] == "review"  # the second job's moves never committed
+    again = subprocess.run([sys.executable, "-m", "daemon", "review", "approve", "--all", "--config", str(config)],
+                           capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert _files(folders.output) == expected and _files(folders.review) == []
+    assert {queue.get(P(name)).state for name in ("a.png", "b.png")} == {"done"}  # type: ignore[union-attr]
+    assert _files(folders.archive) == ["a.png", "b.png"] and _files(folders.input) == []
+
+
+@pytest.mark.slow
+def test_a_real_daemon_holds_a_doubtful_file_for_review_delivers_a_clean_one_and_cutout_review_approves(
+    tmp_path: Path, torchscript_model: Path
+) -> None:
+    import subprocess
+    import sys
+
+    from tests.harness import DaemonProcess
+
+    held = tmp_path / "d" / "review"
+    daemon = DaemonProcess(tmp_path / "d", model=str(torchscript_model),
+                           settings={"review": {"folder": str(held)}, "originals": "archive"})
+    try:
+        daemon.start()
+        write_image(daemon.input / "shoot" / "clean.png", subject_image(300, 400, (100, 80, 300, 220)))
+        write_image(daemon.input / "shoot" / "foggy.png", foggy_image(300, 400))
+        daemon.wait_for(lambda: len(daemon.jobs()) == 2, what="both files")
+        assert daemon.outputs() == ["shoot/clean.png"]
+        assert _files(held) == [".cutout-claim.json", "shoot/foggy.png"]
+        assert _files(daemon.input) == [".cutout-claim.json", "shoot/foggy.png"]  # archived once delivered; the doubtful one waits
+        [waiting] = daemon.jobs("review")
+        assert waiting["path"] == "shoot/foggy.png" and float(str(waiting["doubt"])) > 0.5
+        listed = subprocess.run([sys.executable, "-m", "daemon", "review", "list", "--config", str(daemon.config)],
+                                capture_output=True, text=True, timeout=60, check=True).stdout
+        assert str(held / "shoot/foggy.png") in listed and "fog" in listed
+        approved = subprocess.run([sys.executable, "-m", "daemon", "review", "approve", str(held / "shoot/foggy.png"),
+                                   "--config", str(daemon.config)], capture_output=True, text=True, timeout=60)
+        assert approved.returncode == 0 and approved.stdout.startswith("approved: shoot/foggy.png"), approved.stderr
+        assert daemon.outputs() == ["shoot/clean.png", "shoot/foggy.png"] and _files(daemon.input) == [".cutout-claim.json"]
+        assert daemon.stop() == 0
+    finally:
+        daemon.kill_if_running()

@@ -89,7 +89,7 @@ def cmd_watch(args: argparse.Namespace, settings: Settings, ctx: Context) -> int
     # Before the model loads: another daemon on these folders is refused at once (a fleet's
     # members share them: the store's id decides, once the daemon has opened it).
     if settings.queue.store == "sqlite":
-        FolderClaims({"hot": folders.input, "output": folders.output},
+        FolderClaims(folders.claimed(),
                      claimant=Claimant.this_process(what="cutout watch", state=folders.state)).check()
     # Before the model loads: a damaged queue is refused at once, an empty or missing one rebuilt.
     if settings.queue.store == "sqlite":

@@ -45,6 +45,14 @@ class Folders:
     review: Path | None = None
     """Where doubtful cut-outs wait for a person (`review.folder`); None: the review step is off."""
 
+    def claimed(self) -> dict[str, Path]:
+        """The folders one daemon (or one fleet) owns: `.cutout-claim.json` in each (claims.py)."""
+        return {"hot": self.input, "output": self.output, **({"review": self.review} if self.review else {})}
+
+    def written(self) -> tuple[Path, ...]:
+        """The folders the daemon writes files into, whose leftover temp files a start sweeps."""
+        return (self.output, self.quarantine, self.archive, *((self.review,) if self.review else ()))
+
     @classmethod
     def resolved(cls, *, input: Path, output: Path, quarantine: Path | None, archive: Path | None,
                  state: Path, review: Path | None = None) -> Folders:

@@ -182,14 +182,15 @@ class Daemon:
         self.queue.check_model(self.model_name)
         # Before anything touches the folders (the temp-file sweep, recovery): they are this daemon's, or its fleet's.
         self.claims = self._held.enter_context(FolderClaims(
-            {"hot": self.folders.input, "output": self.folders.output},
+            self.folders.claimed(),
             claimant=Claimant.this_process(what="cutout watch", state=self.folders.state, fleet=self.queue.fleet_id()),
             clock=self.clock,
         ))
-        self.queue.remember_folders({"quarantine": self.folders.quarantine, "output": self.folders.output})
+        self.queue.remember_folders({"quarantine": self.folders.quarantine, "output": self.folders.output,
+                                     **({"review": self.folders.review} if self.folders.review else {})})
         recovered = self._recover()
         self.volume = Volume(self.folders.input, has_work=self.queue.has_work)
-        swept = sum(sweep_temp_files(f) for f in (self.folders.output, self.folders.quarantine, self.folders.archive))
+        swept = sum(sweep_temp_files(f) for f in self.folders.written())
         self._warm_up()
         self._finish_originals()
         self.worker = self._worker()
