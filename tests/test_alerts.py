@@ -298,3 +298,25 @@ def test_desktop_notifications_pass_the_text_as_arguments_never_as_script() -> N
 
 def test_a_webhook_url_is_logged_by_its_host_alone() -> None:
     assert redact_url("https://hooks.slack.com/services/T0/B0/XYZ?token=1") == "https://hooks.slack.com/…"
+
+
+def test_doubtful_cut_outs_waiting_for_review_are_said_with_how_many_wait(
+    hook: Hook, store: JobQueue, clock: FakeClock
+) -> None:
+    alerts = Alerts(_settings(hook, group_seconds=0), clock=clock, host="mini")
+    monitor = _monitor(store, alerts, clock)
+    monitor.tick()
+    for name in ("a.jpg", "b.jpg"):
+        store.offer(P(name), Fingerprint(1, 1))
+        job = store.claim()
+        assert job is not None
+        store.finish(job, content_hash="h", fingerprint=Fingerprint(1, 1), publish=lambda: None, doubt=0.9, review=True)
+    monitor.tick()
+    alerts.tick()
+    monitor.tick()  # nothing new waits: nothing more to say
+    alerts.tick()
+    [message] = hook.messages()
+    assert message["cutout"]["kind"] == "review"
+    assert message["text"] == ("cutout on mini: 2 doubtful cut-outs wait for review (2 new): cutout review list, "
+                               "or the dashboard's Review view")
+    monitor.close()

@@ -134,12 +134,26 @@ def test_status_lists_the_doubtful_cut_outs_with_the_parts_that_made_them_doubtf
     queue.release(waiting)
     queue.finish(job, content_hash="h", fingerprint=Fingerprint(1, 1), publish=lambda: None, doubt=0.83,
                  doubt_parts={"fog": 0.8, "pieces": 0.15, "area": 0.0})
+    queue.offer(PurePosixPath("held.jpg"), Fingerprint(1, 1))
+    waiting, held = queue.claim(), queue.claim()
+    assert waiting is not None and held is not None and held.source == PurePosixPath("held.jpg")
+    queue.release(waiting)
+    queue.finish(held, content_hash="h", fingerprint=Fingerprint(1, 1), publish=lambda: None, doubt=0.6,
+                 doubt_parts={"borders": 0.6}, review=True)
     queue.close()
     assert main(["status", *flags]) == 0
     out = capsys.readouterr().out
     assert "doubtful cut-outs (doubt over 0.5" in out and "foggy.jpg: doubt 0.83 (fog 0.80, pieces 0.15)" in out
+    assert "held.jpg: doubt 0.60 (borders 0.60, waits for review)" in out and "WAITING FOR REVIEW: 1 cut-out " in out
     assert "good.jpg: doubt" not in out
     assert main(["status", "--json", *flags]) == 0
     doubtful = json.loads(capsys.readouterr().out)["doubtful"]
-    assert doubtful == [{"file": "foggy.jpg", "output": "foggy.png", "doubt": 0.83,
-                         "parts": {"area": 0.0, "fog": 0.8, "pieces": 0.15}}]
+    assert doubtful == [{"file": "held.jpg", "output": "held.png", "doubt": 0.6, "parts": {"borders": 0.6},
+                         "waits_for_review": True},
+                        {"file": "foggy.jpg", "output": "foggy.png", "doubt": 0.83,
+                         "parts": {"area": 0.0, "fog": 0.8, "pieces": 0.15}, "waits_for_review": False}]
+    config = folders.state.parent / "stricter.yaml"
+    config.write_text("review:\n  threshold: 0.7\n")  # the config's threshold decides what is doubtful
+    assert main(["status", "--config", str(config), *flags]) == 0
+    out = capsys.readouterr().out
+    assert "doubt over 0.7" in out and "foggy.jpg: doubt 0.83" in out and "held.jpg: doubt" not in out

@@ -111,7 +111,7 @@ def cmd_status(args: argparse.Namespace, settings: Settings, ctx: Context) -> in
     folders = configured_folders(settings, ctx)  # none configured: the state folder alone will do
     quarantine = folders.quarantine if folders else None
     report = collect_status(folders.state if folders else state_dir(settings, ctx), quarantine=quarantine,
-                            queue_settings=settings.queue)
+                            queue_settings=settings.queue, doubtful_above=settings.review.threshold)
     if args.json:
         print(report.to_json())
     else:

@@ -34,8 +34,11 @@ class StatusReport:
     """A fleet's daemons (PostgreSQL store): host, pid, device, model, the watcher, last heartbeat."""
     store_problem: str | None = None
     """The job store cannot be reached (this command's try), and since when (this machine's daemon)."""
+    doubtful_above: float = DOUBTFUL
+    """`review.threshold`: what counts as doubtful."""
     doubtful: list[dict[str, object]] = field(default_factory=list)
-    """The latest done cut-outs whose doubt is over DOUBTFUL: the file, the score, and its parts."""
+    """The latest cut-outs whose doubt is over `review.threshold`: the file, the score, its parts, and
+    whether it waits in the review folder."""
 
     def to_json(self) -> str:
         return json.dumps(vars(self), indent=2)
@@ -48,7 +51,7 @@ def _failure(job: Job, quarantine: Path | None) -> dict[str, str | None]:
 
 def collect_status(
     state: Path, *, queue_settings: QueueSettings = DEFAULT_QUEUE, quarantine: Path | None = None,
-    now: float | None = None, last: int = 10,
+    now: float | None = None, last: int = 10, doubtful_above: float = DOUBTFUL,
 ) -> StatusReport:
     """From the state folder alone; `quarantine` (else the one the daemon last ran with) for full paths."""
     now = now or time.time()
@@ -74,7 +77,9 @@ def collect_status(
             workers=[{**asdict(w), "seen_ago": round(now - w.seen_at, 1),
                       "alive": now - w.seen_at <= queue_settings.lease_seconds} for w in queue.fleet()],
             doubtful=[{"file": job.source.as_posix(), "output": job.output.as_posix(), "doubt": job.doubt,
-                       "parts": job.doubt_parts or {}} for job in queue.doubtful(above=DOUBTFUL, limit=last)],
+                       "parts": job.doubt_parts or {}, "waits_for_review": job.state == "review"}
+                      for job in queue.doubtful(above=doubtful_above, limit=last)],
+            doubtful_above=doubtful_above,
         )
     finally:
         queue.close()
@@ -119,12 +124,16 @@ def print_status(report: StatusReport, *, out: TextIO) -> None:
     for file in report.waiting:
         print(f"not queued yet: {file['path']} ({file['size']} bytes, {_why_waiting(file)}, {file['waiting']:.0f} s)",
               file=out)
+    if waiting := report.counts.get("review", 0):
+        print(f"WAITING FOR REVIEW: {waiting} cut-out{'s' if waiting != 1 else ''} (cutout review list; "
+              "then approve, reject or redo each)", file=out)
     if report.doubtful:
-        print(f"doubtful cut-outs (doubt over {DOUBTFUL}: worth a look):", file=out)
+        print(f"doubtful cut-outs (doubt over {report.doubtful_above}: worth a look):", file=out)
     for item in report.doubtful:
         parts = item["parts"]
         assert isinstance(parts, dict)
-        print(f"  {item['file']}: doubt {item['doubt']:.2f} ({doubt_reasons(parts)})", file=out)
+        held = ", waits for review" if item.get("waits_for_review") else ""
+        print(f"  {item['file']}: doubt {item['doubt']:.2f} ({doubt_reasons(parts)}{held})", file=out)
     if report.failures:
         print("last failures:", file=out)
     for failure in report.failures:

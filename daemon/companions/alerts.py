@@ -40,7 +40,7 @@ from daemon.settings import AlertSettings, WebhookFormat
 
 log = structlog.get_logger("cutout.alerts")
 
-Kind = Literal["quarantined", "stalled", "moving", "crashed", "disk_low", "not_queued"]
+Kind = Literal["quarantined", "stalled", "moving", "crashed", "disk_low", "not_queued", "review"]
 TITLES: dict[Kind, str] = {
     "quarantined": "files quarantined",
     "stalled": "queue stalled",
@@ -48,6 +48,7 @@ TITLES: dict[Kind, str] = {
     "crashed": "daemon restarted after a crash",
     "disk_low": "output disk nearly full",
     "not_queued": "new files cannot be queued",
+    "review": "cut-outs wait for review",
 }
 MAX_FILES_NAMED = 10
 """A message names this many files; the count says how many more."""

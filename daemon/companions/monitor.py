@@ -9,6 +9,8 @@ session record (what the watch thread holds back) and the output disk, and posts
 - **stalled**: work waiting (pending or running) while nothing ended for
   `alerts.stall_minutes`, once per stall, and **moving** when it ends;
 - **disk_low**: the output's disk under `alerts.disk_free_percent` free, once until it recovers;
+- **review**: more doubtful cut-outs wait in the review folder than at the last look: how many
+  wait now (the first look says so too, when any wait);
 - **not_queued**: settled files the job store could not take (its disk full: the session record's `live`), once
   until every one is queued;
 - **crashed**: said at start-up, from the session record (daemon/store/session.py): a daemon
@@ -66,6 +68,7 @@ class Monitor:
         self._stalled = False
         self._disk_low = False
         self._not_queued = False
+        self._in_review = 0
 
     def close(self) -> None:
         if self._view is not None:
@@ -74,7 +77,7 @@ class Monitor:
 
     def tick(self) -> None:
         """One look at everything; a part that fails is logged and skipped."""
-        for check in (self._quarantines, self._stall):
+        for check in (self._quarantines, self._stall, self._reviews):
             try:
                 check(self._store())
             except CutoutError as exc:
@@ -115,6 +118,16 @@ class Monitor:
                                              file=job.source.as_posix(), reason=job.reason))
         for _ in range(count - len(jobs)):  # more than one look's examples: counted all the same
             self.alerts.post_event(Event(kind="quarantined", detail="", at=now, reason="unlisted"))
+
+    def _reviews(self, view: StoreView) -> None:
+        """Cut-outs waiting for a person: said when more wait than at the last look, with how many wait."""
+        waiting = view.counts().get("review", 0)
+        if waiting > self._in_review:
+            plural = "s wait" if waiting != 1 else " waits"
+            detail = (f"{waiting} doubtful cut-out{plural} for review ({waiting - self._in_review} new): "
+                      "cutout review list, or the dashboard's Review view")
+            self.alerts.post_event(Event(kind="review", detail=detail, at=self.clock()))
+        self._in_review = waiting
 
     def _stall(self, view: StoreView) -> None:
         counts, mark, now = view.counts(), view.progress(), self.clock()

@@ -161,7 +161,7 @@ class Telemetry:
         with self._lock:
             snap = self._snapshot
             snap.outcomes[timing.outcome] = snap.outcomes.get(timing.outcome, 0) + 1
-            if timing.outcome == "done":
+            if timing.outcome in ("done", "review"):  # a cut-out made either way: its timings count
                 snap.last_success = timing.at
                 for stage, seconds in timing.stages.items():
                     snap.stages.setdefault(stage, Histogram()).observe(seconds)

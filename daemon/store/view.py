@@ -138,11 +138,10 @@ class StoreView:
         return found
 
     def progress(self) -> tuple[int, float | None]:
-        """How many jobs have ended (done or failed) and when the last one did: what "moving" means."""
+        """How many jobs have ended (done, failed or in review) and when the last one did: what "moving" means."""
         with self.store.db() as conn:
-            row = conn.execute(
-                f"SELECT COUNT(*) AS n, MAX(finished_at) AS at FROM {self.store.JOBS} WHERE state IN ('done', 'failed')"
-            ).fetchone()
+            row = conn.execute(f"SELECT COUNT(*) AS n, MAX(finished_at) AS at FROM {self.store.JOBS}"
+                               " WHERE state IN ('done', 'failed', 'review')").fetchone()
         assert row is not None
         return int(row["n"]), None if row["at"] is None else float(row["at"])
 

@@ -1,6 +1,7 @@
 """`GET /metrics`: the Prometheus text format, from the store and the daemon's telemetry.
 
-    cutout_jobs_total{outcome, reason}          jobs that ended: done, quarantined (by reason), vanished
+    cutout_jobs_total{outcome, reason}          jobs that ended: done, review (waiting for a person),
+                                                quarantined (by reason), vanished
     cutout_queue_jobs{state}                    the queue by state (pending, running, done, failed)
     cutout_images_in_flight                     jobs claimed and not ended (running)
     cutout_oldest_pending_seconds               how long the oldest pending job has waited
@@ -57,6 +58,7 @@ class CutoutCollector:
         jobs = CounterMetricFamily("cutout_jobs", "Jobs that ended, by outcome and reason (the store's counts).",
                                    labels=["outcome", "reason"])
         jobs.add_metric(["done", ""], o.counts.get("done", 0))
+        jobs.add_metric(["review", ""], o.counts.get("review", 0))
         for (reason, held), count in sorted(o.failed_by_reason.items()):
             outcome = "vanished" if reason == "vanished" else "quarantined" if held else "failed"
             jobs.add_metric([outcome, reason], count)
