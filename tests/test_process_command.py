@@ -187,3 +187,22 @@ def test_ctrl_c_during_a_batch_prints_the_summary_and_how_to_resume_without_a_tr
     assert "not done; every file written is whole. To do the rest, run the same command again with --skip-existing" in out
     done = sorted(p.name for p in (tmp_path / "out").iterdir())
     assert 0 < len(done) < 12 and all(name.endswith(".png") for name in done)  # no temp file, no claim left
+
+
+def test_review_folder_takes_the_doubtful_cut_outs_and_the_summary_says_where(
+    tmp_path: Path, torchscript_model: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.conftest import foggy_image
+
+    write_image(tmp_path / "in" / "clean.png", subject_image(200, 200, (40, 40, 160, 160)))
+    write_image(tmp_path / "in" / "shoot" / "foggy.png", foggy_image(200, 200))
+    folders = [str(tmp_path / "in"), str(tmp_path / "out"), "--model", str(torchscript_model)]
+    assert main(["process", *folders, "--review-folder", str(tmp_path / "look")]) == 0
+    assert sorted(p.name for p in (tmp_path / "out").rglob("*.png")) == ["clean.png"]
+    assert (tmp_path / "look" / "shoot" / "foggy.png").is_file()
+    out = capsys.readouterr().out
+    assert "DOUBTFUL shoot/foggy.png: doubt" in out and f"in {tmp_path / 'look'}, not delivered" in out
+    assert main(["process", *folders, "--review-folder", str(tmp_path / "look")]) == 2  # both are there: a rerun is a decision
+    assert f"already in {tmp_path / 'out'} (first: clean.png)" in capsys.readouterr().err
+    assert main(["process", *folders, "--review-folder", str(tmp_path / "in" / "look")]) == 2  # inside the input folder
+    assert "--review-folder" in capsys.readouterr().err

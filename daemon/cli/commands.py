@@ -47,12 +47,17 @@ def cmd_process(args: argparse.Namespace, settings: Settings, ctx: Context) -> i
         print(f"cutout process: input folder {args.input} does not exist", file=sys.stderr)
         return EXIT_USAGE
     # Before the model loads: a refusal should not wait for it.
-    check_process_folders(args.input, args.output, state=settings.folders.state)
+    # Only the flag's review folder: the config's review.folder holds the daemon's cut-outs.
+    review_dir = args.review_folder
+    check_process_folders(args.input, args.output, state=settings.folders.state, review=review_dir)
     rules = routing(settings, only=args.recipe)  # an unknown --recipe, before the model loads
     if not (args.force or args.skip_existing):
-        refuse_overwrite(args.input, args.output, routing=rules)
+        refuse_overwrite(args.input, args.output, routing=rules, review_dir=review_dir)
     ensure_writable(args.output, label="the output folder")  # a read-only one: before, not after, the model runs
-    with FolderClaims({"output": args.output}, claimant=Claimant.this_process(what="cutout process")):
+    if review_dir is not None:
+        ensure_writable(review_dir, label="--review-folder")
+    claimed = {"output": args.output, **({"review": review_dir} if review_dir is not None else {})}
+    with FolderClaims(claimed, claimant=Claimant.this_process(what="cutout process")):
         loaded = open_model(settings, ctx=ctx, progress=sys.stderr.isatty())
         report = run_batch(
             args.input,
@@ -65,6 +70,8 @@ def cmd_process(args: argparse.Namespace, settings: Settings, ctx: Context) -> i
             progress=sys.stderr.isatty(),
             routing=rules,
             skip="existing" if args.skip_existing else "never",
+            review_dir=review_dir,
+            doubtful_above=settings.review.threshold,
         )
     print_summary(report, input_dir=args.input, out=sys.stdout)
     if report.interrupted:

@@ -67,6 +67,8 @@ def _add_process(commands: Commands) -> None:
     _common(process)
     process.add_argument("--state", type=Path, help="folders.state: where the model pin is kept")
     process.add_argument("--recipe", help="the config's recipe to apply to every file (default: the config's routes)")
+    process.add_argument("--review-folder", type=Path,
+                         help="doubtful cut-outs (doubt over review.threshold) go here instead, for a look first")
     redo = process.add_mutually_exclusive_group()
     redo.add_argument("--force", action="store_true", help="write every file's outputs, over those already there")
     redo.add_argument("--skip-existing", action="store_true",

@@ -52,7 +52,9 @@ class BatchReport:
     failed: list[Failure] = field(default_factory=list)
     skipped: list[PurePosixPath] = field(default_factory=list)
     doubtful: dict[PurePosixPath, Doubt] = field(default_factory=dict)
-    """Done files whose cut-out's doubt is over DOUBTFUL: worth a look before they go out."""
+    """Done files whose cut-out's doubt is over the threshold: worth a look before they go out."""
+    review_dir: Path | None = None
+    """Where the doubtful cut-outs were written instead of the output folder (`--review-folder`)."""
     seconds: float = 0.0
     interrupted: int = 0
     """Files not done because the run was interrupted (Ctrl-C)."""
@@ -69,12 +71,14 @@ def describe_failure(exc: BaseException) -> tuple[str, str]:
     return "internal_error", f"{type(exc).__name__}: {exc}"
 
 
-def check_process_folders(input_dir: Path, output_dir: Path, *, state: Path | None) -> None:
-    """The rule of `cutout watch` for the folders a batch uses: input, output and, when one is
-    set, the state folder must be apart. `process DIR DIR` would overwrite PNG originals with
+def check_process_folders(input_dir: Path, output_dir: Path, *, state: Path | None, review: Path | None = None) -> None:
+    """The rule of `cutout watch` for the folders a batch uses: input, output and, when set, the
+    review and state folders must be apart. `process DIR DIR` would overwrite PNG originals with
     their cutouts; `process DIR DIR/cutouts` would cut out its own outputs on the next run."""
     named = {"input": input_dir, "output": output_dir} | ({"state": state} if state is not None else {})
-    check_folder_rules(named, labels={"input": "the input folder", "output": "the output folder"})
+    named |= {"review": review} if review is not None else {}
+    check_folder_rules(named, labels={"input": "the input folder", "output": "the output folder",
+                                      "review": "--review-folder"})
 
 
 def run_batch(
@@ -90,23 +94,30 @@ def run_batch(
     clock: Callable[[], float] = time.perf_counter,
     routing: Routing = SEED_ROUTING,
     skip: Skip = "never",
+    review_dir: Path | None = None,
+    doubtful_above: float = DOUBTFUL,
 ) -> BatchReport:
     """Process every input under `input_dir` into `output_dir`; never stops on a bad file.
+    `review_dir`: a cut-out whose doubt is over `doubtful_above` goes there instead, at the same
+    relative path, for a person to look at before it goes out.
 
     The images go through the same overlapped stages as the daemon's (decode ahead,
     encode behind the model), so a batch is limited by the slower of model and CPU.
     """
-    check_process_folders(input_dir, output_dir, state=None)
-    if output_dir.is_dir():
-        sweep_temp_files(output_dir)  # what a killed run was writing: never a finished output
+    check_process_folders(input_dir, output_dir, state=None, review=review_dir)
+    for folder in (output_dir, review_dir):
+        if folder is not None and folder.is_dir():
+            sweep_temp_files(folder)  # what a killed run was writing: never a finished output
     plan = plan_files(iter_inputs(input_dir), routing=routing)
-    report = BatchReport(skipped=[] if skip == "never" else [
-        rel for rel, files in plan.items() if all((output_dir / f.path).is_file() for f in files)])
+    places = [output_dir, *([review_dir] if review_dir is not None else [])]
+    report = BatchReport(review_dir=review_dir, skipped=[] if skip == "never" else [
+        rel for rel, files in plan.items()
+        if any(all((place / f.path).is_file() for f in files) for place in places)])
     for rel in report.skipped:
         del plan[rel]
     start = clock()
     with tqdm(total=len(plan), unit="img", disable=not progress, dynamic_ncols=True) as bar:
-        recorder = _Recorder(output_dir=output_dir, plan=plan, report=report, bar=bar)
+        recorder = _Recorder(output_dir=output_dir, plan=plan, report=report, bar=bar, doubtful_above=doubtful_above)
         stages: Stages[PurePosixPath] = Stages(
             model=model, params=params, options=options, in_flight=in_flight,
             cpu_threads=cpu_threads, on_done=recorder.done, on_failed=recorder.failed,
@@ -122,14 +133,17 @@ def run_batch(
     return report
 
 
-def refuse_overwrite(input_dir: Path, output_dir: Path, *, routing: Routing) -> None:
-    """Before the model loads: outputs this batch would write that are already there stop it,
-    with the two ways on (outputs are written atomically, so one that is there is whole)."""
+def refuse_overwrite(input_dir: Path, output_dir: Path, *, routing: Routing, review_dir: Path | None = None) -> None:
+    """Before the model loads: outputs this batch would write that are already there (in the
+    output folder, or the review folder) stop it, with the two ways on (outputs are written
+    atomically, so one that is there is whole)."""
     plan = plan_files(iter_inputs(input_dir), routing=routing)
-    there = [file.path for files in plan.values() for file in files if (output_dir / file.path).exists()]
+    places = [output_dir, *([review_dir] if review_dir is not None else [])]
+    there = [(place, file.path) for files in plan.values() for file in files for place in places
+             if (place / file.path).exists()]
     if there:
         raise ConfigError(
-            f"{len(there)} of this batch's output files are already in {output_dir} (first: {there[0]}): "
+            f"{len(there)} of this batch's output files are already in {there[0][0]} (first: {there[0][1]}): "
             "--force writes them again, --skip-existing keeps them and does only the files that have none"
         )
 
@@ -161,20 +175,23 @@ class _Recorder:
     plan: dict[PurePosixPath, list[OutputFile]]
     report: BatchReport
     bar: tqdm
+    doubtful_above: float = DOUBTFUL
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def done(self, task: Task[PurePosixPath], prepared: Prepared, cutout: Cutout) -> None:
         files = contents(self.plan[task.key], cutout.files)
+        judged = cutout.doubt.rounded() if cutout.doubt else None
+        doubtful = judged is not None and judged.score > self.doubtful_above
+        root = self.report.review_dir if doubtful and self.report.review_dir else self.output_dir
         with task.timer.stage("save"):
             for rel, data in files:
-                _write(self.output_dir / rel, data)
-        judged = cutout.doubt.rounded() if cutout.doubt else None
+                _write(root / rel, data)
         with self.lock:
             self.report.done.append(task.key)
-            if judged is not None and judged.score > DOUBTFUL:
+            if doubtful and judged is not None:
                 self.report.doubtful[task.key] = judged
             self.bar.update()
-        log.info("image_done", path=str(task.key), output=[rel.as_posix() for rel, _ in files],
+        log.info("image_done", path=str(task.key), output=[str(root / rel) for rel, _ in files],
                  timings=_rounded(task.timer.seconds), notes=list(cutout.notes),
                  doubt=None if judged is None else judged.score)
 
@@ -210,8 +227,9 @@ def print_summary(report: BatchReport, *, input_dir: Path, out: TextIO) -> None:
     for failure in report.failed:
         where = input_dir / failure.path
         print(f"  FAILED {failure.path}: {failure.reason}: {failure.message} (left in place: {where})", file=out)
+    fate = f"in {report.review_dir}, not delivered" if report.review_dir else "worth a look"
     for path, judged in sorted(report.doubtful.items()):
-        print(f"  DOUBTFUL {path}: doubt {judged.score:.2f} ({doubt_reasons(judged.parts)}): worth a look", file=out)
+        print(f"  DOUBTFUL {path}: doubt {judged.score:.2f} ({doubt_reasons(judged.parts)}): {fate}", file=out)
     if report.interrupted:
         print(f"interrupted: {report.interrupted} file{'s' if report.interrupted != 1 else ''} not done; every "
               "file written is whole. To do the rest, run the same command again with --skip-existing", file=out)
