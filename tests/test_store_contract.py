@@ -265,6 +265,24 @@ def test_a_failed_job_redropped_is_queued_from_scratch(queue: JobStore) -> None:
     assert again.quarantine is None  # a new file at that path, not the quarantined one
 
 
+def test_a_failed_file_seen_before_it_left_for_quarantine_is_not_queued_again_until_a_minute_passes(
+    queue: JobStore, clock: FakeClock
+) -> None:
+    """The worker records the failure, then moves the file: a watcher that looks in between
+    sees the very file that is leaving, not a new one (the flake of test_queue_damage)."""
+    queue.offer(P("a.jpg"), FP)
+    job = queue.claim()
+    assert job is not None
+    assert queue.mark_failed(job, reason="undecodable", message="bad", quarantine=P("a.jpg"))
+    assert queue.offer(P("a.jpg"), FP) == "busy"  # on its way out: looked at again later
+    assert queue.offer(P("a.jpg"), Fingerprint(FP.size, FP.mtime_ns + 1)) == "requeued"  # new content: new work
+    second = queue.claim()
+    assert second is not None
+    assert queue.mark_failed(second, reason="undecodable", message="bad", quarantine=P("a.jpg"))
+    clock.advance(61)
+    assert queue.offer(P("a.jpg"), Fingerprint(FP.size, FP.mtime_ns + 1)) == "requeued"  # put back by a person
+
+
 def test_a_failed_job_releases_its_output_name(queue: JobStore) -> None:
     queue.offer(P("x.CR3"), FP)
     raw = queue.claim()

@@ -85,6 +85,9 @@ class Sql(Protocol):
 START_ATTEMPT = "state = 'running', attempts = attempts + 1, started_at = :now"
 """What every claim sets (with its token): the start counted, at `now`."""
 
+QUARANTINE_MOVE_SECONDS = 60.0
+"""How long after a job fails its unchanged file, still in the hot folder, counts as on its way
+to quarantine (a copy across volumes of a large file included) rather than put back."""
 FINISHED: tuple[State, ...] = ("done", "review")
 """States whose cut-out exists: a file that comes again unchanged has nothing to redo."""
 HELD_BY_NONE = "a cut-out kept by a queue rebuild, its original gone"
@@ -205,6 +208,8 @@ class SqlJobStore(ABC):
         if job.state in FINISHED and (_same(job, fingerprint) or (digest is not None and digest == job.content_hash)):
             conn.execute(f"UPDATE {self.JOBS} SET size = :size, mtime_ns = :mtime_ns WHERE id = :id", seen)
             return "unchanged"
+        if job.state == "failed" and self._moving_out(conn, job, fingerprint):
+            return "busy"  # looked at again later: gone by then, or back in the hot folder by hand
         if job.state == "failed":  # a new file at a failed one's path: not the quarantined one
             self._reclaim(conn, job)
             conn.execute(f"UPDATE {self.JOBS} SET quarantine = NULL WHERE id = :id", seen)
@@ -215,6 +220,14 @@ class SqlJobStore(ABC):
             {**seen, "now": self._now(conn)},
         )
         return "requeued"
+
+    def _moving_out(self, conn: Sql, job: Job, fingerprint: Fingerprint) -> bool:
+        """Whether the file seen is the very one its job is sending to quarantine right now: the
+        failure is recorded before the file moves (so a crash never loses it), and a watcher that
+        looks in between must not take it for a new file, queue it, and see it vanish. The same
+        file a while later is one a person put back (or a move a crash cut short): queued again."""
+        recent = self._now(conn) - (job.finished_at or 0.0) < QUARANTINE_MOVE_SECONDS
+        return job.quarantine is not None and _same(job, fingerprint) and recent
 
     def _claim_output(
         self, conn: Sql, source: PurePosixPath, *, preferred: PurePosixPath | None = None
