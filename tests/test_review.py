@@ -274,3 +274,26 @@ def test_a_real_daemon_holds_a_doubtful_file_for_review_delivers_a_clean_one_and
         assert daemon.stop() == 0
     finally:
         daemon.kill_if_running()
+
+
+def test_a_rebuilt_queue_finds_the_cut_outs_waiting_in_the_review_folder(
+    folders: Folders, clock: FakeClock
+) -> None:
+    from daemon.store.rebuild import rebuild_queue
+    from daemon.store.statedir import QUEUE_FILE
+
+    settings = QueueSettings()
+    queue = open_store(settings, state=folders.state, clock=clock)
+    _drop(folders, queue, "shoot/foggy.png", foggy=True)
+    _drop(folders, queue, "shoot/clean.png", foggy=False)
+    _run(_worker(folders, queue, settings, clock), queue)
+    queue.close()
+    for path in folders.state.glob(QUEUE_FILE + "*"):
+        path.unlink()  # the queue lost: only the folders remember
+    report = rebuild_queue(folders)
+    assert (report.done, report.waiting, report.not_done) == (1, 1, 0)
+    assert any("1 waiting for review" in line for line in report.lines())
+    assert [job for job, _ in review.waiting(folders)][0].source == P("shoot/foggy.png")
+    [line] = review.approve(folders, target=None, policy="keep")
+    assert line.startswith("approved: shoot/foggy.png")
+    assert _files(folders.output) == ["shoot/clean.png", "shoot/foggy.png"]

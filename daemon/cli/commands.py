@@ -160,7 +160,8 @@ def cmd_review_list(args: argparse.Namespace, settings: Settings, ctx: Context) 
     for job, files in found:
         parts = ", ".join(f"{name} {value:.2f}" for name, value in sorted((job.doubt_parts or {}).items(),
                                                                           key=lambda part: -part[1]))
-        print(f"{job.doubt or 0:.2f}  {files[0]}  (from {job.source.as_posix()}; {parts})")
+        score = "?   " if job.doubt is None else f"{job.doubt:.2f}"  # unknown: found by a queue rebuild
+        print(f"{score}  {files[0]}  (from {job.source.as_posix()}; {parts or 'its parts unknown'})")
     if not found:
         print("nothing waits for review")
     return EXIT_OK

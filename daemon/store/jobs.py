@@ -117,6 +117,8 @@ class DoneRecord:
     fingerprint: Fingerprint
     content_hash: str
     finished_at: float
+    waiting: bool = False
+    """Found in the review folder: the job waits for review again."""
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -33,6 +33,8 @@ The new queue learns:
   its current fingerprint and content hash and claims those names, so names stay stable
   and a re-drop of the same bytes is not redone.
   A cutout older than its input is stale: the input is processed again.
+- the cut-outs waiting for review, the same way from the review folder (when `review.folder`
+  is set) for the inputs the output folder did not give: `review` again, their doubt unknown.
 - the failed set from the quarantine folder's `<name>.error.json` reports (their
   `file` is the original path), so `cutout retry` works on them.
 
@@ -49,7 +51,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
@@ -100,6 +102,7 @@ class RebuildReport:
     quarantined: int
     not_done: int  # inputs without a current cutout: the daemon queues them
     held: int = 0  # cut-outs whose input is gone: their names stay taken
+    waiting: int = 0  # cut-outs found in the review folder: waiting for review again
     notes: list[str] = field(default_factory=list)
 
     def lines(self) -> list[str]:
@@ -109,7 +112,8 @@ class RebuildReport:
         return [
             f"the old queue {self.previous}; {where}",
             f"rebuilt {self.path}: {self.done} done (kept, not redone), "
-            f"{self.quarantined} quarantined (cutout retry works on them)",
+            f"{self.quarantined} quarantined (cutout retry works on them)"
+            + (f", {self.waiting} waiting for review (cutout review list)" if self.waiting else ""),
             f"{self.not_done} inputs have no current cutout: the daemon processes them when it runs",
             f"{self.held} files in the output folder belong to no input in the hot folder (deleted or archived "
             "originals): kept, and no new input will take their names",
@@ -145,6 +149,10 @@ def _rebuild(folders: Folders, *, path: Path, clock: Callable[[], float], routin
     building = path.with_name(path.name + BUILDING_SUFFIX)
     _remove_with_side_files(building)  # a rebuild that died part-way
     adopted, not_done = adopt_outputs(folders, routing=routing)
+    waiting: list[DoneRecord] = []
+    if folders.review is not None:
+        waiting, not_done = adopt_outputs(folders, routing=routing, waiting=True, skip={r.source for r in adopted})
+    adopted += waiting
     failed, notes = quarantined_jobs(folders, done={record.source for record in adopted})
     orphans = unowned_outputs(folders, adopted=adopted, routing=routing)
     queue = open_job_queue(building, clock=clock)
@@ -158,8 +166,8 @@ def _rebuild(folders: Folders, *, path: Path, clock: Callable[[], float], routin
         queue.close()  # the last connection checkpoints: the WAL is merged into the file
     moved = _move_aside(path, word="replaced" if previous == "was healthy" else "damaged", clock=clock)
     _move_with_side_files(building, path)
-    return RebuildReport(path=path, previous=previous, moved=moved, done=len(adopted), quarantined=len(failed),
-                         not_done=not_done, held=len(orphans), notes=notes)
+    return RebuildReport(path=path, previous=previous, moved=moved, done=len(adopted) - len(waiting),
+                         quarantined=len(failed), not_done=not_done, held=len(orphans), waiting=len(waiting), notes=notes)
 
 
 def _describe(path: Path) -> str:
@@ -199,16 +207,20 @@ def _remove_with_side_files(path: Path) -> None:
 
 
 # --- The done set: cutouts in the output folder ------------------------------------------------------
-def adopt_outputs(folders: Folders, *, routing: Routing = SEED_ROUTING) -> tuple[list[DoneRecord], int]:
-    """Done records for inputs whose recipes' current files are all in the output folder; and how
-    many inputs have none."""
+def adopt_outputs(
+    folders: Folders, *, routing: Routing = SEED_ROUTING, waiting: bool = False, skip: Collection[PurePosixPath] = (),
+) -> tuple[list[DoneRecord], int]:
+    """Done records for inputs (but `skip`) whose recipes' current files are all in the output
+    folder (`waiting`: in the review folder); and how many inputs have none."""
     # A name that is not UTF-8 was never processed (it is refused as invalid_name): never done.
-    inputs = sorted(rel for rel in iter_inputs(folders.input) if is_candidate_name(rel.name) and is_storable(rel))
-    if not folders.output.is_dir():
+    inputs = sorted(rel for rel in iter_inputs(folders.input)
+                    if is_candidate_name(rel.name) and is_storable(rel) and rel not in skip)
+    place = folders.review if waiting else folders.output
+    if place is None or not place.is_dir():
         return [], len(inputs)
 
     def files(source: PurePosixPath, claimed: PurePosixPath) -> list[Path]:
-        return [folders.output / file.path for file in routing.files(source, claimed=claimed)]
+        return [place / file.path for file in routing.files(source, claimed=claimed)]
 
     def exists(source: PurePosixPath, claimed: PurePosixPath) -> bool:
         return all(path.is_file() for path in files(source, claimed))
@@ -218,7 +230,7 @@ def adopt_outputs(folders: Folders, *, routing: Routing = SEED_ROUTING) -> tuple
 
     pairs = pair_outputs(inputs, exists=exists, current=current)
     records = [r for source, claimed in pairs.items()
-               if (r := _done_record(folders, source, claimed, files=files(source, claimed))) is not None]
+               if (r := _done_record(folders, source, claimed, files=files(source, claimed), waiting=waiting)) is not None]
     return records, len(inputs) - len(records)
 
 
@@ -306,7 +318,7 @@ def _complete(path: Path) -> bool:
 
 
 def _done_record(
-    folders: Folders, source: PurePosixPath, output: PurePosixPath, *, files: list[Path]
+    folders: Folders, source: PurePosixPath, output: PurePosixPath, *, files: list[Path], waiting: bool
 ) -> DoneRecord | None:
     path = folders.input / source
     fingerprint = Fingerprint.read(path)
@@ -319,7 +331,8 @@ def _done_record(
         return None
     if Fingerprint.read(path) != fingerprint:  # changed while hashed: the hash may be of neither version
         return None
-    return DoneRecord(source=source, output=output, fingerprint=fingerprint, content_hash=digest, finished_at=finished)
+    return DoneRecord(source=source, output=output, fingerprint=fingerprint, content_hash=digest, finished_at=finished,
+                      waiting=waiting)
 
 
 # --- The failed set: error reports in the quarantine folder -----------------------------------------

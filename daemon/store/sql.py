@@ -551,18 +551,19 @@ class SqlJobStore(ABC):
 
     # --- rebuilding a lost queue (daemon/store/rebuild.py) ----------------------------------------------
     def record_done(self, records: list[DoneRecord]) -> None:
-        """Work finished before this queue existed: done rows, each claiming its output name as found."""
+        """Work finished before this queue existed: done rows (or waiting for review), each claiming
+        its output name as found."""
         rows = [
             {"source": r.source.as_posix(), "output": r.output.as_posix(), "key": claim_key(r.output),
              "size": r.fingerprint.size, "mtime_ns": r.fingerprint.mtime_ns, "hash": r.content_hash,
-             "at": r.finished_at}
+             "at": r.finished_at, "state": "review" if r.waiting else "done"}
             for r in records
         ]
         with self.db() as conn:  # one transaction: thousands of rows, one commit
             conn.executemany(
                 f"INSERT INTO {self.JOBS} (source, output, output_key, size, mtime_ns, content_hash, state, attempts,"
                 " first_seen, queued_at, started_at, finished_at) VALUES (:source, :output, :key, :size,"
-                " :mtime_ns, :hash, 'done', 1, :at, :at, :at, :at)",
+                " :mtime_ns, :hash, :state, 1, :at, :at, :at, :at)",
                 rows,
             )
             for record in records:
