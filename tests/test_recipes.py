@@ -296,9 +296,13 @@ def test_the_store_is_told_of_derived_names_only_when_a_recipe_in_use_writes_one
     assert SEED_ROUTING.name_deriver is None  # the seed's output alone: claims stay as cheap as before
     deep = Routing(recipes={"default": Recipe(), "deep": Recipe(bit_depth=16), "web": Recipe(format="webp")},
                    routes=[Route(match="a/**", recipes=("deep",))])
-    assert deep.name_deriver is None  # `web` is defined but no route uses it; `deep` writes x.png too
+    assert Routing(recipes={"default": Recipe(), "deep": Recipe(bit_depth=16)}, routes=deep.routes).name_deriver \
+        is None  # `deep` writes x.png too
+    # `web` is defined: no route uses it, but `cutout review redo --recipe web` may choose it for one file.
+    assert deep.name_deriver is not None and deep.name_deriver(P("a/x.jpg"), P("a/x.png"), None) == []
+    assert deep.name_deriver(P("a/x.jpg"), P("a/x.png"), ("web",)) == [P("a/x.webp")]
     web = Routing(recipes=deep.recipes, routes=[Route(match="a/**", recipes=("web",))])
-    assert web.name_deriver is not None and web.name_deriver(P("a/x.jpg"), P("a/x.png")) == [P("a/x.webp")]
+    assert web.name_deriver is not None and web.name_deriver(P("a/x.jpg"), P("a/x.png"), None) == [P("a/x.webp")]
 
 
 def test_reprocess_after_a_new_recipe_keeps_every_name_and_leaves_a_file_whose_new_name_is_anothers(

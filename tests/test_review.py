@@ -297,3 +297,33 @@ def test_a_rebuilt_queue_finds_the_cut_outs_waiting_in_the_review_folder(
     [line] = review.approve(folders, target=None, policy="keep")
     assert line.startswith("approved: shoot/foggy.png")
     assert _files(folders.output) == ["shoot/clean.png", "shoot/foggy.png"]
+
+
+def test_redo_with_another_recipe_makes_its_files_and_approve_delivers_them_all(
+    folders: Folders, queue: JobStore, settings: QueueSettings, clock: FakeClock
+) -> None:
+    from daemon.folders.routing import Routing
+    from daemon.pipeline.recipe import Recipe
+
+    rules = Routing(recipes={"default": Recipe(), "matte": Recipe(mask="also", suffix="-m")})
+    queue.name_outputs(rules.name_deriver)
+    _drop(folders, queue, "foggy.png", foggy=True)
+    worker = Worker(model=BrightModel(), params=PipelineParams(target_size=128), folders=folders, queue=queue,
+                    queue_settings=settings, policy="keep", in_flight=2, cpu_threads=2, clock=clock,
+                    routing=rules, review_above=0.5)
+    _run(worker, queue)
+    assert folders.review is not None and _files(folders.review) == ["foggy.png"]
+    with pytest.raises(ConfigError, match="no recipe named 'nope'"):
+        review.redo(folders, target=None, recipe="nope", queue_settings=settings, routing=rules)
+    assert review.redo(folders, target=None, recipe="matte", queue_settings=settings, routing=rules) == [
+        "queued again with the recipe matte: foggy.png"]
+    again = Worker(model=BrightModel(), params=PipelineParams(target_size=128), folders=folders, queue=queue,
+                   queue_settings=settings, policy="keep", in_flight=2, cpu_threads=2, clock=clock,
+                   routing=rules, review_above=0.5)
+    _run(again, queue)
+    job = queue.get(P("foggy.png"))
+    assert job is not None and job.state == "review" and job.recipes == ("matte",)
+    assert _files(folders.review) == ["foggy-m-mask.png", "foggy-m.png"]  # the old recipe's file went at the redo
+    [line] = review.approve(folders, target=None, policy="keep", queue_settings=settings, routing=rules)
+    assert line == f"approved: foggy.png -> {folders.output / 'foggy-m.png'}"
+    assert _files(folders.output) == ["foggy-m-mask.png", "foggy-m.png"]

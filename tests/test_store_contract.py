@@ -364,9 +364,12 @@ def test_a_publish_that_fails_leaves_the_job_running_for_a_retry(queue: JobStore
 
 
 # --- Names that recipes derive from the claimed one (routing.py) -----------------------------------
-def _mask_for_shop(source: PurePosixPath, claimed: PurePosixPath) -> list[PurePosixPath]:
-    """What a route `shop/** -> [default, mask]` derives: the matte beside the cutout."""
-    if source.parts[0] != "shop":
+def _mask_for_shop(
+    source: PurePosixPath, claimed: PurePosixPath, chosen: tuple[str, ...] | None = None
+) -> list[PurePosixPath]:
+    """What a route `shop/** -> [default, mask]` derives: the matte beside the cutout (and for any
+    file a person chose the `mask` recipe for)."""
+    if source.parts[0] != "shop" and chosen != ("mask",):
         return []
     return [claimed.with_name(claimed.name.removesuffix(".png") + "-mask.png")]
 

@@ -200,8 +200,8 @@ def cmd_review_redo(args: argparse.Namespace, settings: Settings, ctx: Context) 
     from daemon.store.review import redo
 
     _review_target(args)
-    return _said(redo(folders_from(settings, ctx), target=args.path, queue_settings=settings.queue,
-                      routing=routing(settings)))
+    return _said(redo(folders_from(settings, ctx), target=args.path, recipe=args.recipe,
+                      queue_settings=settings.queue, routing=routing(settings)))
 
 
 def cmd_dashboard(args: argparse.Namespace, settings: Settings, ctx: Context) -> int:

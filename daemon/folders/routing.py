@@ -70,26 +70,33 @@ class Routing:
         """The recipes of the first route that matches `rel`, else `default`."""
         return next((route.recipes for route in self.routes if matches(route.match, rel)), (DEFAULT_RECIPE,))
 
-    def files(self, rel: PurePosixPath, *, claimed: PurePosixPath) -> list[OutputFile]:
-        """Every file the input `rel` (claimed name `claimed`) gets, in recipe order."""
-        return output_files(claimed, recipes=self.recipes, names=self.recipe_names(rel))
+    def files(
+        self, rel: PurePosixPath, *, claimed: PurePosixPath, chosen: tuple[str, ...] | None = None
+    ) -> list[OutputFile]:
+        """Every file the input `rel` (claimed name `claimed`) gets, in recipe order: of the recipes
+        `chosen` for it (`cutout review redo --recipe`), else of its route."""
+        return output_files(claimed, recipes=self.recipes, names=chosen or self.recipe_names(rel))
 
-    def extra_names(self, rel: PurePosixPath, claimed: PurePosixPath) -> list[PurePosixPath]:
+    def extra_names(
+        self, rel: PurePosixPath, claimed: PurePosixPath, chosen: tuple[str, ...] | None = None
+    ) -> list[PurePosixPath]:
         """The names besides `claimed` that the store must claim for `rel`."""
         key = claim_key(claimed)
-        return [file.path for file in self.files(rel, claimed=claimed) if claim_key(file.path) != key]
+        return [file.path for file in self.files(rel, claimed=claimed, chosen=chosen) if claim_key(file.path) != key]
 
     @property
-    def name_deriver(self) -> Callable[[PurePosixPath, PurePosixPath], list[PurePosixPath]] | None:
-        """`extra_names` for the store, or None when every recipe in use writes the seed's name alone."""
-        used = {DEFAULT_RECIPE, *(name for route in self.routes for name in route.recipes)}
+    def name_deriver(
+        self,
+    ) -> Callable[[PurePosixPath, PurePosixPath, tuple[str, ...] | None], list[PurePosixPath]] | None:
+        """`extra_names` for the store, or None when every recipe writes the seed's name alone."""
+        used = set(self.recipes)  # every recipe: a redo may choose any of them for one file
         sample = PurePosixPath("a/x.png")
         seed_only = all([f.path for f in output_files(sample, recipes=self.recipes, names=(name,))] == [sample]
                         for name in used)
         return None if seed_only else self.extra_names
 
-    def recipes_of(self, rel: PurePosixPath) -> list[Recipe]:
-        return [self.recipes[name] for name in self.recipe_names(rel)]
+    def recipes_of(self, rel: PurePosixPath, chosen: tuple[str, ...] | None = None) -> list[Recipe]:
+        return [self.recipes[name] for name in chosen or self.recipe_names(rel)]
 
     def wants_source_depth(self) -> bool:
         """Whether any recipe keeps 16 bits, so inputs must be decoded with them."""

@@ -62,6 +62,8 @@ class Job:
     """How likely its cut-out is wrong, 0..1 (done jobs; daemon.pipeline.doubt)."""
     doubt_parts: dict[str, float] | None = None
     """The score's parts, so a person can see why."""
+    recipes: tuple[str, ...] | None = None
+    """The recipes a person chose for this file (`cutout review redo --recipe`); None: the routes'."""
 
     @property
     def unfinished_starts(self) -> int:
@@ -94,8 +96,9 @@ class Fingerprint:
 
 Offer = Literal["queued", "requeued", "unchanged", "busy"]
 
-ExtraNames = Callable[[PurePosixPath, PurePosixPath], Sequence[PurePosixPath]]
-"""(a source, the seed's output name it claimed) -> the other names its recipes write there."""
+ExtraNames = Callable[[PurePosixPath, PurePosixPath, "tuple[str, ...] | None"], Sequence[PurePosixPath]]
+"""(a source, the seed's output name it claimed, the recipes chosen for it or None for the
+routes') -> the other names its recipes write there."""
 
 
 @dataclass(frozen=True)
@@ -181,11 +184,11 @@ class JobStore(Protocol):
     def requeue(self, job: Job) -> bool:
         """`cutout retry`: a failed job back to pending; False if it is no longer failed."""
 
-    def redo(self, job: Job) -> bool:
+    def redo(self, job: Job, *, recipes: tuple[str, ...] | None = None) -> bool:
         """`cutout reprocess`, `cutout review redo`: a done (or in review) job back to pending,
         keeping its output name and claiming the derived names its recipes give now; False if it
         is no longer in the state it was read in, or if one of those names is another job's
-        (`name_conflicts`)."""
+        (`name_conflicts`). `recipes`: the recipes it is made with from now on (None: the routes')."""
 
     def name_conflicts(self, job: Job) -> list[tuple[PurePosixPath, PurePosixPath]]:
         """The files `job`'s recipes would write under names another job holds: (name, holder)."""

@@ -115,6 +115,7 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE cutout_jobs ADD COLUMN IF NOT EXISTS doubt_parts text;
     """,
     """
+    ALTER TABLE cutout_jobs ADD COLUMN IF NOT EXISTS recipes text;
     ALTER TABLE cutout_jobs DROP CONSTRAINT IF EXISTS cutout_jobs_state_check;
     ALTER TABLE cutout_jobs ADD CONSTRAINT cutout_jobs_state_check
         CHECK (state IN ('pending', 'running', 'done', 'failed', 'review'));

@@ -19,13 +19,14 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path, PurePosixPath
 
 from daemon.errors import ConfigError, JobError, Rejected
 from daemon.folders.layout import display
 from daemon.folders.outputs import ErrorReport, Folders, OriginalsPolicy, apply_originals_policy, move_to_quarantine
 from daemon.folders.outputs import quarantine_target
-from daemon.folders.review import approving, review_folder, set_aside
+from daemon.folders.review import approving, forget_waiting, review_folder, set_aside
 from daemon.folders.routing import SEED_ROUTING, Routing
 from daemon.settings import QueueSettings
 from daemon.store.jobs import Fingerprint, Job, JobStore
@@ -37,7 +38,7 @@ EVERY = 10_000_000
 
 def names_of(job: Job, *, routing: Routing) -> list[PurePosixPath]:
     """Every file of a job, relative to the output folder (and the review folder, mirrored)."""
-    return [file.path for file in routing.files(job.source, claimed=job.output)]
+    return [file.path for file in routing.files(job.source, claimed=job.output, chosen=job.recipes)]
 
 
 @contextmanager
@@ -124,21 +125,34 @@ def _reject(folders: Folders, queue: JobStore, job: Job, *, error: Rejected, rou
 
 
 def redo(
-    folders: Folders, *, target: Path | None, queue_settings: QueueSettings = DEFAULT_QUEUE,
+    folders: Folders, *, target: Path | None, recipe: str | None = None, queue_settings: QueueSettings = DEFAULT_QUEUE,
     routing: Routing = SEED_ROUTING,
 ) -> list[str]:
-    """One waiting cut-out (`target`) or every one made again: its job back to pending. The new
-    result is scored again; the waiting cut-out stays until it replaces it."""
+    """One waiting cut-out (`target`) or every one made again (with `recipe` instead of its route's):
+    its job back to pending. The new result is scored again; the waiting cut-out stays until it
+    replaces it, and goes once a result is delivered."""
+    if recipe is not None and recipe not in routing.recipes:
+        raise ConfigError(f"--recipe: no recipe named {recipe!r} (known: {', '.join(sorted(routing.recipes))})")
     with _reviewing(folders, queue_settings=queue_settings, routing=routing) as queue:
-        return [_redo(folders, queue, job) for job in _chosen(folders, queue, target, routing=routing)]
+        chosen = None if recipe is None else (recipe,)
+        return [_redo(folders, queue, job, recipes=chosen, routing=routing)
+                for job in _chosen(folders, queue, target, routing=routing)]
 
 
-def _redo(folders: Folders, queue: JobStore, job: Job) -> str:
+def _redo(folders: Folders, queue: JobStore, job: Job, *, recipes: tuple[str, ...] | None, routing: Routing) -> str:
     if not (folders.input / job.source).is_file():
         return f"skipped: {display(job.source)}: its original is no longer in the hot folder {folders.input}"
-    if not queue.redo(job):
-        return f"skipped: {display(job.source)} no longer waits for review (approved, rejected or redone meanwhile)"
-    return f"queued again: {display(job.source)}"
+    if not queue.redo(job, recipes=recipes):
+        taken = ", ".join(f"{name} is {display(holder)}'s" for name, holder in queue.name_conflicts(
+            replace(job, recipes=recipes)))
+        why = f"its new files would take names of other files: {taken}" if taken else (
+            "it no longer waits for review (approved, rejected or redone meanwhile)")
+        return f"skipped: {display(job.source)}: {why}"
+    # Files the new recipes do not write are nothing the new result replaces: they go now.
+    new_names = set(names_of(replace(job, recipes=recipes), routing=routing))
+    forget_waiting(folders, [rel for rel in names_of(job, routing=routing) if rel not in new_names])
+    with_recipe = "" if recipes is None else f" with the recipe {recipes[0]}"
+    return f"queued again{with_recipe}: {display(job.source)}"
 
 
 def _chosen(folders: Folders, queue: JobStore, target: Path | None, *, routing: Routing) -> list[Job]:

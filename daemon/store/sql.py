@@ -43,6 +43,7 @@ from __future__ import annotations
 import itertools
 import json
 from abc import ABC, abstractmethod
+from dataclasses import replace
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path, PurePosixPath
@@ -102,7 +103,7 @@ class SqlJobStore(ABC):
     JOBS: ClassVar[str]
     META: ClassVar[str]
     NAMES: ClassVar[str]
-    extra_names: ExtraNames = staticmethod(lambda source, claimed: ())
+    extra_names: ExtraNames = staticmethod(lambda source, claimed, recipes: ())
     """The names besides the seed's that `source`'s recipes derive from its claimed name."""
     derives_names: bool = False
     """Whether any recipe derives a name: only then does a claim re-claim its job's names."""
@@ -216,7 +217,7 @@ class SqlJobStore(ABC):
         conn.execute(
             f"UPDATE {self.JOBS} SET state = 'pending', size = :size, mtime_ns = :mtime_ns, attempts = 0,"
             " finished_attempts = 0, retry_at = 0, reason = NULL, message = NULL, doubt = NULL, doubt_parts = NULL,"
-            " queued_at = :now WHERE id = :id",
+            " recipes = NULL, queued_at = :now WHERE id = :id",  # new content: the routes decide again
             {**seen, "now": self._now(conn)},
         )
         return "requeued"
@@ -230,15 +231,18 @@ class SqlJobStore(ABC):
         return job.quarantine is not None and _same(job, fingerprint) and recent
 
     def _claim_output(
-        self, conn: Sql, source: PurePosixPath, *, preferred: PurePosixPath | None = None
+        self, conn: Sql, source: PurePosixPath, *, preferred: PurePosixPath | None = None,
+        recipes: tuple[str, ...] | None = None,
     ) -> PurePosixPath:
         """The output name for `source`: `preferred` if it and the names its recipes derive from it
         are free, else the layout rule's first such name."""
         candidates = itertools.chain([preferred] if preferred is not None else [], candidate_outputs(source))
-        return next(name for name in candidates if self._free(conn, source, name))
+        return next(name for name in candidates if self._free(conn, source, name, recipes=recipes))
 
-    def _free(self, conn: Sql, source: PurePosixPath, candidate: PurePosixPath) -> bool:
-        names = (candidate, *self.extra_names(source, candidate))
+    def _free(
+        self, conn: Sql, source: PurePosixPath, candidate: PurePosixPath, *, recipes: tuple[str, ...] | None
+    ) -> bool:
+        names = (candidate, *self.extra_names(source, candidate, recipes))
         return not any(self._name_holder(conn, claim_key(name), source=source) is not None for name in names)
 
     def _name_holder(self, conn: Sql, key: str, *, source: PurePosixPath) -> PurePosixPath | None:
@@ -252,12 +256,14 @@ class SqlJobStore(ABC):
         ).fetchone()
         return None if row is None else PurePosixPath(row["source"])
 
-    def _claim_extra_names(self, conn: Sql, source: PurePosixPath, output: PurePosixPath) -> None:
+    def _claim_extra_names(
+        self, conn: Sql, source: PurePosixPath, output: PurePosixPath, *, recipes: tuple[str, ...] | None = None
+    ) -> None:
         """The job's derived names, as its recipes give them now, replacing any it held; a name
         another job holds is not taken (`name_conflicts` says which)."""
         job = f"(SELECT id FROM {self.JOBS} WHERE source = :source)"
         conn.execute(f"DELETE FROM {self.NAMES} WHERE job_id = {job}", {"source": source.as_posix()})
-        free = [extra for extra in self.extra_names(source, output)
+        free = [extra for extra in self.extra_names(source, output, recipes)
                 if self._name_holder(conn, claim_key(extra), source=source) is None]
         conn.executemany(
             f"INSERT INTO {self.NAMES} (key, job_id) VALUES (:key, {job})",
@@ -273,11 +279,12 @@ class SqlJobStore(ABC):
             f"SELECT 1 FROM {self.JOBS} WHERE id = :id AND output_key = :key AND content_hash IS NOT NULL",
             {"id": job.id, "key": claim_key(job.output)},
         ).fetchone()
-        output = job.output if held else self._claim_output(conn, job.source, preferred=job.output)
+        output = job.output if held else self._claim_output(conn, job.source, preferred=job.output,
+                                                             recipes=job.recipes)
         if not held:
             conn.execute(f"UPDATE {self.JOBS} SET output = :output, output_key = :key WHERE id = :id",
                          {"output": output.as_posix(), "key": claim_key(output), "id": job.id})
-        self._claim_extra_names(conn, job.source, output)
+        self._claim_extra_names(conn, job.source, output, recipes=job.recipes)
 
     def name_conflicts(self, job: Job) -> list[tuple[PurePosixPath, PurePosixPath]]:
         """The files `job`'s recipes would write under names another job holds: (name, holder)."""
@@ -286,7 +293,7 @@ class SqlJobStore(ABC):
 
     def _conflicts(self, conn: Sql, job: Job) -> list[tuple[PurePosixPath, PurePosixPath]]:
         holders = ((name, self._name_holder(conn, claim_key(name), source=job.source))
-                   for name in self.extra_names(job.source, job.output))
+                   for name in self.extra_names(job.source, job.output, job.recipes))
         return [(name, holder) for name, holder in holders if holder is not None]
 
     def _release_names(self, conn: Sql, job_id: int) -> None:
@@ -316,12 +323,13 @@ class SqlJobStore(ABC):
         """Send a failed job back through the queue from scratch (`cutout retry`)."""
         return self._again(job, was="failed")
 
-    def redo(self, job: Job) -> bool:
+    def redo(self, job: Job, *, recipes: tuple[str, ...] | None = None) -> bool:
         """Send a done job, or one in review, through the queue again (`cutout reprocess`: its
-        recipes changed; `cutout review redo`)."""
-        return self._again(job, was="review" if job.state == "review" else "done")
+        recipes changed; `cutout review redo`, with `recipes` a person chose, or None: the routes')."""
+        return self._again(replace(job, recipes=recipes), was="review" if job.state == "review" else "done")
 
     def _again(self, job: Job, *, was: State) -> bool:
+        """`job` back to pending from `was`, with the recipes it carries."""
         with self.db() as conn:
             self._lock_names(conn)
             still = conn.execute(
@@ -334,7 +342,8 @@ class SqlJobStore(ABC):
             self._reclaim(conn, job)
             conn.execute(
                 f"UPDATE {self.JOBS} SET state = 'pending', attempts = 0, finished_attempts = 0, retry_at = 0,"
-                " doubt = NULL, doubt_parts = NULL, queued_at = :now WHERE id = :id", {"now": self._now(conn), "id": job.id},
+                " doubt = NULL, doubt_parts = NULL, recipes = :recipes, queued_at = :now WHERE id = :id",
+                {"now": self._now(conn), "id": job.id, "recipes": _recipes_text(job.recipes)},
             )
         return True
 
@@ -600,7 +609,12 @@ def _job(row: Row) -> Job:
         # A read-only view of a queue the new version has not opened yet lacks the columns.
         doubt=row["doubt"] if "doubt" in row.keys() else None,
         doubt_parts=json.loads(row["doubt_parts"]) if "doubt_parts" in row.keys() and row["doubt_parts"] else None,
+        recipes=tuple(json.loads(row["recipes"])) if "recipes" in row.keys() and row["recipes"] else None,
     )
+
+
+def _recipes_text(recipes: tuple[str, ...] | None) -> str | None:
+    return None if recipes is None else json.dumps(list(recipes))
 
 
 def _same(job: Job, fingerprint: Fingerprint) -> bool:

@@ -72,7 +72,8 @@ CREATE TABLE IF NOT EXISTS {name} (
     kills INTEGER NOT NULL DEFAULT 0,     -- the process was killed from outside while it ran alone
     token INTEGER NOT NULL DEFAULT 0,     -- the fencing token: grows at every claim
     doubt REAL,                           -- how likely the cut-out is wrong, 0..1 (done jobs)
-    doubt_parts TEXT                      -- the score's parts, JSON
+    doubt_parts TEXT,                     -- the score's parts, JSON
+    recipes TEXT                          -- the recipes a person chose (JSON list); NULL: the routes'
 );
 """
 SCHEMA = f"""
@@ -98,6 +99,7 @@ ADDED_COLUMNS = {
     "token": "INTEGER NOT NULL DEFAULT 0",
     "doubt": "REAL",
     "doubt_parts": "TEXT",
+    "recipes": "TEXT",
 }
 """Columns newer than the first release: added to an older database when it is opened."""
 BUSY_SECONDS = 30.0

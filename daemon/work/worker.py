@@ -56,6 +56,7 @@ from daemon.pipeline.doubt import Doubt
 from daemon.pipeline.matte import MatteModel
 from daemon.pipeline.pipeline import Cutout, Prepared, StageTimer
 from daemon.pipeline.pipeline import DEFAULTS
+from daemon.pipeline.recipe import OutputFile
 from daemon.settings import QueueSettings
 from daemon.store.jobs import Fingerprint, Job, JobStore
 from daemon.work.record import JobRecord
@@ -127,7 +128,7 @@ class Worker:
         self.stages: Stages[_Claimed] = Stages(
             model=model, params=params, options=options, in_flight=in_flight, cpu_threads=cpu_threads,
             on_done=self._done, on_failed=self._failed, on_stage=self._on_stage,
-            recipes=lambda claimed: routing.recipes_of(claimed.job.source),
+            recipes=lambda claimed: routing.recipes_of(claimed.job.source, claimed.job.recipes),
         )
 
     # --- the loop body ----------------------------------------------------------------
@@ -171,7 +172,7 @@ class Worker:
                 f"the daemon died {job.kills} times while processing only this file, each time killed from"
                 " outside without a crash report: most likely out of memory"
             )
-        longest = max((file.path.name for file in self.routing.files(job.source, claimed=job.output)), key=name_bytes)
+        longest = max((file.path.name for file in self._files(job)), key=name_bytes)
         if name_bytes(longest) > NAME_MAX:
             return NameTooLong(
                 f"its output {longest!r}'s name would be {name_bytes(longest)} bytes, above the file system's limit"
@@ -180,6 +181,10 @@ class Worker:
         if not self.follow_symlinks and (self.folders.input / job.source).is_symlink():
             return Unsupported("it is a symbolic link, and watch.follow_symlinks is off")
         return None
+
+    def _files(self, job: Job) -> list[OutputFile]:
+        """Every file the job writes: of the recipes a person chose for it, else of its route."""
+        return self.routing.files(job.source, claimed=job.output, chosen=job.recipes)
 
     def _on_stage(self, claimed: _Claimed, stage: str | None) -> None:
         try:
@@ -192,7 +197,7 @@ class Worker:
     # --- after the model --------------------------------------------------------------
     def _done(self, task: Task[_Claimed], prepared: Prepared, cutout: Cutout) -> None:
         job = task.key.job
-        files = contents(self.routing.files(job.source, claimed=job.output), cutout.files)
+        files = contents(self._files(job), cutout.files)
         if len(files) > 1 and (taken := self.queue.name_conflicts(job)):  # never over another input's files
             raise NameTaken(", ".join(f"{name} is the file of {display(holder)}" for name, holder in taken)
                             + ": rename one of the two inputs, or change the recipe")
@@ -392,7 +397,7 @@ class Worker:
                 delay = backoff(retries=job.finished_attempts + 1, settings=self.queue_settings)
                 self.queue.mark_retry(job, reason=exc.reason, message=str(exc), delay=delay, counts=False, was="failed")
                 raise
-        forget_waiting(self.folders, [file.path for file in self.routing.files(job.source, claimed=job.output)])
+        forget_waiting(self.folders, [file.path for file in self._files(job)])
         return str(self.folders.quarantine / target)
 
     @contextmanager
