@@ -9,6 +9,7 @@ folder, and in `$CUTOUT_SCREENSHOTS` when set: `docs/dashboard.png` is made that
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -152,6 +153,69 @@ def test_a_browser_sees_cutouts_arrive_opens_before_after_and_retries_a_quaranti
     phone.close()
     page.close()
     assert daemon.stop() == 0  # SIGTERM stops the dashboard with the daemon
+
+
+def test_a_browser_approves_one_waiting_cut_out_and_rejects_another_in_the_review_view(
+    tmp_path: Path, torchscript_model: Path, started: list[DaemonProcess], playwright_browser,  # type: ignore[no-untyped-def]
+) -> None:
+    from tests.conftest import foggy_image, write_image
+
+    port, review = free_port(), tmp_path / "d" / "review"
+    daemon = DaemonProcess(tmp_path / "d", model=str(torchscript_model), settings={
+        "watch": {"settle_seconds": 0.3, "incomplete_timeout_seconds": 2.0},
+        "dashboard": {"enabled": True, "port": port, "thumbnail_px": 160},
+        "review": {"folder": str(review)},
+    })
+    started.append(daemon)
+    write_image(daemon.input / "shoot/fog-a.png", foggy_image(240, 240, seed=1))  # the model is unsure: doubtful
+    write_image(daemon.input / "shoot/fog-b.png", foggy_image(240, 240, seed=2))
+    product_photo(daemon.input / "shoot/teal-bowl.jpg", shape="ellipse", color=(110, 225, 230))  # a clean one
+    daemon.start()
+    waiting = lambda: sorted(p.relative_to(review).as_posix() for p in review.rglob("*.png"))  # noqa: E731
+    daemon.wait_for(lambda: waiting() == ["shoot/fog-a.png", "shoot/fog-b.png"] and "shoot/teal-bowl.png"
+                    in daemon.outputs(), what="two cut-outs waiting for review and one delivered")
+
+    page = playwright_browser.new_page(viewport={"width": 1280, "height": 720}, bypass_csp=True)
+    page.goto(f"http://127.0.0.1:{port}/")
+    page.locator('nav a[href="/review"]').click()
+    page.wait_for_url("**/review")
+    rows = page.locator("tr.rv")
+    assert rows.count() == 2
+    page.wait_for_function("Array.from(document.querySelectorAll('tr.rv img'))"
+                           ".every(i => i.complete && i.naturalWidth > 0)")
+    assert page.locator("tr.rv .white img").count() == 2 and page.locator("tr.rv .checker img").count() == 2
+    parts = page.locator("tr.rv ul.parts").first.inner_text().split("\n")  # what made it doubtful, largest first
+    assert parts and all(re.fullmatch(r"[a-z_]+ [01]\.\d\d", part) for part in parts), parts
+
+    page.locator("th a.sort[data-sort=file]").click()  # sorted by file, A to Z
+    page.wait_for_url("**/review?sort=file")
+    assert [rows.nth(i).get_attribute("data-source") for i in range(2)] == ["shoot/fog-a.png", "shoot/fog-b.png"]
+
+    first = page.locator('tr.rv[data-source="shoot/fog-a.png"]')
+    first.locator("td.file a.pick").click()  # before / after, as for a done cut-out
+    page.wait_for_function("['before', 'after'].every(c => { const i = document.querySelector('#overlay img.' + c);"
+                           " return i && i.complete && i.naturalWidth > 0; })")
+    assert "waiting for review" in page.locator("#overlay").inner_text()
+    _artefact(page, tmp_path / "review-before-after.png", full_page=False)
+    page.keyboard.press("Escape")
+    page.locator("#overlay").wait_for(state="hidden")
+    _artefact(page, tmp_path / "review.png")
+
+    first.locator("form.approve button").click()
+    first.wait_for(state="detached", timeout=15_000)
+    second = page.locator('tr.rv[data-source="shoot/fog-b.png"]')
+    second.locator("form.reject input[name=reason]").fill("the fog is not the product")
+    second.locator("form.reject button").click()
+    second.wait_for(state="detached", timeout=15_000)
+    page.locator("#review .empty", has_text="Nothing waits for review").wait_for(timeout=10_000)
+
+    assert waiting() == [] and "shoot/fog-a.png" in daemon.outputs()
+    assert daemon.quarantined()["shoot/fog-b.png"] == "rejected"
+    report = (daemon.quarantine / "shoot/fog-b.png.error.json").read_text()
+    assert "the fog is not the product" in report
+    assert (daemon.quarantine / "shoot/fog-b.png.cutout-fog-b.png").exists()  # its cut-out beside it
+    page.close()
+    assert daemon.stop() == 0
 
 
 def _artefact(page, path: Path, *, full_page: bool = True) -> Path:  # type: ignore[no-untyped-def]

@@ -1,9 +1,10 @@
 """The local web dashboard: `cutout dashboard`, or `dashboard.enabled: true` beside `cutout watch`.
 
-    app.py        the routes (Starlette): the page, its live parts, before/after, retry, files, /metrics
+    app.py        the routes (Starlette): the page, its live parts, before/after, retry, the Review view and
+                  its approve/reject/redo, files, /metrics
     board.py      what the page shows, read from the store and the session record (cached 1 s)
     views.py      server-rendered HTML: Jinja2 templates (templates/, autoescaped), static/ beside them
-    paths.py      which files may be served: only under the input, output, quarantine and archive roots
+    paths.py      which files may be served: only under the input, output, quarantine, archive and review roots
     thumbs.py     thumbnails made on demand at a bounded size, cached (and capped) in the state folder
     metrics.py    the Prometheus text format, from the store and the daemon's telemetry
     auth.py       the token (cookie after a first `?token=`), the CSRF check, the Host check (Starlette's)

@@ -3,23 +3,34 @@
     GET  /                       the page (server-rendered; its script keeps it live)
     GET  /parts                  the page's parts as JSON, for the live update (every 2 s while visible)
     GET  /api/status             the figures as JSON, for scripts
-    GET  /view/{job id}          before / after of one cutout (`?fragment=1`: for the page's overlay)
+    GET  /view/{job id}          before / after of one cutout, done or waiting for review (`?fragment=1`:
+                                 for the page's overlay)
     GET  /thumb/{root}/{path}    a thumbnail (`?px=s` grid, `?px=l` before/after), WebP
     GET  /file/{root}/{path}     the file itself (the full cutout)
     POST /retry                  `file=<quarantined path>` or `reason=<code>`: exactly `cutout retry`
+    GET  /review                 the Review view: the cut-outs waiting for review (`?sort=score`, `file` or
+                                 `time`; `-` first: descending)
+    GET  /review/parts           its parts as JSON, for the live update
+    POST /review/approve         `file=<waiting cut-out or its original>`: exactly `cutout review approve`
+    POST /review/reject          the same, and `reason=<text>` (optional): `cutout review reject --reason`
+    POST /review/redo            the same: exactly `cutout review redo`
     GET  /metrics                Prometheus
     GET  /static/...             the stylesheet, the script, the icon (shipped in the package)
 
-`{root}` is input, output, quarantine or archive; anything outside them is a 404
-(daemon/companions/dashboard/paths.py), and what is served is read from the descriptor that path check
-opened without following links, never from the path again. Every request first passes
-`auth.Guard`.
+Every POST passes the same checks (`_form`: its size, the page's CSRF value) and runs its
+command off the event loop with the same answers (`_steered`).
+
+`{root}` is input, output, quarantine, archive, or review while the review step is on; anything
+outside them is a 404 (daemon/companions/dashboard/paths.py), and what is served is read from the
+descriptor that path check opened without following links, never from the path again. Every
+request first passes `auth.Guard`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, BinaryIO
 from urllib.parse import parse_qs, quote
@@ -38,19 +49,26 @@ from starlette.staticfiles import StaticFiles
 
 from daemon.companions.dashboard import views
 from daemon.companions.dashboard.auth import CSRF_FIELD, Access, Guard, csrf_ok
-from daemon.companions.dashboard.board import Board
+from daemon.companions.dashboard.board import Board, ReviewList
 from daemon.companions.dashboard.metrics import metrics_text
 from daemon.companions.dashboard.paths import OpenFile, open_file, roots_of
 from daemon.companions.dashboard.thumbs import MEDIA_TYPE, ThumbCache
 from daemon.errors import ConfigError, QueueError
 from daemon.folders.outputs import Folders
 from daemon.settings import Settings, routing
+from daemon.store import review
 from daemon.store.steering import retry
 
 STATIC = Path(__file__).parent / "static"
 MAX_FORM_BYTES = 64 * 1024
 NOT_FOUND = "not found"
 CHUNK_BYTES = 256 * 1024
+REVIEW_ACTIONS = ("approve", "reject", "redo")
+CUTOUT_ROOTS = {"done": "output", "review": "review"}
+"""Where a job's cut-out is, by its state: the output folder, or the review folder while it waits."""
+
+Answer = Callable[..., Response]
+"""`answer(status, **data)`: JSON to a script (and any refusal), a redirect back to a plain form."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -112,14 +130,25 @@ def create_app(dash: Dashboard) -> Starlette:
 
     def view(request: Request) -> Response:
         job = dash.board.job(int(request.path_params["job_id"]))
-        if job is None or job.state != "done":
+        root = CUTOUT_ROOTS.get(job.state) if job else None
+        if job is None or root is None or root not in roots:
             return PlainTextResponse(NOT_FOUND, status_code=404)
         body = views.before_after(
-            job, original=dash.board.original(job), timing=dash.board.timing(job),
-            output_info=_png_info(open_file(roots, "output", job.output.as_posix())), now=dash.board.clock(),
+            job, root=root, original=dash.board.original(job), timing=dash.board.timing(job),
+            output_info=_png_info(open_file(roots, root, job.output.as_posix())), now=dash.board.clock(),
             fragment=request.query_params.get("fragment") == "1",
         )
         return HTMLResponse(body)
+
+    def review_page(request: Request) -> Response:
+        page = _review_page(dash, sort=request.query_params.get("sort"))
+        return HTMLResponse(views.review_page(dash.board.overview(), page, csrf=dash.access.csrf,
+                                              exposed_at=dash.exposed_at))
+
+    def review_parts(request: Request) -> Response:
+        page = _review_page(dash, sort=request.query_params.get("sort"))
+        rendered = views.review_parts(dash.board.overview(), page, csrf=dash.access.csrf, exposed_at=dash.exposed_at)
+        return JSONResponse({"csrf": dash.access.csrf, "parts": rendered}, headers={"Cache-Control": "no-store"})
 
     def thumb(request: Request) -> Response:
         opened = open_file(roots, request.path_params["root"], request.path_params["path"])
@@ -142,6 +171,11 @@ def create_app(dash: Dashboard) -> Starlette:
     async def retry_files(request: Request) -> Response:
         return await _retry(request, dash)
 
+    def reviewing(action: str) -> Callable[[Request], Awaitable[Response]]:
+        async def act(request: Request) -> Response:
+            return await _review(request, dash, action=action)
+        return act
+
     def metrics(request: Request) -> Response:
         return Response(metrics_text(dash.board.overview), media_type=CONTENT_TYPE_LATEST)
 
@@ -149,6 +183,8 @@ def create_app(dash: Dashboard) -> Starlette:
         Route("/", index), Route("/parts", parts), Route("/api/status", status),
         Route("/view/{job_id:int}", view), Route("/thumb/{root}/{path:path}", thumb),
         Route("/file/{root}/{path:path}", file), Route("/retry", retry_files, methods=["POST"]),
+        Route("/review", review_page), Route("/review/parts", review_parts),
+        *(Route(f"/review/{action}", reviewing(action), methods=["POST"]) for action in REVIEW_ACTIONS),
         Route("/metrics", metrics), Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
     app = Starlette(routes=routes, middleware=[Middleware(Guard, access=dash.access)])
@@ -156,34 +192,89 @@ def create_app(dash: Dashboard) -> Starlette:
     return app
 
 
-async def _retry(request: Request, dash: Dashboard) -> Response:
-    """`cutout retry` for one quarantined file (`file`) or every file of one reason (`reason`)."""
+def _answerer(request: Request, *, back: str) -> Answer:
+    """How this request is answered: JSON to a script (`Accept: application/json`) and for any
+    refusal, else (a plain form, scripts off) a redirect back to the page at `back`."""
     wants_json = "application/json" in request.headers.get("accept", "")
 
     def answer(status: int, **data: Any) -> Response:
         if wants_json or status >= 400:
             return JSONResponse(data, status_code=status)
-        return RedirectResponse("/", status_code=303)
+        return RedirectResponse(back, status_code=303)
 
+    return answer
+
+
+async def _form(request: Request, dash: Dashboard, answer: Answer) -> dict[str, str] | Response:
+    """The POSTed form, once its size and the page's CSRF value pass; else the refusal. (The
+    token and the Origin were checked before any route: `auth.Guard`.)"""
     if int(request.headers.get("content-length") or 0) > MAX_FORM_BYTES:
         return answer(413, error="request too large")
     form = {k: v[0] for k, v in parse_qs((await request.body())[:MAX_FORM_BYTES].decode("utf-8", "replace")).items()}
     if not csrf_ok(request, dash.access, form_value=form.get(CSRF_FIELD)):
         return answer(403, error="the page is out of date (CSRF check failed): reload it and try again")
-    target, reason = form.get("file"), form.get("reason")
-    if (target is None) == (reason is None):
-        return answer(400, error="give either file or reason")
-    try:  # the very call `cutout retry` makes (commands.cmd_retry), narrowed to one reason for "Retry all"
-        lines = await run_in_threadpool(
-            retry, dash.folders, target=Path(target) if target else None, every=reason is not None, reason=reason,
-            queue_settings=dash.settings.queue, routing=routing(dash.settings),
-        )
+    return form
+
+
+async def _steered(dash: Dashboard, answer: Answer, command: Callable[[], list[str]], *, nothing: str) -> Response:
+    """Run one of the commands that steer the queue off the event loop (it takes the store's
+    write lock and moves files), and say what it did, one line per file."""
+    try:
+        lines = await run_in_threadpool(command)
     except ConfigError as exc:
         return answer(404, error=str(exc))
     except QueueError as exc:
         return answer(503, error=f"the job store cannot be changed now: {exc}")
     dash.board.invalidate()
-    return answer(200, lines=lines or ["nothing in quarantine with that reason"])
+    return answer(200, lines=lines or [nothing])
+
+
+async def _retry(request: Request, dash: Dashboard) -> Response:
+    """`cutout retry` for one quarantined file (`file`) or every file of one reason (`reason`)."""
+    answer = _answerer(request, back="/")
+    form = await _form(request, dash, answer)
+    if isinstance(form, Response):
+        return form
+    target, reason = form.get("file"), form.get("reason")
+    if (target is None) == (reason is None):
+        return answer(400, error="give either file or reason")
+    # the very call `cutout retry` makes (commands.cmd_retry), narrowed to one reason for "Retry all"
+    command = partial(retry, dash.folders, target=Path(target) if target else None, every=reason is not None,
+                      reason=reason, queue_settings=dash.settings.queue, routing=routing(dash.settings))
+    return await _steered(dash, answer, command, nothing="nothing in quarantine with that reason")
+
+
+async def _review(request: Request, dash: Dashboard, *, action: str) -> Response:
+    """`cutout review approve|reject|redo` for one waiting cut-out (`file`: its path in the review
+    folder, or its original's); a rejection's `reason` goes into its report."""
+    answer = _answerer(request, back="/review")
+    form = await _form(request, dash, answer)
+    if isinstance(form, Response):
+        return form
+    target = form.get("file")
+    if not target:
+        return answer(400, error="give file: a cut-out waiting for review")
+    command = _review_command(dash, action, target=Path(target), why=form.get("reason", "").strip() or None)
+    return await _steered(dash, answer, command, nothing="nothing waits for review")
+
+
+def _review_command(dash: Dashboard, action: str, *, target: Path, why: str | None) -> Callable[[], list[str]]:
+    """The very call `cutout review <action>` makes (commands.cmd_review_*), for one target."""
+    settings = dash.settings
+    if action == "approve":
+        return partial(review.approve, dash.folders, target=target, policy=settings.originals,
+                       queue_settings=settings.queue, routing=routing(settings))
+    if action == "reject":
+        return partial(review.reject, dash.folders, target=target, why=why, queue_settings=settings.queue,
+                       routing=routing(settings))
+    assert action == "redo", action  # REVIEW_ACTIONS: the only routes
+    return partial(review.redo, dash.folders, target=target, queue_settings=settings.queue, routing=routing(settings))
+
+
+def _review_page(dash: Dashboard, *, sort: str | None) -> views.ReviewPage:
+    waiting = dash.board.in_review() if dash.folders.review else ReviewList(jobs=[], total=0)
+    return views.ReviewPage(waiting=waiting, folders=dash.folders, threshold=dash.settings.review.threshold,
+                            sort=views.review_sort(sort))
 
 
 def _png_info(opened: OpenFile | None) -> tuple[int, int, int] | None:

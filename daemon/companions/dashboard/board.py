@@ -36,6 +36,8 @@ QUARANTINE_SHOWN = 200
 DOUBTFUL_SHOWN = 50
 """The latest doubtful cut-outs the page lists (the most doubtful first)."""
 CHART_MINUTES = 60
+REVIEW_SHOWN = 500
+"""The cut-outs waiting for review the Review view lists at most (the latest; the page says how many wait)."""
 
 
 @dataclass(frozen=True)
@@ -85,6 +87,17 @@ class Overview:
     @property
     def per_minute_last_hour(self) -> float:
         return sum(self.per_minute) / CHART_MINUTES
+
+
+@dataclass(frozen=True)
+class ReviewList:
+    """The cut-outs waiting for review, as the Review view shows them."""
+
+    jobs: list[Job]
+    """Each with `output` the file to show (as in the review folder), the latest REVIEW_SHOWN."""
+    total: int
+    problem: str | None = None
+    """Why the store could not be read (then nothing is listed)."""
 
 
 MAX_JOB_ID = 2**63 - 1
@@ -149,6 +162,17 @@ class Board:
                 self._drop_view()
                 return None
         return None if job is None else self.shown(job)
+
+    def in_review(self) -> ReviewList:
+        """The cut-outs waiting for review, read afresh at each look (a person acts on them)."""
+        with self._lock:
+            try:
+                view = self._view_now()
+                jobs, total = view.jobs(state="review", limit=REVIEW_SHOWN), view.counts().get("review", 0)
+            except CutoutError as exc:
+                self._drop_view()
+                return ReviewList(jobs=[], total=0, problem=f"the job store cannot be read: {exc}")
+        return ReviewList(jobs=[self.shown(job) for job in jobs], total=total)
 
     def shown(self, job: Job) -> Job:
         """The job with `output` the file to show: its first recipe's cutout (the claimed seed name

@@ -1,9 +1,10 @@
 """Which files the dashboard may serve: regular files under one of its roots, nothing else.
 
-A request names a root (`input`, `output`, `quarantine`, `archive`) and a path relative to
-it. The path is refused (None: the caller answers 404, saying nothing about what exists)
-when it is absolute, has a `..` or an empty part, a NUL byte, does not exist, is not a
-regular file, or resolves (through any symbolic link) outside the root's own real path.
+A request names a root (`input`, `output`, `quarantine`, `archive`, and `review` while the
+review step is on) and a path relative to it. The path is refused (None: the caller answers
+404, saying nothing about what exists) when it is absolute, has a `..` or an empty part, a NUL
+byte, does not exist, is not a regular file, or resolves (through any symbolic link) outside the
+root's own real path.
 URL-encoded tricks (`%2e%2e`, `%2f`) arrive here decoded, so they meet the same rules.
 
 Checked, then opened, is not enough: whoever can write in the hot folder could swap a checked
@@ -25,11 +26,13 @@ from typing import BinaryIO, Mapping
 
 from daemon.folders.outputs import Folders
 
-ROOTS = ("input", "output", "quarantine", "archive")
+ROOTS = ("input", "output", "quarantine", "archive", "review")
 
 
 def roots_of(folders: Folders) -> Mapping[str, Path]:
-    return MappingProxyType({name: getattr(folders, name) for name in ROOTS})
+    """Each root the dashboard serves and its folder: `review` only while the review step is on."""
+    found = {name: getattr(folders, name) for name in ROOTS}
+    return MappingProxyType({name: path for name, path in found.items() if path is not None})
 
 
 @dataclass(frozen=True)

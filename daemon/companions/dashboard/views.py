@@ -10,13 +10,14 @@ response, and the live update sends the same parts as JSON; the environment here
 The page is `templates/page.html` with its parts filled in; the live update asks for the
 same parts again (`parts()`) and the page's script swaps those that changed, so there is
 one renderer, no client-side templates, and a page that works (without live updates)
-with scripts off. The functions below only choose and format values; the markup is in the
-templates.
+with scripts off. The Review view (`templates/review.html`) is built the same way from its
+own parts (`review_parts()`). The functions below only choose and format values; the markup
+is in the templates.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import PurePosixPath
@@ -25,12 +26,14 @@ from urllib.parse import quote
 import jinja2
 from markupsafe import Markup
 
-from daemon.companions.dashboard.board import CHART_MINUTES, Overview
+from daemon.companions.dashboard.board import CHART_MINUTES, Overview, ReviewList
 from daemon.companions.telemetry import JobTiming
+from daemon.folders.outputs import Folders
 from daemon.pipeline.constants import DOUBTFUL, doubt_reasons
 from daemon.store.jobs import Job
 
 PARTS = ("status", "banner", "summary", "fleet", "recent", "doubtful", "quarantine")
+REVIEW_PARTS = ("status", "banner", "review")
 
 
 def file_url(kind: str, root: str, path: PurePosixPath | str, *, px: str | None = None, version: float | None = None) -> str:
@@ -99,11 +102,13 @@ def banner_notes(o: Overview, *, exposed_at: str | None) -> list[tuple[str, str]
 
 
 def tiles(o: Overview) -> list[tuple[str, object, str]]:
+    waiting = o.counts.get("review", 0)
     return [
         ("pending", o.counts.get("pending", 0), ""),
         ("running", o.counts.get("running", 0), ""),
         ("done today", o.done_today, ""),
         ("quarantined", o.quarantined_total, "bad" if o.quarantined_total else ""),
+        *([("waiting for review", waiting, "warn")] if waiting else []),
         ("oldest pending", ago(o.oldest_pending_age), ""),
         ("last cutout", f"{ago(o.taken_at - o.last_success)} ago" if o.last_success else "–", ""),
     ]
@@ -151,6 +156,57 @@ def facts_of(job: Job, *, output_info: tuple[int, int, int] | None, now: float) 
     return facts
 
 
+# --- the Review view -------------------------------------------------------------------------
+REVIEW_SORTS: dict[str, Callable[[Job], float | str]] = {
+    "score": lambda job: job.doubt or 0.0,
+    "file": lambda job: job.source.as_posix(),
+    "time": lambda job: job.finished_at or 0.0,
+}
+"""The Review list's columns that sort it (`?sort=score`, `-` first for descending)."""
+FIRST_DIRECTION = {"score": "-", "file": "", "time": "-"}
+"""A first click on a column's header: the most doubtful, A to Z, the latest first."""
+REVIEW_SORT = "-score"
+
+
+def review_sort(asked: str | None) -> str:
+    """The sort asked for when it is one of REVIEW_SORTS (`-` first: descending), else REVIEW_SORT."""
+    return asked if asked and asked.removeprefix("-") in REVIEW_SORTS else REVIEW_SORT
+
+
+def sort_link(column: str, *, current: str) -> str:
+    """What a click on `column`'s header asks for: the other direction when the list is sorted by it."""
+    if current.removeprefix("-") == column:
+        return current.removeprefix("-") if current.startswith("-") else f"-{column}"
+    return f"{FIRST_DIRECTION[column]}{column}"
+
+
+def parts_by_size(parts: dict[str, float] | None) -> list[tuple[str, float]]:
+    """The parts of a doubt score that count (as `doubt_reasons` says them), the largest first."""
+    return sorted(((name, value) for name, value in (parts or {}).items() if value > 0),
+                  key=lambda part: (-part[1], part[0]))
+
+
+@dataclass(frozen=True)
+class ReviewRow:
+    job: Job
+    target: str
+    """The cut-out's path in the review folder: what Approve, Reject and Redo name."""
+    original: str
+    """The original's path in the hot folder."""
+    parts: list[tuple[str, float]]
+
+
+def review_rows(jobs: list[Job], *, folders: Folders, sort: str) -> list[ReviewRow]:
+    """The waiting cut-outs in the order `sort` asks (ties by file name)."""
+    column = sort.removeprefix("-")
+    by_name = sorted(jobs, key=lambda job: job.source.as_posix())
+    ordered = sorted(by_name, key=REVIEW_SORTS[column], reverse=sort.startswith("-"))  # stable: ties stay by name
+    review = folders.review
+    return [ReviewRow(job=job, target=str(review / job.output) if review else job.output.as_posix(),
+                      original=str(folders.input / job.source), parts=parts_by_size(job.doubt_parts))
+            for job in ordered]
+
+
 # --- rendering --------------------------------------------------------------------------------
 def _environment() -> jinja2.Environment:
     env = jinja2.Environment(
@@ -162,7 +218,7 @@ def _environment() -> jinja2.Environment:
     env.filters.update(ago=ago, when=lambda at, now: when(at, now=now))
     env.globals.update(file_url=file_url, running_facts=running_facts, banner_notes=banner_notes, tiles=tiles,
                        chart_bars=chart_bars, quarantine_groups=quarantine_groups, doubtful=DOUBTFUL,
-                       doubt_reasons=doubt_reasons)
+                       doubt_reasons=doubt_reasons, sort_link=sort_link)
     return env
 
 
@@ -179,12 +235,37 @@ def parts(overview: Overview, *, csrf: str, exposed_at: str | None) -> dict[str,
             for name in PARTS}
 
 
+@dataclass(frozen=True, kw_only=True)
+class ReviewPage:
+    """What the Review view shows besides the overview's status and banner."""
+
+    waiting: ReviewList
+    folders: Folders
+    threshold: float
+    sort: str
+
+
+def review_page(overview: Overview, review: ReviewPage, *, csrf: str, exposed_at: str | None) -> str:
+    rendered = {name: Markup(html)
+                for name, html in review_parts(overview, review, csrf=csrf, exposed_at=exposed_at).items()}
+    return TEMPLATES.get_template("review.html").render(csrf=csrf, exposed_at=exposed_at, parts=rendered,
+                                                        sort=review.sort)
+
+
+def review_parts(overview: Overview, review: ReviewPage, *, csrf: str, exposed_at: str | None) -> dict[str, str]:
+    rows = review_rows(review.waiting.jobs, folders=review.folders, sort=review.sort)
+    context = {"o": overview, "csrf": csrf, "exposed_at": exposed_at, "w": review.waiting, "rows": rows,
+               "sort": review.sort, "review_on": review.folders.review is not None, "threshold": review.threshold}
+    return {name: TEMPLATES.get_template(f"parts/{name}.html").render(context) for name in REVIEW_PARTS}
+
+
 def before_after(
-    job: Job, *, original: tuple[str, str] | None, timing: JobTiming | None, output_info: tuple[int, int, int] | None,
-    now: float, fragment: bool,
+    job: Job, *, root: str, original: tuple[str, str] | None, timing: JobTiming | None,
+    output_info: tuple[int, int, int] | None, now: float, fragment: bool,
 ) -> str:
-    """The original and its cutout side by side, with where they are and where the time went."""
+    """The original and its cutout (in `root`: the output folder, or the review folder while it
+    waits) side by side, with where they are and where the time went."""
     return TEMPLATES.get_template("before_after.html").render(
-        job=job, original=original, stages=timing.stages if timing else {}, fragment=fragment,
+        job=job, root=root, original=original, stages=timing.stages if timing else {}, fragment=fragment,
         facts=facts_of(job, output_info=output_info, now=now),
     )

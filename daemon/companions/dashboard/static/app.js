@@ -1,4 +1,4 @@
-// cutout dashboard: live parts, the before/after view, Retry. Plain JS, no libraries.
+// cutout dashboard: live parts, the before/after view, Retry, Review's actions. Plain JS, no libraries.
 (function () {
   "use strict";
   var POLL_MS = 2000;
@@ -7,11 +7,12 @@
   var sheet = document.getElementById("sheet");
   var toast = document.getElementById("toast");
   var updated = document.getElementById("updated");
+  var partsUrl = document.body.dataset.parts || "/parts";  // the Review view: its own parts, in its order
   var current = {};
   document.querySelectorAll("[data-part]").forEach(function (el) { current[el.dataset.part] = el.innerHTML; });
 
   function refresh() {
-    return fetch("/parts", { credentials: "same-origin", headers: { Accept: "application/json" } })
+    return fetch(partsUrl, { credentials: "same-origin", headers: { Accept: "application/json" } })
       .then(function (r) { if (!r.ok) throw new Error(r.status); return r.json(); })
       .then(function (data) {
         csrf = data.csrf;
@@ -19,11 +20,18 @@
           var html = data.parts[name];
           if (current[name] === html) return;
           var el = document.querySelector('[data-part="' + name + '"]');
-          if (el) { el.innerHTML = html; current[name] = html; }
+          if (el && !typing(el)) { el.innerHTML = html; current[name] = html; }
         });
         updated.textContent = "live · updated " + new Date().toLocaleTimeString();
       })
       .catch(function () { updated.textContent = "dashboard unreachable, retrying…"; });
+  }
+
+  // A reason being written in a part is not swapped away; the part catches up once it is sent or cleared.
+  function typing(el) {
+    return Array.prototype.some.call(el.querySelectorAll("input[type=text]"), function (input) {
+      return input.value !== "" || input === document.activeElement;
+    });
   }
 
   function schedule() {
@@ -41,7 +49,7 @@
 
   // Before / after: the view as an overlay; the link still works as a page of its own.
   document.addEventListener("click", function (event) {
-    var link = event.target.closest("a.thumb");
+    var link = event.target.closest("a.thumb, a.pick");
     if (link && !event.metaKey && !event.ctrlKey) {
       event.preventDefault();
       fetch("/view/" + link.dataset.job + "?fragment=1", { credentials: "same-origin" })
@@ -58,9 +66,9 @@
     if (event.key === "Escape" && !overlay.hidden) { overlay.hidden = true; sheet.innerHTML = ""; }
   });
 
-  // Retry: the form posts with the CSRF value; the answer says what happened.
+  // Retry, Approve, Reject, Redo: the form posts with the CSRF value; the answer says what happened.
   document.addEventListener("submit", function (event) {
-    var form = event.target.closest("form.retry");
+    var form = event.target.closest("form.retry, form.act");
     if (!form) return;
     event.preventDefault();
     var body = new URLSearchParams(new FormData(form));
@@ -69,8 +77,13 @@
     fetch(form.action, { method: "POST", body: body, credentials: "same-origin",
                          headers: { "X-CSRF-Token": csrf, Accept: "application/json" } })
       .then(function (r) { return r.json().then(function (data) { return { ok: r.ok, data: data }; }); })
-      .then(function (res) { say(res.ok ? res.data.lines.join("\n") : res.data.error); })
-      .catch(function () { say("retry failed: the dashboard did not answer"); })
+      .then(function (res) {
+        say(res.ok ? res.data.lines.join("\n") : res.data.error);
+        form.querySelectorAll(res.ok ? "input[type=text]" : "button").forEach(function (el) {
+          if (res.ok) el.value = ""; else el.disabled = false;  // sent: the part may be swapped now
+        });
+      })
+      .catch(function () { say("not sent: the dashboard did not answer"); })
       .then(refresh);
   });
 
