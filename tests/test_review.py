@@ -71,6 +71,14 @@ def _run(worker: Worker, queue: JobStore) -> None:
     raise AssertionError(f"the worker did not finish: {queue.counts()}")
 
 
+def _held(folders: Folders, queue: JobStore, settings: QueueSettings, clock: FakeClock, name: str) -> Path:
+    """One doubtful file, made by the worker and waiting for review: the review folder."""
+    _drop(folders, queue, name, foggy=True)
+    _run(_worker(folders, queue, settings, clock), queue)
+    assert folders.review is not None
+    return folders.review
+
+
 def _files(root: Path) -> list[str]:
     return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()) if root.exists() else []
 
@@ -94,8 +102,7 @@ def test_a_doubtful_cut_out_waits_for_review_with_its_original_and_a_clean_one_i
 def test_approve_delivers_the_waiting_cut_out_and_then_applies_the_originals_policy(
     folders: Folders, queue: JobStore, settings: QueueSettings, clock: FakeClock
 ) -> None:
-    _drop(folders, queue, "shoot/foggy.png", foggy=True)
-    _run(_worker(folders, queue, settings, clock), queue)
+    _held(folders, queue, settings, clock, "shoot/foggy.png")
     assert folders.review is not None
     waiting = (folders.review / "shoot/foggy.png").read_bytes()
     lines = review.approve(folders, target=folders.review / "shoot/foggy.png", policy="archive",
@@ -115,8 +122,7 @@ def test_approve_delivers_the_waiting_cut_out_and_then_applies_the_originals_pol
 def test_reject_quarantines_the_original_with_the_cut_out_beside_it_and_retry_brings_it_back(
     folders: Folders, queue: JobStore, settings: QueueSettings, clock: FakeClock
 ) -> None:
-    _drop(folders, queue, "shoot/foggy.png", foggy=True)
-    _run(_worker(folders, queue, settings, clock), queue)
+    _held(folders, queue, settings, clock, "shoot/foggy.png")
     [line] = review.reject(folders, target=Path("shoot/foggy.png"), why="the hair is cut off", queue_settings=settings)
     assert line.startswith("rejected: shoot/foggy.png -> ") and "foggy.png.cutout-foggy.png" in line
     assert _files(folders.quarantine) == ["shoot/foggy.png", "shoot/foggy.png.cutout-foggy.png",
@@ -136,8 +142,7 @@ def test_reject_quarantines_the_original_with_the_cut_out_beside_it_and_retry_br
 def test_redo_makes_the_cut_out_again_and_it_replaces_the_waiting_one_wherever_it_goes(
     folders: Folders, queue: JobStore, settings: QueueSettings, clock: FakeClock
 ) -> None:
-    _drop(folders, queue, "foggy.png", foggy=True)
-    _run(_worker(folders, queue, settings, clock), queue)
+    _held(folders, queue, settings, clock, "foggy.png")
     assert review.redo(folders, target=Path("foggy.png"), queue_settings=settings) == ["queued again: foggy.png"]
     job = queue.get(P("foggy.png"))
     assert job is not None and job.state == "pending" and job.doubt is None
@@ -160,8 +165,7 @@ def test_the_review_commands_refuse_when_the_review_step_is_off(
 def test_an_approve_whose_cut_out_was_deleted_by_hand_says_so_and_keeps_the_job_waiting(
     folders: Folders, queue: JobStore, settings: QueueSettings, clock: FakeClock
 ) -> None:
-    _drop(folders, queue, "foggy.png", foggy=True)
-    _run(_worker(folders, queue, settings, clock), queue)
+    _held(folders, queue, settings, clock, "foggy.png")
     assert folders.review is not None
     (folders.review / "foggy.png").unlink()
     [line] = review.approve(folders, target=None, policy="keep", queue_settings=settings)
