@@ -9,6 +9,7 @@ operation made in the hot, output, quarantine and archive folders.
     beneath.py    file operations beneath one of our folders, never through a planted link
     claims.py     one daemon (or one fleet) per hot and output folder: the `.cutout-claim.json`
     volume.py     whether the hot folder's volume is there (a NAS that drops pauses the daemon)
+    review.py     the review folder's moves: approve into the output folder, reject into quarantine
 
 May import: `daemon.errors`, `daemon.atomic`, `daemon.pipeline` (formats and recipes, both
 torch-free). Never the settings: the settings are built from these types, not the other way.

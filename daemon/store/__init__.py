@@ -7,6 +7,7 @@
     configured.py   the store a config names, opened (the one place that knows both backends)
     view.py         a read-only view for the dashboard, `/metrics` and the alerts
     steering.py     `cutout retry`, `cutout reprocess` and the dashboard's Retry
+    review.py       `cutout review` and the dashboard's Review view: approve, reject, redo
     rebuild.py      a damaged, empty or missing queue: found, refused, rebuilt
     statedir.py     the state folder: its lock and pid, and whether its queue is sound
     session.py      the daemon's life in one record (`session.json`): start, clean stop, what it
