@@ -80,7 +80,9 @@ def _held(folders: Folders, queue: JobStore, settings: QueueSettings, clock: Fak
 
 
 def _files(root: Path) -> list[str]:
-    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()) if root.exists() else []
+    """The images under `root` (not the daemon's own `.cutout-` claim and approve marks)."""
+    found = (p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file() and not p.name.startswith(".cutout-"))
+    return sorted(found) if root.exists() else []
 
 
 def test_a_doubtful_cut_out_waits_for_review_with_its_original_and_a_clean_one_is_delivered(
@@ -236,12 +238,16 @@ def test_a_kill_during_an_approve_loses_and_duplicates_nothing_and_approving_aga
     # Every file whole in exactly one place: none lost, none in both.
     assert sorted(_files(folders.review) + _files(folders.output)) == expected
     assert not set(_files(folders.review)) & set(_files(folders.output))
-    states = {name: job.state for name in ("a.png", "b.png") if (job := queue.get(P(name))) is not None}
-    assert states["b.png"] == "review"  # the second job's moves never committed
+    jobs = [job for name in ("a.png", "b.png") if (job := queue.get(P(name))) is not None]
+    waiting = [job.id for job in jobs if job.state == "review"]
+    assert len(waiting) == (2 if kill_after <= 2 else 1)  # the third move is the second job's: the first committed
+    marks = [int(p.name.split("-")[2]) for p in folders.review.glob(".cutout-approving-*")]
+    assert len(marks) == 1 and marks[0] in waiting  # the cut-short approve left its mark
     again = subprocess.run([sys.executable, "-m", "daemon", "review", "approve", "--all", "--config", str(config)],
                            capture_output=True, text=True, timeout=120)
     assert again.returncode == 0, again.stdout + again.stderr
     assert _files(folders.output) == expected and _files(folders.review) == []
+    assert list(folders.review.glob(".cutout-approving-*")) == []  # committed: the marks are gone
     assert {queue.get(P(name)).state for name in ("a.png", "b.png")} == {"done"}  # type: ignore[union-attr]
     assert _files(folders.archive) == ["a.png", "b.png"] and _files(folders.input) == []
 
@@ -264,8 +270,8 @@ def test_a_real_daemon_holds_a_doubtful_file_for_review_delivers_a_clean_one_and
         write_image(daemon.input / "shoot" / "foggy.png", foggy_image(300, 400))
         daemon.wait_for(lambda: len(daemon.jobs()) == 2, what="both files")
         assert daemon.outputs() == ["shoot/clean.png"]
-        assert _files(held) == [".cutout-claim.json", "shoot/foggy.png"]
-        assert _files(daemon.input) == [".cutout-claim.json", "shoot/foggy.png"]  # archived once delivered; the doubtful one waits
+        assert _files(held) == ["shoot/foggy.png"] and (held / ".cutout-claim.json").is_file()  # claimed too
+        assert _files(daemon.input) == ["shoot/foggy.png"]  # archived once delivered; the doubtful one waits
         [waiting] = daemon.jobs("review")
         assert waiting["path"] == "shoot/foggy.png" and float(str(waiting["doubt"])) > 0.5
         listed = subprocess.run([sys.executable, "-m", "daemon", "review", "list", "--config", str(daemon.config)],
@@ -274,7 +280,7 @@ def test_a_real_daemon_holds_a_doubtful_file_for_review_delivers_a_clean_one_and
         approved = subprocess.run([sys.executable, "-m", "daemon", "review", "approve", str(held / "shoot/foggy.png"),
                                    "--config", str(daemon.config)], capture_output=True, text=True, timeout=60)
         assert approved.returncode == 0 and approved.stdout.startswith("approved: shoot/foggy.png"), approved.stderr
-        assert daemon.outputs() == ["shoot/clean.png", "shoot/foggy.png"] and _files(daemon.input) == [".cutout-claim.json"]
+        assert daemon.outputs() == ["shoot/clean.png", "shoot/foggy.png"] and _files(daemon.input) == []
         assert daemon.stop() == 0
     finally:
         daemon.kill_if_running()
@@ -331,3 +337,74 @@ def test_redo_with_another_recipe_makes_its_files_and_approve_delivers_them_all(
     [line] = review.approve(folders, target=None, policy="keep", queue_settings=settings, routing=rules)
     assert line == f"approved: foggy.png -> {folders.output / 'foggy-m.png'}"
     assert _files(folders.output) == ["foggy-m-mask.png", "foggy-m.png"]
+
+
+def test_an_older_delivered_cut_out_of_the_same_name_is_never_taken_for_an_approved_one(
+    folders: Folders, queue: JobStore, settings: QueueSettings, clock: FakeClock
+) -> None:
+    """The file was delivered once; new content waits for review; its cut-out is deleted by hand.
+    The old cut-out in the output folder is not this one: approving must not mark it done (and
+    delete the new original)."""
+    path = _drop(folders, queue, "a.png", foggy=False)
+    _run(_worker(folders, queue, settings, clock), queue)
+    write_image(path, foggy_image(180, 240))
+    queue.offer(P("a.png"), Fingerprint.of(path))
+    _run(_worker(folders, queue, settings, clock), queue)
+    assert folders.review is not None and _files(folders.review) == ["a.png"] and _files(folders.output) == ["a.png"]
+    (folders.review / "a.png").unlink()
+    [line] = review.approve(folders, target=None, policy="delete", queue_settings=settings)
+    assert line.startswith("skipped: cannot approve a.png") and path.is_file()
+    job = queue.get(P("a.png"))
+    assert job is not None and job.state == "review"
+
+
+def test_a_name_that_is_one_files_original_and_anothers_cut_out_is_refused_as_ambiguous(
+    folders: Folders, queue: JobStore, settings: QueueSettings, clock: FakeClock
+) -> None:
+    for name in ("a.jpg", "a.png"):  # a.jpg is held as a.png, a.png as a.png.png
+        _drop(folders, queue, name, foggy=True)
+    _run(_worker(folders, queue, settings, clock), queue)
+    with pytest.raises(ConfigError, match="names 2 waiting cut-outs"):
+        review.reject(folders, target=Path("a.png"), queue_settings=settings)
+    assert folders.review is not None
+    [line] = review.reject(folders, target=folders.review / "a.png", queue_settings=settings)
+    assert line.startswith("rejected: a.jpg")
+
+
+def test_a_recipe_removed_from_the_config_after_a_redo_chose_it_gives_the_routes_their_say(
+    folders: Folders, queue: JobStore, settings: QueueSettings, clock: FakeClock
+) -> None:
+    from daemon.folders.routing import Routing
+    from daemon.pipeline.recipe import Recipe
+
+    before = Routing(recipes={"default": Recipe(), "matte": Recipe(mask="also", suffix="-m")})
+    queue.name_outputs(before.name_deriver)
+    _held(folders, queue, settings, clock, "foggy.png")
+    review.redo(folders, target=None, recipe="matte", queue_settings=settings, routing=before)
+    after = Routing(recipes={"default": Recipe()})  # the config lost `matte`
+    queue.name_outputs(after.name_deriver)
+    job = queue.claim()
+    assert job is not None and job.recipes == ("matte",)
+    assert [file.path for file in after.files(job.source, claimed=job.output, chosen=job.recipes)] == [P("foggy.png")]
+    queue.release(job)
+    worker = Worker(model=BrightModel(), params=PipelineParams(target_size=128), folders=folders, queue=queue,
+                    queue_settings=settings, policy="keep", in_flight=2, cpu_threads=2, clock=clock,
+                    routing=after, review_above=1.0)
+    _run(worker, queue)
+    assert _files(folders.output) == ["foggy.png"]
+
+
+def test_a_reject_after_an_approve_was_cut_short_is_refused_until_the_approve_is_finished(
+    folders: Folders, queue: JobStore, settings: QueueSettings, clock: FakeClock
+) -> None:
+    from daemon.folders.review import approve_mark
+
+    _held(folders, queue, settings, clock, "foggy.png")
+    job = queue.get(P("foggy.png"))
+    assert job is not None and folders.review is not None
+    mark = approve_mark(folders, job_id=job.id, token=job.token)
+    mark.write_bytes(b"")  # as an approve killed after its first move leaves it
+    [line] = review.reject(folders, target=None, queue_settings=settings)
+    assert line.startswith("skipped: foggy.png: an approve of it was cut short") and (folders.input / "foggy.png").is_file()
+    [line] = review.approve(folders, target=None, policy="keep", queue_settings=settings)
+    assert line.startswith("approved: foggy.png") and not mark.exists()

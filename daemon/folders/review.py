@@ -4,10 +4,12 @@ into quarantine beside its original) or has it redone (its next result replaces 
 that result goes).
 
 Every move is a rename beneath our folders (beneath.py), so each file is whole in one place
-or the other, never both and never neither. A move killed half-way leaves some of a job's
-files approved and some waiting; the job is still `review` in the store (its done row is
-written in the same transaction as the moves, after them), and approving it again moves the
-rest: a file already in the output folder and gone from the review folder is not missing.
+or the other, never neither (on one volume never both; across volumes a move killed between
+its copy and its unlink leaves both, and the next approve finishes it). A move killed half-way
+leaves some of a job's files approved and some waiting; the job is still `review` in the store
+(its done row is written in the same transaction as the moves, after them), and approving it
+again moves the rest: the approve's mark (`approve_mark`) says that a file gone from the review
+folder and in the output folder was moved by it, not an older cut-out of the same name.
 """
 
 from __future__ import annotations
@@ -18,9 +20,12 @@ from collections.abc import Callable, Sequence
 from contextlib import suppress
 from pathlib import Path, PurePosixPath
 
+from daemon.atomic import write_atomic
 from daemon.errors import ConfigError, from_os_error
 from daemon.folders.beneath import folder_beneath, move_beneath, remove_quietly, sync_folder
 from daemon.folders.outputs import REJECTED_INFIX, Folders, free_target
+
+APPROVING_PREFIX = ".cutout-approving-"
 
 
 def review_folder(folders: Folders) -> Path:
@@ -43,17 +48,29 @@ def waiting(folders: Folders, names: Sequence[PurePosixPath]) -> list[PurePosixP
     return [rel for rel in names if is_file_beneath(review_folder(folders), rel)]
 
 
-def approving(folders: Folders, names: Sequence[PurePosixPath], *, source: str) -> Callable[[], list[Path]]:
+def approve_mark(folders: Folders, *, job_id: int, token: int) -> Path:
+    """Written (durably) before an approve's first move, removed after its commit: while it is
+    there, a file of that job missing from the review folder and present in the output folder was
+    moved by that approve. Without it, such a file is an older cut-out of the same name, not this one."""
+    return review_folder(folders) / f"{APPROVING_PREFIX}{job_id}-{token}"
+
+
+def approving(
+    folders: Folders, names: Sequence[PurePosixPath], *, source: str, mark: Path
+) -> Callable[[], list[Path]]:
     """`publish()` for the store's `approve`: every file of the job moved from the review folder
     to the same path in the output folder. Checked first, all or none: each is in the review
-    folder, or already in the output folder (an approve that was killed before its commit)."""
+    folder, or (`mark` there: an approve killed before its commit) already in the output folder."""
     review = review_folder(folders)
-    lost = [rel for rel in names if not is_file_beneath(review, rel) and not is_file_beneath(folders.output, rel)]
+    resumed = mark.exists()
+    lost = [rel for rel in names
+            if not is_file_beneath(review, rel) and not (resumed and is_file_beneath(folders.output, rel))]
     if lost:
-        raise ConfigError(f"cannot approve {source}: {review / lost[0]} is neither in the review folder nor in "
-                          f"the output folder (moved or deleted by hand?); `cutout review redo` makes it again")
+        raise ConfigError(f"cannot approve {source}: {review / lost[0]} is no longer in the review folder (moved "
+                          "or deleted by hand?); `cutout review redo` makes it again")
 
     def publish() -> list[Path]:
+        write_atomic(mark, b"")
         for rel in names:
             if is_file_beneath(review, rel):
                 _move(review / rel, folders.output, rel)

@@ -75,7 +75,7 @@ class Routing:
     ) -> list[OutputFile]:
         """Every file the input `rel` (claimed name `claimed`) gets, in recipe order: of the recipes
         `chosen` for it (`cutout review redo --recipe`), else of its route."""
-        return output_files(claimed, recipes=self.recipes, names=chosen or self.recipe_names(rel))
+        return output_files(claimed, recipes=self.recipes, names=self._names(rel, chosen))
 
     def extra_names(
         self, rel: PurePosixPath, claimed: PurePosixPath, chosen: tuple[str, ...] | None = None
@@ -96,7 +96,13 @@ class Routing:
         return None if seed_only else self.extra_names
 
     def recipes_of(self, rel: PurePosixPath, chosen: tuple[str, ...] | None = None) -> list[Recipe]:
-        return [self.recipes[name] for name in chosen or self.recipe_names(rel)]
+        return [self.recipes[name] for name in self._names(rel, chosen)]
+
+    def _names(self, rel: PurePosixPath, chosen: tuple[str, ...] | None) -> tuple[str, ...]:
+        """The recipes chosen for `rel` that the config still has, else its route's: a recipe
+        removed from the config since a person chose it never blocks the queue."""
+        known = tuple(name for name in chosen or () if name in self.recipes)
+        return known or self.recipe_names(rel)
 
     def wants_source_depth(self) -> bool:
         """Whether any recipe keeps 16 bits, so inputs must be decoded with them."""

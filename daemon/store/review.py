@@ -26,7 +26,7 @@ from daemon.errors import ConfigError, JobError, Rejected
 from daemon.folders.layout import display
 from daemon.folders.outputs import ErrorReport, Folders, OriginalsPolicy, apply_originals_policy, move_to_quarantine
 from daemon.folders.outputs import quarantine_target
-from daemon.folders.review import approving, forget_waiting, review_folder, set_aside
+from daemon.folders.review import approve_mark, approving, forget_waiting, review_folder, set_aside
 from daemon.folders.routing import SEED_ROUTING, Routing
 from daemon.settings import QueueSettings
 from daemon.store.jobs import Fingerprint, Job, JobStore
@@ -70,12 +70,13 @@ def approve(
 
 
 def _approve(folders: Folders, queue: JobStore, job: Job, *, routing: Routing, policy: OriginalsPolicy) -> str:
-    names = names_of(job, routing=routing)
+    names, mark = names_of(job, routing=routing), approve_mark(folders, job_id=job.id, token=job.token)
     try:
-        if not queue.approve(job, publish=approving(folders, names, source=display(job.source))):
+        if not queue.approve(job, publish=approving(folders, names, source=display(job.source), mark=mark)):
             return f"skipped: {display(job.source)} no longer waits for review (approved, rejected or redone meanwhile)"
     except (ConfigError, JobError) as exc:
         return f"skipped: {exc}"
+    mark.unlink(missing_ok=True)  # committed: what it vouched for is done
     note = _original_after(folders, job, policy=policy)
     return f"approved: {display(job.source)} -> {folders.output / names[0]}{note}"
 
@@ -107,6 +108,9 @@ def reject(
 def _reject(folders: Folders, queue: JobStore, job: Job, *, error: Rejected, routing: Routing, now: float) -> str:
     """Recorded first, then moved, as the worker quarantines: a kill in between leaves the original
     in the hot folder under a failed row, which the next scan queues again; it is never lost."""
+    if approve_mark(folders, job_id=job.id, token=job.token).exists():
+        return (f"skipped: {display(job.source)}: an approve of it was cut short, and part of it is delivered; "
+                "approve it again to finish (then reprocess it, if it should not go out)")
     present = (folders.input / job.source).is_file()
     target = quarantine_target(folders, job.source, previous=job.quarantine)
     if not queue.mark_failed(job, reason=error.reason, message=str(error), quarantine=target if present else None,
@@ -164,6 +168,10 @@ def _chosen(folders: Folders, queue: JobStore, target: Path | None, *, routing: 
     chosen = [job for job in jobs if _names(folders, job, target, routing=routing)]
     if not chosen:
         raise ConfigError(f"{target} is no cut-out waiting for review (see: cutout review list)")
+    if len(chosen) > 1:  # `a.png`: one file's original, another's cut-out; never act on both
+        named = ", ".join(str(review_folder(folders) / names_of(job, routing=routing)[0]) for job in chosen)
+        raise ConfigError(f"{target} names {len(chosen)} waiting cut-outs ({named}): give the one you mean by its "
+                          "full path in the review folder")
     return chosen
 
 

@@ -273,14 +273,15 @@ def reconcile(
 
 def _accounted_for(record: tuple[str, int, int] | None, path: Path) -> str | None:
     """Why the queue needs nothing for this file: "busy" (pending or running), "done" (done and
-    unchanged); None: it must be looked at."""
+    unchanged), "review" (waiting for review, unchanged); None: it must be looked at."""
     if record is None:
         return None
     state, size, mtime_ns = record
     if state in ("pending", "running"):
         return "busy"
     fingerprint = Fingerprint.read(path)
-    return "done" if state == "done" and fingerprint == Fingerprint(size, mtime_ns) else None
+    unchanged = fingerprint == Fingerprint(size, mtime_ns)
+    return state if state in ("done", "review") and unchanged else None
 
 
 # --- The observer ------------------------------------------------------------------

@@ -183,9 +183,12 @@ class _Recorder:
         judged = cutout.doubt.rounded() if cutout.doubt else None
         doubtful = judged is not None and judged.score > self.doubtful_above
         root = self.report.review_dir if doubtful and self.report.review_dir else self.output_dir
+        other = self.output_dir if root != self.output_dir else self.report.review_dir
         with task.timer.stage("save"):
             for rel, data in files:
                 _write(root / rel, data)
+                if other is not None:  # a rerun: this file's earlier verdict, in the other folder, goes
+                    (other / rel).unlink(missing_ok=True)
         with self.lock:
             self.report.done.append(task.key)
             if doubtful and judged is not None:
