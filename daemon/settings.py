@@ -283,6 +283,14 @@ def _size_of_model(settings: Settings, data: dict[str, Any]) -> Settings:
     return dataclasses.replace(settings, pipeline=dataclasses.replace(settings.pipeline, target_size=size))
 
 
+def with_model(settings: Settings, name: str) -> Settings:
+    """The settings with another model of the family (or any model `model.name` takes): its own
+    input size, no pinned revision. For the files a person chose it for (`cutout review redo --model`)."""
+    model = dataclasses.replace(settings.model, name=name, revision=None)
+    other = dataclasses.replace(settings, model=model, pipeline=dataclasses.replace(settings.pipeline, target_size=0))
+    return validate(_size_of_model(other, {}))
+
+
 PATH_KEYS = (
     "folders.input", "folders.output", "folders.quarantine", "folders.archive", "folders.state", "logging.file",
     "review.folder",

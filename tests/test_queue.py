@@ -108,7 +108,7 @@ def test_a_read_only_view_reads_a_queue_this_version_has_not_opened_yet(tmp_path
 
     path = tmp_path / "queue.sqlite3"
     older = SCHEMA.replace("token INTEGER NOT NULL DEFAULT 0,", "token INTEGER NOT NULL DEFAULT 0")
-    older = "\n".join(line for line in older.splitlines() if not line.lstrip().startswith(("doubt", "recipes")))
+    older = "\n".join(line for line in older.splitlines() if not line.lstrip().startswith(("doubt", "recipes", "model")))
     with sqlite3.connect(path) as conn:  # as the release before the doubt score made it
         conn.executescript(older)
         conn.execute("INSERT INTO jobs (source, output, size, mtime_ns, state, first_seen, queued_at)"

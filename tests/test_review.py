@@ -408,3 +408,114 @@ def test_a_reject_after_an_approve_was_cut_short_is_refused_until_the_approve_is
     assert line.startswith("skipped: foggy.png: an approve of it was cut short") and (folders.input / "foggy.png").is_file()
     [line] = review.approve(folders, target=None, policy="keep", queue_settings=settings)
     assert line.startswith("approved: foggy.png") and not mark.exists()
+
+
+# --- redo with another model -------------------------------------------------------------------------
+def test_redo_with_another_model_runs_that_model_at_its_own_size_and_scores_again(
+    folders: Folders, queue: JobStore, settings: QueueSettings, clock: FakeClock
+) -> None:
+    """The daemon's model is unsure of the fog; a person redoes it with another model (here one
+    whose threshold sits below the fog, so it is sure of it): delivered, and only that file ran it."""
+    from daemon.work.shelf import ModelShelf
+
+    loaded: list[str] = []
+    surer = BrightModel(threshold=0.3)
+
+    def load(name: str) -> BrightModel:
+        loaded.append(name)
+        return surer
+
+    shelf = ModelShelf(model=BrightModel(), params=PipelineParams(target_size=128), load=load,
+                       params_of=lambda name: PipelineParams(target_size=160))
+    _held(folders, queue, settings, clock, "foggy.png")
+    assert review.redo(folders, target=None, model="birefnet-hr", queue_settings=settings) == [
+        "queued again with the model birefnet-hr: foggy.png"]
+    job = queue.get(P("foggy.png"))
+    assert job is not None and job.model == "birefnet-hr"
+    _drop(folders, queue, "other.png", foggy=True)  # not chosen for: the daemon's own model, so it waits
+    worker = Worker(model=shelf.model, params=shelf.params, folders=folders, queue=queue, queue_settings=settings,
+                    policy="keep", in_flight=2, cpu_threads=2, clock=clock, review_above=0.5, models=shelf)
+    _run(worker, queue)
+    assert loaded == ["birefnet-hr"] and surer.calls == 1
+    assert _files(folders.output) == ["foggy.png"] and folders.review is not None
+    assert _files(folders.review) == ["other.png"]
+    done = queue.get(P("foggy.png"))
+    assert done is not None and done.state == "done" and (done.doubt or 0) < 0.5
+    assert queue.offer(P("foggy.png"), Fingerprint(1, 2)) == "requeued"  # new content: the daemon's model again
+    again = queue.get(P("foggy.png"))
+    assert again is not None and again.model is None
+
+
+def test_a_chosen_model_that_cannot_be_loaded_quarantines_that_file_saying_which_model(
+    folders: Folders, queue: JobStore, settings: QueueSettings, clock: FakeClock
+) -> None:
+    from daemon.errors import ModelLoadError
+    from daemon.work.shelf import ModelShelf
+
+    def load(name: str) -> BrightModel:
+        raise ModelLoadError(f"{name} is not in the local cache and model.offline is true")
+
+    shelf = ModelShelf(model=BrightModel(), params=PipelineParams(target_size=128), load=load,
+                       params_of=lambda name: PipelineParams(target_size=128))
+    _held(folders, queue, settings, clock, "foggy.png")
+    review.redo(folders, target=None, model="birefnet-hr", queue_settings=settings)
+    worker = Worker(model=shelf.model, params=shelf.params, folders=folders, queue=queue, queue_settings=settings,
+                    policy="keep", in_flight=2, cpu_threads=2, clock=clock, review_above=0.5, models=shelf)
+    _run(worker, queue)
+    failed = queue.get(P("foggy.png"))
+    assert failed is not None and failed.state == "failed" and failed.reason == "model_error"
+    assert failed.message is not None and "the model birefnet-hr chosen for this file could not be loaded" in failed.message
+    assert (folders.quarantine / "foggy.png").is_file()
+    assert folders.review is not None and _files(folders.review) == []  # its waiting cut-out went with it
+
+
+def test_the_shelf_holds_one_other_model_at_a_time() -> None:
+    from daemon.work.shelf import ModelShelf
+
+    made: list[str] = []
+    shelf = ModelShelf(model=BrightModel(), params=PipelineParams(),
+                       load=lambda name: made.append(name) or BrightModel(threshold=0.4))  # type: ignore[func-returns-value]
+    assert shelf.model_for(None) is shelf.model and shelf.params_for(None) is shelf.params
+    first = shelf.model_for("a")
+    assert shelf.model_for("a") is first and made == ["a"]
+    shelf.model_for("b")
+    shelf.model_for("a")  # "a" was let go for "b": loaded again
+    assert made == ["a", "b", "a"] and shelf.loads == 3
+
+
+def test_review_redo_refuses_a_model_name_it_could_not_load(
+    tmp_path: Path, folders: Folders, settings: QueueSettings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from daemon.cli.main import main
+
+    config = _config(tmp_path, folders, settings)
+    assert main(["review", "redo", "--all", "--model", "birefnet-huge", "--config", str(config)]) == 2
+    assert "--model birefnet-huge:" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_a_real_daemon_loads_the_model_a_redo_chose_for_that_file_alone(tmp_path: Path, torchscript_model: Path) -> None:
+    import subprocess
+    import sys
+
+    from tests import tiny_models
+    from tests.harness import DaemonProcess
+
+    other = tiny_models.build_torchscript_model(tmp_path / "other.torchscript")
+    held = tmp_path / "d" / "review"
+    daemon = DaemonProcess(tmp_path / "d", model=str(torchscript_model), settings={"review": {"folder": str(held)}})
+    try:
+        daemon.start()
+        write_image(daemon.input / "foggy.png", foggy_image(300, 400))
+        daemon.wait_for(lambda: len(daemon.jobs("review")) == 1, what="the foggy file waiting")
+        redo = subprocess.run([sys.executable, "-m", "daemon", "review", "redo", "foggy.png", "--model", str(other),
+                               "--config", str(daemon.config)], capture_output=True, text=True, timeout=60)
+        assert redo.stdout == f"queued again with the model {other}: foggy.png\n", redo.stderr
+        daemon.wait_for(lambda: len(daemon.jobs("review")) == 2, what="the redone file")
+        again = daemon.jobs("review")[-1]
+        assert again["model"] == str(other)  # the same rule, as unsure: it waits again, made by the chosen model
+        loads = [e for e in daemon.events("model_loaded") if e.get("for_files_that_chose_it")]
+        assert [e["model"] for e in loads] == [str(other)]
+        assert _files(held) == ["foggy.png"] and daemon.stop() == 0
+    finally:
+        daemon.kill_if_running()

@@ -14,7 +14,8 @@ import sys
 from daemon.cli.context import Context, configured_folders, folders_from, open_model, state_dir, store_for
 from daemon.errors import ConfigError, QueueDamaged, QueueError
 from daemon.models.fetch import fetch_model, is_hub_model, pinned_patch_order
-from daemon.settings import Settings, cpu_threads, image_options, in_flight, routing
+from daemon.pipeline.modelspec import FAMILY
+from daemon.settings import Settings, cpu_threads, image_options, in_flight, routing, with_model
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 EXIT_INTERRUPTED = 130
@@ -83,6 +84,7 @@ def cmd_watch(args: argparse.Namespace, settings: Settings, ctx: Context) -> int
     import structlog
 
     from daemon.cli.nativelog import capture_native_stderr
+    from daemon.pipeline.matte import MatteModel
     from daemon.folders.claims import Claimant, FolderClaims
     from daemon.folders.outputs import validate_folders
     from daemon.store.rebuild import prepare_queue
@@ -104,7 +106,14 @@ def cmd_watch(args: argparse.Namespace, settings: Settings, ctx: Context) -> int
     loaded = open_model(settings, ctx=ctx, progress=sys.stderr.isatty())
     structlog.get_logger("cutout").info("model_loaded", model=str(loaded.spec), origin=loaded.origin, device=str(loaded.device.device),
                                         device_reason=loaded.device.reason, patch_order=loaded.patch_order)
+    def load_other(name: str) -> MatteModel:  # a model a person chose for some files: on this device
+        other = open_model(with_model(settings, name), ctx=ctx, device=str(loaded.device.device))
+        structlog.get_logger("cutout").info("model_loaded", model=str(other.spec), origin=other.origin,
+                                            for_files_that_chose_it=True)
+        return other.model
+
     daemon = Daemon(settings=settings, folders=folders, model=loaded.model, device=str(loaded.device.device),
+                    load_model=load_other,
                     model_name=f"{loaded.spec}@{loaded.revision}" if loaded.revision else str(loaded.spec))
     install_signal_handlers(daemon)
     with capture_native_stderr():  # OpenCV and libjpeg write to fd 2 directly: make their lines log events
@@ -196,11 +205,25 @@ def cmd_review_reject(args: argparse.Namespace, settings: Settings, ctx: Context
                         routing=routing(settings)))
 
 
+def _check_redo_model(settings: Settings, name: str) -> None:
+    """A model the daemon could not load is refused now, not when its file's turn comes: a name
+    `model.name` refuses, or a TorchScript file that is not there."""
+    try:
+        spec = with_model(settings, name).model.spec
+    except ConfigError as exc:
+        raise ConfigError(f"--model {name}: {str(exc).removeprefix('model.name: ')}") from exc
+    if spec.kind == "torchscript" and not os.path.isfile(spec.source):
+        raise ConfigError(f"--model {name}: no such model of the family ({', '.join(FAMILY)}), "
+                          "and no TorchScript file of that name")
+
+
 def cmd_review_redo(args: argparse.Namespace, settings: Settings, ctx: Context) -> int:
     from daemon.store.review import redo
 
     _review_target(args)
-    return _said(redo(folders_from(settings, ctx), target=args.path, recipe=args.recipe,
+    if args.redo_model is not None:
+        _check_redo_model(settings, args.redo_model)
+    return _said(redo(folders_from(settings, ctx), target=args.path, recipe=args.recipe, model=args.redo_model,
                       queue_settings=settings.queue, routing=routing(settings)))
 
 

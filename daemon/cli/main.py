@@ -133,6 +133,8 @@ def _add_review(commands: Commands) -> None:
     redo = review.add_parser("redo", help="make the cut-out again (scored again; it replaces the waiting one)")
     _path_or_all(redo, path="a waiting cut-out (or its original's path)", every="every waiting cut-out")
     redo.add_argument("--recipe", help="a recipe of the config to make it with, instead of its route's")
+    redo.add_argument("--model", dest="redo_model",
+                      help="another model to make it with (birefnet-hr, birefnet-matting, ...; as model.name takes it)")
     _review_flags(redo)
     redo.set_defaults(handler=cmd.cmd_review_redo, logs=False)
 

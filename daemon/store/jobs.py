@@ -64,6 +64,8 @@ class Job:
     """The score's parts, so a person can see why."""
     recipes: tuple[str, ...] | None = None
     """The recipes a person chose for this file (`cutout review redo --recipe`); None: the routes'."""
+    model: str | None = None
+    """The model a person chose for this file (`cutout review redo --model`); None: the daemon's."""
 
     @property
     def unfinished_starts(self) -> int:
@@ -184,11 +186,12 @@ class JobStore(Protocol):
     def requeue(self, job: Job) -> bool:
         """`cutout retry`: a failed job back to pending; False if it is no longer failed."""
 
-    def redo(self, job: Job, *, recipes: tuple[str, ...] | None = None) -> bool:
+    def redo(self, job: Job, *, recipes: tuple[str, ...] | None = None, model: str | None = None) -> bool:
         """`cutout reprocess`, `cutout review redo`: a done (or in review) job back to pending,
         keeping its output name and claiming the derived names its recipes give now; False if it
         is no longer in the state it was read in, or if one of those names is another job's
-        (`name_conflicts`). `recipes`: the recipes it is made with from now on (None: the routes')."""
+        (`name_conflicts`). `recipes`: the recipes it is made with from now on (None: the routes'); `model`: the model
+        (None: the daemon's)."""
 
     def name_conflicts(self, job: Job) -> list[tuple[PurePosixPath, PurePosixPath]]:
         """The files `job`'s recipes would write under names another job holds: (name, holder)."""

@@ -120,6 +120,9 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE cutout_jobs ADD CONSTRAINT cutout_jobs_state_check
         CHECK (state IN ('pending', 'running', 'done', 'failed', 'review'));
     """,
+    """
+    ALTER TABLE cutout_jobs ADD COLUMN IF NOT EXISTS model text;
+    """,
 )
 """Migration N+1 takes the schema from version N to N+1; never edit a released one."""
 SCHEMA_LOCK = 0x637574_6F7574  # "cutout": serialises migrations and output-name decisions

@@ -129,24 +129,27 @@ def _reject(folders: Folders, queue: JobStore, job: Job, *, error: Rejected, rou
 
 
 def redo(
-    folders: Folders, *, target: Path | None, recipe: str | None = None, queue_settings: QueueSettings = DEFAULT_QUEUE,
-    routing: Routing = SEED_ROUTING,
+    folders: Folders, *, target: Path | None, recipe: str | None = None, model: str | None = None,
+    queue_settings: QueueSettings = DEFAULT_QUEUE, routing: Routing = SEED_ROUTING,
 ) -> list[str]:
-    """One waiting cut-out (`target`) or every one made again (with `recipe` instead of its route's):
+    """One waiting cut-out (`target`) or every one made again (with `recipe` instead of its route's,
+    `model` instead of the daemon's: a name the caller checked, as `model.name` takes it):
     its job back to pending. The new result is scored again; the waiting cut-out stays until it
     replaces it, and goes once a result is delivered."""
     if recipe is not None and recipe not in routing.recipes:
         raise ConfigError(f"--recipe: no recipe named {recipe!r} (known: {', '.join(sorted(routing.recipes))})")
     with _reviewing(folders, queue_settings=queue_settings, routing=routing) as queue:
         chosen = None if recipe is None else (recipe,)
-        return [_redo(folders, queue, job, recipes=chosen, routing=routing)
+        return [_redo(folders, queue, job, recipes=chosen, model=model, routing=routing)
                 for job in _chosen(folders, queue, target, routing=routing)]
 
 
-def _redo(folders: Folders, queue: JobStore, job: Job, *, recipes: tuple[str, ...] | None, routing: Routing) -> str:
+def _redo(
+    folders: Folders, queue: JobStore, job: Job, *, recipes: tuple[str, ...] | None, model: str | None, routing: Routing,
+) -> str:
     if not (folders.input / job.source).is_file():
         return f"skipped: {display(job.source)}: its original is no longer in the hot folder {folders.input}"
-    if not queue.redo(job, recipes=recipes):
+    if not queue.redo(job, recipes=recipes, model=model):
         taken = ", ".join(f"{name} is {display(holder)}'s" for name, holder in queue.name_conflicts(
             replace(job, recipes=recipes)))
         why = f"its new files would take names of other files: {taken}" if taken else (
@@ -155,8 +158,10 @@ def _redo(folders: Folders, queue: JobStore, job: Job, *, recipes: tuple[str, ..
     # Files the new recipes do not write are nothing the new result replaces: they go now.
     new_names = set(names_of(replace(job, recipes=recipes), routing=routing))
     forget_waiting(folders, [rel for rel in names_of(job, routing=routing) if rel not in new_names])
-    with_recipe = "" if recipes is None else f" with the recipe {recipes[0]}"
-    return f"queued again{with_recipe}: {display(job.source)}"
+    chosen = [f"the recipe {name}" for name in recipes or ()]
+    if model is not None:
+        chosen.append(f"the model {model}")
+    return f"queued again{' with ' + ' and '.join(chosen) if chosen else ''}: {display(job.source)}"
 
 
 def _chosen(folders: Folders, queue: JobStore, target: Path | None, *, routing: Routing) -> list[Job]:

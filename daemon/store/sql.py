@@ -217,7 +217,7 @@ class SqlJobStore(ABC):
         conn.execute(
             f"UPDATE {self.JOBS} SET state = 'pending', size = :size, mtime_ns = :mtime_ns, attempts = 0,"
             " finished_attempts = 0, retry_at = 0, reason = NULL, message = NULL, doubt = NULL, doubt_parts = NULL,"
-            " recipes = NULL, queued_at = :now WHERE id = :id",  # new content: the routes decide again
+            " recipes = NULL, model = NULL, queued_at = :now WHERE id = :id",  # new content: the config decides again
             {**seen, "now": self._now(conn)},
         )
         return "requeued"
@@ -323,10 +323,11 @@ class SqlJobStore(ABC):
         """Send a failed job back through the queue from scratch (`cutout retry`)."""
         return self._again(job, was="failed")
 
-    def redo(self, job: Job, *, recipes: tuple[str, ...] | None = None) -> bool:
+    def redo(self, job: Job, *, recipes: tuple[str, ...] | None = None, model: str | None = None) -> bool:
         """Send a done job, or one in review, through the queue again (`cutout reprocess`: its
-        recipes changed; `cutout review redo`, with `recipes` a person chose, or None: the routes')."""
-        return self._again(replace(job, recipes=recipes), was="review" if job.state == "review" else "done")
+        recipes changed; `cutout review redo`, with the `recipes` and `model` a person chose, or
+        None: the config's)."""
+        return self._again(replace(job, recipes=recipes, model=model), was="review" if job.state == "review" else "done")
 
     def _again(self, job: Job, *, was: State) -> bool:
         """`job` back to pending from `was`, with the recipes it carries."""
@@ -342,8 +343,8 @@ class SqlJobStore(ABC):
             self._reclaim(conn, job)
             conn.execute(
                 f"UPDATE {self.JOBS} SET state = 'pending', attempts = 0, finished_attempts = 0, retry_at = 0,"
-                " doubt = NULL, doubt_parts = NULL, recipes = :recipes, queued_at = :now WHERE id = :id",
-                {"now": self._now(conn), "id": job.id, "recipes": _recipes_text(job.recipes)},
+                " doubt = NULL, doubt_parts = NULL, recipes = :recipes, model = :model, queued_at = :now WHERE id = :id",
+                {"now": self._now(conn), "id": job.id, "recipes": _recipes_text(job.recipes), "model": job.model},
             )
         return True
 
@@ -610,6 +611,7 @@ def _job(row: Row) -> Job:
         doubt=row["doubt"] if "doubt" in row.keys() else None,
         doubt_parts=json.loads(row["doubt_parts"]) if "doubt_parts" in row.keys() and row["doubt_parts"] else None,
         recipes=tuple(json.loads(row["recipes"])) if "recipes" in row.keys() and row["recipes"] else None,
+        model=row["model"] if "model" in row.keys() else None,
     )
 
 

@@ -73,7 +73,8 @@ CREATE TABLE IF NOT EXISTS {name} (
     token INTEGER NOT NULL DEFAULT 0,     -- the fencing token: grows at every claim
     doubt REAL,                           -- how likely the cut-out is wrong, 0..1 (done jobs)
     doubt_parts TEXT,                     -- the score's parts, JSON
-    recipes TEXT                          -- the recipes a person chose (JSON list); NULL: the routes'
+    recipes TEXT,                         -- the recipes a person chose (JSON list); NULL: the routes'
+    model TEXT                            -- the model a person chose; NULL: the daemon's
 );
 """
 SCHEMA = f"""
@@ -100,6 +101,7 @@ ADDED_COLUMNS = {
     "doubt": "REAL",
     "doubt_parts": "TEXT",
     "recipes": "TEXT",
+    "model": "TEXT",
 }
 """Columns newer than the first release: added to an older database when it is opened."""
 BUSY_SECONDS = 30.0

@@ -41,7 +41,7 @@ from daemon.folders.claims import Claimant, FolderClaims
 from daemon.folders.outputs import Folders, apply_originals_policy
 from daemon.folders.volume import Volume
 from daemon.pipeline.matte import MatteModel
-from daemon.settings import Settings, cpu_threads, image_options, in_flight, public_settings, routing
+from daemon.settings import Settings, cpu_threads, image_options, in_flight, public_settings, routing, with_model
 from daemon.store.configured import open_store, worker_id
 from daemon.store.crashreport import CRASH_REPORT_FILE, CrashReport
 from daemon.store.jobs import Fingerprint, Job, Recovery
@@ -49,6 +49,7 @@ from daemon.store.session import SessionRecord
 from daemon.store.statedir import QUEUE_FILE, acquire_lock
 from daemon.watch.settle import Settler, reconcile, start_observer
 from daemon.watch.tick import FolderWatch, Identity, ObserverFactory
+from daemon.work.shelf import Loader, ModelShelf
 from daemon.work.worker import Worker
 
 log = structlog.get_logger("cutout.daemon")
@@ -74,6 +75,8 @@ class Daemon:
     signals: Signals = field(default_factory=lambda: Signals())
     exit_now: Callable[[int], object] = os._exit
     outage: Outage = field(default_factory=lambda: Outage())
+    load_model: Loader | None = None
+    """Another model by name, for the files a person chose it for (`cutout review redo --model`)."""
     model_name: str = "unnamed"
     """The model and its revision (`hf:ZhengPeng7/BiRefNet@<commit>`): a fleet runs one."""
     device: str = "unknown"
@@ -285,6 +288,8 @@ class Daemon:
             routing=routing(self.settings),
             on_record=self.telemetry.observe,
             review_above=self.settings.review.threshold,
+            models=ModelShelf(model=self.model, params=self.settings.pipeline, load=self.load_model,
+                              params_of=lambda name: with_model(self.settings, name).pipeline),
         )
 
     def _settler(self) -> Settler:

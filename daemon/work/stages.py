@@ -57,8 +57,13 @@ class Stages(Generic[K]):
         on_failed: Callable[[Task[K], BaseException], None],
         on_stage: Callable[[K, str | None], None] = lambda key, stage: None,
         recipes: Callable[[K], Sequence[Recipe]] | None = None,
+        params_of: Callable[[K], PipelineParams] | None = None,
+        model_of: Callable[[K], MatteModel] | None = None,
     ) -> None:
         self.model, self.params, self.options = model, params, options
+        self.params_of = params_of or (lambda key: params)
+        """The pipeline's numbers for one image (a model chosen for it has its own input size)."""
+        self.model_of = model_of or (lambda key: model)
         self.recipes = recipes or (lambda key: seed_recipes(options))
         self.on_done, self.on_failed, self.on_stage = on_done, on_failed, on_stage
         self.finished = threading.Event()
@@ -91,7 +96,7 @@ class Stages(Generic[K]):
 
     def _prepare(self, key: K, path: Path, timer: StageTimer) -> Prepared:
         self.on_stage(key, "decode")
-        prepared = prepare(path, params=self.params, timer=timer, options=self.options)
+        prepared = prepare(path, params=self.params_of(key), timer=timer, options=self.options)
         self.on_stage(key, None)  # decoded: it waits for the model and can harm nothing
         return prepared
 
@@ -103,8 +108,9 @@ class Stages(Generic[K]):
         try:
             prepared = task.prepared.result()
             self.on_stage(task.key, "inference")
+            model = self.model_of(task.key)  # a chosen model loads here, on the thread that owns the models
             with task.timer.stage("inference"):
-                matte = self.model.predict(prepared.batch)
+                matte = model.predict(prepared.batch)
         except Exception as exc:
             try:
                 self.on_failed(task, exc)
@@ -118,7 +124,8 @@ class Stages(Generic[K]):
         """On a pool thread: the CPU stages after the model, then the caller's `on_done`."""
         try:
             self.on_stage(task.key, "finish")
-            cutout = finish(prepared, matte, params=self.params, timer=task.timer, recipes=self.recipes(task.key))
+            cutout = finish(prepared, matte, params=self.params_of(task.key), timer=task.timer,
+                            recipes=self.recipes(task.key))
             self.on_done(task, prepared, cutout)
         except Exception as exc:  # on_failed decides: quarantine, retry, or report
             self.on_failed(task, exc)

@@ -60,6 +60,7 @@ from daemon.pipeline.recipe import OutputFile
 from daemon.settings import QueueSettings
 from daemon.store.jobs import Fingerprint, Job, JobStore
 from daemon.work.record import JobRecord
+from daemon.work.shelf import ModelShelf
 from daemon.work.stages import Stages, Task
 
 log = structlog.get_logger("cutout.worker")
@@ -106,6 +107,7 @@ class Worker:
         routing: Routing = SEED_ROUTING,
         on_record: Callable[[JobRecord], object] = lambda record: None,
         review_above: float | None = None,
+        models: ModelShelf | None = None,
     ) -> None:
         self.folders, self.queue, self.routing, self.on_record = folders, queue, routing, on_record
         self.review_above = review_above if folders.review is not None else None
@@ -125,10 +127,14 @@ class Worker:
         self._held_lock = threading.Lock()
         self.done = 0
         """Images this worker finished (its outputs published) since it started."""
+        self.models = models or ModelShelf(model=model, params=params)
+        """The daemon's model, and one a person chose for some files (`cutout review redo --model`)."""
         self.stages: Stages[_Claimed] = Stages(
             model=model, params=params, options=options, in_flight=in_flight, cpu_threads=cpu_threads,
             on_done=self._done, on_failed=self._failed, on_stage=self._on_stage,
             recipes=lambda claimed: routing.recipes_of(claimed.job.source, claimed.job.recipes),
+            params_of=lambda claimed: self.models.params_for(claimed.job.model),
+            model_of=lambda claimed: self.models.model_for(claimed.job.model),
         )
 
     # --- the loop body ----------------------------------------------------------------
@@ -227,7 +233,8 @@ class Worker:
         except Exception:
             log.exception("after_done_failed", path=job.source.as_posix())
         also = {"also": written[1:]} if len(written) > 1 else {}
-        self._log(task, "review" if to_review else "done", output=written[0], **also,
+        chosen = {"model": job.model} if job.model else {}
+        self._log(task, "review" if to_review else "done", output=written[0], **also, **chosen,
                   size=f"{cutout.width}x{cutout.height}", notes=list(cutout.notes), judged=judged)
         self.wake.set()
 
