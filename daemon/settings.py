@@ -45,7 +45,7 @@ from daemon.folders.routing import Route, Routing, route_problem
 from daemon.pipeline.constants import (
     ABOVE_0, AT_LEAST_0, DOUBTFUL, FRACTION, TARGET_SIZE, BitDepth, Bounds, ImageOptions, PipelineParams,
 )
-from daemon.pipeline.modelspec import DEFAULT_MODEL, DeviceName, ModelSpec, Precision, parse_model_spec
+from daemon.pipeline.modelspec import DEFAULT_MODEL, FAMILY, DeviceName, ModelSpec, Precision, parse_model_spec
 from daemon.pipeline.recipe import DEFAULT_RECIPE, Recipe, recipe_problem
 
 T = TypeVar("T")
@@ -217,6 +217,9 @@ class ReviewSettings:
     review step is off and every cut-out goes to the output folder (its doubt still scored and shown)."""
     threshold: Annotated[float, FRACTION] = DOUBTFUL
     """A cut-out whose doubt score is above this is doubtful (benchmarks/doubt.py chose 0.5)."""
+    flip_pass: bool = False
+    """Also run the model on the mirrored image: where the two disagree, the doubt rises (the
+    `flip` part). Catches confident mistakes the matte alone cannot show; doubles the model's time."""
 
     @property
     def on(self) -> bool:
@@ -289,6 +292,19 @@ def with_model(settings: Settings, name: str) -> Settings:
     model = dataclasses.replace(settings.model, name=name, revision=None)
     other = dataclasses.replace(settings, model=model, pipeline=dataclasses.replace(settings.pipeline, target_size=0))
     return validate(_size_of_model(other, {}))
+
+
+def check_model_choice(settings: Settings, name: str) -> None:
+    """A model chosen for one file (`cutout review redo --model`, the dashboard's Redo) that the
+    daemon could not load is refused now, not when its file's turn comes: a name `model.name`
+    refuses, or a TorchScript file that is not there."""
+    try:
+        spec = with_model(settings, name).model.spec
+    except ConfigError as exc:
+        raise ConfigError(f"--model {name}: {str(exc).removeprefix('model.name: ')}") from exc
+    if spec.kind == "torchscript" and not os.path.isfile(spec.source):
+        raise ConfigError(f"--model {name}: no such model of the family ({', '.join(FAMILY)}), "
+                          "and no TorchScript file of that name")
 
 
 PATH_KEYS = (

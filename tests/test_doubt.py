@@ -112,3 +112,89 @@ def test_a_batch_names_its_doubtful_files_at_the_end(tmp_path: object) -> None:
     print_summary(report, input_dir=root / "in", out=out)
     assert sorted(p.name for p in report.doubtful) == ["foggy.png"] and len(report.done) == 2
     assert "DOUBTFUL foggy.png: doubt" in out.getvalue() and "fog" in out.getvalue()
+
+
+# --- the flip pass ------------------------------------------------------------------------------------
+def test_a_mirror_pass_that_agrees_adds_nothing_and_one_that_finds_another_subject_is_doubtful() -> None:
+    from daemon.pipeline.doubt import FLIP_LIMITS
+
+    whole = _subject()
+    alone = doubt(whole)
+    agreed = doubt(whole, mirrored=whole.copy())
+    assert agreed.parts["flip"] == 0.0 and agreed.score == pytest.approx(alone.score) and "flip" not in alone.parts
+    cut = whole.copy()
+    cut[:, 300:] = 0.0  # a confident cut: every pixel sure, a part of the subject missing
+    assert doubt(cut).score < CLEAR  # the matte alone cannot see it
+    witnessed = doubt(cut, mirrored=whole)
+    assert witnessed.parts["flip"] == 1.0 and witnessed.score > DOUBTFUL
+    assert FLIP_LIMITS[0] < FLIP_LIMITS[1]
+
+
+class _Lopsided:
+    """A confidently wrong model: the bright-pixel rule, blind to the right part of whatever it is shown."""
+
+    def __init__(self) -> None:
+        from daemon.testing import BrightModel
+
+        self.inner = BrightModel()
+        self.calls = 0
+
+    def predict(self, batch: FloatArray) -> FloatArray:
+        self.calls += 1
+        matte = self.inner.predict(batch).copy()
+        matte[:, int(matte.shape[1] * 0.5):] = 0.0
+        return matte
+
+
+def test_the_flip_pass_catches_a_confident_mistake_a_batch_would_deliver_unseen(tmp_path: object) -> None:
+    from pathlib import Path
+
+    from daemon.pipeline.constants import PipelineParams
+    from daemon.work.batch import run_batch
+    from tests.conftest import subject_image, write_image
+
+    root = Path(str(tmp_path))
+    write_image(root / "in" / "wide.png", subject_image(200, 300, (40, 50, 260, 150)))
+    for flip_pass, folder in ((False, "plain"), (True, "flipped")):
+        model = _Lopsided()
+        with capture_logs() as logs:
+            report = run_batch(root / "in", root / folder, model=model, params=PipelineParams(target_size=128),
+                               progress=False, flip_pass=flip_pass)
+        assert model.calls == (2 if flip_pass else 1) and len(report.done) == 1
+        assert bool(report.doubtful) == flip_pass  # only the mirror shows the cut
+        [done] = [entry for entry in logs if entry["event"] == "image_done"]
+        assert ("flip_pass" in done["timings"]) == flip_pass
+    judged = report.doubtful[next(iter(report.doubtful))]
+    assert judged.parts["flip"] == 1.0
+
+
+def test_the_daemons_worker_runs_the_flip_pass_and_stores_its_part(tmp_path: object) -> None:
+    from pathlib import Path, PurePosixPath
+
+    from daemon.folders.outputs import Folders
+    from daemon.pipeline.constants import PipelineParams
+    from daemon.settings import QueueSettings
+    from daemon.store.jobs import Fingerprint
+    from daemon.store.sqlite import JobQueue
+    from daemon.work.worker import Worker
+    from tests.conftest import subject_image, write_image
+
+    root = Path(str(tmp_path))
+    folders = Folders(input=root / "in", output=root / "out", quarantine=root / "q", archive=root / "a",
+                      state=root / "state")
+    folders.output.mkdir(parents=True)
+    path = write_image(folders.input / "wide.png", subject_image(200, 300, (40, 50, 260, 150)))
+    queue = JobQueue(folders.state / "queue.sqlite3")
+    queue.offer(PurePosixPath("wide.png"), Fingerprint.of(path))
+    model = _Lopsided()
+    worker = Worker(model=model, params=PipelineParams(target_size=128), folders=folders, queue=queue,
+                    queue_settings=QueueSettings(), policy="keep", in_flight=1, cpu_threads=1, flip_pass=True)
+    with capture_logs():
+        for _ in range(100):
+            worker.run_once(idle_wait=0.01)
+            if queue.counts()["done"]:
+                break
+        worker.close()
+    job = queue.get(PurePosixPath("wide.png"))
+    assert job is not None and job.doubt_parts is not None and job.doubt_parts["flip"] == 1.0 and model.calls == 2
+    queue.close()

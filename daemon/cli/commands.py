@@ -14,8 +14,9 @@ import sys
 from daemon.cli.context import Context, configured_folders, folders_from, open_model, state_dir, store_for
 from daemon.errors import ConfigError, QueueDamaged, QueueError
 from daemon.models.fetch import fetch_model, is_hub_model, pinned_patch_order
-from daemon.pipeline.modelspec import FAMILY
-from daemon.settings import Settings, cpu_threads, image_options, in_flight, routing, with_model
+from daemon.settings import (
+    Settings, check_model_choice, cpu_threads, image_options, in_flight, routing, with_model,
+)
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 EXIT_INTERRUPTED = 130
@@ -73,6 +74,7 @@ def cmd_process(args: argparse.Namespace, settings: Settings, ctx: Context) -> i
             skip="existing" if args.skip_existing else "never",
             review_dir=review_dir,
             doubtful_above=settings.review.threshold,
+            flip_pass=settings.review.flip_pass,
         )
     print_summary(report, input_dir=args.input, out=sys.stdout)
     if report.interrupted:
@@ -205,24 +207,12 @@ def cmd_review_reject(args: argparse.Namespace, settings: Settings, ctx: Context
                         routing=routing(settings)))
 
 
-def _check_redo_model(settings: Settings, name: str) -> None:
-    """A model the daemon could not load is refused now, not when its file's turn comes: a name
-    `model.name` refuses, or a TorchScript file that is not there."""
-    try:
-        spec = with_model(settings, name).model.spec
-    except ConfigError as exc:
-        raise ConfigError(f"--model {name}: {str(exc).removeprefix('model.name: ')}") from exc
-    if spec.kind == "torchscript" and not os.path.isfile(spec.source):
-        raise ConfigError(f"--model {name}: no such model of the family ({', '.join(FAMILY)}), "
-                          "and no TorchScript file of that name")
-
-
 def cmd_review_redo(args: argparse.Namespace, settings: Settings, ctx: Context) -> int:
     from daemon.store.review import redo
 
     _review_target(args)
     if args.redo_model is not None:
-        _check_redo_model(settings, args.redo_model)
+        check_model_choice(settings, args.redo_model)
     return _said(redo(folders_from(settings, ctx), target=args.path, recipe=args.recipe, model=args.redo_model,
                       queue_settings=settings.queue, routing=routing(settings)))
 

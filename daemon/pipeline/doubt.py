@@ -18,6 +18,15 @@ clean cut-out) to 1 (looks wrong) between two limits measured on the benchmark
     pieces     the second largest piece of the subject against the largest (the clean-up keeps
                only the largest): two of a size, and it may have kept the wrong one
 
+With `review.flip_pass` on, the model also runs on the mirrored image, and one more part joins:
+
+    flip       1 - IoU of the masks of the two passes (the mirrored one mirrored back): a network
+               sure of a subject finds the same one in its mirror image; a confident mistake
+               (a part cut off, background taken in, which no part above can see) often does not
+
+Its limits (FLIP_LIMITS) are not measured: the benchmark's mattes are made, not predicted, and
+measuring them needs the real network on real photos, which these machines cannot fetch.
+
 The score is 1 - (1 - part_1) (1 - part_2) ...: any one clear sign is enough, and weaker signs
 add up.
 """
@@ -45,6 +54,10 @@ LIMITS: dict[str, tuple[float, float]] = {
     "pieces": (0.25, 0.6),
 }
 """Each part's value where it starts to count (0) and where it is certain (1)."""
+FLIP_LIMITS = (0.03, 0.15)
+"""`flip`: disagreement under 3 % of the subject is the ordinary wobble of a network at its edges
+(test-time augmentation studies report over 97 % agreement on images it segments well); 15 %
+is a different subject. Chosen, not measured (see above)."""
 AREA_PLAUSIBLE = (0.01, 0.85)
 """The share of the frame a subject usually covers; `area` counts how far outside it is."""
 BORDER_SHARE = 0.5
@@ -63,8 +76,9 @@ class Doubt:
         return Doubt(round(self.score, 3), {name: round(value, 3) for name, value in self.parts.items()})
 
 
-def doubt(matte: FloatArray) -> Doubt:
-    """The doubt of one cut-out from the model's matte over the image (the padding removed)."""
+def doubt(matte: FloatArray, *, mirrored: FloatArray | None = None) -> Doubt:
+    """The doubt of one cut-out from the model's matte over the image (the padding removed), and
+    from the matte of the mirrored image mirrored back, when the flip pass ran."""
     subject = matte > 0.5
     kept = _largest_piece(subject)
     raw = {
@@ -75,6 +89,8 @@ def doubt(matte: FloatArray) -> Doubt:
         "pieces": _second_piece(subject),
     }
     parts = {name: _ramp(value, *LIMITS[name]) for name, value in raw.items()}
+    if mirrored is not None:
+        parts["flip"] = _ramp(1.0 - _iou(subject, mirrored > 0.5), *FLIP_LIMITS)
     return Doubt(score=1.0 - float(np.prod([1.0 - value for value in parts.values()])), parts=parts)
 
 

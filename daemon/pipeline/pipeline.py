@@ -112,12 +112,14 @@ def check_foreground(matte: FloatArray, *, params: PipelineParams, region: Regio
 
 def finish(
     prepared: Prepared, matte: FloatArray, *, params: PipelineParams, timer: StageTimer,
-    recipes: Sequence[Recipe] = (DEFAULT,),
+    recipes: Sequence[Recipe] = (DEFAULT,), mirrored: FloatArray | None = None,
 ) -> Cutout:
-    """Stages 5-6: restore and clean the matte, check it, then each recipe's crop and encoding."""
+    """Stages 5-6: restore and clean the matte, check it, then each recipe's crop and encoding.
+    `mirrored`: the matte of the flip pass, mirrored back, for the doubt score alone."""
     with timer.stage("postprocess"):
         meta = prepared.meta  # the score reads the model's own matte, at its size, over the image only
-        found = doubt(matte[meta.y_offset : meta.y_offset + meta.new_h, meta.x_offset : meta.x_offset + meta.new_w])
+        inside = (slice(meta.y_offset, meta.y_offset + meta.new_h), slice(meta.x_offset, meta.x_offset + meta.new_w))
+        found = doubt(matte[inside], mirrored=None if mirrored is None else mirrored[inside])
         cleaned, region = clean_matte(restore_matte(matte, meta=prepared.meta), params=params)
         full = combine_alpha(cleaned, prepared.source.alpha)
         fraction = check_foreground(full, params=params, region=region)

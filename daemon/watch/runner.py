@@ -288,6 +288,7 @@ class Daemon:
             routing=routing(self.settings),
             on_record=self.telemetry.observe,
             review_above=self.settings.review.threshold,
+            flip_pass=self.settings.review.flip_pass,
             models=ModelShelf(model=self.model, params=self.settings.pipeline, load=self.load_model,
                               params_of=lambda name: with_model(self.settings, name).pipeline),
         )

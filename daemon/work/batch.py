@@ -96,6 +96,7 @@ def run_batch(
     skip: Skip = "never",
     review_dir: Path | None = None,
     doubtful_above: float = DOUBTFUL,
+    flip_pass: bool = False,
 ) -> BatchReport:
     """Process every input under `input_dir` into `output_dir`; never stops on a bad file.
     `review_dir`: a cut-out whose doubt is over `doubtful_above` goes there instead, at the same
@@ -121,7 +122,7 @@ def run_batch(
         stages: Stages[PurePosixPath] = Stages(
             model=model, params=params, options=options, in_flight=in_flight,
             cpu_threads=cpu_threads, on_done=recorder.done, on_failed=recorder.failed,
-            recipes=routing.recipes_of,
+            recipes=routing.recipes_of, flip_pass=flip_pass,
         )
         try:
             _drive(stages, todo=iter(sorted(plan)), input_dir=input_dir)

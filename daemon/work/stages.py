@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Generic, TypeVar
 
+import numpy as np
+
 from daemon.pipeline.constants import ImageOptions, PipelineParams
 from daemon.pipeline.matte import FloatArray, MatteModel
 from daemon.pipeline.pipeline import Cutout, Prepared, StageTimer, finish, prepare, seed_recipes
@@ -59,11 +61,14 @@ class Stages(Generic[K]):
         recipes: Callable[[K], Sequence[Recipe]] | None = None,
         params_of: Callable[[K], PipelineParams] | None = None,
         model_of: Callable[[K], MatteModel] | None = None,
+        flip_pass: bool = False,
     ) -> None:
         self.model, self.params, self.options = model, params, options
         self.params_of = params_of or (lambda key: params)
         """The pipeline's numbers for one image (a model chosen for it has its own input size)."""
         self.model_of = model_of or (lambda key: model)
+        self.flip_pass = flip_pass
+        """Also run the model on the mirrored image, for the doubt score (`review.flip_pass`)."""
         self.recipes = recipes or (lambda key: seed_recipes(options))
         self.on_done, self.on_failed, self.on_stage = on_done, on_failed, on_stage
         self.finished = threading.Event()
@@ -111,21 +116,29 @@ class Stages(Generic[K]):
             model = self.model_of(task.key)  # a chosen model loads here, on the thread that owns the models
             with task.timer.stage("inference"):
                 matte = model.predict(prepared.batch)
+            mirrored = self._mirrored(model, prepared.batch, timer=task.timer) if self.flip_pass else None
         except Exception as exc:
             try:
                 self.on_failed(task, exc)
             finally:
                 self._release()
             return True
-        self._pool.submit(self._finish, task, prepared, matte)
+        self._pool.submit(self._finish, task, prepared, matte, mirrored)
         return True
 
-    def _finish(self, task: Task[K], prepared: Prepared, matte: FloatArray) -> None:
+    @staticmethod
+    def _mirrored(model: MatteModel, batch: FloatArray, *, timer: StageTimer) -> FloatArray:
+        """The flip pass: the model on the image mirrored left to right, its matte mirrored back."""
+        with timer.stage("flip_pass"):
+            matte = model.predict(np.ascontiguousarray(batch[..., ::-1]))
+        return np.ascontiguousarray(matte[..., ::-1])
+
+    def _finish(self, task: Task[K], prepared: Prepared, matte: FloatArray, mirrored: FloatArray | None) -> None:
         """On a pool thread: the CPU stages after the model, then the caller's `on_done`."""
         try:
             self.on_stage(task.key, "finish")
             cutout = finish(prepared, matte, params=self.params_of(task.key), timer=task.timer,
-                            recipes=self.recipes(task.key))
+                            recipes=self.recipes(task.key), mirrored=mirrored)
             self.on_done(task, prepared, cutout)
         except Exception as exc:  # on_failed decides: quarantine, retry, or report
             self.on_failed(task, exc)

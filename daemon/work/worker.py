@@ -108,6 +108,7 @@ class Worker:
         on_record: Callable[[JobRecord], object] = lambda record: None,
         review_above: float | None = None,
         models: ModelShelf | None = None,
+        flip_pass: bool = False,
     ) -> None:
         self.folders, self.queue, self.routing, self.on_record = folders, queue, routing, on_record
         self.review_above = review_above if folders.review is not None else None
@@ -134,7 +135,7 @@ class Worker:
             on_done=self._done, on_failed=self._failed, on_stage=self._on_stage,
             recipes=lambda claimed: routing.recipes_of(claimed.job.source, claimed.job.recipes),
             params_of=lambda claimed: self.models.params_for(claimed.job.model),
-            model_of=lambda claimed: self.models.model_for(claimed.job.model),
+            model_of=lambda claimed: self.models.model_for(claimed.job.model), flip_pass=flip_pass,
         )
 
     # --- the loop body ----------------------------------------------------------------
