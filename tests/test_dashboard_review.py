@@ -25,6 +25,7 @@ from daemon.companions.dashboard.app import Dashboard, create_app
 from daemon.companions.dashboard.auth import TOKEN_COOKIE
 from daemon.companions.dashboard.server import build_dashboard
 from daemon.folders.outputs import Folders
+from daemon.pipeline.modelspec import FAMILY
 from daemon.settings import load_settings
 from daemon.store.jobs import Fingerprint, Job
 from daemon.store.sqlite import JobQueue
@@ -299,6 +300,84 @@ def test_redo_queues_the_original_again_and_the_waiting_cut_out_stays_until_repl
     assert "a.jpg" not in _rows(client.get("/review").text)
 
 
+def test_redo_offers_the_configs_recipes_and_the_birefnet_family_each_empty_by_default(studio: Studio) -> None:
+    client = studio.open(recipes={"matte": {"mask": "also", "suffix": "-m"}})[0]
+    html = client.get("/review").text
+    row = html.split(f'data-job="{studio.job("a.jpg").id}" data-source="a.jpg"')[1].split("</tr>")[0]
+    form = row.split('action="/review/redo"')[1].split("</form>")[0]
+    recipes = form.split('<select name="recipe"')[1].split("</select>")[0]
+    assert '<option value="" selected>recipe: its own</option>' in recipes
+    assert recipes.count("<option") == 3 and recipes.index('value="default"') < recipes.index('value="matte"')
+    models = form.split('<select name="model"')[1].split("</select>")[0]
+    assert '<option value="" selected>model: the daemon\'s</option>' in models
+    assert [chunk.split('"')[0] for chunk in models.split('<option value="')[2:]] == list(FAMILY)
+    assert 'type="text"' not in form  # no model typed in: only the family's names
+    for action in ("approve", "reject"):
+        assert "<select" not in row.split(f'action="/review/{action}"')[1].split("</form>")[0]
+    assert client.get("/review/parts").json()["parts"]["review"].count('<select name="model"') == 3  # the live update
+
+
+def test_redo_with_a_recipe_and_a_model_queues_the_file_with_them_and_says_so(studio: Studio) -> None:
+    client, dash = studio.open(recipes={"matte": {"mask": "also", "suffix": "-m"}})
+    answer = client.post("/review/redo", headers={"Accept": "application/json"}, data={
+        "file": str(studio.review / "a.png"), "recipe": "matte", "model": "birefnet-hr", "csrf": dash.access.csrf})
+    assert answer.status_code == 200 and answer.json() == {
+        "lines": ["queued again with the recipe matte and the model birefnet-hr: a.jpg"]}
+    job = studio.job("a.jpg")
+    assert job.state == "pending" and job.recipes == ("matte",) and job.model == "birefnet-hr"
+    assert (studio.folders.input / "a.jpg").exists()
+    assert "a.jpg" not in _rows(client.get("/review").text)
+
+
+@pytest.mark.parametrize(("recipe", "model", "lines"), [
+    ("", "", ["queued again: a.jpg"]),  # the form's defaults: its own recipe, the daemon's model
+    ("default", "", ["queued again with the recipe default: a.jpg"]),
+    ("", "birefnet-matting", ["queued again with the model birefnet-matting: a.jpg"]),
+])
+def test_redo_chooses_only_what_was_chosen(studio: Studio, recipe: str, model: str, lines: list[str]) -> None:
+    client, dash = studio.open()
+    answer = client.post("/review/redo", headers={"Accept": "application/json"}, data={
+        "file": "a.jpg", "recipe": recipe, "model": model, "csrf": dash.access.csrf})
+    assert answer.status_code == 200 and answer.json() == {"lines": lines}
+    job = studio.job("a.jpg")
+    assert job.recipes == ((recipe,) if recipe else None) and job.model == (model or None)
+
+
+def test_a_plain_redo_form_with_its_choices_comes_back_to_the_review_view(studio: Studio) -> None:
+    client, dash = studio.open()
+    answer = client.post("/review/redo", data={"file": "a.jpg", "recipe": "default", "model": "birefnet-lite",
+                                               "csrf": dash.access.csrf})
+    assert answer.status_code == 303 and answer.headers["location"] == "/review"
+    assert studio.job("a.jpg").model == "birefnet-lite" and studio.job("a.jpg").recipes == ("default",)
+
+
+@pytest.mark.parametrize(("choice", "error"), [
+    ({"recipe": "nope"}, "recipe: no recipe named 'nope' (known: default, matte)"),
+    ({"recipe": "<b>matte</b>"}, "no recipe named '<b>matte</b>'"),  # JSON, shown as text by the page
+    ({"model": "birefnet-huge"}, "model: 'birefnet-huge' is not one Redo offers (known: birefnet, "),
+    ({"model": "/tmp/model.torchscript"}, "is not one Redo offers"),  # a path: the command's, never the web's
+    ({"model": "hf:someone/else"}, "is not one Redo offers"),
+    ({"model": "BiRefNet-HR"}, "is not one Redo offers"),  # the names as the list spells them
+    ({"recipe": "matte", "model": "nope"}, "is not one Redo offers"),  # one refused: nothing done
+])
+def test_redo_refuses_a_recipe_or_model_it_does_not_offer_and_changes_nothing(
+    studio: Studio, choice: dict[str, str], error: str
+) -> None:
+    client, dash = studio.open(recipes={"matte": {"mask": "also", "suffix": "-m"}})
+    before = studio.job("a.jpg")
+    answer = client.post("/review/redo", data={"file": "a.jpg", "csrf": dash.access.csrf, **choice})
+    assert answer.status_code == 400 and error in answer.json()["error"]  # a refusal: JSON even to a plain form
+    assert studio.job("a.jpg") == before and before.state == "review"
+    assert (studio.review / "a.png").exists() and (studio.folders.input / "a.jpg").exists()
+
+
+def test_approve_and_reject_take_no_recipe_or_model(studio: Studio) -> None:
+    client, dash = studio.open()
+    answer = client.post("/review/reject", headers={"Accept": "application/json"}, data={
+        "file": "a.jpg", "recipe": "nope", "model": "/tmp/x.torchscript", "csrf": dash.access.csrf})
+    assert answer.status_code == 200 and studio.job("a.jpg").state == "failed"  # not theirs: not read
+
+
 # --- refused exactly as Retry is ----------------------------------------------------------------
 @pytest.mark.parametrize("action", ["approve", "reject", "redo"])
 @pytest.mark.parametrize(("headers", "data", "status"), [
@@ -310,6 +389,9 @@ def test_redo_queues_the_original_again_and_the_waiting_cut_out_stays_until_repl
     ({}, {"csrf": "{csrf}"}, 400),
     ({}, {"file": "elsewhere.jpg", "csrf": "{csrf}"}, 404),  # not waiting for review
     ({"Content-Length": "70000"}, {"file": "a.jpg", "csrf": "{csrf}"}, 413),
+    ({}, {"file": "a.jpg", "recipe": "default", "model": "birefnet-hr"}, 403),  # a choice is no pass
+    ({"Origin": "http://evil.example"}, {"file": "a.jpg", "model": "birefnet-hr", "csrf": "{csrf}"}, 403),
+    ({}, {"file": "a.jpg", "recipe": "nope", "model": "birefnet-hr", "csrf": "guess"}, 403),  # CSRF comes first
 ])
 def test_the_actions_need_the_pages_csrf_value_and_its_own_origin(
     studio: Studio, action: str, headers: dict[str, str], data: dict[str, str], status: int
@@ -320,7 +402,9 @@ def test_the_actions_need_the_pages_csrf_value_and_its_own_origin(
         form["pad"] = "x" * 70_000
         headers = {}
     assert client.post(f"/review/{action}", data=form, headers=headers).status_code == status
-    assert studio.job("a.jpg").state == "review" and (studio.review / "a.png").exists()  # nothing happened
+    job = studio.job("a.jpg")
+    assert job.state == "review" and (studio.review / "a.png").exists()  # nothing happened
+    assert job.recipes is None and job.model is None
     assert (studio.folders.input / "a.jpg").exists() and _files(studio.folders.quarantine) == []
 
 

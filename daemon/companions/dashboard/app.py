@@ -13,7 +13,8 @@
     GET  /review/parts           its parts as JSON, for the live update
     POST /review/approve         `file=<waiting cut-out or its original>`: exactly `cutout review approve`
     POST /review/reject          the same, and `reason=<text>` (optional): `cutout review reject --reason`
-    POST /review/redo            the same: exactly `cutout review redo`
+    POST /review/redo            the same, and `recipe=<a recipe of the config>`, `model=<a BiRefNet of the
+                                 family>` (optional, empty: none): `cutout review redo --recipe --model`
     GET  /metrics                Prometheus
     GET  /static/...             the stylesheet, the script, the icon (shipped in the package)
 
@@ -55,7 +56,8 @@ from daemon.companions.dashboard.paths import OpenFile, open_file, roots_of
 from daemon.companions.dashboard.thumbs import MEDIA_TYPE, ThumbCache
 from daemon.errors import ConfigError, QueueError
 from daemon.folders.outputs import Folders
-from daemon.settings import Settings, routing
+from daemon.pipeline.modelspec import FAMILY
+from daemon.settings import Settings, check_model_choice, routing
 from daemon.store import review
 from daemon.store.steering import retry
 
@@ -66,6 +68,9 @@ CHUNK_BYTES = 256 * 1024
 REVIEW_ACTIONS = ("approve", "reject", "redo")
 CUTOUT_ROOTS = {"done": "output", "review": "review"}
 """Where a job's cut-out is, by its state: the output folder, or the review folder while it waits."""
+REDO_MODELS = tuple(FAMILY)
+"""The models Redo offers: the BiRefNet family by name. Never a path or a repository typed into
+a browser; any other model `model.name` takes is `cutout review redo --model`'s."""
 
 Answer = Callable[..., Response]
 """`answer(status, **data)`: JSON to a script (and any refusal), a redirect back to a plain form."""
@@ -254,27 +259,52 @@ async def _review(request: Request, dash: Dashboard, *, action: str) -> Response
     target = form.get("file")
     if not target:
         return answer(400, error="give file: a cut-out waiting for review")
-    command = _review_command(dash, action, target=Path(target), why=form.get("reason", "").strip() or None)
+    try:
+        command = _review_command(dash, action, target=Path(target), form=form)
+    except ConfigError as exc:  # a recipe or a model Redo does not offer: nothing is changed
+        return answer(400, error=str(exc))
     return await _steered(dash, answer, command, nothing="nothing waits for review")
 
 
-def _review_command(dash: Dashboard, action: str, *, target: Path, why: str | None) -> Callable[[], list[str]]:
-    """The very call `cutout review <action>` makes (commands.cmd_review_*), for one target."""
+def _review_command(dash: Dashboard, action: str, *, target: Path, form: dict[str, str]) -> Callable[[], list[str]]:
+    """The very call `cutout review <action>` makes (commands.cmd_review_*), for one target.
+    ConfigError: Redo's recipe or model is refused."""
     settings = dash.settings
     if action == "approve":
         return partial(review.approve, dash.folders, target=target, policy=settings.originals,
                        queue_settings=settings.queue, routing=routing(settings))
     if action == "reject":
-        return partial(review.reject, dash.folders, target=target, why=why, queue_settings=settings.queue,
-                       routing=routing(settings))
+        return partial(review.reject, dash.folders, target=target, why=form.get("reason", "").strip() or None,
+                       queue_settings=settings.queue, routing=routing(settings))
     assert action == "redo", action  # REVIEW_ACTIONS: the only routes
-    return partial(review.redo, dash.folders, target=target, queue_settings=settings.queue, routing=routing(settings))
+    recipe = _redo_recipe(settings, form.get("recipe", "").strip() or None)
+    model = _redo_model(settings, form.get("model", "").strip() or None)
+    return partial(review.redo, dash.folders, target=target, recipe=recipe, model=model,
+                   queue_settings=settings.queue, routing=routing(settings))
+
+
+def _redo_recipe(settings: Settings, name: str | None) -> str | None:
+    """A recipe of the config, or None (the file's own)."""
+    if name is not None and name not in settings.all_recipes:
+        raise ConfigError(f"recipe: no recipe named {name!r} (known: {', '.join(sorted(settings.all_recipes))})")
+    return name
+
+
+def _redo_model(settings: Settings, name: str | None) -> str | None:
+    """One of REDO_MODELS, checked as `cutout review redo --model` checks it, or None (the daemon's)."""
+    if name is None:
+        return None
+    if name not in REDO_MODELS:
+        raise ConfigError(f"model: {name!r} is not one Redo offers (known: {', '.join(REDO_MODELS)}); "
+                          "any other model is `cutout review redo --model`'s")
+    check_model_choice(settings, name)
+    return name
 
 
 def _review_page(dash: Dashboard, *, sort: str | None) -> views.ReviewPage:
     waiting = dash.board.in_review() if dash.folders.review else ReviewList(jobs=[], total=0)
     return views.ReviewPage(waiting=waiting, folders=dash.folders, threshold=dash.settings.review.threshold,
-                            sort=views.review_sort(sort))
+                            sort=views.review_sort(sort), recipes=tuple(dash.settings.all_recipes), models=REDO_MODELS)
 
 
 def _png_info(opened: OpenFile | None) -> tuple[int, int, int] | None:

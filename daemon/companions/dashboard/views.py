@@ -243,6 +243,10 @@ class ReviewPage:
     folders: Folders
     threshold: float
     sort: str
+    recipes: tuple[str, ...]
+    """The recipes Redo offers: the config's, `default` first."""
+    models: tuple[str, ...]
+    """The models Redo offers (app.REDO_MODELS)."""
 
 
 def review_page(overview: Overview, review: ReviewPage, *, csrf: str, exposed_at: str | None) -> str:
@@ -255,7 +259,8 @@ def review_page(overview: Overview, review: ReviewPage, *, csrf: str, exposed_at
 def review_parts(overview: Overview, review: ReviewPage, *, csrf: str, exposed_at: str | None) -> dict[str, str]:
     rows = review_rows(review.waiting.jobs, folders=review.folders, sort=review.sort)
     context = {"o": overview, "csrf": csrf, "exposed_at": exposed_at, "w": review.waiting, "rows": rows,
-               "sort": review.sort, "review_on": review.folders.review is not None, "threshold": review.threshold}
+               "sort": review.sort, "review_on": review.folders.review is not None, "threshold": review.threshold,
+               "recipes": review.recipes, "models": review.models}
     return {name: TEMPLATES.get_template(f"parts/{name}.html").render(context) for name in REVIEW_PARTS}
 
 

@@ -27,9 +27,10 @@
       .catch(function () { updated.textContent = "dashboard unreachable, retrying…"; });
   }
 
-  // A reason being written in a part is not swapped away; the part catches up once it is sent or cleared.
+  // A reason being written, or a recipe or model being chosen, in a part is not swapped away;
+  // the part catches up once it is sent or cleared.
   function typing(el) {
-    return Array.prototype.some.call(el.querySelectorAll("input[type=text]"), function (input) {
+    return Array.prototype.some.call(el.querySelectorAll("input[type=text], select"), function (input) {
       return input.value !== "" || input === document.activeElement;
     });
   }
@@ -79,7 +80,7 @@
       .then(function (r) { return r.json().then(function (data) { return { ok: r.ok, data: data }; }); })
       .then(function (res) {
         say(res.ok ? res.data.lines.join("\n") : res.data.error);
-        form.querySelectorAll(res.ok ? "input[type=text]" : "button").forEach(function (el) {
+        form.querySelectorAll(res.ok ? "input[type=text], select" : "button").forEach(function (el) {
           if (res.ok) el.value = ""; else el.disabled = false;  // sent: the part may be swapped now
         });
       })
