@@ -135,6 +135,12 @@ class WorkerSettings:
     0 = CPU threads + 2 (measured: 0.88 of the bound with 3 on 2 cores, 0.95 with 4)."""
     cpu_threads: Annotated[int, AT_LEAST_0] = 0
     """Threads for decode/postprocess/encode; 0 = one per CPU core."""
+    memory_ceiling_mb: Annotated[int, AT_LEAST_0] = 0
+    """Past this resident memory the daemon finishes what is in flight and starts afresh (the
+    same process, re-executed: the queue untouched, no job charged); 0 = no ceiling."""
+    restart_after_images: Annotated[int, AT_LEAST_0] = 0
+    """Start afresh the same way after this many images (for a device whose memory the process's
+    resident size does not show, as an Apple GPU's may not); 0 = never."""
 
 
 @dataclass(frozen=True, kw_only=True)

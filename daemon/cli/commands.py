@@ -91,6 +91,7 @@ def cmd_watch(args: argparse.Namespace, settings: Settings, ctx: Context) -> int
     from daemon.folders.outputs import validate_folders
     from daemon.store.rebuild import prepare_queue
     from daemon.store.statedir import STATE_FILES, daemon_pid
+    from daemon.watch.guard import EXIT_RESTART, restart_process
     from daemon.watch.runner import Daemon, install_signal_handlers
 
     folders = folders_from(settings, ctx)
@@ -120,6 +121,8 @@ def cmd_watch(args: argparse.Namespace, settings: Settings, ctx: Context) -> int
     install_signal_handlers(daemon)
     with capture_native_stderr():  # OpenCV and libjpeg write to fd 2 directly: make their lines log events
         code = daemon.run()
+    if code == EXIT_RESTART:  # the memory guard: this very command again, afresh
+        return restart_process()
     return ctx.must_act_status if code == QueueDamaged.exit_status else code
 
 

@@ -49,6 +49,7 @@ from daemon.store.session import SessionRecord
 from daemon.store.statedir import QUEUE_FILE, acquire_lock
 from daemon.watch.settle import Settler, reconcile, start_observer
 from daemon.watch.tick import FolderWatch, Identity, ObserverFactory
+from daemon.watch.guard import EXIT_RESTART, MemoryGuard
 from daemon.work.shelf import Loader, ModelShelf
 from daemon.work.worker import Worker
 
@@ -123,6 +124,7 @@ class Daemon:
         try:
             while not self.stop.is_set():
                 self._run_once_or_wait_for_the_store()
+                self._restart_if_due()
         except Exception as exc:  # a bug in the loop itself: stop, and let launchd restart us
             if not self._stop_if_queue_damaged(exc):
                 log.exception("worker_loop_failed")
@@ -141,6 +143,15 @@ class Daemon:
             self.stop.wait(self.outage.delay)
         else:
             self.outage.ok()
+
+    def _restart_if_due(self) -> None:
+        """The memory guard: too large, or its share of images done: stop cleanly, to start afresh."""
+        why = self.guard.due(done=self.worker.done)
+        if why is not None and not self.stop.is_set():
+            log.warning("restarting", why=why, action="finishing what is in flight, then starting afresh; "
+                                                      "the queue is untouched and no job is charged")
+            self.exit_code = EXIT_RESTART
+            self.request_stop()
 
     def answer_signals(self) -> None:
         """On the main thread: the first signal asks for a graceful stop, a second exits now."""
@@ -197,6 +208,9 @@ class Daemon:
         self._warm_up()
         self._finish_originals()
         self.worker = self._worker()
+        self.guard = MemoryGuard(ceiling_mb=self.settings.worker.memory_ceiling_mb,
+                                 after_images=self.settings.worker.restart_after_images, clock=self.monotonic)
+        self.guard.start()
         self._held.callback(self.worker.close)
         self.settler = self._settler()
         self.watch = self._folder_watch()
