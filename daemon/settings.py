@@ -47,6 +47,7 @@ from daemon.pipeline.constants import (
 )
 from daemon.pipeline.modelspec import DEFAULT_MODEL, FAMILY, DeviceName, ModelSpec, Precision, parse_model_spec
 from daemon.pipeline.recipe import DEFAULT_RECIPE, Recipe, recipe_problem
+from daemon.pipeline.runtimes import Backend
 
 T = TypeVar("T")
 LogFormat = Literal["auto", "json", "console"]
@@ -90,6 +91,9 @@ class ModelSettings:
     float32 on one image at start, refused on the CPU."""
     compile: bool = False
     """torch.compile the model at start (slower start, faster images where the device supports it)."""
+    backend: Backend = "torch"
+    """What runs the model: torch (eager PyTorch, on any device), onnxruntime or openvino (the
+    model exported once at its size, on the CPU; each an extra); checked against torch at start."""
 
     @functools.cached_property
     def spec(self) -> ModelSpec:
@@ -506,6 +510,7 @@ def validate(settings: Settings) -> Settings:
     _check_dashboard(settings.dashboard)
     _check_alerts(settings.alerts)
     _check_recipes(settings)
+    _check_backend(settings.model)
     if settings.model.precision != "float32" and settings.model.device == "cpu":
         raise ConfigError(
             f"model.precision: {settings.model.precision} needs a GPU (CUDA or Apple MPS); on the CPU it is slower "
@@ -518,6 +523,18 @@ def validate(settings: Settings) -> Settings:
             "is done in 8 bits)"
         )
     return settings
+
+
+def _check_backend(model: ModelSettings) -> None:
+    """An inference runtime runs the exported float32 graph on the CPU: nothing else goes with it."""
+    if model.backend == "torch":
+        return
+    if model.device not in ("auto", "cpu"):
+        raise ConfigError(f"model.backend: {model.backend} runs on the CPU, and model.device is {model.device}: "
+                          "set model.device: cpu (or auto), or model.backend: torch")
+    if model.precision != "float32" or model.compile:
+        raise ConfigError(f"model.backend: {model.backend} runs the float32 export: model.precision: float32 and "
+                          "model.compile: false go with it")
 
 
 def _check_recipes(settings: Settings) -> None:

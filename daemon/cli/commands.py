@@ -64,7 +64,7 @@ def cmd_process(args: argparse.Namespace, settings: Settings, ctx: Context) -> i
         report = run_batch(
             args.input,
             args.output,
-            model=loaded.model,
+            model=loaded.matte_model,
             params=settings.pipeline,
             options=image_options(settings),
             in_flight=in_flight(settings, cores=os.cpu_count()),
@@ -108,14 +108,16 @@ def cmd_watch(args: argparse.Namespace, settings: Settings, ctx: Context) -> int
         prepare_queue(folders, routing=routing(settings))
     loaded = open_model(settings, ctx=ctx, progress=sys.stderr.isatty())
     structlog.get_logger("cutout").info("model_loaded", model=str(loaded.spec), origin=loaded.origin, device=str(loaded.device.device),
-                                        device_reason=loaded.device.reason, patch_order=loaded.patch_order)
+                                        device_reason=loaded.device.reason, patch_order=loaded.patch_order,
+                                        backend=loaded.backend)
+
     def load_other(name: str) -> MatteModel:  # a model a person chose for some files: on this device
         other = open_model(with_model(settings, name), ctx=ctx, device=str(loaded.device.device))
         structlog.get_logger("cutout").info("model_loaded", model=str(other.spec), origin=other.origin,
                                             for_files_that_chose_it=True)
-        return other.model
+        return other.matte_model
 
-    daemon = Daemon(settings=settings, folders=folders, model=loaded.model, device=str(loaded.device.device),
+    daemon = Daemon(settings=settings, folders=folders, model=loaded.matte_model, device=str(loaded.device.device),
                     load_model=load_other,
                     model_name=f"{loaded.spec}@{loaded.revision}" if loaded.revision else str(loaded.spec))
     install_signal_handlers(daemon)
@@ -258,10 +260,32 @@ def cmd_doctor(args: argparse.Namespace, settings: Settings, ctx: Context) -> in
 def cmd_model_export(args: argparse.Namespace, settings: Settings, ctx: Context) -> int:
     from daemon.pipeline.model import export_torchscript
 
+    if args.format != "torchscript":
+        return _export_for_backend(args, settings, ctx)
+    if args.out is None:
+        raise ConfigError("--format torchscript writes a file you name: give --out F")
     loaded = open_model(settings, ctx=ctx, device="cpu", progress=sys.stderr.isatty())
     size = args.input_res or settings.pipeline.target_size
     out = export_torchscript(loaded.model.module, out=args.out, input_res=size)
     print(f"wrote {out} (TorchScript, traced at {size}x{size}; use it with --model {out})")
+    return EXIT_OK
+
+
+def _export_for_backend(args: argparse.Namespace, settings: Settings, ctx: Context) -> int:
+    """The export `model.backend` runs, made (or found) now and checked against torch: the daemon's
+    first start then has nothing to make."""
+    from dataclasses import replace
+
+    from daemon.pipeline.runtimes import Backend
+
+    if args.out is not None or args.input_res is not None:
+        raise ConfigError(f"--format {args.format} goes into the state folder at pipeline.target_size "
+                          "(where the daemon looks for it): leave out --out and --input-res")
+    backend: Backend = "onnxruntime" if args.format == "onnx" else "openvino"
+    chosen = replace(settings, model=replace(settings.model, backend=backend, device="cpu"))
+    loaded = open_model(chosen, ctx=ctx, progress=sys.stderr.isatty())
+    print(f"{loaded.export} ({args.format}, {settings.pipeline.target_size}x{settings.pipeline.target_size}, "
+          f"checked against torch): model.backend: {backend} uses it")
     return EXIT_OK
 
 

@@ -20,10 +20,12 @@ from daemon.errors import CutoutError, QueueError, ServiceError
 from daemon.folders.outputs import Folders
 from daemon.folders.outputs import OriginalsPolicy
 from daemon.models.fetch import ModelPin, ModelStore, is_hub_model, patch_order_for, plan_load
+from daemon.models.backends import EXPORTS_DIR, SUFFIXES
 from daemon.models.loading import load_planned
 from daemon.models.torchvision_check import read_facts, verdict
 from daemon.pipeline.model import Accelerators, TorchAccelerators, choose_device
 from daemon.pipeline.modelspec import ModelSpec
+from daemon.pipeline.runtimes import EXTRAS, runtime_version
 from daemon.service import AgentStatus, Host, grant_target, manager_for
 from daemon.settings import QueueSettings, Settings
 from daemon.store.statedir import inspect_queue, queue_path
@@ -157,6 +159,23 @@ def check_model(settings: Settings, *, store: ModelStore, accelerators: Accelera
     if _unfetched(settings=settings, store=store):
         return Check("model", "skip", "not loaded: it has not been fetched (see model cache)")
     return _guarded("model", fix, probe)
+
+
+def check_backend(settings: Settings, *, store: ModelStore) -> Check:
+    """What runs the model: eager PyTorch, or a runtime that is installed, with its export cached or not."""
+    backend = settings.model.backend
+    if backend == "torch":
+        return Check("backend", "ok", f"torch {metadata.version('torch')} (eager; model.backend: onnxruntime or "
+                     "openvino runs an export on the CPU, see docs/models.md)")
+    try:
+        version = runtime_version(backend)
+    except CutoutError as exc:
+        return Check("backend", "FAIL", str(exc), f"pip install -e '.[{EXTRAS[backend][1]}]'")
+    exports = store.pin_file.parent / EXPORTS_DIR
+    cached = sorted(path.name for path in exports.glob(f"*{SUFFIXES[backend]}")) if exports.is_dir() else []
+    made = f"exports cached: {', '.join(cached)}" if cached else "no export yet: the first start makes it (minutes)"
+    return Check("backend", "ok", f"{backend} {version} on the CPU; {made}; checked against torch at every start; "
+                 "its speed on this machine: python -m benchmarks.native_forward --backend " + backend)
 
 
 def _unfetched(*, settings: Settings, store: ModelStore) -> bool:
@@ -356,6 +375,7 @@ def run_checks(inputs: DoctorInputs) -> Iterator[Check]:
     yield check_mps(host=inputs.host, accelerators=accelerators or TorchAccelerators())
     yield check_model_cache(settings, store=inputs.store, given=inputs.given)
     yield check_model(settings, store=inputs.store, accelerators=accelerators)
+    yield check_backend(settings, store=inputs.store)
     yield from check_folders(inputs.folders, policy=settings.originals)
     if inputs.settings.queue.store == "postgresql":
         yield check_shared_store(inputs.settings.queue, given=inputs.given)

@@ -19,6 +19,7 @@ from daemon.cli.commands import EXIT_INTERRUPTED
 from daemon.cli.context import Context, current_context
 from daemon.errors import CutoutError, QueueDamaged
 from daemon.pipeline.modelspec import DEVICE_NAMES
+from daemon.pipeline.runtimes import BACKENDS
 from daemon.service import DEFAULT_LABEL
 from daemon.settings import Settings, load_settings
 
@@ -28,6 +29,8 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, help="YAML settings file (see config/default.yaml)")
     parser.add_argument("--model", help="hf:<repo or folder>, birefnet, or a TorchScript file")
     parser.add_argument("--device", choices=DEVICE_NAMES, help="auto = mps, then cuda, then cpu")
+    parser.add_argument("--backend", choices=BACKENDS,
+                        help="model.backend: torch, or the model exported to onnxruntime / openvino (CPU; an extra)")
 
 
 def _folder_flags(parser: argparse.ArgumentParser) -> None:
@@ -163,8 +166,11 @@ def _add_doctor(commands: Commands) -> None:
 
 def _add_model(commands: Commands) -> None:
     model = commands.add_parser("model", help="model tools").add_subparsers(dest="model_command", required=True)
-    export = model.add_parser("export", help="trace the model to a TorchScript file (single logits output)")
-    export.add_argument("--out", type=Path, required=True, help="TorchScript file to write")
+    export = model.add_parser("export", help="the model as one graph: TorchScript, ONNX or OpenVINO (logits out)")
+    export.add_argument("--format", choices=("torchscript", "onnx", "openvino"), default="torchscript",
+                        help="torchscript (a file for --model); onnx, openvino: the export model.backend runs, cached "
+                             "in the state folder and checked against torch")
+    export.add_argument("--out", type=Path, help="TorchScript file to write (--format torchscript)")
     export.add_argument("--input-res", type=int, default=None, help="trace size (default: pipeline.target_size)")
     _common(export)
     export.add_argument("--state", type=Path, help="folders.state: where the model pin is kept")
@@ -243,6 +249,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
     overrides = {
         "model.name": getattr(args, "model", None),
         "model.device": getattr(args, "device", None),
+        "model.backend": getattr(args, "backend", None),
         "model.revision": getattr(args, "revision", None),
         "logging.file": getattr(args, "log_file", None),
         "watch.role": getattr(args, "role", None),

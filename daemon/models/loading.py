@@ -12,6 +12,7 @@ import structlog
 import dataclasses
 
 from daemon.errors import ModelLoadError
+from daemon.models.backends import EXPORTS_DIR, with_backend
 from daemon.models.fetch import Downloader, LoadPlan, ModelStore, complete_pin, fetch_model, patch_order_for, plan_load
 from daemon.pipeline.model import DeviceChoice, LoadedModel, choose_device, load_model
 from daemon.pipeline.modelspec import WEIGHTS_FILE
@@ -79,6 +80,8 @@ def open_model(
         # snapshot's code (or, network allowed, that file downloaded at the same commit).
         downloads = None if settings.model.offline else downloader
         plan = dataclasses.replace(plan, pin=complete_pin(plan.pin, store=store, downloader=downloads))
-    chosen = choose_device(device or settings.model.device)
+    # A runtime runs the graph on the CPU: the module it is exported from, and checked against, is there too.
+    chosen = choose_device("cpu" if settings.model.backend != "torch" else device or settings.model.device)
     loaded = load_planned(plan, device=chosen, size=settings.pipeline.target_size, store=store)
-    return tuned(loaded, model=settings.model)
+    return with_backend(tuned(loaded, model=settings.model), backend=settings.model.backend,
+                        exports=store.pin_file.parent / EXPORTS_DIR)

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 from daemon.errors import ModelLoadError
 from daemon.pipeline.constants import TARGET_SIZE
 from daemon.pipeline.inference import TorchMatteModel, extract_primary_tensor
+from daemon.pipeline.matte import MatteModel
 from daemon.pipeline.installs import birefnet_install_command, matching_torchvision_command
 from daemon.pipeline.modelspec import DEVICE_NAMES, ModelSpec
 
@@ -101,6 +102,16 @@ class LoadedModel:
     """What did not go as configured (a native checkpoint that did not fit), for the log."""
     patch_order: str | None = None
     """The built-in BiRefNet's decoder patch order (`einops` or `legacy`); None for other code."""
+    runner: MatteModel | None = None
+    """What runs the model when it is not eager PyTorch (`model.backend`: an exported graph)."""
+    backend: str = "torch"
+    export: Path | None = None
+    """The exported graph `runner` runs, for doctor and the log."""
+
+    @property
+    def matte_model(self) -> MatteModel:
+        """What the daemon runs: the runtime's graph, else the torch module."""
+        return self.runner or self.model
 
 
 def load_model(
@@ -352,7 +363,7 @@ def _hf_origin(source: str, revision: str | None) -> str:
 
 
 # --- Export ----------------------------------------------------------------------
-class _LogitsOnly(torch.nn.Module):
+class LogitsOnly(torch.nn.Module):
     """Wraps a model so the traced graph returns the single primary logits tensor."""
 
     def __init__(self, inner: torch.nn.Module) -> None:
@@ -383,7 +394,7 @@ def _scriptable_class_names(module: torch.nn.Module) -> Iterator[None]:
 
 def export_torchscript(module: torch.nn.Module, *, out: Path, input_res: int = TARGET_SIZE) -> Path:
     """Trace on the CPU at exactly `input_res` (the graph bakes the size in) and save."""
-    wrapper = _LogitsOnly(module.float().cpu().eval()).eval()
+    wrapper = LogitsOnly(module.float().cpu().eval()).eval()
     example = torch.zeros(1, 3, input_res, input_res, dtype=torch.float32)
     with torch.no_grad(), _scriptable_class_names(wrapper), warnings.catch_warnings():
         # Tracing warns that shape checks are baked in (they are: we trace at the

@@ -1,0 +1,105 @@
+"""`model.backend`: the model on ONNX Runtime or OpenVINO, exported once, cached, and trusted
+only after it gave eager PyTorch's matte on the probe image.
+
+    with_backend(loaded, backend=..., exports=<state folder>/exports)   the model, running there
+
+The export is keyed by everything that changes the graph: the model (its name and its pinned
+revision, or a local file's size and time), the input size, the decoder's patch order, the
+torch that traced it and the format. A key that changed names a file that is not there, so a
+stale export is never used; once a new one is written, the older exports of the same model go.
+
+At every start the runtime's matte of the probe image is compared with eager PyTorch's, with
+the precision check's tolerance (`daemon.pipeline.precision`): a runtime that computes another
+matte is refused with the numbers, never used quietly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import re
+import time
+from pathlib import Path
+
+import structlog
+import torch
+
+from daemon.errors import ModelLoadError
+from daemon.pipeline.export import export_onnx, onnx_to_openvino
+from daemon.pipeline.model import LoadedModel
+from daemon.pipeline.precision import Tolerance, difference, probe_batch
+from daemon.pipeline.runtimes import Backend, RuntimeMatteModel, runtime_module, runtime_version
+
+log = structlog.get_logger("cutout.model")
+
+EXPORTS_DIR = "exports"
+"""Beside the model pin, in the state folder."""
+SUFFIXES: dict[Backend, str] = {"onnxruntime": ".onnx", "openvino": ".xml"}
+
+
+def export_key(loaded: LoadedModel, *, backend: Backend) -> str:
+    """The file name of `loaded`'s export for `backend`: readable, and unique to what made it."""
+    made_from = [str(loaded.spec), loaded.revision or _local_identity(loaded), str(loaded.model.size),
+                 loaded.patch_order or "-", torch.__version__, backend]
+    digest = hashlib.sha256("\n".join(made_from).encode()).hexdigest()[:16]
+    return f"{_slug(loaded)}-{loaded.model.size}-{digest}{SUFFIXES[backend]}"
+
+
+def _slug(loaded: LoadedModel) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "-", loaded.spec.family or Path(loaded.spec.source).name).strip("-") or "model"
+
+
+def _local_identity(loaded: LoadedModel) -> str:
+    """A local model (a TorchScript file, an hf: folder) has no revision: its size and time stand in."""
+    source = Path(loaded.spec.source)
+    files = [source] if source.is_file() else sorted(p for p in source.rglob("*") if p.is_file())
+    return ";".join(f"{p.name}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in files)
+
+
+def exported(loaded: LoadedModel, *, backend: Backend, exports: Path) -> Path:
+    """The export of `loaded` for `backend`: the cached one, or made now (once per model and size)."""
+    path = exports / export_key(loaded, backend=backend)
+    if path.is_file():
+        return path
+    started = time.monotonic()
+    onnx = path if backend == "onnxruntime" else path.with_suffix(".onnx")
+    export_onnx(loaded.model.module, out=onnx, size=loaded.model.size)
+    if backend == "openvino":
+        onnx_to_openvino(onnx, out=path)
+        onnx.unlink()
+    log.info("model_exported", backend=backend, file=str(path), seconds=round(time.monotonic() - started, 1))
+    _forget_older(path)
+    return path
+
+
+def _forget_older(kept: Path) -> None:
+    """The other exports of the same model and size: made for another revision, order or torch."""
+    family = kept.name.rsplit("-", 1)[0]
+    for old in kept.parent.glob(f"{family}-*"):
+        if old.stem != kept.stem and old.suffix in (".onnx", ".xml", ".bin"):
+            old.unlink(missing_ok=True)
+
+
+def with_backend(
+    loaded: LoadedModel, *, backend: Backend, exports: Path, tolerance: Tolerance = Tolerance(),
+) -> LoadedModel:
+    """`loaded` running on `backend` (the export cached under `exports`), after its probe matte
+    matched eager PyTorch's; `torch`: as it is."""
+    if backend == "torch":
+        return loaded
+    runtime_module(backend)  # a missing extra is said before minutes of exporting
+    if loaded.model.device.type != "cpu":
+        raise ModelLoadError(f"model.backend: {backend} runs on the CPU, and the model was loaded on "
+                             f"{loaded.model.device.type}: set model.device: cpu, or model.backend: torch")
+    path = exported(loaded, backend=backend, exports=exports)
+    runner = RuntimeMatteModel(path, backend=backend, size=loaded.model.size)
+    probe = probe_batch(loaded.model.size)
+    found = difference(loaded.model.predict(probe), runner.predict(probe))
+    if not found.within(tolerance):
+        raise ModelLoadError(
+            f"model.backend: {backend} gives another matte than PyTorch on the probe image ({found}; allowed: mean "
+            f"{tolerance.mean}, 99.9th percentile {tolerance.p999}); its export is {path}: use model.backend: torch"
+        )
+    log.info("model_backend", backend=backend, version=runtime_version(backend), export=str(path),
+             probe_difference=str(found))
+    return dataclasses.replace(loaded, runner=runner, backend=backend, export=path)

@@ -1,0 +1,67 @@
+"""The model leaves eager PyTorch: a graph at the pipeline's fixed size, for an inference runtime.
+
+    export_onnx(module, out=..., size=...)      ONNX, the logits alone (opset OPSET)
+    onnx_to_openvino(onnx_file, out=...)        OpenVINO's IR (.xml and .bin) from that ONNX file
+
+Both write under a temp name and rename, so a file that exists is whole. The size is baked
+in: the pipeline pads every image to one square (`pipeline.target_size`), so one shape is all
+the graph ever sees, and a runtime can plan its memory once.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+
+from daemon.pipeline.model import LogitsOnly
+from daemon.pipeline.runtimes import runtime_module
+
+OPSET = 17
+"""GridSample and LayerNormalization are there (16, 17); ONNX Runtime and OpenVINO read it."""
+
+
+def export_onnx(module: torch.nn.Module, *, out: Path, size: int) -> Path:
+    """`module` (on the CPU, float32) traced at (1, 3, size, size) to ONNX at `out`: one input
+    `image`, one output `logits`."""
+    ready = module.float().cpu().eval()
+    # A TorchScript file is already a graph of the logits alone (`cutout model export`), and a
+    # traced graph cannot be traced again inside a wrapper: it goes as it is.
+    wrapper = ready if isinstance(ready, torch.jit.ScriptModule) else LogitsOnly(ready).eval()
+    example = torch.zeros(1, 3, size, size, dtype=torch.float32)
+    with _written(out) as temp, torch.no_grad(), warnings.catch_warnings():
+        # The tracer warns that Python values become constants: they are, at the one fixed size.
+        warnings.simplefilter("ignore")
+        torch.onnx.export(wrapper, (example,), str(temp), dynamo=False, opset_version=OPSET,
+                          input_names=["image"], output_names=["logits"], do_constant_folding=True)
+    return out
+
+
+def onnx_to_openvino(onnx_file: Path, *, out: Path) -> Path:
+    """OpenVINO's IR of an exported ONNX file: `out` (.xml) with its weights beside it (.bin)."""
+    openvino = runtime_module("openvino")
+    converted = openvino.convert_model(str(onnx_file))
+    with _written(out) as temp:
+        openvino.save_model(converted, str(temp))
+        os.replace(temp.with_suffix(".bin"), out.with_suffix(".bin"))  # the weights first: the .xml names them
+    return out
+
+
+@contextmanager
+def _written(out: Path) -> Iterator[Path]:
+    """A temp path beside `out`, renamed onto it when the block ends well, removed otherwise."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    handle, name = tempfile.mkstemp(prefix=f".{out.stem}-", suffix=out.suffix, dir=out.parent)
+    os.close(handle)
+    temp = Path(name)
+    try:
+        yield temp
+        os.replace(temp, out)
+    finally:
+        temp.unlink(missing_ok=True)
+        temp.with_suffix(".bin").unlink(missing_ok=True)

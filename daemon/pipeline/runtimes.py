@@ -1,0 +1,86 @@
+"""The model on an inference runtime instead of eager PyTorch: ONNX Runtime or OpenVINO.
+
+On a machine without a fast GPU (an Intel Mac mini, a Linux server of a fleet) the runtimes
+made for inference run the same graph faster than eager PyTorch. The graph is the model's
+own, exported once at the pipeline's fixed size (`daemon.models.backends` exports, caches and
+checks it against eager PyTorch at start); this module only runs it, behind the same
+`MatteModel` Protocol as `TorchMatteModel`: a (1, 3, S, S) batch in, the sigmoid matte out.
+
+Neither runtime is a dependency: each is an extra (`pip install -e '.[onnx]'`,
+`'.[openvino]'`), imported only when `model.backend` names it.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from daemon.errors import ModelError, ModelLoadError
+from daemon.pipeline.matte import FloatArray
+
+Backend = Literal["torch", "onnxruntime", "openvino"]
+BACKENDS: tuple[Backend, ...] = ("torch", "onnxruntime", "openvino")
+EXTRAS: dict[Backend, tuple[str, str]] = {
+    "onnxruntime": ("onnxruntime", "onnx"),
+    "openvino": ("openvino", "openvino"),
+}
+"""backend -> (the module it needs, the extra that installs it)."""
+
+
+def runtime_module(backend: Backend) -> Any:
+    """The runtime's module, or a refusal that says how to install it."""
+    module, extra = EXTRAS[backend]
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise ModelLoadError(
+            f"model.backend: {backend} needs {module}, which is not installed: pip install -e '.[{extra}]' "
+            "(in the cutout checkout), or use model.backend: torch"
+        ) from exc
+
+
+def runtime_version(backend: Backend) -> str:
+    return str(getattr(runtime_module(backend), "__version__", "unknown"))
+
+
+class RuntimeMatteModel:
+    """An exported graph on ONNX Runtime or OpenVINO, on the CPU, behind the `MatteModel` Protocol."""
+
+    def __init__(self, graph: Path, *, backend: Backend, size: int, threads: int = 0) -> None:
+        self.graph, self.backend, self.size = graph, backend, size
+        self._run = _onnxruntime(graph, threads=threads) if backend == "onnxruntime" else _openvino(graph)
+
+    def predict(self, batch: FloatArray) -> FloatArray:
+        """Run the graph, force (S, S), sigmoid: what `TorchMatteModel.predict` gives."""
+        if batch.shape != (1, 3, self.size, self.size):
+            raise ModelError(f"input batch has shape {batch.shape}, expected (1, 3, {self.size}, {self.size})")
+        try:
+            logits = np.asarray(self._run(np.ascontiguousarray(batch, dtype=np.float32)), dtype=np.float32)
+        except Exception as exc:  # the runtime's own error types: a failure on this image
+            raise ModelError(f"the model failed on this image ({self.backend}): {exc}") from exc
+        plane = logits.reshape(logits.shape[-2:])
+        if tuple(plane.shape) != (self.size, self.size):
+            raise ModelError(f"the exported model gave a {plane.shape} map, expected ({self.size}, {self.size})")
+        matte: FloatArray = (1.0 / (1.0 + np.exp(-plane))).astype(np.float32)
+        return matte
+
+
+def _onnxruntime(graph: Path, *, threads: int) -> Any:
+    runtime = runtime_module("onnxruntime")
+    options = runtime.SessionOptions()
+    if threads > 0:
+        options.intra_op_num_threads = threads
+    session = runtime.InferenceSession(str(graph), sess_options=options, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    return lambda batch: session.run(None, {name: batch})[0]
+
+
+def _openvino(graph: Path) -> Any:
+    runtime = runtime_module("openvino")
+    # f32 throughout: on CPUs with bf16 units OpenVINO would otherwise pick bf16 by itself.
+    compiled = runtime.Core().compile_model(str(graph), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    output = compiled.output(0)
+    return lambda batch: compiled(batch)[output]
