@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from daemon.pipeline.birefnet.aspp import ASPPDeformable
-from daemon.pipeline.birefnet.ops import pointwise, resize
+from daemon.pipeline.birefnet.ops import pointwise, resize, spatial_size, static_size
 from daemon.pipeline.patchorder import PatchOrder
 
 INNER_CHANNELS = 64
@@ -63,7 +63,7 @@ def stack_patches_columns_rows_colour(image: torch.Tensor, size: tuple[int, int]
 def _grid(image: torch.Tensor, size: tuple[int, int]) -> tuple[int, int, int, int, int, int]:
     """Batch, colours, grid rows and columns, and the patch size, for maps of `size` (the
     reference's grid: the image size over the map size, rounded down)."""
-    batch, colours, height, width = image.shape
+    batch, colours, height, width = static_size(image)
     rows, cols = height // size[0], width // size[1]
     return batch, colours, rows, cols, height // rows, width // cols
 
@@ -174,8 +174,8 @@ class Decoder(nn.Module):
         head = self.conv_out1[0]
         assert isinstance(head, nn.Conv2d)
         weight, bias = head.weight.flatten(1), head.bias
-        split = p1.shape[1]
-        coarse = resize(pointwise(p1, weight[:, :split]), (image.shape[-2], image.shape[-1]))
+        split, (height, width) = static_size(p1)[1], static_size(image)[-2:]
+        coarse = resize(pointwise(p1, weight[:, :split]), (height, width))
         return coarse + pointwise(self.get_submodule("ipt_blk1")(image), weight[:, split:], bias)
 
     def _level(self, level: int, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -189,9 +189,9 @@ class Decoder(nn.Module):
     def _upward(self, p: torch.Tensor, skip: torch.Tensor, level: int) -> torch.Tensor:
         """The deeper level's output at the skip map's size, plus the lateral view of the skip."""
         lateral: torch.Tensor = self.get_submodule(f"lateral_block{level}")(skip)
-        return resize(p, (skip.shape[-2], skip.shape[-1])) + lateral
+        return resize(p, spatial_size(skip)) + lateral
 
     def _with_patches(self, x: torch.Tensor, image: torch.Tensor, block: str) -> torch.Tensor:
         """`x` with the encoded image patches of its size appended on channels."""
-        patches = self._stack_patches(image, (x.shape[-2], x.shape[-1]))
+        patches = self._stack_patches(image, spatial_size(x))
         return torch.cat((x, self.get_submodule(block)(patches)), dim=1)

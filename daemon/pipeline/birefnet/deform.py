@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from daemon.pipeline.birefnet.ops import static_size
+
 SAMPLE_BUDGET = 1 << 25
 """Most sampled values (channels x taps x pixels) held at once: 128 MiB in float32. A 7x7
 kernel at 2048² input would otherwise need 3 GiB for one im2col matrix; above the budget
@@ -50,8 +52,8 @@ def sampling_grid(base: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
     """(B, taps, H, W, 2) normalised positions: the base grid moved by the learnt offsets.
     torchvision's offset channels are (dy, dx) per tap; grid_sample wants (x, y). Always
     float32: in float16 a position near pixel 500 would be off by a quarter pixel."""
-    batch, _, height, width = offset.shape
-    moves = offset.float().view(batch, -1, 2, height, width).permute(0, 1, 3, 4, 2).flip(-1)
+    batch, _, height, width = static_size(offset)
+    moves = offset.float().view(batch, static_size(base)[0], 2, height, width).permute(0, 1, 3, 4, 2).flip(-1)
     return to_normalised(base + moves, height, width)
 
 
@@ -65,10 +67,10 @@ def deform_conv2d(
 ) -> torch.Tensor:
     """Stride-1 modulated deformable convolution without bias; `base` is `base_grid(...)` of
     this kernel, padding and size. The output has the input's size, channels-last in memory."""
-    batch, channels, height, width = image.shape
-    taps = base.shape[0]
+    batch, channels, height, width = static_size(image)
+    outputs, taps = static_size(weight)[0], static_size(base)[0]
     grid = sampling_grid(base, offset)
-    kernel = weight.reshape(weight.shape[0], channels, taps)
+    kernel = weight.reshape(outputs, channels, taps)
     # grid_sample reads a channels-last float32 input about three times faster on the CPU.
     source = image.float().contiguous(memory_format=torch.channels_last)
     step = taps_per_group(channels, taps, height * width)
@@ -76,7 +78,7 @@ def deform_conv2d(
     for start in range(step, taps, step):
         chunk = slice(start, start + step)
         result.add_(_sampled_product(source, grid[:, chunk], mask[:, chunk], kernel[:, :, chunk], image.dtype))
-    return result.view(batch, height, width, -1).permute(0, 3, 1, 2)
+    return result.view(batch, height, width, outputs).permute(0, 3, 1, 2)
 
 
 def _sampled_product(
@@ -84,8 +86,8 @@ def _sampled_product(
 ) -> torch.Tensor:
     """One group of taps: sample, modulate (in place: a fresh tensor that size costs more to
     allocate than to multiply), and multiply by those taps' weights. (B, H·W, out) result."""
-    batch, channels, height, width = source.shape
-    taps = grid.shape[1]
+    batch, channels, height, width = static_size(source)
+    taps = static_size(grid)[1]
     flat_grid = grid.reshape(batch, taps * height, width, 2)
     sampled = F.grid_sample(source, flat_grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     modulated = sampled.to(dtype).view(batch, channels, taps, height, width).mul_(mask.unsqueeze(1))
@@ -115,7 +117,8 @@ class DeformableConv2d(nn.Module):
 
     def _base_grid(self, x: torch.Tensor) -> torch.Tensor:
         """The undeformed grid for this input size, built once per size and device."""
-        key = (x.shape[-2], x.shape[-1], x.device)
+        height, width = static_size(x)[-2:]
+        key = (height, width, x.device)
         grid = self._grids.get(key)
         if grid is None:
             if len(self._grids) >= 4:

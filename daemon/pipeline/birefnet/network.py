@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from daemon.pipeline.birefnet.decoder import BasicDecBlk, Decoder, Predictions
-from daemon.pipeline.birefnet.ops import resize
+from daemon.pipeline.birefnet.ops import resize, spatial_size, static_size
 from daemon.pipeline.birefnet.swin import SWIN_SHAPES, SwinShape, SwinTransformer
 from daemon.pipeline.patchorder import PatchOrder
 
@@ -58,11 +58,11 @@ class BiRefNet(nn.Module):
     def encode(self, image: torch.Tensor) -> Maps:
         """The four maps the decoder receives: each stage's output beside the same stage's
         output for the half-size image (upsampled), and x4 widened with x1 .. x3 (resized)."""
-        height, width = image.shape[-2], image.shape[-1]
+        _, _, height, width = static_size(image)
         full: list[torch.Tensor] = self.bb(image)
         half: list[torch.Tensor] = self.bb(resize(image, (height // 2, width // 2)))
-        x1, x2, x3, x4 = (torch.cat((f, resize(h, (f.shape[-2], f.shape[-1]))), dim=1) for f, h in zip(full, half))
-        size = (x4.shape[-2], x4.shape[-1])
+        x1, x2, x3, x4 = (torch.cat((f, resize(h, spatial_size(f))), dim=1) for f, h in zip(full, half))
+        size = spatial_size(x4)
         return x1, x2, x3, torch.cat((resize(x1, size), resize(x2, size), resize(x3, size), x4), dim=1)
 
 

@@ -1,4 +1,4 @@
-"""Two tensor operations the decoder uses everywhere, written once."""
+"""Tensor operations the model uses everywhere, written once."""
 
 from __future__ import annotations
 
@@ -6,9 +6,28 @@ import torch
 import torch.nn.functional as F
 
 
+def static_size(x: torch.Tensor) -> tuple[int, ...]:
+    """`x.shape` as plain Python ints.
+
+    In eager mode and under `torch.export` that is what `x.shape` already is. The TorchScript
+    tracer behind `torch.onnx.export(..., dynamo=False)` hands out sizes as 0-d tensors
+    instead, so that arithmetic on them becomes graph nodes: window padding, window counts
+    and sampling grids would then be rebuilt inside the exported graph from `Shape` nodes
+    (ONNX Runtime refused the result), and the per-size caches, keyed by those tensors, never
+    hit. Geometry is a function of the input size alone, and an export is made for one size,
+    so the ints are baked in as constants."""
+    return tuple(int(size) for size in x.shape)
+
+
+def spatial_size(x: torch.Tensor) -> tuple[int, int]:
+    """(H, W) of an NCHW map, as ints."""
+    _, _, height, width = static_size(x)
+    return height, width
+
+
 def resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Bilinear resize with align_corners=True, the reference's choice everywhere."""
-    if tuple(x.shape[-2:]) == size:
+    if spatial_size(x) == size:
         return x  # the reference interpolates to the same size too: an exact copy
     return F.interpolate(x, size=size, mode="bilinear", align_corners=True)
 

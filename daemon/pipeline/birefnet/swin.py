@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from daemon.pipeline.birefnet.ops import static_size
 from daemon.pipeline.birefnet.windows import WindowLayout, relative_position_index, window_layout
 
 
@@ -68,7 +69,7 @@ class WindowAttention(nn.Module):
         unfused math, two to four times slower. The output projection runs after the
         padding is dropped (it is per token: same numbers, less work)."""
         windows = layout.windows(x)
-        batch, count, tokens, dim = windows.shape
+        batch, count, tokens, dim = static_size(windows)
         qkv = self.qkv(windows).view(batch * count, tokens, 3, self.num_heads, dim // self.num_heads)
         query, key, value = qkv.permute(2, 0, 3, 1, 4).unbind(0)
         mask = self.attention_mask(layout.mask, batch, query.dtype)
@@ -128,9 +129,9 @@ class PatchMerging(nn.Module):
         self.norm = nn.LayerNorm(4 * dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        batch, height, width, channels = x.shape
+        batch, height, width, channels = static_size(x)
         x = F.pad(x, (0, 0, 0, width % 2, 0, height % 2))
-        half_h, half_w = x.shape[1] // 2, x.shape[2] // 2
+        half_h, half_w = (height + 1) // 2, (width + 1) // 2
         grouped = x.view(batch, half_h, 2, half_w, 2, channels).permute(0, 1, 3, 4, 2, 5)
         out: torch.Tensor = self.reduction(self.norm(grouped.reshape(batch, half_h, half_w, 4 * channels)))
         return out
@@ -150,8 +151,9 @@ class SwinStage(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, H, W, C) -> (this stage's output, the next stage's input)."""
+        _, height, width, _ = static_size(x)
         for block, shift in zip(self.blocks, self.shifts):
-            x = block(x, self.layout(x.shape[1], x.shape[2], shift, x.device))
+            x = block(x, self.layout(height, width, shift, x.device))
         following = x if self.downsample is None else self.downsample(x)
         return x, following
 
@@ -178,7 +180,7 @@ class PatchEmbed(nn.Module):
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) -> (B, H/4, W/4, C); a size that is not a multiple of 4 is padded."""
-        height, width = image.shape[-2:]
+        height, width = static_size(image)[-2:]
         image = F.pad(image, (0, -width % self.patch, 0, -height % self.patch))
         out: torch.Tensor = self.norm(self.proj(image).permute(0, 2, 3, 1))
         return out

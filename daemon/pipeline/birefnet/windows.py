@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import torch
 
+from daemon.pipeline.birefnet.ops import static_size
+
 
 def padded(size: int, window: int) -> int:
     """`size` rounded up to a whole number of windows (the reference pads right and bottom)."""
@@ -72,22 +74,38 @@ class WindowLayout:
     from_windows: torch.Tensor
     mask: torch.Tensor | None
 
+    @property
+    def count(self) -> int:
+        """Windows per image."""
+        return (self.padded_height // self.window) * (self.padded_width // self.window)
+
+    @property
+    def tokens(self) -> int:
+        """Tokens per window."""
+        return self.window * self.window
+
+    # Every reshape below spells out its sizes from the layout's ints, none inferred with -1:
+    # an exported graph then carries them as constants that ONNX shape inference (and
+    # OpenVINO's converter) can check, instead of deriving them from runtime shapes.
     def pad(self, x: torch.Tensor) -> torch.Tensor:
         """(B, H, W, C) -> (B, Hp·Wp, C), zeros right and bottom, as the reference pads."""
+        batch, _, _, channels = static_size(x)
         extra_h, extra_w = self.padded_height - self.height, self.padded_width - self.width
         if extra_h or extra_w:
             x = torch.nn.functional.pad(x, (0, 0, 0, extra_w, 0, extra_h))
-        return x.reshape(x.shape[0], -1, x.shape[-1])
+        return x.reshape(batch, self.padded_height * self.padded_width, channels)
 
     def windows(self, x: torch.Tensor) -> torch.Tensor:
         """(B, H, W, C) -> (B, windows, window², C)."""
+        batch, _, _, channels = static_size(x)
         gathered = torch.index_select(self.pad(x), 1, self.to_windows)
-        return gathered.view(x.shape[0], -1, self.window * self.window, x.shape[-1])
+        return gathered.view(batch, self.count, self.tokens, channels)
 
     def merge(self, windows: torch.Tensor) -> torch.Tensor:
         """(B, windows, window², C) -> (B, H, W, C), the padding dropped."""
-        flat = windows.reshape(windows.shape[0], -1, windows.shape[-1])
-        return torch.index_select(flat, 1, self.from_windows).view(windows.shape[0], self.height, self.width, -1)
+        batch, _, _, channels = static_size(windows)
+        flat = windows.reshape(batch, self.count * self.tokens, channels)
+        return torch.index_select(flat, 1, self.from_windows).view(batch, self.height, self.width, channels)
 
 
 def window_layout(height: int, width: int, window: int, shift: int, device: torch.device) -> WindowLayout:
@@ -97,8 +115,10 @@ def window_layout(height: int, width: int, window: int, shift: int, device: torc
     if shift:
         positions = torch.roll(positions, shifts=(-shift, -shift), dims=(1, 2))
     to_windows = partition(positions, window).reshape(-1)
-    token_of = torch.empty_like(to_windows)
-    token_of[to_windows] = torch.arange(to_windows.numel())
+    # The inverse permutation, token_of[to_windows[t]] = t, as a sort rather than an in-place
+    # indexed assignment: nothing for an exporter to trace as a scatter if the layout is built
+    # during an export (it is then folded into constants either way).
+    token_of = torch.argsort(to_windows)
     from_windows = token_of.view(full_h, full_w)[:height, :width].reshape(-1)
     mask = shift_mask(full_h, full_w, window, shift).to(device) if shift else None
     return WindowLayout(height, width, full_h, full_w, window, to_windows.to(device), from_windows.to(device), mask)
