@@ -38,7 +38,10 @@ def export_onnx(module: torch.nn.Module, *, out: Path, size: int) -> Path:
         # The tracer warns that Python values become constants: they are, at the one fixed size.
         warnings.simplefilter("ignore")
         torch.onnx.export(wrapper, (example,), str(temp), dynamo=False, opset_version=OPSET,
-                          input_names=["image"], output_names=["logits"], do_constant_folding=True)
+                          # No folding: it would store each shifted Swin block's attention mask and
+                          # position bias at the full size (Swin-L at 1024: past 2 GB, in hundreds
+                          # of files); the runtimes fold them in memory when they load the graph.
+                          input_names=["image"], output_names=["logits"], do_constant_folding=False)
     return out
 
 

@@ -71,6 +71,9 @@ class RuntimeMatteModel:
 def _onnxruntime(graph: Path, *, threads: int) -> Any:
     runtime = runtime_module("onnxruntime")
     options = runtime.SessionOptions()
+    # Its threads would otherwise spin for a while after each image, taking the cores the
+    # decode and encode of the next images need.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if threads > 0:
         options.intra_op_num_threads = threads
     session = runtime.InferenceSession(str(graph), sess_options=options, providers=["CPUExecutionProvider"])

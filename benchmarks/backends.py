@@ -1,0 +1,177 @@
+"""The built-in BiRefNet on each backend: forward time on this CPU, and how far its logits are from eager PyTorch's.
+
+    python -m benchmarks.backends                                  # 1024², Swin-T and Swin-L, 3 rounds
+    python -m benchmarks.backends --backbones swin_v1_t --size 512 --repeat 5
+
+Weights are the golden fixtures' rule weights (as `benchmarks.native_forward`): a forward costs
+the same whatever the weights are, and the logits' gap is measured on the same weights. Each
+backbone is exported once to ONNX (`daemon.pipeline.export`, the daemon's own path; the time it
+takes is printed), converted for OpenVINO, and then the backends take turns, one forward each
+per round (eager, ONNX Runtime, OpenVINO, eager, ...), so that whatever else the machine does
+falls on all of them alike; the median of the rounds is reported, each after one warm-up
+forward. The gap is the largest |logits - eager logits| on the probe image. Each backend runs in a
+process of its own, the processes taking turns round by round: in one process, a runtime's
+threads slowed the eager forward that followed by up to 1.9 x (measured), which no daemon
+sees (it runs one backend).
+
+Results are printed and written to benchmarks/results/backends.json. Nothing here is asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from benchmarks.machine import REPO, machine_info
+from benchmarks.native_forward import RULE_ORDER, family_of, with_layout, write_rule_weights
+from daemon.pipeline.export import export_onnx, onnx_to_openvino
+from daemon.pipeline.modelspec import Backbone
+from daemon.pipeline.native import NativeCheckpoint, load_native
+from daemon.pipeline.precision import probe_batch
+from daemon.pipeline.runtimes import runtime_module, runtime_version
+
+BACKBONES: tuple[Backbone, ...] = ("swin_v1_t", "swin_v1_l")
+Logits = Callable[[np.ndarray], np.ndarray]
+
+
+def eager(model: torch.nn.Module) -> Logits:
+    """As the daemon runs it (`TorchMatteModel`): the module and its input channels-last."""
+    converted = with_layout(model, torch.channels_last)  # type: ignore[arg-type]
+
+    def run(batch: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            image = torch.from_numpy(batch).contiguous(memory_format=torch.channels_last)
+            return np.asarray(converted(image).numpy(), np.float32)
+    return run
+
+
+def onnxruntime_run(graph: Path) -> Logits:
+    runtime = runtime_module("onnxruntime")
+    options = runtime.SessionOptions()
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # as the daemon runs it
+    session = runtime.InferenceSession(str(graph), sess_options=options, providers=["CPUExecutionProvider"])
+    return lambda batch: np.asarray(session.run(None, {"image": batch})[0], np.float32)
+
+
+def openvino_run(graph: Path) -> Logits:
+    compiled = runtime_module("openvino").Core().compile_model(str(graph), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    output = compiled.output(0)
+    return lambda batch: np.asarray(compiled(batch)[output], np.float32)
+
+
+def measure(backbone: Backbone, *, weights: Path, size: int, repeat: int, folder: Path) -> dict[str, Any]:
+    """Export, then each backend in a process of its own (a runtime's threads, and torch's, linger
+    after a forward and slow whatever runs next in the same process: up to 1.9 x, measured), the
+    processes taking turns round by round."""
+    model = load_native(family_of(backbone), NativeCheckpoint(weights, RULE_ORDER)).eval()
+    started = time.monotonic()
+    onnx = export_onnx(model, out=folder / f"{backbone}-{size}.onnx", size=size)
+    export_seconds = time.monotonic() - started
+    started = time.monotonic()
+    onnx_to_openvino(onnx, out=folder / f"{backbone}-{size}.xml")
+    convert_seconds = time.monotonic() - started
+    reference = eager(model)(probe_batch(size))
+    np.save(folder / "reference.npy", reference)
+    del model
+    seconds: dict[str, list[float]] = {name: [] for name in BACKENDS}
+    gaps: dict[str, float] = {}
+    for _ in range(repeat):
+        for name in BACKENDS:
+            child = _child(name, backbone=backbone, weights=weights, size=size, folder=folder)
+            seconds[name].append(child["seconds"])
+            gaps[name] = child["gap"]
+    medians = {name: statistics.median(values) for name, values in seconds.items()}
+    return {"backbone": backbone, "size": size, "repeat": repeat, "export_seconds": round(export_seconds, 1),
+            "openvino_convert_seconds": round(convert_seconds, 1),
+            "forward_seconds": {name: round(value, 3) for name, value in medians.items()},
+            "x_eager": {name: round(value / medians["torch"], 2) for name, value in medians.items()},
+            "max_logit_gap": gaps}
+
+
+BACKENDS = ("torch", "onnxruntime", "openvino")
+FORWARDS = 2
+"""Timed forwards in each process after its warm-up (their median): a runtime's second call may
+still be settling its memory."""
+
+
+def _child(name: str, *, backbone: Backbone, weights: Path, size: int, folder: Path) -> dict[str, float]:
+    """One backend in a fresh process: a warm-up forward, then FORWARDS timed; its gap to eager."""
+    found = subprocess.run(
+        [sys.executable, "-m", "benchmarks.backends", "--child", name, "--backbones", backbone, "--size", str(size),
+         "--weights", str(weights), "--folder", str(folder)],
+        capture_output=True, text=True, check=True, cwd=REPO,
+    )
+    result: dict[str, float] = json.loads(found.stdout.strip().splitlines()[-1])
+    return result
+
+
+def child(name: str, *, backbone: Backbone, weights: Path, size: int, folder: Path) -> dict[str, float]:
+    if name == "torch":
+        run = eager(load_native(family_of(backbone), NativeCheckpoint(weights, RULE_ORDER)).eval())
+    elif name == "onnxruntime":
+        run = onnxruntime_run(folder / f"{backbone}-{size}.onnx")
+    else:
+        run = openvino_run(folder / f"{backbone}-{size}.xml")
+    batch = probe_batch(size)
+    logits = run(batch)  # the warm-up: first calls plan and allocate
+    times = []
+    for _ in range(FORWARDS):
+        started = time.perf_counter()
+        run(batch)
+        times.append(time.perf_counter() - started)
+    seconds = statistics.median(times)
+    gap = float(np.abs(logits - np.load(folder / "reference.npy")).max())
+    return {"seconds": seconds, "gap": gap}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", type=int, default=1024)
+    parser.add_argument("--backbones", nargs="+", choices=BACKBONES, default=list(BACKBONES))
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--json", type=Path, default=REPO / "benchmarks" / "results" / "backends.json")
+    parser.add_argument("--child", choices=BACKENDS, help=argparse.SUPPRESS)
+    parser.add_argument("--weights", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--folder", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        print(json.dumps(child(args.child, backbone=args.backbones[0], weights=args.weights, size=args.size,
+                               folder=args.folder)))
+        return 0
+    result: dict[str, Any] = {
+        "schema": 1, "timestamp": datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ"),
+        "machine": machine_info(torch.device("cpu")), "threads": torch.get_num_threads(),
+        "versions": {"torch": torch.__version__, "onnxruntime": runtime_version("onnxruntime"),
+                     "openvino": runtime_version("openvino")},
+        "rows": [],
+    }
+    with tempfile.TemporaryDirectory(prefix="backends-") as scratch:
+        folder = Path(scratch)
+        for backbone in args.backbones:
+            weights = write_rule_weights(backbone, folder)
+            row = measure(backbone, weights=weights, size=args.size, repeat=args.repeat, folder=folder)
+            result["rows"].append(row)
+            print(f"{backbone} at {args.size}: forward " + ", ".join(
+                f"{name} {row['forward_seconds'][name]:.2f} s ({row['x_eager'][name]:.2f} x eager, max logit gap "
+                f"{row['max_logit_gap'][name]:.1e})" for name in row["forward_seconds"])
+                + f"; export {row['export_seconds']} s, OpenVINO conversion {row['openvino_convert_seconds']} s",
+                flush=True)
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
