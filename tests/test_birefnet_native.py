@@ -322,3 +322,28 @@ def test_the_lite_model_runs_at_the_pipeline_size() -> None:
     with torch.inference_mode():
         logits = model(torch.randn(1, 3, 1088, 1088))
     assert logits.shape == (1, 1, 1088, 1088) and bool(torch.isfinite(logits).all())
+
+
+@pytest.mark.timeout(600)
+def test_the_model_exported_to_onnx_gives_its_orders_golden_logits_on_onnx_runtime(
+    golden_models: tuple[str, dict[PatchOrder, BiRefNet]], tmp_path: Path,
+) -> None:
+    """The export `model.backend: onnxruntime` runs (daemon.pipeline.export), for both backbones
+    and both patch orders: ONNX Runtime's logits are within 1e-4 of eager float32's and of the
+    golden fixture's. Exporting Swin-L takes half a minute per order: slow."""
+    from daemon.pipeline.export import export_onnx
+    from daemon.pipeline.runtimes import runtime_module
+
+    runtime = runtime_module("onnxruntime")
+    backbone, models = golden_models
+    image = golden_input(256)
+    for order, model in models.items():
+        graph = export_onnx(model, out=tmp_path / f"{backbone}-{order}.onnx", size=256)
+        session = runtime.InferenceSession(str(graph), providers=["CPUExecutionProvider"])
+        exported = session.run(None, {"image": image.numpy()})[0]
+        with torch.inference_mode():
+            eager = model(image).numpy()
+        golden = np.load(GOLDEN / backbone / GOLDEN_LOGITS[order])
+        assert float(np.abs(exported - eager).max()) < 1e-4, order
+        assert float(np.abs(exported - golden).max()) < 1e-4, order
+        graph.unlink()
