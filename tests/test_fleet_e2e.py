@@ -108,7 +108,7 @@ def test_four_daemons_share_400_files_each_once_and_every_daemon_works(
     assert all(daemon.stop() == 0 for daemon in fleet)
 
 
-@pytest.mark.timeout(360)  # several daemon restarts, each loading torch: slow on a busy 2-core machine
+@pytest.mark.timeout(480)  # several daemon restarts, each loading torch: slow on a busy 2-core machine
 def test_kills_and_a_freeze_past_the_lease_leave_exactly_one_output_per_file(
     tmp_path: Path, store_url: str, started: list[harness.DaemonProcess]
 ) -> None:
@@ -116,7 +116,9 @@ def test_kills_and_a_freeze_past_the_lease_leave_exactly_one_output_per_file(
     nas = Nas(tmp_path / "nas")
     fleet = _daemons(started, tmp_path, nas, url=store_url, model=f"hf:{slow}", count=2,
                      worker={"in_flight": 1, "cpu_threads": 1})
-    names = nas.drop(16)
+    # Enough work that some is left once the restarts are over, however slowly they load torch:
+    # a queue drained during them leaves no daemon inside the model to freeze.
+    names = nas.drop(60)
     chance = random.Random(7)
     for _ in range(3):  # kill -9 at random points, and the service manager restarts the daemon
         time.sleep(chance.uniform(0.5, 2.5))
@@ -134,7 +136,7 @@ def test_kills_and_a_freeze_past_the_lease_leave_exactly_one_output_per_file(
     os.kill(frozen.process.pid, signal.SIGSTOP)  # frozen past its lease: the other takes its job
     time.sleep(LEASE + 3.0)
     os.kill(frozen.process.pid, signal.SIGCONT)
-    _wait(lambda: _counts(store_url) == {"done": 16}, what="every job done", timeout=240)
+    _wait(lambda: _counts(store_url) == {"done": len(names)}, what="every job done", timeout=300)
     assert nas.outputs() == names and nas.temp_files() == [] and nas.quarantined() == []
     _wait(lambda: bool(frozen.jobs("claim_lost")), what="the frozen daemon's late finish, rejected", timeout=30)
     lost = str(frozen.jobs("claim_lost")[0]["path"])
