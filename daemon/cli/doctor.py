@@ -175,7 +175,7 @@ def check_backend(settings: Settings, *, store: ModelStore) -> Check:
     cached = sorted(path.name for path in exports.glob(f"*{SUFFIXES[backend]}")) if exports.is_dir() else []
     made = f"exports cached: {', '.join(cached)}" if cached else "no export yet: the first start makes it (minutes)"
     return Check("backend", "ok", f"{backend} {version} on the CPU; {made}; checked against torch at every start; "
-                 "its speed on this machine: python -m benchmarks.native_forward --backend " + backend)
+                 "its speed against torch on this machine: python -m benchmarks.backends")
 
 
 def _unfetched(*, settings: Settings, store: ModelStore) -> bool:
