@@ -186,14 +186,22 @@ class Telemetry:
         return snap
 
 
-def resident_bytes() -> int | None:
-    """This process's resident memory: current on Linux, the peak on macOS (no /proc there)."""
+def proc_resident() -> int | None:
+    """This process's resident memory now, from /proc (Linux); None where there is none."""
     try:
         with open("/proc/self/statm", encoding="ascii") as statm:
             return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
     except (OSError, ValueError, IndexError):
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        return int(peak if sys.platform == "darwin" else peak * 1024)
+        return None
+
+
+def resident_bytes() -> int | None:
+    """This process's resident memory: current on Linux, the peak on macOS (no /proc there)."""
+    found = proc_resident()
+    if found is not None:
+        return found
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak if sys.platform == "darwin" else peak * 1024)
 
 
 # --- Publishing and reading ---------------------------------------------------------------

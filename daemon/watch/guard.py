@@ -24,6 +24,8 @@ from collections.abc import Callable
 
 import structlog
 
+from daemon.companions.telemetry import proc_resident
+
 log = structlog.get_logger("cutout.guard")
 
 EXIT_RESTART = 75
@@ -34,13 +36,11 @@ CHECK_SECONDS = 5.0
 
 
 def resident_now() -> int | None:
-    """This process's resident memory now (not its peak, which never comes down): /proc on Linux,
-    `ps` on macOS; None where neither answers."""
-    try:
-        with open("/proc/self/statm", encoding="ascii") as statm:
-            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        pass
+    """This process's resident memory now (not its peak, which never comes down, as the
+    telemetry's is on macOS): /proc on Linux, `ps` on macOS; None where neither answers."""
+    now = proc_resident()
+    if now is not None:
+        return now
     try:
         found = subprocess.run(["ps", "-o", "rss=", "-p", str(os.getpid())], capture_output=True, text=True,
                                timeout=5, check=True)
