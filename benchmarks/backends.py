@@ -40,7 +40,7 @@ from daemon.pipeline.export import export_onnx, onnx_to_openvino
 from daemon.pipeline.modelspec import Backbone
 from daemon.pipeline.native import NativeCheckpoint, load_native
 from daemon.pipeline.precision import probe_batch
-from daemon.pipeline.runtimes import runtime_module, runtime_version
+from daemon.pipeline.runtimes import Backend, logits_runner, runtime_version
 
 BACKBONES: tuple[Backbone, ...] = ("swin_v1_t", "swin_v1_l")
 Logits = Callable[[np.ndarray], np.ndarray]
@@ -57,18 +57,10 @@ def eager(model: torch.nn.Module) -> Logits:
     return run
 
 
-def onnxruntime_run(graph: Path) -> Logits:
-    runtime = runtime_module("onnxruntime")
-    options = runtime.SessionOptions()
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # as the daemon runs it
-    session = runtime.InferenceSession(str(graph), sess_options=options, providers=["CPUExecutionProvider"])
-    return lambda batch: np.asarray(session.run(None, {"image": batch})[0], np.float32)
-
-
-def openvino_run(graph: Path) -> Logits:
-    compiled = runtime_module("openvino").Core().compile_model(str(graph), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
-    output = compiled.output(0)
-    return lambda batch: np.asarray(compiled(batch)[output], np.float32)
+def runtime_run(graph: Path, *, backend: Backend) -> Logits:
+    """The graph on `backend` exactly as the daemon loads it (`runtimes.logits_runner`)."""
+    run = logits_runner(graph, backend=backend)
+    return lambda batch: np.asarray(run(batch), np.float32)
 
 
 def measure(backbone: Backbone, *, weights: Path, size: int, repeat: int, folder: Path) -> dict[str, Any]:
@@ -121,9 +113,9 @@ def child(name: str, *, backbone: Backbone, weights: Path, size: int, folder: Pa
     if name == "torch":
         run = eager(load_native(family_of(backbone), NativeCheckpoint(weights, RULE_ORDER)).eval())
     elif name == "onnxruntime":
-        run = onnxruntime_run(folder / f"{backbone}-{size}.onnx")
+        run = runtime_run(folder / f"{backbone}-{size}.onnx", backend="onnxruntime")
     else:
-        run = openvino_run(folder / f"{backbone}-{size}.xml")
+        run = runtime_run(folder / f"{backbone}-{size}.xml", backend="openvino")
     batch = probe_batch(size)
     logits = run(batch)  # the warm-up: first calls plan and allocate
     times = []

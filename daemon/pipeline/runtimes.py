@@ -13,6 +13,7 @@ Neither runtime is a dependency: each is an extra (`pip install -e '.[onnx]'`,
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -49,9 +50,9 @@ def runtime_version(backend: Backend) -> str:
 class RuntimeMatteModel:
     """An exported graph on ONNX Runtime or OpenVINO, on the CPU, behind the `MatteModel` Protocol."""
 
-    def __init__(self, graph: Path, *, backend: Backend, size: int, threads: int = 0) -> None:
+    def __init__(self, graph: Path, *, backend: Backend, size: int) -> None:
         self.graph, self.backend, self.size = graph, backend, size
-        self._run = _onnxruntime(graph, threads=threads) if backend == "onnxruntime" else _openvino(graph)
+        self._run = logits_runner(graph, backend=backend)
 
     def predict(self, batch: FloatArray) -> FloatArray:
         """Run the graph, force (S, S), sigmoid: what `TorchMatteModel.predict` gives."""
@@ -68,20 +69,23 @@ class RuntimeMatteModel:
         return matte
 
 
-def _onnxruntime(graph: Path, *, threads: int) -> Any:
+def logits_runner(graph: Path, *, backend: Backend) -> Callable[[FloatArray], Any]:
+    """The exported graph loaded on `backend`, as the daemon runs it: a batch in, the logits out."""
+    return _onnxruntime(graph) if backend == "onnxruntime" else _openvino(graph)
+
+
+def _onnxruntime(graph: Path) -> Callable[[FloatArray], Any]:
     runtime = runtime_module("onnxruntime")
     options = runtime.SessionOptions()
     # Its threads would otherwise spin for a while after each image, taking the cores the
     # decode and encode of the next images need.
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    if threads > 0:
-        options.intra_op_num_threads = threads
     session = runtime.InferenceSession(str(graph), sess_options=options, providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
     return lambda batch: session.run(None, {name: batch})[0]
 
 
-def _openvino(graph: Path) -> Any:
+def _openvino(graph: Path) -> Callable[[FloatArray], Any]:
     runtime = runtime_module("openvino")
     # f32 throughout: on CPUs with bf16 units OpenVINO would otherwise pick bf16 by itself.
     compiled = runtime.Core().compile_model(str(graph), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
