@@ -30,6 +30,8 @@ class ModelShelf:
         self.model, self.params = model, params
         self._load, self._params_of = load, params_of
         self._other: tuple[str, MatteModel] | None = None
+        self._numbers: dict[str, PipelineParams] = {}
+        """Each chosen model's numbers, worked out (settings validated) once, not twice per image."""
         self.loads = 0
         """How many times another model was loaded (the log says which)."""
 
@@ -39,10 +41,12 @@ class ModelShelf:
             return self.params
         if self._params_of is None:
             raise self._cannot(name)
-        try:
-            return self._params_of(name)
-        except CutoutError as exc:
-            raise ModelError(f"the model {name} chosen for this file cannot be used: {exc}") from exc
+        if name not in self._numbers:
+            try:
+                self._numbers[name] = self._params_of(name)
+            except CutoutError as exc:
+                raise ModelError(f"the model {name} chosen for this file cannot be used: {exc}") from exc
+        return self._numbers[name]
 
     def model_for(self, name: str | None) -> MatteModel:
         """The daemon's model, or the one chosen for the file, loaded now if it is not the one held."""
