@@ -32,6 +32,8 @@ from daemon.settings import QueueSettings
 from daemon.store.jobs import Fingerprint, Job, JobStore
 from daemon.store.steering import DEFAULT_QUEUE, steering
 
+MOVED_ON = "no longer waits for review (approved, rejected or redone meanwhile)"
+"""Why a decision changed nothing: another one (a command, the dashboard) came first."""
 EVERY = 10_000_000
 """How many jobs `--all` reads: every one a queue can hold."""
 
@@ -73,7 +75,7 @@ def _approve(folders: Folders, queue: JobStore, job: Job, *, routing: Routing, p
     names, mark = names_of(job, routing=routing), approve_mark(folders, job_id=job.id, token=job.token)
     try:
         if not queue.approve(job, publish=approving(folders, names, source=display(job.source), mark=mark)):
-            return f"skipped: {display(job.source)} no longer waits for review (approved, rejected or redone meanwhile)"
+            return f"skipped: {display(job.source)} {MOVED_ON}"
     except (ConfigError, JobError) as exc:
         return f"skipped: {exc}"
     mark.unlink(missing_ok=True)  # committed: what it vouched for is done
@@ -115,7 +117,7 @@ def _reject(folders: Folders, queue: JobStore, job: Job, *, error: Rejected, rou
     target = quarantine_target(folders, job.source, previous=job.quarantine)
     if not queue.mark_failed(job, reason=error.reason, message=str(error), quarantine=target if present else None,
                              was="review"):
-        return f"skipped: {display(job.source)} no longer waits for review (approved, rejected or redone meanwhile)"
+        return f"skipped: {display(job.source)} {MOVED_ON}"
     report = ErrorReport(file=job.source.as_posix(), reason=error.reason, message=str(error), attempts=job.attempts,
                          first_seen=job.first_seen, last_attempt=now)
     try:
@@ -152,8 +154,7 @@ def _redo(
     if not queue.redo(job, recipes=recipes, model=model):
         taken = ", ".join(f"{name} is {display(holder)}'s" for name, holder in queue.name_conflicts(
             replace(job, recipes=recipes)))
-        why = f"its new files would take names of other files: {taken}" if taken else (
-            "it no longer waits for review (approved, rejected or redone meanwhile)")
+        why = f"its new files would take names of other files: {taken}" if taken else f"it {MOVED_ON}"
         return f"skipped: {display(job.source)}: {why}"
     # Files the new recipes do not write are nothing the new result replaces: they go now.
     new_names = set(names_of(replace(job, recipes=recipes), routing=routing))
