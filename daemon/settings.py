@@ -41,7 +41,7 @@ import yaml
 
 from daemon.errors import ConfigError, ModelLoadError
 from daemon.folders.outputs import Folders, OriginalsPolicy
-from daemon.folders.routing import Route, Routing, route_problem
+from daemon.folders.routing import Route, Routing, route_problem, unknown_recipe
 from daemon.pipeline.constants import (
     ABOVE_0, AT_LEAST_0, DOUBTFUL, FRACTION, TARGET_SIZE, BitDepth, Bounds, ImageOptions, PipelineParams,
 )
@@ -630,8 +630,8 @@ def routing(settings: Settings, *, only: str | None = None) -> Routing:
     every file (`cutout process --recipe`)."""
     if only is None:
         return Routing(recipes=settings.all_recipes, routes=settings.routes)
-    if only not in settings.all_recipes:
-        raise ConfigError(f"--recipe: no recipe named {only!r} (known: {', '.join(sorted(settings.all_recipes))})")
+    if problem := unknown_recipe(only, recipes=settings.all_recipes, key="--recipe"):
+        raise ConfigError(problem)
     return Routing(recipes=settings.all_recipes, routes=[Route(match="**", recipes=(only,))])
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import re
 import unicodedata
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING
@@ -136,15 +136,20 @@ SEED_ROUTING = Routing(recipes={DEFAULT_RECIPE: Recipe()})
 """The seed's single output, for callers without a config (tests, benchmarks)."""
 
 
+def unknown_recipe(name: str, *, recipes: Mapping[str, Recipe], key: str) -> str | None:
+    """What is wrong with `name` as the recipe `key` names (`--recipe`, a route's `recipes`), or None."""
+    return None if name in recipes else f"{key}: no recipe named {name!r} (known: {', '.join(sorted(recipes))})"
+
+
 def route_problem(match: str, names: tuple[str, ...], *, recipes: dict[str, Recipe]) -> str | None:
     """Why a route cannot work, naming its key: an unknown recipe or two recipes on one file name."""
     if not match.strip("/") or match.startswith("/") or ".." in match.split("/"):
         return f"match: {match!r} must be a glob relative to the hot folder, like shop/**"
     if not names:
         return "recipes: names no recipe (give at least one, e.g. [default])"
-    missing = [name for name in names if name not in recipes]
-    if missing:
-        return f"recipes: no recipe named {missing[0]!r} (known: {', '.join(sorted(recipes))})"
+    unknown = next(filter(None, (unknown_recipe(name, recipes=recipes, key="recipes") for name in names)), None)
+    if unknown:
+        return unknown
     files = output_files(PurePosixPath("x.png"), recipes=recipes, names=names)
     keys = [claim_key(file.path) for file in files]
     if len(set(keys)) != len(keys):

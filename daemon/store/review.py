@@ -27,7 +27,7 @@ from daemon.folders.layout import display
 from daemon.folders.outputs import ErrorReport, Folders, OriginalsPolicy, apply_originals_policy, move_to_quarantine
 from daemon.folders.outputs import quarantine_target
 from daemon.folders.review import approve_mark, approving, forget_waiting, review_folder, set_aside
-from daemon.folders.routing import SEED_ROUTING, Routing
+from daemon.folders.routing import SEED_ROUTING, Routing, unknown_recipe
 from daemon.settings import QueueSettings
 from daemon.store.jobs import Fingerprint, Job, JobStore
 from daemon.store.steering import DEFAULT_QUEUE, steering
@@ -138,8 +138,8 @@ def redo(
     `model` instead of the daemon's: a name the caller checked, as `model.name` takes it):
     its job back to pending. The new result is scored again; the waiting cut-out stays until it
     replaces it, and goes once a result is delivered."""
-    if recipe is not None and recipe not in routing.recipes:
-        raise ConfigError(f"--recipe: no recipe named {recipe!r} (known: {', '.join(sorted(routing.recipes))})")
+    if recipe is not None and (problem := unknown_recipe(recipe, recipes=routing.recipes, key="--recipe")):
+        raise ConfigError(problem)
     with _reviewing(folders, queue_settings=queue_settings, routing=routing) as queue:
         chosen = None if recipe is None else (recipe,)
         return [_redo(folders, queue, job, recipes=chosen, model=model, routing=routing)

@@ -56,6 +56,7 @@ from daemon.companions.dashboard.paths import OpenFile, open_file, roots_of
 from daemon.companions.dashboard.thumbs import MEDIA_TYPE, ThumbCache
 from daemon.errors import ConfigError, QueueError
 from daemon.folders.outputs import Folders
+from daemon.folders.routing import unknown_recipe
 from daemon.pipeline.modelspec import FAMILY
 from daemon.settings import Settings, check_model_choice, routing
 from daemon.store import review
@@ -285,8 +286,8 @@ def _review_command(dash: Dashboard, action: str, *, target: Path, form: dict[st
 
 def _redo_recipe(settings: Settings, name: str | None) -> str | None:
     """A recipe of the config, or None (the file's own)."""
-    if name is not None and name not in settings.all_recipes:
-        raise ConfigError(f"recipe: no recipe named {name!r} (known: {', '.join(sorted(settings.all_recipes))})")
+    if name is not None and (problem := unknown_recipe(name, recipes=settings.all_recipes, key="recipe")):
+        raise ConfigError(problem)
     return name
 
 
