@@ -30,7 +30,7 @@ from daemon.folders.review import approve_mark, approving, forget_waiting, revie
 from daemon.folders.routing import SEED_ROUTING, Routing, unknown_recipe
 from daemon.settings import QueueSettings
 from daemon.store.jobs import Fingerprint, Job, JobStore
-from daemon.store.steering import DEFAULT_QUEUE, steering
+from daemon.store.steering import DEFAULT_QUEUE, names_one_of, steering
 
 MOVED_ON = "no longer waits for review (approved, rejected or redone meanwhile)"
 """Why a decision changed nothing: another one (a command, the dashboard) came first."""
@@ -182,9 +182,7 @@ def _chosen(folders: Folders, queue: JobStore, target: Path | None, *, routing: 
 
 
 def _names(folders: Folders, job: Job, target: Path, *, routing: Routing) -> bool:
-    given = Path(target).expanduser()
-    review = review_folder(folders)
+    """Whether `target` is `job`'s original or one of its files in the review folder."""
     files = names_of(job, routing=routing)
-    places = {folders.input / job.source, *(review / rel for rel in files)}
-    relative = {job.source, *files}
-    return given.absolute() in places or PurePosixPath(given.as_posix()) in relative
+    return names_one_of(target, places={folders.input / job.source, *(review_folder(folders) / rel for rel in files)},
+                        relative={job.source, *files})

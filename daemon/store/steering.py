@@ -130,7 +130,11 @@ def _send_back(folders: Folders, queue: JobStore, job: Job) -> str:
 def _matches(job: Job, target: Path | None, folders: Folders) -> bool:
     if target is None or job.quarantine is None:
         return False
-    absolute = Path(target).expanduser().absolute()
-    candidates = {folders.quarantine / job.quarantine, folders.input / job.source}
-    relative = PurePosixPath(Path(target).as_posix())
-    return absolute in candidates or relative in (job.quarantine, job.source)
+    return names_one_of(target, places={folders.quarantine / job.quarantine, folders.input / job.source},
+                        relative={job.quarantine, job.source})
+
+
+def names_one_of(target: Path, *, places: set[Path], relative: set[PurePosixPath]) -> bool:
+    """Whether a path a person typed is one of `places` (absolute, `~` expanded), or one of the
+    `relative` paths as given."""
+    return Path(target).expanduser().absolute() in places or PurePosixPath(Path(target).as_posix()) in relative
