@@ -89,11 +89,14 @@ def _measure(daemons: list[FleetDaemon], *, url: str, shared: Path, images: int)
     started = time.monotonic()
     for path in sorted(staging.iterdir()):
         path.rename(shared / "in" / path.name)
-    while _done(url) < images:
+    # Watched in the output folder, not the store: polling the store would count in its work.
+    while len(list((shared / "out").glob("*.png"))) < images:
         if not all(daemon.alive() for daemon in daemons):
             raise RuntimeError("a daemon died:\n" + "\n".join(d.tail() for d in daemons))
         time.sleep(0.05)
     seconds = time.monotonic() - started
+    while _done(url) < images:  # each cut-out is published just before its job's commit
+        time.sleep(0.05)
     after = _database_work(url)
     per_daemon = [len([e for e in d.events("job") if e.get("outcome") == "done"]) for d in daemons]
     return {
@@ -101,25 +104,34 @@ def _measure(daemons: list[FleetDaemon], *, url: str, shared: Path, images: int)
         "done_per_daemon": per_daemon,
         "statements_per_job": round((after["statements"] - before["statements"]) / images, 1),
         "transactions_per_job": round((after["transactions"] - before["transactions"]) / images, 1),
+        "statements_by_query": _per_job(before["by_query"], after["by_query"], images=images),
     }
 
 
+def _per_job(before: dict[str, int], after: dict[str, int], *, images: int) -> dict[str, float]:
+    """Each statement's calls per job, the most called first: where the database work goes."""
+    calls = {query: (n - before.get(query, 0)) / images for query, n in after.items()}
+    return {query: round(n, 2) for query, n in sorted(calls.items(), key=lambda item: -item[1]) if n >= 0.05}
+
+
 def _done(url: str) -> int:
-    with psycopg.connect(url) as conn:
+    with psycopg.connect(url, autocommit=True) as conn:
         row = conn.execute("SELECT COUNT(*) FROM cutout_jobs WHERE state = 'done'").fetchone()
     return int(row[0]) if row else 0
 
 
-def _database_work(url: str) -> dict[str, int]:
-    """Statements and transactions of the whole database so far (every daemon's, and ours)."""
+def _database_work(url: str) -> dict[str, Any]:
+    """Statements (in all, and by query) and transactions of the whole database so far (every
+    daemon's, and ours). BEGIN and COMMIT count as statements: pg_stat_statements tracks them."""
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements SCHEMA public")
-        statements = conn.execute("SELECT COALESCE(SUM(calls), 0) FROM public.pg_stat_statements s JOIN pg_database d"
-                                  " ON d.oid = s.dbid WHERE d.datname = current_database()").fetchone()
+        rows = conn.execute("SELECT s.query, SUM(s.calls) FROM public.pg_stat_statements s JOIN pg_database d"
+                            " ON d.oid = s.dbid WHERE d.datname = current_database() GROUP BY s.query").fetchall()
         commits = conn.execute("SELECT xact_commit + xact_rollback FROM pg_stat_database"
                                " WHERE datname = current_database()").fetchone()
-    assert statements is not None and commits is not None
-    return {"statements": int(statements[0]), "transactions": int(commits[0])}
+    assert commits is not None
+    by_query = {" ".join(str(query).split())[:110]: int(calls) for query, calls in rows}
+    return {"statements": sum(by_query.values()), "transactions": int(commits[0]), "by_query": by_query}
 
 
 # --- Claim latency, no model in the way ----------------------------------------------------------
@@ -205,6 +217,10 @@ def _print(results: dict[str, Any], *, model_cost_ms: float) -> None:
         ratio = "-" if f["ratio_to_n_times_one"] is None else f"{f['ratio_to_n_times_one']:.2f}"
         print(f"{f['daemons']:>8} {f['images']:>7} {f['seconds']:>8} {f['rate']:>9} {ratio:>11} "
               f"{f['statements_per_job']:>10} {f['transactions_per_job']:>10}  {f['done_per_daemon']}")
+    for f in results["fleets"]:
+        print(f"\nwhere the statements go, {f['daemons']} daemon(s): calls per job")
+        for query, calls in list(f["statements_by_query"].items())[:14]:
+            print(f"{calls:>8}  {query}")
     print(f"\n{'claimers':>8} {'claims/s':>9} {'median ms':>10} {'p95 ms':>8}")
     for c in results["claims"]:
         print(f"{c['claimers']:>8} {c['claims_per_second']:>9} {c['median_ms']:>10} {c['p95_ms']:>8}")

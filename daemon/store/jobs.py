@@ -209,7 +209,7 @@ class JobStore(Protocol):
     def recover(self, *, crashed: bool) -> Recovery:
         """At start-up: what a dead predecessor left running goes back to pending."""
 
-    def claim(self, *, suspect_ok: bool = True) -> Job | None: ...
+    def claim(self, *, suspect_ok: bool = True, stage: str | None = None) -> Job | None: ...
 
     def heartbeat(self, job: Job) -> bool:
         """Extend the claim's lease; False when the claim is lost (stop, drop the work)."""

@@ -35,9 +35,10 @@ from __future__ import annotations
 import re
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -51,7 +52,7 @@ from psycopg_pool import ConnectionPool
 
 from daemon.errors import ConfigError, QueueError, StoreIncomplete
 from daemon.store.jobs import Job, WorkerInfo
-from daemon.store.sql import START_ATTEMPT, Params, Row, Sql, SqlJobStore
+from daemon.store.sql import NEXT_READY, START_ATTEMPT, Params, Row, Sql, SqlJobStore
 
 DictRow = dict[str, Any]
 """A row as psycopg's `dict_row` gives it."""
@@ -128,6 +129,13 @@ MIGRATIONS: tuple[str, ...] = (
 SCHEMA_LOCK = 0x637574_6F7574  # "cutout": serialises migrations and output-name decisions
 LEADER_LOCK = SCHEMA_LOCK + 1  # held by the fleet's watcher for as long as its connection lives
 DEFAULT_LEASE_SECONDS = 60.0
+CLOCK_REFRESH_SECONDS = 30.0
+"""How often a store reads the database's clock again (it carries it forward in between)."""
+CLOCK_JUMP_SECONDS = 0.5
+"""A gap this large between the monotonic and wall clocks' progress: the machine slept, or its clock was set."""
+SWEEPS_PER_LEASE = 6
+"""How often, per lease, claims look for expired leases: a lost claim is back within a sixth of a
+lease, and the claims in between run one statement fewer."""
 BUSY_SECONDS = 30.0
 """How long a statement waits for a lock another session holds before the store counts as away."""
 
@@ -148,6 +156,8 @@ class PostgresStore(SqlJobStore):
         busy_seconds: float = BUSY_SECONDS,
     ) -> None:
         self.url, self.lease_seconds, self.clock = url, lease_seconds, clock
+        self._database_clock = DatabaseClock()
+        self._next_sweep = float("-inf")
         self._leader: psycopg.Connection[tuple[Any, ...]] | None = None
         self._leading_lock = threading.Lock()
         self.worker = worker or f"{socket.gethostname()}:{id(self)}"
@@ -170,12 +180,13 @@ class PostgresStore(SqlJobStore):
         self._pool.close()
 
     @contextmanager
-    def db(self, *, durable: bool = True) -> Iterator[NamedParams]:
+    def db(self, *, durable: bool = True, single: bool = False) -> Iterator[NamedParams]:
         """One transaction on a pooled connection: commit on success, roll back on error.
-
-        Every commit is as durable as the server makes it: `durable` is for SQLite's sake."""
+        `single`: the block writes with one statement, sent as a transaction by itself (no
+        BEGIN and COMMIT round trips). Every commit is as durable as the server makes it:
+        `durable` is for SQLite's sake."""
         try:
-            with self._pool.connection() as conn, conn.transaction():
+            with self._pool.connection() as conn, nullcontext() if single else conn.transaction():
                 yield NamedParams(conn)
         except psycopg.OperationalError as exc:
             raise _unreachable(self.url, exc) from exc
@@ -188,16 +199,18 @@ class PostgresStore(SqlJobStore):
         """The time every row is stamped with: the database's clock (a test may pass its own)."""
         if self.clock is not None:
             return self.clock()
-        row = conn.execute("SELECT extract(epoch FROM clock_timestamp())::float8 AS now").fetchone()
-        assert row is not None
-        return float(row["now"])
+        return self._database_clock.now(lambda: _database_time(conn))
 
     def _lock_names(self, conn: Sql) -> None:
         """Output names are decided one transaction at a time across the fleet."""
         conn.execute("SELECT pg_advisory_xact_lock(:lock)", {"lock": SCHEMA_LOCK})
 
     def _return_lost_claims(self, conn: Sql, *, now: float) -> None:
-        """Expired leases go back to pending: inside a stage, a death on the job (`kills`)."""
+        """Expired leases go back to pending: inside a stage, a death on the job (`kills`). Looked
+        for once a sixth of a lease (SWEEPS_PER_LEASE), not at every claim."""
+        if now < self._next_sweep:
+            return
+        self._next_sweep = now + self.lease_seconds / SWEEPS_PER_LEASE
         conn.execute(
             "UPDATE cutout_jobs SET state = 'pending', owner = NULL, lease_until = NULL, stage = NULL,"
             " kills = kills + (stage IS NOT NULL)::int, suspect = suspect OR stage IS NOT NULL,"
@@ -205,15 +218,25 @@ class PostgresStore(SqlJobStore):
             " WHERE state = 'running' AND lease_until < :now", {"now": now},
         )
 
-    def _take(self, conn: Sql, job_id: int, *, now: float) -> Row:
+    def _take(self, conn: Sql, job_id: int, *, now: float, stage: str | None) -> Row:
         """Claimed for this worker under a lease, with a token from the store's one sequence."""
-        row = conn.execute(
-            f"UPDATE cutout_jobs SET {START_ATTEMPT}, token = nextval('cutout_tokens'), owner = :worker,"
-            " lease_until = :until WHERE id = :id RETURNING *",
-            {"now": now, "worker": self.worker, "until": now + self.lease_seconds, "id": job_id},
-        ).fetchone()
+        row = conn.execute(f"{self._CLAIM} WHERE id = :id RETURNING *", self._claim_params(now, stage, id=job_id)).fetchone()
         assert row is not None
         return row
+
+    def _take_next(self, conn: Sql, *, now: float, suspect_ok: bool, stage: str | None) -> Row | None:
+        """The pick and the claim in one statement (the pick's row locked, others' skipped)."""
+        return conn.execute(
+            f"{self._CLAIM} WHERE id = (SELECT id FROM cutout_jobs WHERE {NEXT_READY} FOR UPDATE SKIP LOCKED)"
+            " AND (:suspect_ok OR NOT suspect) RETURNING *",
+            self._claim_params(now, stage, suspect_ok=suspect_ok),
+        ).fetchone()
+
+    _CLAIM = (f"UPDATE cutout_jobs SET {START_ATTEMPT}, token = nextval('cutout_tokens'), owner = :worker,"
+              " lease_until = :until")
+
+    def _claim_params(self, now: float, stage: str | None, **more: object) -> dict[str, object]:
+        return {"now": now, "stage": stage, "worker": self.worker, "until": now + self.lease_seconds, **more}
 
     def _own_running(self) -> tuple[str, Params]:
         """This worker's own jobs from before a restart (same worker id): they go back now,
@@ -227,7 +250,7 @@ class PostgresStore(SqlJobStore):
 
     # --- running work ------------------------------------------------------------------------
     def heartbeat(self, job: Job) -> bool:
-        with self.db() as conn:
+        with self.db(single=True) as conn:
             now = self._now(conn)
             return conn.execute(
                 "UPDATE cutout_jobs SET lease_until = :until WHERE id = :id AND state = 'running' AND token = :token",
@@ -415,6 +438,38 @@ def _refuse_newer(version: int) -> None:
             f"the PostgreSQL job store is at schema version {version}, newer than this cutout knows "
             f"({len(MIGRATIONS)}): upgrade cutout on this machine to the fleet's version"
         )
+
+
+def _database_time(conn: Sql) -> float:
+    row = conn.execute("SELECT extract(epoch FROM clock_timestamp())::float8 AS now").fetchone()
+    assert row is not None
+    return float(row["now"])
+
+
+class DatabaseClock:
+    """The database's clock without a round trip each time: read now and then, and carried
+    forward by this machine's monotonic clock in between. Its error is half a round trip plus
+    the two clocks' drift over `refresh_seconds` (microseconds), where leases are a minute
+    long; a machine that slept or whose wall clock was set reads the database's again."""
+
+    def __init__(self, *, refresh_seconds: float = CLOCK_REFRESH_SECONDS) -> None:
+        self.refresh_seconds = refresh_seconds
+        self._lock = threading.Lock()
+        self._read: tuple[float, float, float] | None = None  # (database, monotonic, wall) at the last read
+
+    def now(self, read: Callable[[], float]) -> float:
+        with self._lock:
+            monotonic, wall = time.monotonic(), time.time()
+            if self._read is None or self._stale(monotonic, wall):
+                self._read = (read(), monotonic, wall)
+            database, then, _ = self._read
+            return database + (monotonic - then)
+
+    def _stale(self, monotonic: float, wall: float) -> bool:
+        assert self._read is not None
+        _, then, wall_then = self._read
+        slept_or_set = abs((monotonic - then) - (wall - wall_then)) > CLOCK_JUMP_SECONDS
+        return monotonic - then >= self.refresh_seconds or slept_or_set
 
 
 def _unreachable(url: str, exc: BaseException) -> QueueError:

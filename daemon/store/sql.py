@@ -10,7 +10,9 @@ The two differ in a few places only, and each is a seam a subclass fills in:
 - **The transaction**: `db()` yields a connection inside one transaction (`Sql`: `execute`
   and `executemany`, returning a cursor with `fetchone`, `fetchall` and `rowcount`), and
   commits when the block ends or rolls back when it raises. `durable=False` lets SQLite
-  skip the fsync for facts that only have to survive the process (which stage a job is in).
+  skip the fsync for facts that only have to survive the process (which stage a job is in);
+  `single=True` says the block writes with one statement, a transaction by itself, so
+  PostgreSQL sends it without BEGIN and COMMIT (one round trip instead of three).
 - **Parameters** are named, written `:name`: sqlite3 takes that style as it is, and the
   PostgreSQL store rewrites each statement once to psycopg's `%(name)s`
   (`daemon.store.postgres.pyformat`). Names, not positions, because a statement here sets up to
@@ -83,8 +85,11 @@ class Sql(Protocol):
     def executemany(self, sql: str, rows: Iterable[Params], /) -> object: ...
 
 
-START_ATTEMPT = "state = 'running', attempts = attempts + 1, started_at = :now"
-"""What every claim sets (with its token): the start counted, at `now`."""
+START_ATTEMPT = "state = 'running', attempts = attempts + 1, started_at = :now, stage = :stage"
+"""What every claim sets (with its token): the start counted, at `now`, in `stage` (None: waiting)."""
+NEXT_READY = ("state = 'pending' AND retry_at <= :now"
+              " ORDER BY suspect DESC, crashes + kills, retry_at, id LIMIT 1")
+"""The next job to claim: suspects first, the one that died least with the process first."""
 
 QUARANTINE_MOVE_SECONDS = 60.0
 """How long after a job fails its unchanged file, still in the hot folder, counts as on its way
@@ -118,8 +123,9 @@ class SqlJobStore(ABC):
 
     # --- the seams --------------------------------------------------------------------------
     @abstractmethod
-    def db(self, *, durable: bool = True) -> AbstractContextManager[Sql]:
-        """One transaction: commit when the block ends, roll back when it raises."""
+    def db(self, *, durable: bool = True, single: bool = False) -> AbstractContextManager[Sql]:
+        """One transaction: commit when the block ends, roll back when it raises (`single`: the
+        block writes with one statement, atomic by itself, and needs no transaction around it)."""
 
     @abstractmethod
     def _now(self, conn: Sql) -> float:
@@ -134,8 +140,16 @@ class SqlJobStore(ABC):
         """Called before each claim: claims whose holder is gone go back to pending."""
 
     @abstractmethod
-    def _take(self, conn: Sql, job_id: int, *, now: float) -> Row:
-        """Claim a pending row (`START_ATTEMPT`, a new token) and return it as it is now."""
+    def _take(self, conn: Sql, job_id: int, *, now: float, stage: str | None) -> Row:
+        """Claim a pending row (`START_ATTEMPT`, a new token, in `stage`) and return it as it is now."""
+
+    def _take_next(self, conn: Sql, *, now: float, suspect_ok: bool, stage: str | None) -> Row | None:
+        """Claim the next ready row (`NEXT_READY`), unless it is a suspect and `suspect_ok` is false."""
+        row = conn.execute(f"SELECT * FROM {self.JOBS} WHERE {NEXT_READY}{self.FOR_UPDATE_SKIP_LOCKED}",
+                           {"now": now}).fetchone()
+        if row is None or (row["suspect"] and not suspect_ok):
+            return None
+        return self._take(conn, row["id"], now=now, stage=stage)
 
     @abstractmethod
     def _own_running(self) -> tuple[str, Params]:
@@ -177,20 +191,31 @@ class SqlJobStore(ABC):
     ) -> Offer:
         """Record a settled file: a new job, a job to redo (new content), or nothing to do.
 
-        The content hash (a full read) is computed outside the transaction, only for a
-        done file whose size or mtime changed, so the worker is never held up by it.
+        One transaction. The content hash (a full read) is computed outside it, only for a done
+        file whose size or mtime changed, so the worker is never held up by it; the offer is then
+        made again with it.
         """
-        known = self.get(source)
-        digest = None
-        if known is not None and known.state in FINISHED and not _same(known, fingerprint) and content_hash:
-            digest = content_hash()
+        outcome = self._offer_once(source, fingerprint, hashing=content_hash is not None, digest=None)
+        if outcome is None:
+            assert content_hash is not None
+            outcome = self._offer_once(source, fingerprint, hashing=True, digest=content_hash())
+        assert outcome is not None
+        return outcome
+
+    def _offer_once(
+        self, source: PurePosixPath, fingerprint: Fingerprint, *, hashing: bool, digest: str | None
+    ) -> Offer | None:
+        """The offer, or None when it needs the file's content hash (`hashing`) and has no `digest`."""
         with self.db() as conn:
             self._lock_names(conn)
             row = self._row(conn, source, lock=self.FOR_UPDATE)
             if row is None:
                 self._insert(conn, source, fingerprint)
                 return "queued"
-            return self._reoffer(conn, _job(row), fingerprint, digest)
+            job = _job(row)
+            if hashing and digest is None and job.state in FINISHED and not _same(job, fingerprint):
+                return None
+            return self._reoffer(conn, job, fingerprint, digest)
 
     def _insert(self, conn: Sql, source: PurePosixPath, fingerprint: Fingerprint) -> None:
         output, now = self._claim_output(conn, source), self._now(conn)
@@ -200,7 +225,8 @@ class SqlJobStore(ABC):
             {"source": source.as_posix(), "output": output.as_posix(), "key": claim_key(output),
              "size": fingerprint.size, "mtime_ns": fingerprint.mtime_ns, "now": now},
         )
-        self._claim_extra_names(conn, source, output)
+        if self.derives_names:  # a new row holds no names yet: without derived ones, none to take
+            self._claim_extra_names(conn, source, output)
 
     def _reoffer(self, conn: Sql, job: Job, fingerprint: Fingerprint, digest: str | None) -> Offer:
         if job.state in ("pending", "running"):
@@ -265,10 +291,11 @@ class SqlJobStore(ABC):
         conn.execute(f"DELETE FROM {self.NAMES} WHERE job_id = {job}", {"source": source.as_posix()})
         free = [extra for extra in self.extra_names(source, output, recipes)
                 if self._name_holder(conn, claim_key(extra), source=source) is None]
-        conn.executemany(
-            f"INSERT INTO {self.NAMES} (key, job_id) VALUES (:key, {job})",
-            [{"key": claim_key(extra), "source": source.as_posix()} for extra in free],
-        )
+        if free:
+            conn.executemany(
+                f"INSERT INTO {self.NAMES} (key, job_id) VALUES (:key, {job})",
+                [{"key": claim_key(extra), "source": source.as_posix()} for extra in free],
+            )
 
     def _reclaim(self, conn: Sql, job: Job) -> None:
         """A job gave up its output names (failed), or its recipes changed (redone): claim them
@@ -385,8 +412,9 @@ class SqlJobStore(ABC):
         return Recovery(released=released, suspects=len(in_stage), blamed=len(alone) if crashed else 0,
                         killed=0 if crashed else len(alone))
 
-    def claim(self, *, suspect_ok: bool = True) -> Job | None:
-        """The next ready pending job, now `running`, its attempt counted, under a new token.
+    def claim(self, *, suspect_ok: bool = True, stage: str | None = None) -> Job | None:
+        """The next ready pending job, now `running` (in `stage` when its work starts at once),
+        its attempt counted, under a new token.
 
         Suspects come first, the one that died least with the process first. While one is waiting,
         nothing else is claimed; with `suspect_ok=False` (other work still in flight)
@@ -397,19 +425,17 @@ class SqlJobStore(ABC):
                 self._lock_names(conn)  # before any row's lock, in the order offer() takes them
             now = self._now(conn)
             self._return_lost_claims(conn, now=now)
-            row = conn.execute(
-                f"SELECT * FROM {self.JOBS} WHERE state = 'pending' AND retry_at <= :now"
-                f" ORDER BY suspect DESC, crashes + kills, retry_at, id LIMIT 1{self.FOR_UPDATE_SKIP_LOCKED}",
-                {"now": now},
-            ).fetchone()
+            if not self.derives_names:  # the seed's name, held since the offer, is all it writes
+                row = self._take_next(conn, now=now, suspect_ok=suspect_ok, stage=stage)
+                return None if row is None else _job(row)
+            row = conn.execute(f"SELECT * FROM {self.JOBS} WHERE {NEXT_READY}{self.FOR_UPDATE_SKIP_LOCKED}",
+                               {"now": now}).fetchone()
             if row is None or (row["suspect"] and not suspect_ok):
                 return None
             # The claimer writes the files, so its recipes decide the names: the row's may have
             # been claimed under another config (an older start, `cutout retry` with another file).
-            # Without derived names the seed's name, held since the offer, is all it writes.
-            if self.derives_names:
-                self._reclaim(conn, _job(row))
-            return _job(self._take(conn, row["id"], now=now))
+            self._reclaim(conn, _job(row))
+            return _job(self._take(conn, row["id"], now=now, stage=stage))
 
     def _holds(self, conn: Sql, job: Job, *, state: State = "running") -> bool:
         """Whether `job`'s claim is still the current one: in `state`, under the same token.
@@ -422,7 +448,7 @@ class SqlJobStore(ABC):
 
     def mark_stage(self, job: Job, stage: str | None) -> None:
         """Which stage the job is in now (None: between stages, e.g. decoded and waiting)."""
-        with self.db(durable=False) as conn:
+        with self.db(durable=False, single=True) as conn:
             conn.execute(
                 f"UPDATE {self.JOBS} SET stage = :stage WHERE id = :id AND state = 'running' AND token = :token",
                 {"stage": stage, "id": job.id, "token": job.token},
@@ -438,20 +464,22 @@ class SqlJobStore(ABC):
         self, job: Job, *, content_hash: str, fingerprint: Fingerprint, publish: Callable[[], object],
         doubt: float | None = None, doubt_parts: Mapping[str, float] | None = None, review: bool = False,
     ) -> bool:
-        """Publish the output and record it done (or in review), in one transaction that checks the claim first."""
+        """Record the job done (or in review) and publish its output, in one transaction whose
+        record, made only while the claim is current, is undone if the publishing fails."""
         with self.db() as conn:
-            if not self._holds(conn, job):
-                return False
-            publish()  # under the row's lock: a newer claim cannot finish until this commits
-            conn.execute(
+            recorded = conn.execute(
                 f"UPDATE {self.JOBS} SET state = :state, content_hash = :hash, size = :size, mtime_ns = :mtime_ns,"
                 " reason = NULL, message = NULL, quarantine = NULL, finished_at = :now, stage = NULL,"
-                f" doubt = :doubt, doubt_parts = :parts, suspect = false{self.CLEAR_CLAIM} WHERE id = :id",
+                f" doubt = :doubt, doubt_parts = :parts, suspect = false{self.CLEAR_CLAIM}"
+                " WHERE id = :id AND state = 'running' AND token = :token",
                 {"hash": content_hash, "size": fingerprint.size, "mtime_ns": fingerprint.mtime_ns,
-                 "now": self._now(conn), "id": job.id, "doubt": doubt, "state": "review" if review else "done",
+                 "now": self._now(conn), "id": job.id, "token": job.token, "doubt": doubt,
+                 "state": "review" if review else "done",
                  "parts": None if doubt_parts is None else json.dumps(dict(doubt_parts), sort_keys=True)},
-            )
-        return True
+            ).rowcount == 1
+            if recorded:
+                publish()  # under the row's lock: a newer claim cannot finish until this commits
+        return recorded
 
     def approve(self, job: Job, *, publish: Callable[[], object]) -> bool:
         """Publish a reviewed cut-out and record it done, in one transaction that checks first that

@@ -185,11 +185,12 @@ class JobQueue(SqlJobStore):
             self._conn.close()
 
     @contextmanager
-    def db(self, *, durable: bool = True) -> Iterator[sqlite3.Connection]:
+    def db(self, *, durable: bool = True, single: bool = False) -> Iterator[sqlite3.Connection]:
         """One transaction: lock, BEGIN IMMEDIATE, commit on success, roll back on error.
 
         `durable=False` skips the fsync: for facts that must survive the process dying
-        but not the machine (which stage a job is in), written several times per job.
+        but not the machine (which stage a job is in). `single` changes nothing here: a
+        transaction costs no round trip in the process's own library.
         """
         with self._lock, self._translated():
             if not durable:
@@ -242,11 +243,12 @@ class JobQueue(SqlJobStore):
         """None to return: a claim holds until its job ends or the process dies, and a dead
         process's claims are judged by `recover` when the next one starts."""
 
-    def _take(self, conn: Sql, job_id: int, *, now: float) -> Row:
+    def _take(self, conn: Sql, job_id: int, *, now: float, stage: str | None) -> Row:
         # The token need only grow per row: one process, so no other claim to fence out but
         # this row's own earlier ones. Two statements, not UPDATE ... RETURNING: that needs
         # SQLite 3.35, newer than the library some systems' Pythons link.
-        conn.execute(f"UPDATE jobs SET {START_ATTEMPT}, token = token + 1 WHERE id = :id", {"now": now, "id": job_id})
+        conn.execute(f"UPDATE jobs SET {START_ATTEMPT}, token = token + 1 WHERE id = :id",
+                     {"now": now, "id": job_id, "stage": stage})
         row = conn.execute("SELECT * FROM jobs WHERE id = :id", {"id": job_id}).fetchone()
         assert row is not None
         return row

@@ -53,7 +53,7 @@ class ReadOnlyQueue(JobQueue):
             raise from_sqlite_error(exc, path=path) from exc
 
     @contextmanager
-    def db(self, *, durable: bool = True) -> Iterator[sqlite3.Connection]:
+    def db(self, *, durable: bool = True, single: bool = False) -> Iterator[sqlite3.Connection]:
         """A deferred read transaction: one consistent snapshot, no lock that a writer waits for."""
         with self._lock:
             try:

@@ -9,8 +9,10 @@ queue. `cutout watch` (worker.py) and `cutout process` (batch.py) both run their
 images through this, so they write the same bytes as `process_image()`.
 
 `on_stage(key, name)` is told when an image's bytes start being worked on
-(`decode`, `inference`, `finish`) and when it only waits (None): if the process
-dies, only the images inside a stage can have been the cause.
+(`decode`, `inference`, `finish`) and when it waits for the model (None): if the
+process dies, only the images inside a stage can have been the cause. A decoded
+image that the model is already waiting for goes straight on to `inference`,
+without a None in between.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from daemon.pipeline.pipeline import Cutout, Prepared, StageTimer, finish, prepa
 from daemon.pipeline.recipe import Recipe
 
 K = TypeVar("K")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,8 @@ class Task(Generic[K]):
     path: Path
     timer: StageTimer
     prepared: Future[Prepared]
+    awaited: threading.Event
+    """Set when the model thread waits for this image's decode: it will not wait once decoded."""
 
 
 class Stages(Generic[K]):
@@ -74,6 +79,9 @@ class Stages(Generic[K]):
         self.finished = threading.Event()
         """Set whenever a task completes: a slot is free again."""
         self._pool = ThreadPoolExecutor(max_workers=cpu_threads, thread_name_prefix="cutout-cpu")
+        self._cpu_threads = cpu_threads
+        self._pool_tasks = 0
+        """Tasks given to the pool and not yet over (queued or running)."""
         self._slots = threading.BoundedSemaphore(in_flight)
         self._active = 0
         self._lock = threading.Lock()
@@ -92,17 +100,35 @@ class Stages(Generic[K]):
                 return
             self._start(*claimed)
 
+    def decode_starts_now(self) -> bool:
+        """Whether an image claimed now would start decoding at once (a pool thread is free)."""
+        with self._lock:
+            return self._pool_tasks < self._cpu_threads
+
     def _start(self, key: K, path: Path) -> None:
-        timer = StageTimer()
-        future = self._pool.submit(self._prepare, key, path, timer)
+        timer, awaited = StageTimer(), threading.Event()
+        future = self._submit(self._prepare, key, path, timer, awaited)
         with self._lock:
             self._active += 1
-        self._ready.append(Task(key, path, timer, future))
+        self._ready.append(Task(key, path, timer, future, awaited))
 
-    def _prepare(self, key: K, path: Path, timer: StageTimer) -> Prepared:
+    def _submit(self, work: Callable[..., T], *args: object) -> Future[T]:
+        with self._lock:
+            self._pool_tasks += 1
+        return self._pool.submit(self._counted, work, *args)
+
+    def _counted(self, work: Callable[..., T], *args: object) -> T:
+        try:
+            return work(*args)
+        finally:
+            with self._lock:
+                self._pool_tasks -= 1
+
+    def _prepare(self, key: K, path: Path, timer: StageTimer, awaited: threading.Event) -> Prepared:
         self.on_stage(key, "decode")
         prepared = prepare(path, params=self.params_of(key), timer=timer, options=self.options)
-        self.on_stage(key, None)  # decoded: it waits for the model and can harm nothing
+        if not awaited.is_set():
+            self.on_stage(key, None)  # decoded: it waits for the model and can harm nothing
         return prepared
 
     def infer_next(self) -> bool:
@@ -111,6 +137,7 @@ class Stages(Generic[K]):
             return False
         task = self._ready.popleft()
         try:
+            task.awaited.set()
             prepared = task.prepared.result()
             self.on_stage(task.key, "inference")
             model = self.model_of(task.key)  # a chosen model loads here, on the thread that owns the models
@@ -123,7 +150,7 @@ class Stages(Generic[K]):
             finally:
                 self._release()
             return True
-        self._pool.submit(self._finish, task, prepared, matte, mirrored)
+        self._submit(self._finish, task, prepared, matte, mirrored)
         return True
 
     @staticmethod

@@ -72,6 +72,17 @@ file that gets the process killed every time it runs (the OOM killer), so that t
 folder behind it is not blocked forever."""
 
 
+@dataclass
+class _Hold:
+    """A job this worker claimed and has not ended, and what the store knows of it."""
+
+    job: Job
+    renewed_at: float | None
+    """The worker's clock when its lease was last extended (its claim, a heartbeat); None: lost."""
+    in_stage: bool | None
+    """Whether the store has it inside a stage (None: unknown, a mark the store could not take)."""
+
+
 @dataclass(frozen=True)
 class _Claimed:
     """The queue's job and the file's stat at claim time (recorded with the result)."""
@@ -121,7 +132,7 @@ class Worker:
         """Quarantine names chosen by a move still on its way (see `_reserving`)."""
         self._alone: int | None = None
         """The suspect running alone (its job id): nothing else is claimed until it ends."""
-        self._held: dict[int, Job] = {}
+        self._held: dict[int, _Hold] = {}
         """The jobs this worker has claimed and not yet ended, by id: their leases need heartbeats."""
         self._unrecorded: deque[Job] = deque()
         """Jobs whose retry the store could not write: appended by the stage pool, released by run_once."""
@@ -154,7 +165,8 @@ class Worker:
     def _claim(self) -> tuple[_Claimed, Path] | None:
         if self._alone is not None or not self.volume.available:
             return None
-        while (job := self.queue.claim(suspect_ok=self.stages.idle)) is not None:
+        # Claimed inside the decode stage when a thread starts it at once: one write less per job.
+        while (job := self.queue.claim(suspect_ok=self.stages.idle, stage=self._first_stage())) is not None:
             claimed = _Claimed(job, _fingerprint(self.folders, job, follow=self.follow_symlinks))
             if job.suspect:  # inside a stage when the process died: it runs alone, to clear or convict it
                 self._alone = job.id
@@ -163,8 +175,11 @@ class Worker:
             if refusal is None:
                 self._hold(job)
                 return claimed, self.folders.input / job.source
-            self._failed(Task(claimed, self.folders.input / job.source, StageTimer(), _NOT_RUN), refusal)
+            self._failed(Task(claimed, self.folders.input / job.source, StageTimer(), _NOT_RUN, threading.Event()), refusal)
         return None
+
+    def _first_stage(self) -> str | None:
+        return "decode" if self.stages.decode_starts_now() else None
 
     def _refusal(self, claimed: _Claimed) -> JobError | None:
         """Why a claimed job must not run at all, or None."""
@@ -194,8 +209,14 @@ class Worker:
         return self.routing.files(job.source, claimed=job.output, chosen=job.recipes)
 
     def _on_stage(self, claimed: _Claimed, stage: str | None) -> None:
+        """Tell the store when the job goes into a stage or out of all of them: whether it is in
+        one is what crash attribution needs, so going from one stage straight into the next
+        writes nothing (the store keeps the name of the stage it went in with)."""
+        if self._store_has_it(claimed.job, inside=stage is not None):
+            return
         try:
             self.queue.mark_stage(claimed.job, stage)
+            self._note_stage(claimed.job, inside=stage is not None)
         except QueueError as exc:  # the store away (its disk full): said, without a traceback
             log.warning("stage_not_recorded", path=display(claimed.job.source), stage=stage, error=str(exc))
         except Exception:  # only crash attribution is lost; the job itself goes on
@@ -209,11 +230,12 @@ class Worker:
             raise NameTaken(", ".join(f"{name} is the file of {display(holder)}" for name, holder in taken)
                             + ": rename one of the two inputs, or change the recipe")
         # A worker whose claim was lost while it computed (frozen past its lease, say) never
-        # stages a file in the output folder; the lease renewed here covers the writing.
+        # stages a file in the output folder: the lease is renewed here to cover the writing,
+        # unless it was within the last third of a lease (then two thirds of it are left).
         judged = cutout.doubt.rounded() if cutout.doubt else None
         to_review = self._doubtful(judged)
         root = self.folders.review if to_review and self.folders.review else self.folders.output
-        published = self.queue.heartbeat(job)
+        published = self._lease_fresh(job) or self._renewed(job)
         if published:
             with task.timer.stage("save"), staged_outputs(root, files) as publish:
                 self._unheld(job)  # ending now: a heartbeat would find it done, which is no lost claim
@@ -288,23 +310,50 @@ class Worker:
 
     def _hold(self, job: Job) -> None:
         with self._held_lock:
-            self._held[job.id] = job
+            self._held[job.id] = _Hold(job, renewed_at=self.clock(), in_stage=job.stage is not None)
+
+    def _store_has_it(self, job: Job, *, inside: bool) -> bool:
+        """Whether the store already has `job` inside a stage (`inside`) or out of all of them."""
+        with self._held_lock:
+            hold = self._held.get(job.id)
+            return hold is not None and hold.in_stage == inside
+
+    def _note_stage(self, job: Job, *, inside: bool) -> None:
+        with self._held_lock:
+            if (hold := self._held.get(job.id)) is not None:
+                hold.in_stage = inside
+
+    def _lease_fresh(self, job: Job) -> bool:
+        """Whether `job`'s lease was extended within a third of a lease: it then has two thirds
+        left, and cannot have been taken over (another worker takes only an expired lease)."""
+        with self._held_lock:
+            hold = self._held.get(job.id)
+            renewed = None if hold is None else hold.renewed_at
+        return renewed is not None and self.clock() - renewed < self.queue_settings.lease_seconds / 3
 
     def current(self) -> str | None:
         """A file in flight, for status (the oldest claim still held)."""
         with self._held_lock:
-            return next((job.source.as_posix() for job in self._held.values()), None)
+            return next((hold.job.source.as_posix() for hold in self._held.values()), None)
 
     def heartbeat(self) -> list[Job]:
         """Extend the lease of every job in flight; returns those whose claim was lost (another
         worker has them now: their work here will be dropped at the end, fenced by the store)."""
         with self._held_lock:
-            held = list(self._held.values())
-        lost = [job for job in held if not self.queue.heartbeat(job) and self._still_held(job)]
+            held = [hold.job for hold in self._held.values()]
+        lost = [job for job in held if not self._renewed(job) and self._still_held(job)]
         for job in lost:
             log.warning("claim_lost", path=job.source.as_posix(), token=job.token,
                         action="another worker has this job now; this worker's result will be dropped")
         return lost
+
+    def _renewed(self, job: Job) -> bool:
+        """One job's heartbeat: its lease extended (True), or its claim lost."""
+        at, renewed = self.clock(), self.queue.heartbeat(job)
+        with self._held_lock:
+            if (hold := self._held.get(job.id)) is not None:
+                hold.renewed_at = at if renewed else None
+        return renewed
 
     def _still_held(self, job: Job) -> bool:
         """Whether this worker still works on `job`: a job that ended between the listing and
