@@ -452,14 +452,18 @@ class DatabaseClock:
     the two clocks' drift over `refresh_seconds` (microseconds), where leases are a minute
     long; a machine that slept or whose wall clock was set reads the database's again."""
 
-    def __init__(self, *, refresh_seconds: float = CLOCK_REFRESH_SECONDS) -> None:
-        self.refresh_seconds = refresh_seconds
+    def __init__(
+        self, *, refresh_seconds: float = CLOCK_REFRESH_SECONDS, monotonic: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self.refresh_seconds, self._monotonic, self._wall = refresh_seconds, monotonic, wall
         self._lock = threading.Lock()
         self._read: tuple[float, float, float] | None = None  # (database, monotonic, wall) at the last read
 
     def now(self, read: Callable[[], float]) -> float:
+        """The database's time now; `read` asks the database itself when it is time to."""
         with self._lock:
-            monotonic, wall = time.monotonic(), time.time()
+            monotonic, wall = self._monotonic(), self._wall()
             if self._read is None or self._stale(monotonic, wall):
                 self._read = (read(), monotonic, wall)
             database, then, _ = self._read
