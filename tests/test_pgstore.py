@@ -15,7 +15,7 @@ import pytest
 
 from daemon.errors import ConfigError, QueueError
 from daemon.store.jobs import Fingerprint, Job
-from daemon.store.postgres import MIGRATIONS, Migrated, PostgresStore, migrate, redacted
+from daemon.store.postgres import MIGRATIONS, SWEEPS_PER_LEASE, Migrated, PostgresStore, migrate, redacted
 from daemon.testing import FakeClock, wait_until
 
 P = PurePosixPath
@@ -74,6 +74,20 @@ def test_heartbeats_keep_a_slow_job_leased(fleet: list[PostgresStore], clock: Fa
         clock.advance(LEASE * 0.6)
         assert a.heartbeat(job)
     assert b.claim() is None
+
+
+def test_lost_leases_are_looked_for_once_a_sixth_of_a_lease_so_one_is_back_within_that(
+    fleet: list[PostgresStore], clock: FakeClock
+) -> None:
+    a, b = fleet
+    a.offer(P("x.jpg"), FP)
+    _claimed(a)
+    clock.advance(LEASE - 1)
+    assert b.claim() is None  # looked, and nothing had run out yet
+    clock.advance(2)  # a's lease has run out: the next look, not every claim, finds it
+    assert b.claim() is None
+    clock.advance(LEASE / SWEEPS_PER_LEASE - 2)
+    assert _claimed(b).source == P("x.jpg")
 
 
 def test_workers_claiming_at_once_each_get_different_jobs(postgres_url: str) -> None:
