@@ -22,7 +22,9 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -31,6 +33,7 @@ import pytest
 import structlog
 
 from daemon.logs import silence_decoder_warnings
+from daemon.store.jobs import JobStore
 from daemon.testing import BrightModel, FakeClock
 from tests.pgserver import POSTGRES_URL_ENV, TempPostgres, fresh_store_url, postgres_bindir
 from tests import harness, tiny_models
@@ -199,3 +202,42 @@ def postgres_url(postgres_server: str) -> str:
     url = fresh_store_url(postgres_server)
     migrate(url)
     return url
+
+
+# --- What the store is asked to do ------------------------------------------------------
+@dataclass
+class Work:
+    transactions: int = 0
+    statements: int = 0
+    """As the server sees them: BEGIN and COMMIT included (PostgreSQL)."""
+
+
+class _CountedConnection:
+    def __init__(self, conn: Any, work: Work) -> None:
+        self._conn, self._work = conn, work
+
+    def execute(self, *args: Any) -> Any:
+        self._work.statements += 1
+        return self._conn.execute(*args)
+
+    def executemany(self, *args: Any) -> Any:
+        self._work.statements += 1  # one batch: psycopg pipelines it
+        return self._conn.executemany(*args)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._conn, name)
+
+
+def counted(store: JobStore, monkeypatch: pytest.MonkeyPatch, *, begin_and_commit: int = 0) -> Work:
+    """Count `store`'s transactions and statements from now on."""
+    work, db = Work(), getattr(store, "db")
+
+    @contextmanager
+    def counting(*, durable: bool = True, single: bool = False) -> Iterator[_CountedConnection]:
+        with db(durable=durable, single=single) as conn:
+            work.transactions += 1
+            work.statements += 0 if single else begin_and_commit
+            yield _CountedConnection(conn, work)
+
+    monkeypatch.setattr(store, "db", counting)
+    return work

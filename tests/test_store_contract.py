@@ -245,6 +245,29 @@ def test_output_names_are_claimed_once_case_insensitively_in_arrival_order(queue
     assert [job.output.as_posix() for job in outputs if job] == ["x.png", "X.jpg.png", "x.webp.png"]
 
 
+def test_files_offered_together_each_get_what_an_offer_alone_gives_them(queue: JobStore) -> None:
+    for name in ("running.jpg", "done.jpg", "changed.jpg"):
+        queue.offer(P(name), FP)
+    running, done, changed = (queue.claim() for _ in range(3))
+    assert running and done and changed
+    for job in (done, changed):
+        assert queue.finish(job, content_hash="h", fingerprint=FP, publish=lambda: None)
+    outcomes = queue.offer_together([(P("x.png"), FP), (P("X.jpg"), FP), (P("running.jpg"), FP),
+                                     (P("done.jpg"), FP), (P("changed.jpg"), Fingerprint(FP.size + 1, FP.mtime_ns))])
+    # The last is done with another size: whether it changed is for its content hash to say, alone.
+    assert outcomes == ["queued", "queued", "busy", "unchanged", None]
+    new = [queue.claim() for _ in range(2)]
+    assert [job.output.as_posix() for job in new if job] == ["x.png", "X.jpg.png"]  # in the order given
+
+
+def test_files_offered_together_are_all_offered_or_none(queue: JobStore) -> None:
+    unstorable = P("caf\udce9.jpg")  # a name no database takes (not UTF-8): this batch fails
+    with pytest.raises(UnicodeEncodeError):
+        queue.offer_together([(P("a.jpg"), FP), (unstorable, FP), (P("b.jpg"), FP)])
+    assert queue.get(P("a.jpg")) is None and queue.claim() is None
+    assert queue.offer_together([(P("a.jpg"), FP), (P("b.jpg"), FP)]) == ["queued", "queued"]
+
+
 def test_a_released_job_does_not_count_its_start(queue: JobStore) -> None:
     queue.offer(P("a.jpg"), FP)
     job = queue.claim()

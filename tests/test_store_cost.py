@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -28,47 +26,9 @@ from daemon.store.sqlite import JobQueue
 from daemon.testing import BrightModel, FakeClock, wait_until
 from daemon.work import stages
 from daemon.work.worker import Worker
-from tests.conftest import subject_image, write_image
+from tests.conftest import Work, counted, subject_image, write_image
 
 LEASE = 60.0
-
-
-@dataclass
-class Work:
-    transactions: int = 0
-    statements: int = 0
-    """As the server sees them: BEGIN and COMMIT included (PostgreSQL)."""
-
-
-class _CountedConnection:
-    def __init__(self, conn: Any, work: Work) -> None:
-        self._conn, self._work = conn, work
-
-    def execute(self, *args: Any) -> Any:
-        self._work.statements += 1
-        return self._conn.execute(*args)
-
-    def executemany(self, *args: Any) -> Any:
-        self._work.statements += 1  # one batch: psycopg pipelines it
-        return self._conn.executemany(*args)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._conn, name)
-
-
-def counted(store: JobStore, monkeypatch: pytest.MonkeyPatch, *, begin_and_commit: int) -> Work:
-    """Count `store`'s transactions and statements from now on."""
-    work, db = Work(), getattr(store, "db")
-
-    @contextmanager
-    def counting(*, durable: bool = True, single: bool = False) -> Iterator[_CountedConnection]:
-        with db(durable=durable, single=single) as conn:
-            work.transactions += 1
-            work.statements += 0 if single else begin_and_commit
-            yield _CountedConnection(conn, work)
-
-    monkeypatch.setattr(store, "db", counting)
-    return work
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -14,8 +14,8 @@ from daemon.folders.layout import is_candidate_name
 from daemon.store.jobs import Fingerprint
 from daemon.store.sqlite import JobQueue
 from daemon.testing import FakeClock, wait_until
-from daemon.watch.settle import Settler, reconcile, start_observer
-from tests.conftest import subject_image, write_image
+from daemon.watch.settle import OFFERS_PER_TRANSACTION, Settler, reconcile, start_observer
+from tests.conftest import counted, subject_image, write_image
 
 P = PurePosixPath
 
@@ -69,6 +69,22 @@ def test_a_file_written_in_chunks_is_queued_once_after_the_last_chunk(
     settler.run_once()
     job = queue.get(P("slow.jpg"))
     assert job is not None and job.size == len(data)
+
+
+def test_a_burst_that_settles_together_is_offered_in_one_transaction_per_hundred_files(
+    tmp_path: Path, hot: Path, queue: JobQueue, settler: Settler, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = _jpeg_bytes(tmp_path)
+    names = [f"shot-{index:03d}.jpg" for index in range(OFFERS_PER_TRANSACTION + 20)]
+    for name in names:
+        (hot / name).write_bytes(data)
+        settler.hint(P(name))
+    settler.run_once()
+    work = counted(queue, monkeypatch)
+    clock.now += 1.1
+    settler.run_once()
+    assert work.transactions == 2  # a hundred together, then the twenty left
+    assert queue.counts()["pending"] == len(names) and settler.pending() == 0
 
 
 def test_an_unchanged_but_incomplete_jpeg_waits_then_is_queued_after_the_timeout(

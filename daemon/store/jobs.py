@@ -178,6 +178,9 @@ class JobStore(Protocol):
     ) -> Offer:
         """A settled file: queued (new), requeued (new content), unchanged, or busy (in the queue)."""
 
+    def offer_together(self, files: Sequence[tuple[PurePosixPath, Fingerprint]]) -> list[Offer | None]:
+        """Several settled files in one transaction; None for one to offer alone with its hash."""
+
     def record_rejected(
         self, source: PurePosixPath, fingerprint: Fingerprint, *, reason: str, message: str,
         quarantine: PurePosixPath | None,

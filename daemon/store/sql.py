@@ -202,20 +202,35 @@ class SqlJobStore(ABC):
         assert outcome is not None
         return outcome
 
+    def offer_together(self, files: Sequence[tuple[PurePosixPath, Fingerprint]]) -> list[Offer | None]:
+        """Settled files of a burst in one transaction: one commit (and on SQLite one fsync) for
+        them all, not one each. Each outcome is `offer`'s, or None for a done file whose size or
+        mtime changed: offer that one alone, with its content hash. All or nothing: when one
+        raises, none is offered (offer them alone to find which)."""
+        with self.db() as conn:
+            self._lock_names(conn)
+            return [self._offered(conn, source, fingerprint, hashing=True, digest=None)
+                    for source, fingerprint in files]
+
     def _offer_once(
         self, source: PurePosixPath, fingerprint: Fingerprint, *, hashing: bool, digest: str | None
     ) -> Offer | None:
-        """The offer, or None when it needs the file's content hash (`hashing`) and has no `digest`."""
         with self.db() as conn:
             self._lock_names(conn)
-            row = self._row(conn, source, lock=self.FOR_UPDATE)
-            if row is None:
-                self._insert(conn, source, fingerprint)
-                return "queued"
-            job = _job(row)
-            if hashing and digest is None and job.state in FINISHED and not _same(job, fingerprint):
-                return None
-            return self._reoffer(conn, job, fingerprint, digest)
+            return self._offered(conn, source, fingerprint, hashing=hashing, digest=digest)
+
+    def _offered(
+        self, conn: Sql, source: PurePosixPath, fingerprint: Fingerprint, *, hashing: bool, digest: str | None
+    ) -> Offer | None:
+        """The offer, or None when it needs the file's content hash (`hashing`) and has no `digest`."""
+        row = self._row(conn, source, lock=self.FOR_UPDATE)
+        if row is None:
+            self._insert(conn, source, fingerprint)
+            return "queued"
+        job = _job(row)
+        if hashing and digest is None and job.state in FINISHED and not _same(job, fingerprint):
+            return None
+        return self._reoffer(conn, job, fingerprint, digest)
 
     def _insert(self, conn: Sql, source: PurePosixPath, fingerprint: Fingerprint) -> None:
         output, now = self._claim_output(conn, source), self._now(conn)

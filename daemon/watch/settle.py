@@ -43,6 +43,9 @@ log = structlog.get_logger("cutout.watch")
 
 STORE_RETRY_SECONDS = 2.0
 """How often a settled file the store could not take (a full disk) is offered again."""
+OFFERS_PER_TRANSACTION = 100
+"""Settled files offered in one transaction at most: a burst costs one commit per hundred
+files, and the store's name lock is never held for long (a fleet's other daemons wait on it)."""
 FINDER_COPY_BIRTHTIME = -751_619_104.0
 """1946-02-14 08:34:56 UTC: the creation date Finder gives a file it is still copying."""
 
@@ -101,6 +104,8 @@ class Settler:
         """Files that failed in a way only a change can mend (and links not followed): not looked at again until then."""
         self._store_problem: str | None = None
         self._store_retry_at = 0.0
+        self._settled_now: list[PurePosixPath] = []
+        """Files found settled this round, offered at its end."""
 
     def hint(self, rel: PurePosixPath) -> None:
         """Called from the observer thread: this path may have changed."""
@@ -129,10 +134,11 @@ class Settler:
             self._guarded(self._observe, rel, now)
         for rel in list(self._watched):
             self._guarded(self._check, rel, now)
+        self._offer_settled(now)
 
-    def _guarded(self, step: Callable[[PurePosixPath, float], None], rel: PurePosixPath, now: float) -> None:
+    def _guarded(self, step: Callable[..., None], rel: PurePosixPath, now: float, *more: object) -> None:
         try:
-            step(rel, now)
+            step(rel, now, *more)
         except QueueError as exc:
             if is_queue_damage(exc):
                 raise  # not this file's: the queue itself is damaged, and the daemon stops (runner)
@@ -193,10 +199,51 @@ class Settler:
         if self._complete(rel, watched) or now - watched.changed_at >= self.incomplete_timeout:
             # Unchanged for the whole timeout yet incomplete: it never will be. Queued anyway,
             # the worker's own check quarantines it as truncated instead of watching it forever.
-            if self._settled(rel, watched.fingerprint) != "busy":
-                del self._watched[rel]
-            else:  # its job is still running: look again later, so a replacement is not missed
-                watched.changed_at = now
+            self._settled_now.append(rel)
+
+    def _offer_settled(self, now: float) -> None:
+        """Offer this round's settled files: those of a burst together, in one transaction."""
+        settled, self._settled_now = self._settled_now, []
+        storable_names = [rel for rel in settled if is_storable(rel)]
+        outcomes: dict[PurePosixPath, Offer | None] = {}
+        try:
+            for start in range(0, len(storable_names), OFFERS_PER_TRANSACTION):
+                outcomes.update(self._offered_together(storable_names[start : start + OFFERS_PER_TRANSACTION]))
+        except QueueError as exc:
+            if is_queue_damage(exc):
+                raise  # not these files': the queue itself is damaged, and the daemon stops (runner)
+            for rel in settled:  # each stays watched, and is offered again at the next try
+                self._store_away(rel, exc, now)
+            return
+        for rel in settled:
+            self._guarded(self._offer_one, rel, now, outcomes.get(rel))
+
+    def _offered_together(self, batch: list[PurePosixPath]) -> dict[PurePosixPath, Offer | None]:
+        """The store's outcome for each of several files offered at once; those not in it (a
+        lone file, all of a batch where one failed) are offered alone."""
+        if len(batch) < 2:
+            return {}
+        try:
+            outcomes = self.queue.offer_together([(rel, self._watched[rel].fingerprint) for rel in batch])
+        except Exception as exc:  # one file's problem: found, and said, when each is offered alone
+            if isinstance(exc, QueueError) or is_queue_damage(exc):
+                raise
+            return {}
+        return dict(zip(batch, outcomes))
+
+    def _offer_one(self, rel: PurePosixPath, now: float, outcome: Offer | None) -> None:
+        """`rel` settled: offered (alone, unless the batch did it), then no longer watched;
+        unless its job is still running, when it is looked at again later, so that a
+        replacement is not missed."""
+        watched = self._watched[rel]
+        if outcome is None:
+            outcome = self._settled(rel, watched.fingerprint)
+        else:
+            self._said(rel, watched.fingerprint, outcome)
+        if outcome != "busy":
+            del self._watched[rel]
+        else:
+            watched.changed_at = now
 
     def _complete(self, rel: PurePosixPath, watched: _Watched) -> bool:
         if watched.checked == watched.fingerprint:
@@ -235,13 +282,17 @@ class Settler:
         except OSError as exc:  # vanished between settle and hash: nothing to do
             log.info("file_vanished", path=display(rel), error=str(exc))
             return None
+        self._said(rel, fingerprint, outcome)
+        return outcome
+
+    def _said(self, rel: PurePosixPath, fingerprint: Fingerprint, outcome: Offer) -> None:
+        """The store took `rel`: said, with the store writable again if it was not."""
         if self._store_problem is not None:
             log.warning("store_writable_again", path=display(rel), was=self._store_problem)
             self._store_problem = None
         if outcome in ("queued", "requeued"):
             log.info("file_queued", path=display(rel), outcome=outcome, size=fingerprint.size)
             self.on_queued()
-        return outcome
 
 
 def _finder_copying(path: Path) -> bool:
