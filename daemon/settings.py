@@ -136,7 +136,8 @@ class QueueSettings:
 class WorkerSettings:
     in_flight: Annotated[int, AT_LEAST_0] = 0
     """Images between decode and write at once: bounds memory, keeps the model busy.
-    0 = CPU threads + 2 (measured: 0.88 of the bound with 3 on 2 cores, 0.95 with 4)."""
+    0 = CPU threads + 2 (measured: 0.88 of the bound with 3 on 2 cores, 0.95 with 4). Small
+    photos gain from more: at 2 MP, 6 on 2 cores kept them 92 % busy against 84 % (BENCHMARKS.md)."""
     cpu_threads: Annotated[int, AT_LEAST_0] = 0
     """Threads for decode/postprocess/encode; 0 = one per CPU core."""
     memory_ceiling_mb: Annotated[int, AT_LEAST_0] = 0

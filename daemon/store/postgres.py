@@ -182,8 +182,8 @@ class PostgresStore(SqlJobStore):
     @contextmanager
     def db(self, *, durable: bool = True, single: bool = False) -> Iterator[NamedParams]:
         """One transaction on a pooled connection: commit on success, roll back on error.
-        `single`: the block writes with one statement, sent as a transaction by itself (no
-        BEGIN and COMMIT round trips). Every commit is as durable as the server makes it:
+        `single`: each of the block's statements is atomic by itself, and is sent as a
+        transaction of its own (no BEGIN and COMMIT round trips). Every commit is as durable as the server makes it:
         `durable` is for SQLite's sake."""
         try:
             with self._pool.connection() as conn, nullcontext() if single else conn.transaction():
