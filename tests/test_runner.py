@@ -266,7 +266,12 @@ def test_the_signal_handlers_only_record_the_signal_for_the_main_loop(folders: F
     saved = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
     try:
         install_signal_handlers(daemon)
-        signal.raise_signal(signal.SIGTERM)
+        handlers = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+        assert handlers == (daemon.signals.handle, daemon.signals.handle)
+        # Called as the OS calls it. Not raised for real: a signal sent to the test runner's own
+        # process crashed a pytest-xdist worker now and then (3 of ~12 runs); a real SIGTERM to a
+        # real daemon is test_daemon_e2e's.
+        daemon.signals.handle(signal.SIGTERM, None)
         assert not daemon.stop.is_set()  # nothing acted yet: the handler only recorded it
         daemon.answer_signals()
         assert daemon.stop.is_set()
