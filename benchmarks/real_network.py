@@ -21,9 +21,11 @@ Printed, and written to benchmarks/results/real-network-<model>.json. Nothing he
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import statistics
+import subprocess
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
@@ -59,7 +61,19 @@ def local_hub(model: str) -> Path:
 
 
 def model_only(config: Path, photo: Path, *, home: Path, forwards: int) -> dict[str, Any]:
-    """Forwards per second of the daemon's model on `config`'s pin and cached export, alone."""
+    """Forwards per second of the daemon's model on `config`'s pin and cached export, alone, in a
+    process of its own that loads it as the daemon does (eager's threads and a runtime's slow each
+    other in one process: `benchmarks.backends` measured it)."""
+    command = [sys.executable, "-m", "benchmarks.real_network", "--alone", str(config), "--photo", str(photo),
+               "--hub", str(home), "--forwards", str(forwards)]
+    done = subprocess.run(command, cwd=REPO, env=endtoend.child_env(), capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"the model-only run failed:\n{done.stderr[-3000:]}")
+    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+def measure_alone(config: Path, photo: Path, *, home: Path, forwards: int) -> dict[str, Any]:
+    """In the `--alone` process: open the model as `cutout watch` does, then time its forwards."""
     from daemon.models.fetch import PIN_FILE_NAME, ModelStore, hub_download
     from daemon.models.loading import open_model
     from daemon.settings import load_settings
@@ -68,8 +82,10 @@ def model_only(config: Path, photo: Path, *, home: Path, forwards: int) -> dict[
     assert settings.folders.state is not None
     store = ModelStore(pin_file=Path(settings.folders.state) / PIN_FILE_NAME, cache=home / "hub")
     loaded = open_model(settings, store=store, downloader=hub_download)
-    batch = prepare(photo, params=settings.pipeline, timer=StageTimer()).batch
-    return {"origin": loaded.origin, **stages.model_rate(loaded.model, batch, forwards=forwards)}
+    model, size = loaded.matte_model, loaded.model.size
+    del loaded  # as `cutout watch` does: only what runs the model is kept
+    batch = prepare(photo, params=dataclasses.replace(settings.pipeline, target_size=size), timer=StageTimer()).batch
+    return stages.model_rate(model, batch, forwards=forwards)
 
 
 def one_backend(args: argparse.Namespace, backend: str, *, home: Path, photos: list[Path]) -> dict[str, Any]:
@@ -110,11 +126,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--images", type=int, default=8, help="photos dropped into each daemon's hot folder")
     parser.add_argument("--mp", type=int, default=24, help="megapixels of the photos")
     parser.add_argument("--forwards", type=int, default=3, help="forwards for the model-only rate")
+    parser.add_argument("--alone", type=Path, help=argparse.SUPPRESS)  # the model-only process: a daemon's config
+    parser.add_argument("--photo", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--hub", type=Path, help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.alone:
+        print(json.dumps(measure_alone(args.alone, args.photo, home=args.hub, forwards=args.forwards)))
+        return 0
     home = local_hub(args.model)
     photos = [ensure_image(WORK / "inputs", args.mp, "jpg", seed=seed).path for seed in PHOTO_SEEDS]
     rows = [one_backend(args, backend, home=home, photos=photos) for backend in args.backends.split(",")]

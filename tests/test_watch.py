@@ -14,8 +14,8 @@ from daemon.folders.layout import is_candidate_name
 from daemon.store.jobs import Fingerprint
 from daemon.store.sqlite import JobQueue
 from daemon.testing import FakeClock, wait_until
-from daemon.watch.settle import OFFERS_PER_TRANSACTION, Settler, reconcile, start_observer
-from tests.conftest import counted, subject_image, write_image
+from daemon.watch.settle import OFFERS_PER_TRANSACTION, STORE_RETRY_SECONDS, Settler, reconcile, start_observer
+from tests.conftest import counted, fill_disk, small_tmpfs, subject_image, write_image
 
 P = PurePosixPath
 
@@ -85,6 +85,30 @@ def test_a_burst_that_settles_together_is_offered_in_one_transaction_per_hundred
     settler.run_once()
     assert work.transactions == 2  # a hundred together, then the twenty left
     assert queue.counts()["pending"] == len(names) and settler.pending() == 0
+
+
+def test_a_burst_that_settles_while_the_store_is_full_stays_watched_and_is_queued_when_space_returns(
+    tmp_path: Path, hot: Path, clock: FakeClock
+) -> None:
+    with small_tmpfs(tmp_path / "state-disk", size="2m") as disk:
+        queue = JobQueue(disk / "queue.sqlite3")
+        settler = Settler(root=hot, queue=queue, settle_seconds=1.0, incomplete_timeout=30.0, clock=clock,
+                          on_queued=lambda: None, on_rejected=lambda rel, error: None)
+        data = _jpeg_bytes(tmp_path)
+        names = [f"shot-{index}.jpg" for index in range(5)]
+        filler = fill_disk(disk)
+        for name in names:
+            (hot / name).write_bytes(data)
+            settler.hint(P(name))
+        settler.run_once()
+        clock.now += 1.1
+        settler.run_once()
+        assert sorted((w.path, bool(w.unqueued)) for w in settler.waiting()) == [(name, True) for name in names]
+        filler.unlink()
+        clock.now += STORE_RETRY_SECONDS
+        settler.run_once()
+        assert settler.waiting() == [] and queue.counts()["pending"] == len(names)
+        queue.close()
 
 
 def test_an_unchanged_but_incomplete_jpeg_waits_then_is_queued_after_the_timeout(

@@ -111,15 +111,20 @@ def cmd_watch(args: argparse.Namespace, settings: Settings, ctx: Context) -> int
                                         device_reason=loaded.device.reason, patch_order=loaded.patch_order,
                                         backend=loaded.backend)
 
+    device = str(loaded.device.device)
+
     def load_other(name: str) -> MatteModel:  # a model a person chose for some files: on this device
-        other = open_model(with_model(settings, name), ctx=ctx, device=str(loaded.device.device))
+        other = open_model(with_model(settings, name), ctx=ctx, device=device)
         structlog.get_logger("cutout").info("model_loaded", model=str(other.spec), origin=other.origin,
                                             for_files_that_chose_it=True)
         return other.matte_model
 
-    daemon = Daemon(settings=settings, folders=folders, model=loaded.matte_model, device=str(loaded.device.device),
+    daemon = Daemon(settings=settings, folders=folders, model=loaded.matte_model, device=device,
                     load_model=load_other,
                     model_name=f"{loaded.spec}@{loaded.revision}" if loaded.revision else str(loaded.spec))
+    # Only what runs the model is kept: with a runtime backend, the eager module it was exported
+    # from and checked against (its weights: 0.2 GB for Swin-T, 0.9 GB for Swin-L) is let go.
+    del loaded
     install_signal_handlers(daemon)
     with capture_native_stderr():  # OpenCV and libjpeg write to fd 2 directly: make their lines log events
         code = daemon.run()

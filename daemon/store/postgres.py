@@ -183,8 +183,8 @@ class PostgresStore(SqlJobStore):
     def db(self, *, durable: bool = True, single: bool = False) -> Iterator[NamedParams]:
         """One transaction on a pooled connection: commit on success, roll back on error.
         `single`: each of the block's statements is atomic by itself, and is sent as a
-        transaction of its own (no BEGIN and COMMIT round trips). Every commit is as durable as the server makes it:
-        `durable` is for SQLite's sake."""
+        transaction of its own (no BEGIN and COMMIT round trips). Every commit is as durable
+        as the server makes it: `durable` is for SQLite's sake."""
         try:
             with self._pool.connection() as conn, nullcontext() if single else conn.transaction():
                 yield NamedParams(conn)

@@ -204,19 +204,27 @@ class Settler:
     def _offer_settled(self, now: float) -> None:
         """Offer this round's settled files: those of a burst together, in one transaction."""
         settled, self._settled_now = self._settled_now, []
-        storable_names = [rel for rel in settled if is_storable(rel)]
-        outcomes: dict[PurePosixPath, Offer | None] = {}
-        try:
-            for start in range(0, len(storable_names), OFFERS_PER_TRANSACTION):
-                outcomes.update(self._offered_together(storable_names[start : start + OFFERS_PER_TRANSACTION]))
-        except QueueError as exc:
-            if is_queue_damage(exc):
-                raise  # not these files': the queue itself is damaged, and the daemon stops (runner)
-            for rel in settled:  # each stays watched, and is offered again at the next try
-                self._store_away(rel, exc, now)
-            return
+        outcomes, away = self._offered_in_batches([rel for rel in settled if is_storable(rel)], now)
         for rel in settled:
-            self._guarded(self._offer_one, rel, now, outcomes.get(rel))
+            if rel not in away:
+                self._guarded(self._offer_one, rel, now, outcomes.get(rel))
+
+    def _offered_in_batches(
+        self, names: list[PurePosixPath], now: float
+    ) -> tuple[dict[PurePosixPath, Offer | None], set[PurePosixPath]]:
+        """The outcomes of `names` offered a batch at a time, and those the store could not take
+        (it went away): they stay watched, and are offered again at the next try."""
+        outcomes: dict[PurePosixPath, Offer | None] = {}
+        for start in range(0, len(names), OFFERS_PER_TRANSACTION):
+            try:
+                outcomes.update(self._offered_together(names[start : start + OFFERS_PER_TRANSACTION]))
+            except QueueError as exc:
+                if is_queue_damage(exc):
+                    raise  # not these files': the queue itself is damaged, and the daemon stops (runner)
+                for rel in names[start:]:
+                    self._store_away(rel, exc, now)
+                return outcomes, set(names[start:])
+        return outcomes, set()
 
     def _offered_together(self, batch: list[PurePosixPath]) -> dict[PurePosixPath, Offer | None]:
         """The store's outcome for each of several files offered at once; those not in it (a
