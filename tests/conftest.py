@@ -34,6 +34,7 @@ import structlog
 
 from daemon.logs import silence_decoder_warnings
 from daemon.store.jobs import JobStore
+from daemon.store.sqlite import JobQueue
 from daemon.testing import BrightModel, FakeClock
 from tests.pgserver import POSTGRES_URL_ENV, TempPostgres, fresh_store_url, postgres_bindir
 from tests import harness, tiny_models
@@ -241,3 +242,16 @@ def counted(store: JobStore, monkeypatch: pytest.MonkeyPatch, *, begin_and_commi
 
     monkeypatch.setattr(store, "db", counting)
     return work
+
+
+def open_store(
+    request: pytest.FixtureRequest, tmp_path: Path, clock: FakeClock, *, database_clock: bool = False, **postgres: Any
+) -> JobStore:
+    """The store a `params=["sqlite", "postgresql"]` fixture names: SQLite in `tmp_path`, or
+    PostgreSQL on a fresh database (`postgres`: its settings), on the test's clock unless
+    `database_clock` (PostgreSQL then reads its own, as a fleet runs)."""
+    if request.param == "sqlite":
+        return JobQueue(tmp_path / "state" / "queue.sqlite3", clock=clock)
+    from daemon.store.postgres import PostgresStore
+
+    return PostgresStore(request.getfixturevalue("postgres_url"), clock=None if database_clock else clock, **postgres)

@@ -17,7 +17,7 @@ from daemon.errors import QueueDamaged, QueueError
 from daemon.store.jobs import Fingerprint, JobStore, Recovery
 from daemon.store.sqlite import JobQueue
 from daemon.testing import FakeClock
-from tests.conftest import fill_disk, small_tmpfs
+from tests.conftest import fill_disk, open_store, small_tmpfs
 
 P = PurePosixPath
 FP = Fingerprint(100, 1)
@@ -25,13 +25,7 @@ FP = Fingerprint(100, 1)
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def queue(request: pytest.FixtureRequest, tmp_path: Path, clock: FakeClock) -> Iterator[JobStore]:
-    store: JobStore
-    if request.param == "sqlite":
-        store = JobQueue(tmp_path / "state" / "queue.sqlite3", clock=clock)
-    else:
-        from daemon.store.postgres import PostgresStore
-
-        store = PostgresStore(request.getfixturevalue("postgres_url"), clock=clock, worker="test-worker")
+    store = open_store(request, tmp_path, clock, worker="test-worker")
     yield store
     store.close()
 

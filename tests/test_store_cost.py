@@ -26,21 +26,15 @@ from daemon.store.sqlite import JobQueue
 from daemon.testing import BrightModel, FakeClock, wait_until
 from daemon.work import stages
 from daemon.work.worker import Worker
-from tests.conftest import Work, counted, subject_image, write_image
+from tests.conftest import Work, counted, open_store, subject_image, write_image
 
 LEASE = 60.0
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def store(request: pytest.FixtureRequest, tmp_path: Path, clock: FakeClock) -> Iterator[JobStore]:
-    made: JobStore
-    if request.param == "sqlite":
-        made = JobQueue(tmp_path / "state" / "queue.sqlite3", clock=clock)
-    else:
-        from daemon.store.postgres import PostgresStore
-
-        # The database's own clock, as a fleet runs: reading it is part of what a job costs.
-        made = PostgresStore(request.getfixturevalue("postgres_url"), worker="cost", lease_seconds=LEASE)
+    # The database's own clock, as a fleet runs: reading it is part of what a job costs.
+    made = open_store(request, tmp_path, clock, database_clock=True, worker="cost", lease_seconds=LEASE)
     yield made
     made.close()
 
