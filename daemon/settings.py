@@ -47,7 +47,7 @@ from daemon.pipeline.constants import (
 )
 from daemon.pipeline.modelspec import DEFAULT_MODEL, FAMILY, DeviceName, ModelSpec, Precision, parse_model_spec
 from daemon.pipeline.recipe import DEFAULT_RECIPE, Recipe, recipe_problem
-from daemon.pipeline.runtimes import Backend
+from daemon.pipeline.runtimes import BackendChoice
 
 T = TypeVar("T")
 LogFormat = Literal["auto", "json", "console"]
@@ -91,9 +91,11 @@ class ModelSettings:
     float32 on one image at start, refused on the CPU."""
     compile: bool = False
     """torch.compile the model at start (slower start, faster images where the device supports it)."""
-    backend: Backend = "torch"
+    backend: BackendChoice = "torch"
     """What runs the model: torch (eager PyTorch, on any device), onnxruntime or openvino (the
-    model exported once at its size, on the CPU; each an extra); checked against torch at start."""
+    model exported once at its size, on the CPU; each an extra); checked against torch at start.
+    auto: openvino where it was measured faster (an x86-64 CPU without a GPU, the extra
+    installed), else torch."""
 
     @functools.cached_property
     def spec(self) -> ModelSpec:
@@ -528,7 +530,7 @@ def validate(settings: Settings) -> Settings:
 
 def _check_backend(model: ModelSettings) -> None:
     """An inference runtime runs the exported float32 graph on the CPU: nothing else goes with it."""
-    if model.backend == "torch":
+    if model.backend in ("torch", "auto"):  # auto picks a runtime only where it can run
         return
     if model.device not in ("auto", "cpu"):
         raise ConfigError(f"model.backend: {model.backend} runs on the CPU, and model.device is {model.device}: "

@@ -5,6 +5,7 @@ models (a Hugging Face folder with its own code, a TorchScript file)."""
 from __future__ import annotations
 
 import dataclasses
+import platform
 import subprocess
 import sys
 from pathlib import Path
@@ -19,8 +20,9 @@ from daemon.models.backends import EXPORTS_DIR, export_key, exported, with_backe
 from daemon.pipeline.export import export_onnx
 from daemon.pipeline.model import DeviceChoice, LoadedModel, load_model
 from daemon.pipeline.modelspec import parse_model_spec
-from daemon.pipeline.runtimes import Backend
-from daemon.settings import load_settings
+from daemon.models.loading import device_and_backend
+from daemon.pipeline.runtimes import Backend, resolve_backend
+from daemon.settings import ModelSettings, load_settings
 from tests.conftest import subject_image, write_image
 
 SIZE = 64
@@ -142,3 +144,46 @@ def test_cutout_model_export_makes_the_export_the_daemon_then_uses_and_doctor_na
     main(["doctor", "--config", str(config)])
     doctor = capsys.readouterr().out
     assert "onnxruntime 1." in doctor and f"exports cached: {made.name}" in doctor
+
+
+# --- model.backend: auto ----------------------------------------------------------------------
+@pytest.mark.parametrize(("device", "machine", "tuned", "installed", "picked", "why"), [
+    ("cpu", "x86_64", False, True, "openvino", "an x86-64 CPU without a GPU"),
+    ("cpu", "AMD64", False, True, "openvino", "an x86-64 CPU without a GPU"),  # Windows spells it so
+    ("cpu", "arm64", False, True, "torch", "no runtime was measured faster than eager PyTorch on a arm64 CPU"),
+    ("mps", "arm64", False, True, "torch", "the model runs on mps"),
+    ("cuda", "x86_64", False, True, "torch", "the model runs on cuda"),
+    ("cpu", "x86_64", True, True, "torch", "a tuned eager model"),
+    ("cpu", "x86_64", False, False, "torch", "OpenVINO, measured faster on x86-64 CPUs, is not installed "
+                                             "(pip install -e '.[openvino]')"),
+])
+def test_auto_picks_openvino_only_on_an_x86_cpu_where_it_was_measured_faster_and_is_installed(
+    device: str, machine: str, tuned: bool, installed: bool, picked: str, why: str
+) -> None:
+    backend, reason = resolve_backend("auto", device=device, machine=machine, tuned=tuned,
+                                      installed=lambda module: installed and module == "openvino")
+    assert backend == picked and why in reason and reason.startswith("auto: ")
+
+
+@pytest.mark.parametrize("named", ["torch", "onnxruntime", "openvino"])
+def test_a_named_backend_is_used_as_named(named: Backend) -> None:
+    assert resolve_backend(named, device="cpu", machine="arm64", tuned=False)[0] == named
+
+
+def test_auto_on_this_cpu_loads_on_the_cpu_and_runs_openvino_and_doctor_says_why(
+    tmp_path: Path, hf_model_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        pytest.skip("auto picks OpenVINO on x86-64 CPUs only")
+    settings = ModelSettings(name=f"hf:{hf_model_dir}", device="auto", backend="auto")
+    chosen, backend, why = device_and_backend(settings)
+    assert (chosen.device.type, backend) == ("cpu", "openvino") and why.startswith("auto: an x86-64 CPU")
+    assert device_and_backend(dataclasses.replace(settings, precision="float16"))[1] == "torch"
+    write_image(tmp_path / "in" / "a.png", subject_image(120, 160, (30, 20, 130, 100)))
+    common = ["--model", f"hf:{hf_model_dir}", "--state", str(tmp_path / "state")]
+    assert main(["process", str(tmp_path / "in"), str(tmp_path / "out"), *common, "--backend", "auto"]) == 0
+    assert [path.suffix for path in (tmp_path / "state" / EXPORTS_DIR).glob("*.xml")] == [".xml"]  # OpenVINO's
+    config = tmp_path / "c.yaml"
+    config.write_text(f"model:\n  name: 'hf:{hf_model_dir}'\n  backend: auto\nfolders:\n  state: '{tmp_path / 'state'}'\n")
+    main(["doctor", "--config", str(config)])
+    assert "openvino 20" in (doctor := capsys.readouterr().out) and "auto: an x86-64 CPU" in doctor

@@ -21,11 +21,11 @@ from daemon.folders.outputs import Folders
 from daemon.folders.outputs import OriginalsPolicy
 from daemon.models.fetch import ModelPin, ModelStore, is_hub_model, patch_order_for, plan_load
 from daemon.models.backends import EXPORTS_DIR, SUFFIXES
-from daemon.models.loading import load_planned
+from daemon.models.loading import device_and_backend, load_planned
 from daemon.models.torchvision_check import read_facts, verdict
 from daemon.pipeline.model import Accelerators, TorchAccelerators, choose_device
 from daemon.pipeline.modelspec import ModelSpec
-from daemon.pipeline.runtimes import EXTRAS, runtime_version
+from daemon.pipeline.runtimes import EXTRAS, Backend, runtime_version
 from daemon.service import AgentStatus, Host, grant_target, manager_for
 from daemon.settings import QueueSettings, Settings
 from daemon.store.statedir import inspect_queue, queue_path
@@ -163,10 +163,11 @@ def check_model(settings: Settings, *, store: ModelStore, accelerators: Accelera
 
 def check_backend(settings: Settings, *, store: ModelStore) -> Check:
     """What runs the model: eager PyTorch, or a runtime that is installed, with its export cached or not."""
-    backend = settings.model.backend
+    backend, why = _resolved_backend(settings)
+    chosen = f"; {why}" if settings.model.backend == "auto" else ""
     if backend == "torch":
-        return Check("backend", "ok", f"torch {metadata.version('torch')} (eager; model.backend: onnxruntime or "
-                     "openvino runs an export on the CPU, see docs/models.md)")
+        return Check("backend", "ok", f"torch {metadata.version('torch')} (eager{chosen}; model.backend: onnxruntime "
+                     "or openvino runs an export on the CPU, see docs/models.md)")
     try:
         version = runtime_version(backend)
     except CutoutError as exc:
@@ -174,8 +175,17 @@ def check_backend(settings: Settings, *, store: ModelStore) -> Check:
     exports = store.pin_file.parent / EXPORTS_DIR
     cached = sorted(path.name for path in exports.glob(f"*{SUFFIXES[backend]}")) if exports.is_dir() else []
     made = f"exports cached: {', '.join(cached)}" if cached else "no export yet: the first start makes it (minutes)"
-    return Check("backend", "ok", f"{backend} {version} on the CPU; {made}; checked against torch at every start; "
-                 "its speed against torch on this machine: python -m benchmarks.backends")
+    return Check("backend", "ok", f"{backend} {version} on the CPU{chosen}; {made}; checked against torch at every "
+                 "start; its speed against torch on this machine: python -m benchmarks.backends")
+
+
+def _resolved_backend(settings: Settings) -> tuple[Backend, str]:
+    """What `model.backend` runs here, and why (`auto` decides by the device and the machine)."""
+    try:
+        _, backend, why = device_and_backend(settings.model)
+    except CutoutError as exc:  # the device check says what is wrong with the device
+        return "torch", f"auto: undecided while the configured device is not usable ({exc})"
+    return backend, why
 
 
 def _unfetched(*, settings: Settings, store: ModelStore) -> bool:

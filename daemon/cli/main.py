@@ -19,7 +19,7 @@ from daemon.cli.commands import EXIT_INTERRUPTED
 from daemon.cli.context import Context, current_context
 from daemon.errors import CutoutError, QueueDamaged
 from daemon.pipeline.modelspec import DEVICE_NAMES
-from daemon.pipeline.runtimes import BACKENDS
+from daemon.pipeline.runtimes import BACKEND_CHOICES
 from daemon.service import DEFAULT_LABEL
 from daemon.settings import Settings, load_settings
 
@@ -29,8 +29,9 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, help="YAML settings file (see config/default.yaml)")
     parser.add_argument("--model", help="hf:<repo or folder>, birefnet, or a TorchScript file")
     parser.add_argument("--device", choices=DEVICE_NAMES, help="auto = mps, then cuda, then cpu")
-    parser.add_argument("--backend", choices=BACKENDS,
-                        help="model.backend: torch, or the model exported to onnxruntime / openvino (CPU; an extra)")
+    parser.add_argument("--backend", choices=BACKEND_CHOICES,
+                        help="model.backend: torch, or the model exported to onnxruntime / openvino (CPU; an extra); "
+                             "auto: openvino on an x86-64 CPU where it is installed, else torch")
 
 
 def _folder_flags(parser: argparse.ArgumentParser) -> None:

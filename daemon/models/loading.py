@@ -10,6 +10,7 @@ from __future__ import annotations
 import structlog
 
 import dataclasses
+import platform
 
 from daemon.errors import ModelLoadError
 from daemon.models.backends import EXPORTS_DIR, with_backend
@@ -18,6 +19,7 @@ from daemon.pipeline.model import DeviceChoice, LoadedModel, choose_device, load
 from daemon.pipeline.modelspec import WEIGHTS_FILE
 from daemon.pipeline.native import NativeCheckpoint
 from daemon.pipeline.precision import compiled, probe_batch, with_precision
+from daemon.pipeline.runtimes import Backend, resolve_backend
 from daemon.settings import ModelSettings, Settings
 
 log = structlog.get_logger("cutout.model")
@@ -80,8 +82,22 @@ def open_model(
         # snapshot's code (or, network allowed, that file downloaded at the same commit).
         downloads = None if settings.model.offline else downloader
         plan = dataclasses.replace(plan, pin=complete_pin(plan.pin, store=store, downloader=downloads))
-    # A runtime runs the graph on the CPU: the module it is exported from, and checked against, is there too.
-    chosen = choose_device("cpu" if settings.model.backend != "torch" else device or settings.model.device)
+    chosen, backend, why = device_and_backend(settings.model, device=device)
+    if settings.model.backend == "auto":
+        log.info("model_backend_chosen", backend=backend, why=why)
     loaded = load_planned(plan, device=chosen, size=settings.pipeline.target_size, store=store)
-    return with_backend(tuned(loaded, model=settings.model), backend=settings.model.backend,
+    return with_backend(tuned(loaded, model=settings.model), backend=backend,
                         exports=store.pin_file.parent / EXPORTS_DIR)
+
+
+def device_and_backend(
+    model: ModelSettings, *, device: str | None = None, machine: str | None = None
+) -> tuple[DeviceChoice, Backend, str]:
+    """Where the model loads, what runs it, and why. A runtime runs the graph on the CPU: the
+    module it is exported from, and checked against, is there too. `auto` is decided once the
+    device is (`machine`: platform.machine(), for tests)."""
+    runtime = model.backend in ("onnxruntime", "openvino")
+    chosen = choose_device("cpu" if runtime else device or model.device)
+    backend, why = resolve_backend(model.backend, device=chosen.device.type, machine=machine or platform.machine(),
+                                   tuned=model.precision != "float32" or model.compile)
+    return chosen, backend, why

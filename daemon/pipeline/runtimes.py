@@ -13,6 +13,7 @@ Neither runtime is a dependency: each is an extra (`pip install -e '.[onnx]'`,
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
@@ -24,6 +25,13 @@ from daemon.pipeline.matte import FloatArray
 
 Backend = Literal["torch", "onnxruntime", "openvino"]
 BACKENDS: tuple[Backend, ...] = ("torch", "onnxruntime", "openvino")
+BackendChoice = Literal["auto", "torch", "onnxruntime", "openvino"]
+"""What `model.backend` may say: a backend, or `auto` (see `resolve_backend`)."""
+BACKEND_CHOICES: tuple[BackendChoice, ...] = ("auto", *BACKENDS)
+AUTO_OPENVINO_MACHINES = frozenset({"x86_64", "amd64"})
+"""Where `auto` picks OpenVINO: x86-64 CPUs, where it was measured faster than eager PyTorch
+(BENCHMARKS.md: 1.1-1.5 x the photos per hour, 0.64-0.84 x the forward time, two backbones,
+three runs). Nowhere else was a runtime measured faster: there `auto` is eager PyTorch."""
 EXTRAS: dict[Backend, tuple[str, str]] = {
     "onnxruntime": ("onnxruntime", "onnx"),
     "openvino": ("openvino", "openvino"),
@@ -41,6 +49,27 @@ def runtime_module(backend: Backend) -> Any:
             f"model.backend: {backend} needs {module}, which is not installed: pip install -e '.[{extra}]' "
             "(in the cutout checkout), or use model.backend: torch"
         ) from exc
+
+
+def resolve_backend(
+    choice: BackendChoice, *, device: str, machine: str, tuned: bool,
+    installed: Callable[[str], bool] = lambda module: importlib.util.find_spec(module) is not None,
+) -> tuple[Backend, str]:
+    """What runs the model for `model.backend: choice` on `device` (the one chosen) and
+    `machine` (platform.machine()), and why; `tuned`: a float16/bfloat16 or compiled eager
+    model was asked for, which only torch runs."""
+    if choice != "auto":
+        return choice, f"model.backend: {choice}"
+    if device != "cpu":
+        return "torch", f"auto: the model runs on {device}, where eager PyTorch uses the GPU"
+    if tuned:
+        return "torch", "auto: model.precision or model.compile asks for a tuned eager model"
+    if machine.lower() not in AUTO_OPENVINO_MACHINES:
+        return "torch", f"auto: no runtime was measured faster than eager PyTorch on a {machine} CPU"
+    if not installed(EXTRAS["openvino"][0]):
+        return "torch", ("auto: OpenVINO, measured faster on x86-64 CPUs, is not installed "
+                         f"(pip install -e '.[{EXTRAS['openvino'][1]}]')")
+    return "openvino", "auto: an x86-64 CPU without a GPU, where OpenVINO was measured faster than eager PyTorch"
 
 
 def runtime_version(backend: Backend) -> str:
