@@ -94,8 +94,9 @@ class ModelSettings:
     backend: BackendChoice = "torch"
     """What runs the model: torch (eager PyTorch, on any device), onnxruntime or openvino (the
     model exported once at its size, on the CPU; each an extra); checked against torch at start.
-    auto: openvino where it was measured faster (an x86-64 CPU without a GPU, the extra
-    installed), else torch."""
+    auto: openvino where it was measured faster (the model on an x86-64 CPU, in float32 and not
+    compiled, the extra installed), else torch; a failed export or probe then stops the start
+    with its reason, as a named runtime does."""
 
     @functools.cached_property
     def spec(self) -> ModelSpec:

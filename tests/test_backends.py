@@ -148,8 +148,8 @@ def test_cutout_model_export_makes_the_export_the_daemon_then_uses_and_doctor_na
 
 # --- model.backend: auto ----------------------------------------------------------------------
 @pytest.mark.parametrize(("device", "machine", "tuned", "installed", "picked", "why"), [
-    ("cpu", "x86_64", False, True, "openvino", "an x86-64 CPU without a GPU"),
-    ("cpu", "AMD64", False, True, "openvino", "an x86-64 CPU without a GPU"),  # Windows spells it so
+    ("cpu", "x86_64", False, True, "openvino", "the model runs on an x86-64 CPU"),
+    ("cpu", "AMD64", False, True, "openvino", "the model runs on an x86-64 CPU"),  # Windows spells it so
     ("cpu", "arm64", False, True, "torch", "no runtime was measured faster than eager PyTorch on a arm64 CPU"),
     ("mps", "arm64", False, True, "torch", "the model runs on mps"),
     ("cuda", "x86_64", False, True, "torch", "the model runs on cuda"),
@@ -175,15 +175,17 @@ def test_auto_on_this_cpu_loads_on_the_cpu_and_runs_openvino_and_doctor_says_why
 ) -> None:
     if platform.machine().lower() not in ("x86_64", "amd64"):
         pytest.skip("auto picks OpenVINO on x86-64 CPUs only")
-    settings = ModelSettings(name=f"hf:{hf_model_dir}", device="auto", backend="auto")
+    settings = ModelSettings(name=f"hf:{hf_model_dir}", device="cpu", backend="auto")
     chosen, backend, why = device_and_backend(settings)
-    assert (chosen.device.type, backend) == ("cpu", "openvino") and why.startswith("auto: an x86-64 CPU")
+    assert (chosen.device.type, backend) == ("cpu", "openvino") and why.startswith("auto: the model runs on an x86-64 CPU")
     assert device_and_backend(dataclasses.replace(settings, precision="float16"))[1] == "torch"
     write_image(tmp_path / "in" / "a.png", subject_image(120, 160, (30, 20, 130, 100)))
     common = ["--model", f"hf:{hf_model_dir}", "--state", str(tmp_path / "state")]
-    assert main(["process", str(tmp_path / "in"), str(tmp_path / "out"), *common, "--backend", "auto"]) == 0
+    assert main(["process", str(tmp_path / "in"), str(tmp_path / "out"), *common, "--device", "cpu",
+                 "--backend", "auto"]) == 0
     assert [path.suffix for path in (tmp_path / "state" / EXPORTS_DIR).glob("*.xml")] == [".xml"]  # OpenVINO's
     config = tmp_path / "c.yaml"
-    config.write_text(f"model:\n  name: 'hf:{hf_model_dir}'\n  backend: auto\nfolders:\n  state: '{tmp_path / 'state'}'\n")
+    config.write_text(f"model:\n  name: 'hf:{hf_model_dir}'\n  device: cpu\n  backend: auto\n"
+                      f"folders:\n  state: '{tmp_path / 'state'}'\n")
     main(["doctor", "--config", str(config)])
-    assert "openvino 20" in (doctor := capsys.readouterr().out) and "auto: an x86-64 CPU" in doctor
+    assert "openvino 20" in (doctor := capsys.readouterr().out) and "auto: the model runs on an x86-64 CPU" in doctor

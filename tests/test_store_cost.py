@@ -75,15 +75,15 @@ def _work_of(worker: Worker, monkeypatch: pytest.MonkeyPatch) -> Work:
     return counted(worker.queue, monkeypatch, begin_and_commit=2 if postgres else 0)
 
 
-def test_a_job_decoded_before_the_model_is_free_costs_five_transactions_and_at_most_15_statements(
+def test_a_job_decoded_before_the_model_is_free_costs_five_transactions_and_at_most_12_statements(
     worker: Worker, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     work = _work_of(worker, monkeypatch)
     _one_job(worker, "a.png")
     # The offer, the claim (into decode), out of the stages while it waits, into the model, the finish.
     assert work.transactions == 5
-    if not isinstance(worker.queue, JobQueue):
-        assert work.statements <= 15, work
+    if not isinstance(worker.queue, JobQueue):  # issue 22's target is 15; the claim's own statement alone gives 12
+        assert work.statements <= 12, work
 
 
 def test_a_job_the_model_already_waits_for_costs_three_transactions_no_stage_marks(

@@ -6,10 +6,13 @@ import shutil
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 from pathlib import Path, PurePosixPath
 
 import pytest
+from structlog.testing import capture_logs
 
+from daemon.errors import QueueError
 from daemon.folders.layout import is_candidate_name
 from daemon.store.jobs import Fingerprint
 from daemon.store.sqlite import JobQueue
@@ -109,6 +112,36 @@ def test_a_burst_that_settles_while_the_store_is_full_stays_watched_and_is_queue
         settler.run_once()
         assert settler.waiting() == [] and queue.counts()["pending"] == len(names)
         queue.close()
+
+
+def test_when_a_later_batch_finds_the_store_away_its_files_wait_for_the_retry_and_the_store_is_not_called_back(
+    tmp_path: Path, hot: Path, queue: JobQueue, settler: Settler, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data, calls, real = _jpeg_bytes(tmp_path), [], queue.offer_together
+
+    def second_batch_away(files: Any) -> Any:  # the store's disk fills between two batches
+        calls.append(len(files))
+        if len(calls) == 2:
+            raise QueueError("the job store's disk is full")
+        return real(files)
+
+    monkeypatch.setattr(queue, "offer_together", second_batch_away)
+    names = [f"shot-{index:03d}.jpg" for index in range(OFFERS_PER_TRANSACTION + 5)]
+    for name in names:
+        (hot / name).write_bytes(data)
+        settler.hint(P(name))
+    settler.run_once()
+    clock.now += 1.1
+    with capture_logs() as logs:
+        settler.run_once()
+        clock.now += 0.1
+        settler.run_once()  # before the retry: the store is not asked again
+    assert calls == [OFFERS_PER_TRANSACTION, 5]
+    assert queue.counts()["pending"] == OFFERS_PER_TRANSACTION and len(settler.waiting()) == 5
+    assert "store_writable_again" not in [entry["event"] for entry in logs]
+    clock.now += STORE_RETRY_SECONDS
+    settler.run_once()
+    assert queue.counts()["pending"] == len(names) and settler.waiting() == []
 
 
 def test_an_unchanged_but_incomplete_jpeg_waits_then_is_queued_after_the_timeout(

@@ -31,7 +31,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", choices=DEVICE_NAMES, help="auto = mps, then cuda, then cpu")
     parser.add_argument("--backend", choices=BACKEND_CHOICES,
                         help="model.backend: torch, or the model exported to onnxruntime / openvino (CPU; an extra); "
-                             "auto: openvino on an x86-64 CPU where it is installed, else torch")
+                             "auto: openvino when the model runs on an x86-64 CPU and it is installed, else torch")
 
 
 def _folder_flags(parser: argparse.ArgumentParser) -> None:

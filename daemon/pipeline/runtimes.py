@@ -69,7 +69,7 @@ def resolve_backend(
     if not installed(EXTRAS["openvino"][0]):
         return "torch", ("auto: OpenVINO, measured faster on x86-64 CPUs, is not installed "
                          f"(pip install -e '.[{EXTRAS['openvino'][1]}]')")
-    return "openvino", "auto: an x86-64 CPU without a GPU, where OpenVINO was measured faster than eager PyTorch"
+    return "openvino", "auto: the model runs on an x86-64 CPU, where OpenVINO was measured faster than eager PyTorch"
 
 
 def runtime_version(backend: Backend) -> str:

@@ -210,13 +210,15 @@ class PostgresStore(SqlJobStore):
         for once a sixth of a lease (SWEEPS_PER_LEASE), not at every claim."""
         if now < self._next_sweep:
             return
-        self._next_sweep = now + self.lease_seconds / SWEEPS_PER_LEASE
         conn.execute(
             "UPDATE cutout_jobs SET state = 'pending', owner = NULL, lease_until = NULL, stage = NULL,"
             " kills = kills + (stage IS NOT NULL)::int, suspect = suspect OR stage IS NOT NULL,"
             " attempts = CASE WHEN stage IS NULL THEN GREATEST(0, attempts - 1) ELSE attempts END"
             " WHERE state = 'running' AND lease_until < :now", {"now": now},
         )
+        # Only after it ran: a sweep that failed is tried again at the next claim. (Two threads
+        # may both sweep at once: harmless, and rarer than a lock would cost.)
+        self._next_sweep = now + self.lease_seconds / SWEEPS_PER_LEASE
 
     def _take(self, conn: Sql, job_id: int, *, now: float, stage: str | None) -> Row:
         """Claimed for this worker under a lease, with a token from the store's one sequence."""

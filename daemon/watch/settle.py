@@ -204,10 +204,11 @@ class Settler:
     def _offer_settled(self, now: float) -> None:
         """Offer this round's settled files: those of a burst together, in one transaction."""
         settled, self._settled_now = self._settled_now, []
-        outcomes, away = self._offered_in_batches([rel for rel in settled if is_storable(rel)], now)
+        # In name order: concurrent batches (a fleet's watcher hands over) lock rows alike.
+        outcomes, away = self._offered_in_batches(sorted(rel for rel in settled if is_storable(rel)), now)
         for rel in settled:
-            if rel not in away:
-                self._guarded(self._offer_one, rel, now, outcomes.get(rel))
+            if rel not in away:  # a batch taken before another failed does not say the store is back
+                self._guarded(self._offer_one, rel, now, outcomes.get(rel), not away)
 
     def _offered_in_batches(
         self, names: list[PurePosixPath], now: float
@@ -236,18 +237,20 @@ class Settler:
         except Exception as exc:  # one file's problem: found, and said, when each is offered alone
             if isinstance(exc, QueueError) or is_queue_damage(exc):
                 raise
+            log.warning("offered_one_by_one", files=len(batch), error=f"{type(exc).__name__}: {exc}",
+                        why="the store refused the batch: each file is offered alone, to find which")
             return {}
         return dict(zip(batch, outcomes))
 
-    def _offer_one(self, rel: PurePosixPath, now: float, outcome: Offer | None) -> None:
+    def _offer_one(self, rel: PurePosixPath, now: float, outcome: Offer | None, store_back: bool) -> None:
         """`rel` settled: offered (alone, unless the batch did it), then no longer watched;
         unless its job is still running, when it is looked at again later, so that a
-        replacement is not missed."""
+        replacement is not missed. `store_back`: the batch's success says the store is writable."""
         watched = self._watched[rel]
         if outcome is None:
             outcome = self._settled(rel, watched.fingerprint)
         else:
-            self._said(rel, watched.fingerprint, outcome)
+            self._said(rel, watched.fingerprint, outcome, store_back=store_back)
         if outcome != "busy":
             del self._watched[rel]
         else:
@@ -293,9 +296,9 @@ class Settler:
         self._said(rel, fingerprint, outcome)
         return outcome
 
-    def _said(self, rel: PurePosixPath, fingerprint: Fingerprint, outcome: Offer) -> None:
-        """The store took `rel`: said, with the store writable again if it was not."""
-        if self._store_problem is not None:
+    def _said(self, rel: PurePosixPath, fingerprint: Fingerprint, outcome: Offer, *, store_back: bool = True) -> None:
+        """The store took `rel`: said, with the store writable again if it was not (`store_back`)."""
+        if self._store_problem is not None and store_back:
             log.warning("store_writable_again", path=display(rel), was=self._store_problem)
             self._store_problem = None
         if outcome in ("queued", "requeued"):
