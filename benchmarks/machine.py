@@ -17,6 +17,10 @@ import numpy as np
 import torch
 
 REPO = Path(__file__).resolve().parent.parent
+WORK = REPO / "benchmarks" / "work"
+"""Inputs, daemons' folders and smoke results: git-ignored."""
+RESULTS = REPO / "benchmarks" / "results"
+"""The results BENCHMARKS.md cites: committed."""
 
 
 def cpu_model() -> str:

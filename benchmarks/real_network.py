@@ -10,10 +10,10 @@ in a local hub cache (benchmarks/work/hub) with the repository's code shape for 
 Each daemon is a real `cutout watch --model <name>` with `model.backend` set, pointed at that
 cache offline: it fetches and pins the snapshot as it would the trained weights, exports it for
 its runtime, checks the runtime against eager on the probe image, and starts. Then 24 MP photos
-are dropped at once (one of the four photos of `benchmarks.run`, copied under distinct names)
-and each output is timed as it appears. The model-only rate is measured afterwards in this
-process, on the same pinned weights and the same cached export, through the daemon's own
-`open_model`: forwards of one prepared photo, one after another.
+are dropped at once (the four photos of `benchmarks.run`, cycled, copied under distinct names)
+and each output is timed as it appears. The model-only rate is measured afterwards in a
+process of its own (`--alone`), on the same pinned weights and the same cached export, through
+the daemon's own `open_model`: forwards of one prepared photo, one after another.
 
 Printed, and written to benchmarks/results/real-network-<model>.json. Nothing here is asserted.
 """
@@ -35,16 +35,14 @@ import torch
 
 from benchmarks import endtoend, stages
 from benchmarks.images import ensure_image
-from benchmarks.machine import REPO, machine_info
+from benchmarks.machine import REPO, RESULTS, WORK, machine_info
 from benchmarks.native_forward import write_rule_weights
+from benchmarks.run import E2E_SEEDS
 from daemon.pipeline import StageTimer, prepare
 from daemon.pipeline.modelspec import FAMILY
 
-WORK = REPO / "benchmarks" / "work"
-RESULTS = REPO / "benchmarks" / "results"
 RULE_COMMIT = hashlib.sha1(b"cutout benchmark rule weights").hexdigest()
 """The snapshot's commit in the local cache: what the daemon pins."""
-PHOTO_SEEDS = (101, 102, 103, 104)
 
 
 def local_hub(model: str) -> Path:
@@ -138,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(measure_alone(args.alone, args.photo, home=args.hub, forwards=args.forwards)))
         return 0
     home = local_hub(args.model)
-    photos = [ensure_image(WORK / "inputs", args.mp, "jpg", seed=seed).path for seed in PHOTO_SEEDS]
+    photos = [ensure_image(WORK / "inputs", args.mp, "jpg", seed=seed).path for seed in E2E_SEEDS]
     rows = [one_backend(args, backend, home=home, photos=photos) for backend in args.backends.split(",")]
     result = {"timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": machine_info(torch.device("cpu")),
               "model": args.model, "megapixels": args.mp, "images": args.images, "backends": rows,

@@ -24,12 +24,10 @@ import torch
 
 from benchmarks import endtoend, report, stages
 from benchmarks.images import SIZES_MP, GeneratedImage, ensure_image
-from benchmarks.machine import REPO, cpu_snapshot, load_average, machine_info, others_share, usable_cpus, wait_until_idle
+from benchmarks.machine import REPO, RESULTS, WORK, cpu_snapshot, load_average, machine_info, others_share, usable_cpus, wait_until_idle
 from benchmarks.standin import COST_KINDS, build_standin
 from daemon.pipeline import PipelineParams, StageTimer, choose_device, load_model, parse_model_spec, prepare
 
-WORK = REPO / "benchmarks" / "work"
-RESULTS = REPO / "benchmarks" / "results"
 MARKDOWN = REPO / "BENCHMARKS.md"
 SEED = 1
 E2E_SEEDS = (101, 102, 103, 104)

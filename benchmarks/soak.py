@@ -46,7 +46,7 @@ import numpy as np
 import torch
 import yaml
 
-from benchmarks.machine import REPO, git_revision, load_average, machine_info, slug
+from benchmarks.machine import REPO, RESULTS, WORK, git_revision, load_average, machine_info, slug
 from benchmarks.soak_chaos import Chaos, Ledger, Pictures, Rates
 from benchmarks.soak_check import FAILURES, Verdict, check
 from benchmarks.soak_daemon import (
@@ -54,8 +54,6 @@ from benchmarks.soak_daemon import (
 )
 from benchmarks.standin import build_standin
 
-WORK = REPO / "benchmarks" / "work"
-RESULTS = REPO / "benchmarks" / "results"
 STATE_DISK = "state-disk"
 MARKER = ".soak-work"
 """Left in the work folder: only a folder holding it is ever wiped by a later run."""

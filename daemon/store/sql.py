@@ -11,8 +11,8 @@ The two differ in a few places only, and each is a seam a subclass fills in:
   and `executemany`, returning a cursor with `fetchone`, `fetchall` and `rowcount`), and
   commits when the block ends or rolls back when it raises. `durable=False` lets SQLite
   skip the fsync for facts that only have to survive the process (which stage a job is in);
-  `single=True` says the block writes with one statement, a transaction by itself, so
-  PostgreSQL sends it without BEGIN and COMMIT (one round trip instead of three).
+  `single=True` says each of the block's statements is atomic by itself, so PostgreSQL
+  sends each as its own transaction, without BEGIN and COMMIT (two round trips fewer).
 - **Parameters** are named, written `:name`: sqlite3 takes that style as it is, and the
   PostgreSQL store rewrites each statement once to psycopg's `%(name)s`
   (`daemon.store.postgres.pyformat`). Names, not positions, because a statement here sets up to
@@ -145,11 +145,14 @@ class SqlJobStore(ABC):
 
     def _take_next(self, conn: Sql, *, now: float, suspect_ok: bool, stage: str | None) -> Row | None:
         """Claim the next ready row (`NEXT_READY`), unless it is a suspect and `suspect_ok` is false."""
+        row = self._next_ready(conn, now=now, suspect_ok=suspect_ok)
+        return None if row is None else self._take(conn, row["id"], now=now, stage=stage)
+
+    def _next_ready(self, conn: Sql, *, now: float, suspect_ok: bool) -> Row | None:
+        """The next ready row (`NEXT_READY`), locked, unless it is a suspect and `suspect_ok` is false."""
         row = conn.execute(f"SELECT * FROM {self.JOBS} WHERE {NEXT_READY}{self.FOR_UPDATE_SKIP_LOCKED}",
                            {"now": now}).fetchone()
-        if row is None or (row["suspect"] and not suspect_ok):
-            return None
-        return self._take(conn, row["id"], now=now, stage=stage)
+        return None if row is None or (row["suspect"] and not suspect_ok) else row
 
     @abstractmethod
     def _own_running(self) -> tuple[str, Params]:
@@ -445,9 +448,8 @@ class SqlJobStore(ABC):
             if not self.derives_names:  # the seed's name, held since the offer, is all it writes
                 row = self._take_next(conn, now=now, suspect_ok=suspect_ok, stage=stage)
                 return None if row is None else _job(row)
-            row = conn.execute(f"SELECT * FROM {self.JOBS} WHERE {NEXT_READY}{self.FOR_UPDATE_SKIP_LOCKED}",
-                               {"now": now}).fetchone()
-            if row is None or (row["suspect"] and not suspect_ok):
+            row = self._next_ready(conn, now=now, suspect_ok=suspect_ok)
+            if row is None:
                 return None
             # The claimer writes the files, so its recipes decide the names: the row's may have
             # been claimed under another config (an older start, `cutout retry` with another file).
