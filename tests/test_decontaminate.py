@@ -15,6 +15,7 @@ from typing import Any
 import cv2
 import numpy as np
 import numpy.typing as npt
+import pytest
 from PIL import Image
 
 from daemon.pipeline.composite import crop_box
@@ -112,6 +113,21 @@ def test_16_bit_colours_are_estimated_at_16_bits() -> None:
     band, white = _errors(out, subject, alpha, top=65535)
     assert band <= 8.0 and white <= 3.0, (band, white)
     assert len(np.unique(out[(alpha > 0.05) & (alpha < 0.95)] % 257)) > 1  # not 8-bit values scaled up
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (1, 5), (4, 4), (9, 13), (1600, 3), (3, 3100)])
+def test_a_crop_of_any_size_keeps_its_shape_and_its_opaque_pixels(shape: tuple[int, int]) -> None:
+    """One pixel, a sliver, a line longer than the reference size: each reduction keeps a
+    pixel, each map keeps its channels."""
+    rng = np.random.default_rng(0)
+    for dtype in (np.uint8, np.uint16):
+        top = np.iinfo(dtype).max
+        colour, alpha = rng.integers(0, top, (*shape, 3)).astype(dtype), rng.integers(0, top, shape).astype(dtype)
+        alpha.flat[0] = top
+        out = decontaminated(colour, alpha)
+        assert out.shape == colour.shape and out.dtype == dtype
+        untouched = (alpha == 0) | (alpha == top)
+        assert np.array_equal(out[untouched], colour[untouched])
 
 
 def test_a_matte_without_a_soft_edge_changes_nothing() -> None:

@@ -263,13 +263,18 @@ def cmd_doctor(args: argparse.Namespace, settings: Settings, ctx: Context) -> in
 
 
 def cmd_model_export(args: argparse.Namespace, settings: Settings, ctx: Context) -> int:
+    from dataclasses import replace
+
     from daemon.pipeline.model import export_torchscript
 
     if args.format != "torchscript":
         return _export_for_backend(args, settings, ctx)
     if args.out is None:
         raise ConfigError("--format torchscript writes a file you name: give --out F")
-    loaded = open_model(settings, ctx=ctx, device="cpu", progress=sys.stderr.isatty())
+    # Traced from the eager module: whatever model.backend says (auto included), no runtime's
+    # export is made or checked on the way.
+    eager = replace(settings, model=replace(settings.model, backend="torch"))
+    loaded = open_model(eager, ctx=ctx, device="cpu", progress=sys.stderr.isatty())
     size = args.input_res or settings.pipeline.target_size
     out = export_torchscript(loaded.model.module, out=args.out, input_res=size)
     print(f"wrote {out} (TorchScript, traced at {size}x{size}; use it with --model {out})")

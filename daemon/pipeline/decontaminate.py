@@ -122,7 +122,8 @@ class _Scene(NamedTuple):
 
     def smaller(self, *, by: float) -> _Scene:
         size = _size(self.a.shape[:2], by=by)
-        return _Scene(_resized(self.image, size), _resized(self.a, size)[..., np.newaxis], _resized(self.covered, size))
+        return _Scene(_resized(self.image, size), _resized(self.a[..., 0], size)[..., np.newaxis],
+                      _resized(self.covered, size))
 
 
 def _size(shape: tuple[int, ...], *, by: float) -> tuple[int, int]:
