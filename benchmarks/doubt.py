@@ -6,7 +6,9 @@ Subjects with exact alpha (hair, fur, a blurred product, hard-edged shapes), and
 made from them: good ones (the truth, slightly blurred, with noise) and failures made on
 purpose, each at a random severity: background leaking in, a part of the subject cut off, a
 fog of uncertainty, a second subject, a blurred edge, an empty matte, the background taken for
-the subject. Each matte goes through the seed's clean-up; the cut-out is **good** when its
+the subject. Each case also gets the photo the matte was predicted from (the subject, and a
+second object where one was made, over a plain or busy backdrop), which the score reads beside
+the matte. Each matte goes through the seed's clean-up; the cut-out is **good** when its
 soft IoU with the truth (sum of minima over sum of maxima of the two mattes: a thin strand's
 mask flickers at any threshold, its matte does not) is at least 0.95, **bad** under 0.9
 (between: left out), whatever
@@ -65,6 +67,12 @@ def _noise(shape: tuple[int, int], rng: np.random.Generator, sigma: float) -> Fl
     """Smooth noise whose blobs are `sigma` pixels at 512: the failures keep their look at any size."""
     sigma *= _scale(shape)
     return np.asarray(cv2.GaussianBlur(rng.normal(0, 1, shape).astype(np.float32), (0, 0), sigma), np.float32)
+
+
+def _unit_noise(shape: tuple[int, int], rng: np.random.Generator, sigma: float) -> FloatArray:
+    """`_noise` scaled to a standard deviation of 1: a texture's strength, whatever its grain."""
+    field = _noise(shape, rng, sigma)
+    return np.asarray(field / field.std(), np.float32)
 
 
 def _scale(shape: tuple[int, ...]) -> float:
@@ -144,6 +152,25 @@ class Case:
     parts: dict[str, float]
 
 
+def photo(present: FloatArray, rng: np.random.Generator) -> FloatArray:
+    """The photo the matte was predicted from, 0..1: what is `present` (the subject, and a second
+    object where one was made) in a textured colour of its own over a backdrop, plain with a
+    gentle light fall-off and sensor noise, or busy (half the cases each), at a random contrast."""
+    height, width = present.shape
+    subject = rng.uniform(0.1, 0.9, 3) + 0.05 * _unit_noise(present.shape, rng, 1.5)[..., None]
+    rows = np.linspace(0, 1, height, dtype=np.float32)[:, None, None]
+    backdrop = rng.uniform(0.1, 0.9, 3) + rng.uniform(-0.1, 0.1) * rows
+    if rng.random() < 0.5:
+        backdrop = backdrop + 0.1 * _unit_noise(present.shape, rng, 8)[..., None]
+    a = present[..., None]
+    made = a * subject + (1 - a) * backdrop + rng.normal(0, 0.01, (height, width, 3))
+    return np.clip(made, 0, 1).astype(np.float32)
+
+
+REAL_OBJECTS = {"second subject"}
+"""Kinds whose extra matte is an object really in the photo (the others' errors are the model's)."""
+
+
 def cleaned_iou(matte: FloatArray, truth: FloatArray, params: PipelineParams) -> float:
     """The cut-out's mask against what the same clean-up makes of the truth: the best any model
     could deliver through this pipeline (thin strands are eroded away from both)."""
@@ -162,7 +189,8 @@ def cases(per_kind: int = 10, seed: int = 11, size: tuple[int, int] = SIZE) -> l
             truth = make_truth(size, rng)
             for kind, make_matte in KINDS.items():
                 matte = make_matte(truth, rng)
-                found = doubt(matte)
+                present = np.maximum(truth, (matte > 0.5) * (truth < 0.5)) if kind in REAL_OBJECTS else truth
+                found = doubt(matte, image=photo(np.asarray(present, np.float32), rng))
                 made.append(Case(truth_name, kind, cleaned_iou(matte, truth, params), found.score, found.parts))
     return made
 
@@ -203,11 +231,12 @@ def _share(chosen: list[Case], threshold: float) -> str:
 def cost(repeat: int = 20) -> str:
     """The score's CPU time on a 1088 x 1088 matte (the model's size: it never grows with the photo)."""
     rng = np.random.default_rng(5)
-    matte = good(hard_shapes((1088, 1088), rng), rng)
+    truth = hard_shapes((1088, 1088), rng)
+    matte, image = good(truth, rng), photo(truth, rng)
     spent = []
     for _ in range(repeat):
         started = time.process_time()
-        doubt(matte)
+        doubt(matte, image=image)
         spent.append(time.process_time() - started)
     return f"cost: {statistics.median(spent) * 1000:.1f} ms CPU per cut-out at 1088 x 1088 (median of {repeat})"
 

@@ -32,7 +32,50 @@ def _subject(*, soft: float = 0.8) -> FloatArray:
 def test_a_clean_matte_hard_or_softly_edged_scores_low(soft: float) -> None:
     found = doubt(_subject(soft=soft))
     assert found.score < CLEAR, found.parts
-    assert set(found.parts) == set(LIMITS) and all(0.0 <= value <= 1.0 for value in found.parts.values())
+    assert set(found.parts) == set(LIMITS) - {"unfounded"} and all(0.0 <= value <= 1.0 for value in found.parts.values())
+    seen = doubt(_subject(soft=soft), image=_photo(_subject(soft=soft)))
+    assert set(seen.parts) == set(LIMITS) and seen.parts["unfounded"] == 0.0 and seen.score < CLEAR
+
+
+def _photo(present: FloatArray, *, seed: int = 3) -> FloatArray:
+    """What the model saw: a textured orange subject where `present`, over a blue-grey backdrop
+    with a light fall-off and sensor noise (0..1, H x W x 3)."""
+    rng = np.random.default_rng(seed)
+    texture = cv2.GaussianBlur(rng.normal(0, 1, (SIDE, SIDE)).astype(np.float32), (0, 0), 1.5)
+    subject = np.array([0.85, 0.5, 0.2], np.float32) + 0.05 * (texture / texture.std())[..., None]
+    backdrop = np.array([0.35, 0.4, 0.5], np.float32) + 0.1 * np.linspace(0, 1, SIDE, dtype=np.float32)[:, None, None]
+    a = present[..., None]
+    noise = rng.normal(0, 0.01, (SIDE, SIDE, 3)).astype(np.float32)
+    return np.asarray(np.clip(a * subject + (1 - a) * backdrop + noise, 0, 1), np.float32)
+
+
+@pytest.mark.parametrize("soft", [0.8, 6.0])
+def test_a_confident_cut_through_the_subject_is_unfounded_in_the_photo(soft: float) -> None:
+    """Every pixel of the matte sure, a third of the subject missing: the matte alone scores it
+    clean, the photo shows the subject's colour on both sides of the cut."""
+    whole = _subject(soft=soft)
+    cut = whole.copy()
+    cut[:, 300:] = 0.0
+    assert doubt(cut).score < CLEAR
+    found = doubt(cut, image=_photo(whole))
+    assert found.parts["unfounded"] > DOUBTFUL and found.score > DOUBTFUL, found.parts
+
+
+def test_a_blob_of_backdrop_taken_in_confidently_is_unfounded_in_the_photo() -> None:
+    whole = _subject()
+    leaked = whole.copy()
+    cv2.circle(leaked, (380, 300), 70, 1.0, -1)  # joined to the oval's right side, all backdrop
+    found = doubt(leaked, image=_photo(whole))
+    assert found.parts["unfounded"] > DOUBTFUL and found.score > DOUBTFUL, found.parts
+    assert doubt(leaked).score < CLEAR
+
+
+def test_a_low_contrast_photo_is_judged_against_its_own_outline() -> None:
+    """The same clean cut-out with the subject a few levels off the backdrop: its outline is
+    weak everywhere alike, so nothing along it is unfounded."""
+    whole = _subject()
+    faint = 0.5 + 0.05 * (_photo(whole) - 0.5)
+    assert doubt(whole, image=faint).parts["unfounded"] == 0.0
 
 
 def test_a_fog_of_uncertainty_over_the_subject_is_doubtful() -> None:
@@ -146,7 +189,7 @@ class _Lopsided:
         return matte
 
 
-def test_the_flip_pass_catches_a_confident_mistake_a_batch_would_deliver_unseen(tmp_path: object) -> None:
+def test_a_confident_cut_by_a_model_is_caught_by_the_photo_and_by_the_flip_pass(tmp_path: object) -> None:
     from pathlib import Path
 
     from daemon.pipeline.constants import PipelineParams
@@ -161,11 +204,11 @@ def test_the_flip_pass_catches_a_confident_mistake_a_batch_would_deliver_unseen(
             report = run_batch(root / "in", root / folder, model=model, params=PipelineParams(target_size=128),
                                progress=False, flip_pass=flip_pass)
         assert model.calls == (2 if flip_pass else 1) and len(report.done) == 1
-        assert bool(report.doubtful) == flip_pass  # only the mirror shows the cut
+        [judged] = report.doubtful.values()  # the photo shows the cut either way ...
+        assert judged.parts["unfounded"] > DOUBTFUL
+        assert judged.parts.get("flip") == (1.0 if flip_pass else None)  # ... and so does the mirror
         [done] = [entry for entry in logs if entry["event"] == "image_done"]
         assert ("flip_pass" in done["timings"]) == flip_pass
-    judged = report.doubtful[next(iter(report.doubtful))]
-    assert judged.parts["flip"] == 1.0
 
 
 def test_the_daemons_worker_runs_the_flip_pass_and_stores_its_part(tmp_path: object) -> None:

@@ -151,5 +151,5 @@ def test_a_done_jobs_event_states_its_doubt_and_a_quarantined_ones_has_none(tmp_
     events = {str(event["path"]): event for event in logged}
     done, failed = events["good.jpg"], events["dark.png"]
     assert isinstance(done["doubt"], float) and 0.0 <= done["doubt"] <= 1.0
-    assert set(done["doubt_parts"]) == {"fog", "unstable", "borders", "area", "pieces"}  # type: ignore[arg-type]
+    assert set(done["doubt_parts"]) == {"fog", "unstable", "borders", "area", "pieces", "unfounded"}  # type: ignore[arg-type]
     assert "doubt" not in failed and "doubt_parts" not in failed

@@ -18,6 +18,15 @@ clean cut-out) to 1 (looks wrong) between two limits measured on the benchmark
     pieces     the second largest piece of the subject against the largest (the clean-up keeps
                only the largest): two of a size, and it may have kept the wrong one
 
+Given the photo as the model saw it (every cut-out of the daemon and of `cutout process`):
+
+    unfounded  the share of the subject's outline along which the photo looks the same on
+               both sides: a true outline parts subject from backdrop, a cut through the
+               subject or a blob of backdrop taken in runs through one of them. Each outline
+               pixel's contrast (the photo's mean colour just inside against just outside) is
+               weighed against the outline's own typical contrast, so a low-contrast photo is
+               judged against itself
+
 With `review.flip_pass` on, the model also runs on the mirrored image, and one more part joins:
 
     flip       1 - IoU of the masks of the two passes (the mirrored one mirrored back): a network
@@ -52,6 +61,7 @@ LIMITS: dict[str, tuple[float, float]] = {
     "borders": (2.0, 3.5),
     "area": (0.0, 1.0),
     "pieces": (0.25, 0.6),
+    "unfounded": (0.1, 0.5),
 }
 """Each part's value where it starts to count (0) and where it is certain (1)."""
 FLIP_LIMITS = (0.03, 0.15)
@@ -60,6 +70,13 @@ FLIP_LIMITS = (0.03, 0.15)
 is a different subject. Chosen, not measured (see above)."""
 AREA_PLAUSIBLE = (0.01, 0.85)
 """The share of the frame a subject usually covers; `area` counts how far outside it is."""
+FOUNDED = 0.25
+"""An outline pixel is founded when the photo's edge there is at least this share of the
+outline's typical (upper quartile) edge strength."""
+SIDES_REACH = 0.015
+"""How far each side of the outline is looked at (a share of the matte's longer side): 16
+pixels at the model's 1088, wider than a motion-blurred edge is soft."""
+EPS = np.float32(1e-6)
 BORDER_SHARE = 0.5
 """A side counts as touched when the subject covers this share of it."""
 
@@ -76,18 +93,22 @@ class Doubt:
         return Doubt(round(self.score, 3), {name: round(value, 3) for name, value in self.parts.items()})
 
 
-def doubt(matte: FloatArray, *, mirrored: FloatArray | None = None) -> Doubt:
-    """The doubt of one cut-out from the model's matte over the image (the padding removed), and
-    from the matte of the mirrored image mirrored back, when the flip pass ran."""
+def doubt(matte: FloatArray, *, image: FloatArray | None = None, mirrored: FloatArray | None = None) -> Doubt:
+    """The doubt of one cut-out from the model's matte over the image (the padding removed), from
+    `image` (H, W, channels: the photo as the model saw it, at the matte's size, any scale
+    per channel), and from the matte of the mirrored image mirrored back, when the flip pass ran."""
     subject = matte > 0.5
     kept = _largest_piece(subject)
+    outline = _outline(kept)
     raw = {
-        "fog": _fog(matte, kept),
+        "fog": _fog(matte, kept, outline),
         "unstable": 1.0 - _iou(matte > STABILITY[0], matte > STABILITY[1]),
         "borders": float(_sides_touched(subject)),
         "area": _area_outside(float(subject.mean())),
         "pieces": _second_piece(subject),
     }
+    if image is not None:
+        raw["unfounded"] = _unfounded(image, kept, outline)
     parts = {name: _ramp(value, *LIMITS[name]) for name, value in raw.items()}
     if mirrored is not None:
         parts["flip"] = _ramp(1.0 - _iou(subject, mirrored > 0.5), *FLIP_LIMITS)
@@ -98,16 +119,50 @@ def _ramp(value: float, low: float, high: float) -> float:
     return float(np.clip((value - low) / (high - low), 0.0, 1.0))
 
 
-def _fog(matte: FloatArray, kept: np.ndarray) -> float:
+def _outline(kept: np.ndarray) -> np.ndarray:
+    """The kept piece's own pixels next to its outside (none along the frame's sides), as 0/1."""
+    return np.asarray(kept.view(np.uint8) - cv2.erode(kept.view(np.uint8), np.ones((3, 3), np.uint8)))
+
+
+def _fog(matte: FloatArray, kept: np.ndarray, edge: np.ndarray) -> float:
     """Unsure pixels inside the piece the clean-up keeps, away from its outline, per pixel of
     outline: a clean matte, even a soft one, is unsure only along its outline (elsewhere the
     clean-up drops whatever is unsure)."""
-    edge = kept.view(np.uint8) - cv2.erode(kept.view(np.uint8), np.ones((3, 3), np.uint8))
     away = cv2.distanceTransform(1 - edge, cv2.DIST_L2, 3) > FOG_REACH * max(matte.shape)
     unsure = (matte < UNSURE[1]) & kept & away
     # An area over a length grows with the size: per thousandth of the side, the same matte
     # scores the same at the model's 1088 and at 2048 (birefnet-hr).
     return 1000.0 * int(unsure.sum()) / max(float(edge.sum()), 1.0) / float(max(matte.shape))
+
+
+def _unfounded(image: FloatArray, kept: np.ndarray, outline: np.ndarray) -> float:
+    """The length of outline where the photo looks the same on both sides, in frame sides
+    (the matte's longer side), a pixel counting when its contrast is under FOUNDED x the
+    outline's upper-quartile contrast. A length, not a share: a cut across a head of hair is
+    as wrong however long the strands' outline around it (0 for a flat photo)."""
+    along = _contrast_across(image, kept)[outline.view(bool)]
+    typical = float(np.quantile(along, 0.75)) if along.size else 0.0
+    if typical <= 0:
+        return 0.0
+    return float(np.count_nonzero(along < FOUNDED * typical)) / float(max(kept.shape))
+
+
+def _contrast_across(image: FloatArray, kept: np.ndarray) -> FloatArray:
+    """Per pixel, the largest difference over the channels between the photo's mean colour on
+    the kept piece and off it, each within a box SIDES_REACH of the side wide: averaged, a
+    texture on either side cancels out and a soft edge counts as much as a sharp one."""
+    reach = max(3, round(SIDES_REACH * max(kept.shape))) | 1
+    size = (reach, reach)
+    inside = kept.astype(np.float32)
+    outside = np.float32(1) - inside
+    share_in, share_out = cv2.blur(inside, size) + EPS, cv2.blur(outside, size) + EPS
+    largest = np.zeros(kept.shape, np.float32)
+    for channel in range(image.shape[2]):
+        plane = np.ascontiguousarray(image[..., channel], np.float32)
+        on = cv2.blur(plane * inside, size) / share_in
+        off = cv2.blur(plane * outside, size) / share_out
+        np.maximum(largest, np.abs(on - off), out=largest)
+    return largest
 
 
 def _largest_piece(subject: np.ndarray) -> np.ndarray:

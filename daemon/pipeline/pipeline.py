@@ -15,6 +15,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from daemon.errors import NoForeground
 from daemon.pipeline.composite import CropBox, combine_alpha, crop_box, foreground_fraction
 from daemon.pipeline.constants import ImageOptions, PipelineParams
@@ -119,7 +121,8 @@ def finish(
     with timer.stage("postprocess"):
         meta = prepared.meta  # the score reads the model's own matte, at its size, over the image only
         inside = (slice(meta.y_offset, meta.y_offset + meta.new_h), slice(meta.x_offset, meta.x_offset + meta.new_w))
-        found = doubt(matte[inside], mirrored=None if mirrored is None else mirrored[inside])
+        seen = np.moveaxis(prepared.batch[0], 0, -1)[inside]  # the photo as the model saw it (normalised)
+        found = doubt(matte[inside], image=seen, mirrored=None if mirrored is None else mirrored[inside])
         cleaned, region = clean_matte(restore_matte(matte, meta=prepared.meta), params=params)
         full = combine_alpha(cleaned, prepared.source.alpha)
         fraction = check_foreground(full, params=params, region=region)
