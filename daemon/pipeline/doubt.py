@@ -140,29 +140,27 @@ def _unfounded(image: FloatArray, kept: np.ndarray, outline: np.ndarray) -> floa
     (the matte's longer side), a pixel counting when its contrast is under FOUNDED x the
     outline's upper-quartile contrast. A length, not a share: a cut across a head of hair is
     as wrong however long the strands' outline around it (0 for a flat photo)."""
-    along = _contrast_across(image, kept)[outline.view(bool)]
+    along = _contrast_across(image, kept, at=outline.view(bool))
     typical = float(np.quantile(along, 0.75)) if along.size else 0.0
-    if typical <= 0:
+    if not typical > 0:  # no outline, a flat photo (or one that is not a number)
         return 0.0
     return float(np.count_nonzero(along < FOUNDED * typical)) / float(max(kept.shape))
 
 
-def _contrast_across(image: FloatArray, kept: np.ndarray) -> FloatArray:
-    """Per pixel, the largest difference over the channels between the photo's mean colour on
-    the kept piece and off it, each within a box SIDES_REACH of the side wide: averaged, a
-    texture on either side cancels out and a soft edge counts as much as a sharp one."""
+def _contrast_across(image: FloatArray, kept: np.ndarray, *, at: np.ndarray) -> FloatArray:
+    """At the pixels `at`, the largest difference over the channels between the photo's mean
+    colour on the kept piece and off it, each within a box SIDES_REACH of the side wide:
+    averaged, a texture on either side cancels out and a soft edge counts as much as a sharp
+    one. The box sums are linear, so off the piece is all of the box less on it."""
     reach = max(3, round(SIDES_REACH * max(kept.shape))) | 1
     size = (reach, reach)
     inside = kept.astype(np.float32)
-    outside = np.float32(1) - inside
-    share_in, share_out = cv2.blur(inside, size) + EPS, cv2.blur(outside, size) + EPS
-    largest = np.zeros(kept.shape, np.float32)
-    for channel in range(image.shape[2]):
-        plane = np.ascontiguousarray(image[..., channel], np.float32)
-        on = cv2.blur(plane * inside, size) / share_in
-        off = cv2.blur(plane * outside, size) / share_out
-        np.maximum(largest, np.abs(on - off), out=largest)
-    return largest
+    photo = np.ascontiguousarray(image, np.float32)
+    share_on = cv2.blur(inside, size)[at][:, np.newaxis]
+    total = np.asarray(cv2.blur(photo, size), np.float32).reshape(*kept.shape, -1)[at]
+    on = np.asarray(cv2.blur(photo * inside[..., np.newaxis], size), np.float32).reshape(*kept.shape, -1)[at]
+    difference = on / (share_on + EPS) - (total - on) / (1 - share_on + EPS)
+    return np.asarray(np.abs(difference).max(axis=1, initial=0.0), np.float32)
 
 
 def _largest_piece(subject: np.ndarray) -> np.ndarray:
