@@ -182,6 +182,7 @@ def cleaned_iou(matte: FloatArray, truth: FloatArray, params: PipelineParams) ->
 
 def cases(per_kind: int = 10, seed: int = 11, size: tuple[int, int] = SIZE) -> list[Case]:
     rng = np.random.default_rng(seed)
+    photos = np.random.default_rng(seed + 1)  # apart: the mattes stay those of the matte-only measurement
     params = PipelineParams()
     made = []
     for truth_name, make_truth in TRUTHS.items():
@@ -190,7 +191,7 @@ def cases(per_kind: int = 10, seed: int = 11, size: tuple[int, int] = SIZE) -> l
             for kind, make_matte in KINDS.items():
                 matte = make_matte(truth, rng)
                 present = np.maximum(truth, (matte > 0.5) * (truth < 0.5)) if kind in REAL_OBJECTS else truth
-                found = doubt(matte, image=photo(np.asarray(present, np.float32), rng))
+                found = doubt(matte, image=photo(np.asarray(present, np.float32), photos))
                 made.append(Case(truth_name, kind, cleaned_iou(matte, truth, params), found.score, found.parts))
     return made
 

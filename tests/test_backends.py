@@ -146,13 +146,15 @@ def test_cutout_model_export_makes_the_export_the_daemon_then_uses_and_doctor_na
     assert "onnxruntime 1." in doctor and f"exports cached: {made.name}" in doctor
 
 
-@pytest.mark.parametrize("backend", ["auto", "openvino"])
-def test_a_torchscript_export_makes_no_runtime_export_whatever_the_backend(
-    backend: str, tmp_path: Path, hf_model_dir: Path
+@pytest.mark.parametrize("tuning", ["backend: auto", "backend: openvino", "precision: float16", "compile: true"])
+def test_a_torchscript_export_traces_the_plain_eager_model_whatever_the_settings(
+    tuning: str, tmp_path: Path, hf_model_dir: Path
 ) -> None:
-    common = ["--model", f"hf:{hf_model_dir}", "--state", str(tmp_path / "state"), "--backend", backend]
+    config = tmp_path / "c.yaml"
+    config.write_text(f"model:\n  name: 'hf:{hf_model_dir}'\n  {tuning}\nfolders:\n  state: '{tmp_path / 'state'}'\n")
     out = tmp_path / "tiny.torchscript"
-    assert main(["model", "export", "--format", "torchscript", "--out", str(out), "--input-res", "64", *common]) == 0
+    assert main(["model", "export", "--format", "torchscript", "--out", str(out), "--input-res", "64",
+                 "--config", str(config)]) == 0
     assert load_model(parse_model_spec(str(out)), device=DeviceChoice(torch.device("cpu"), "test"), size=64)
     assert not (tmp_path / "state" / EXPORTS_DIR).exists() or not any((tmp_path / "state" / EXPORTS_DIR).iterdir())
 

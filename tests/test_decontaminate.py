@@ -94,6 +94,27 @@ def test_a_photo_over_the_reference_size_is_cleaned_at_its_subjects_scale() -> N
     assert np.array_equal(out[untouched], photo[untouched])
 
 
+def test_thin_strands_on_a_photo_over_the_reference_size_keep_their_own_colour() -> None:
+    """Two-pixel strands on a 2400 x 1800 photo: thinner than the reduction the passes run at,
+    they still start from their own colour (coverage-weighted, from the full-resolution
+    product), not from the plain average that mixes them with the backdrop (6.6 levels)."""
+    rows, cols = np.mgrid[0:1800, 0:2400].astype(np.float32)
+    subject = np.clip(np.stack([150 + cols * 0.03, 80 + rows * 0.02, 50 + 0 * rows], -1)
+                      + ((rows * 7 + cols * 3) % 9)[..., None], 0, 255)
+    head = np.clip((650 - np.hypot(rows - 1000, cols - 1200)) / 12 + 0.5, 0, 1)
+    canvas = np.zeros(head.shape, np.uint8)
+    for angle in -np.pi * np.linspace(0.05, 0.95, 80):
+        start = (1200 + np.cos(angle) * 640, 1000 + np.sin(angle) * 640)
+        end = (start[0] + np.cos(angle) * 300, start[1] + np.sin(angle) * 300)
+        cv2.line(canvas, tuple(int(v) for v in start), tuple(int(v) for v in end), 255, 2, cv2.LINE_AA)
+    alpha = np.maximum(head, canvas / 255.0)
+    photo = _photo(subject, alpha)
+    out = decontaminated(photo, np.rint(alpha * 255).astype(np.uint8))
+    strands = (alpha > 0.05) & (alpha < 0.95) & (head < 0.01)
+    seed, ours = (float(np.abs(x[strands].astype(np.float64) - subject[strands]).mean()) for x in (photo, out))
+    assert seed > 30 and ours <= 5.0, (seed, ours)
+
+
 def test_opaque_and_fully_transparent_pixels_keep_their_bytes_at_8_and_16_bits() -> None:
     subject, alpha = _subject(), _alpha()
     photo = _photo(subject, alpha)

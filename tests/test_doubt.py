@@ -70,6 +70,16 @@ def test_a_blob_of_backdrop_taken_in_confidently_is_unfounded_in_the_photo() -> 
     assert doubt(leaked).score < CLEAR
 
 
+@pytest.mark.parametrize(("where", "radius"), [((256, 330), 70), ((90, 90), 50)], ids=["inside", "on-backdrop"])
+def test_a_piece_wrong_all_the_way_round_is_unfounded(where: tuple[int, int], radius: int) -> None:
+    """A disc wholly inside the subject, or wholly on the backdrop: no stretch of its outline
+    has contrast, so the outline cannot be its own yardstick; the photo's spread is."""
+    wrong = np.zeros((SIDE, SIDE), np.float32)
+    cv2.circle(wrong, where, radius, 1.0, -1)
+    found = doubt(wrong, image=_photo(_subject()))
+    assert found.parts["unfounded"] > DOUBTFUL and found.score > DOUBTFUL, found.parts
+
+
 def test_a_low_contrast_photo_is_judged_against_its_own_outline() -> None:
     """The same clean cut-out with the subject a few levels off the backdrop: its outline is
     weak everywhere alike, so nothing along it is unfounded."""
@@ -197,7 +207,7 @@ def test_a_confident_cut_by_a_model_is_caught_by_the_photo_and_by_the_flip_pass(
     from tests.conftest import subject_image, write_image
 
     root = Path(str(tmp_path))
-    write_image(root / "in" / "wide.png", subject_image(200, 300, (40, 50, 260, 150)))
+    write_image(root / "in" / "wide.png", subject_image(200, 300, (40, 15, 260, 185)))  # cut across 0.57 of the side
     for flip_pass, folder in ((False, "plain"), (True, "flipped")):
         model = _Lopsided()
         with capture_logs() as logs:

@@ -271,9 +271,9 @@ def cmd_model_export(args: argparse.Namespace, settings: Settings, ctx: Context)
         return _export_for_backend(args, settings, ctx)
     if args.out is None:
         raise ConfigError("--format torchscript writes a file you name: give --out F")
-    # Traced from the eager module: whatever model.backend says (auto included), no runtime's
-    # export is made or checked on the way.
-    eager = replace(settings, model=replace(settings.model, backend="torch"))
+    # Traced from the plain eager module on the CPU: whatever model.backend (auto included),
+    # precision or compile say, no runtime's export is made, no GPU is needed, nothing is compiled.
+    eager = replace(settings, model=replace(settings.model, backend="torch", precision="float32", compile=False))
     loaded = open_model(eager, ctx=ctx, device="cpu", progress=sys.stderr.isatty())
     size = args.input_res or settings.pipeline.target_size
     out = export_torchscript(loaded.model.module, out=args.out, input_res=size)

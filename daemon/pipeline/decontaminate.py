@@ -70,6 +70,8 @@ def decontaminated(colour: Plane, alpha: Plane, *, keep: npt.NDArray[np.bool_] |
     own; `alpha` (H, W) is the output's quantised alpha at the colour's depth. Pixels marked in
     `keep` keep their colour whatever their alpha (the source's own transparency: a glass's
     colour is its own, not a mix with a backdrop)."""
+    if alpha.dtype != colour.dtype:
+        raise ValueError(f"alpha ({alpha.dtype}) and colour ({colour.dtype}) must have the same depth")
     top = float(np.iinfo(colour.dtype).max)
     edge = cv2.inRange(alpha, 1, top - 1) != 0  # a boolean mask: numpy finds its places ten times faster
     if keep is not None:
@@ -113,17 +115,26 @@ class _Scene(NamedTuple):
 
     @classmethod
     def reduced(cls, colour: Plane, alpha: Plane, *, top: float, by: float) -> _Scene:
-        size = _size(alpha.shape, by=by)
         if by == 1:
             image, a = _unit(colour, top), _unit(alpha, top)[..., np.newaxis]
             return cls(image, a, image * a)
-        image, a = _resized(colour, size) / np.float32(top), (_resized(alpha, size) / np.float32(top))[..., np.newaxis]
-        return cls(image, a, image * a)
+        size = _size(alpha.shape, by=by)
+        # <I a> from the full-resolution product: the product of the reductions, <I> <a>, is the
+        # plain average again, which mixes a strand thinner than the reduction with its backdrop.
+        return cls(_resized(colour, size) / np.float32(top), (_resized(alpha, size) / np.float32(top))[..., np.newaxis],
+                   _resized(_weighted(colour, alpha), size) / np.float32(top * top))
 
     def smaller(self, *, by: float) -> _Scene:
         size = _size(self.a.shape[:2], by=by)
         return _Scene(_resized(self.image, size), _resized(self.a[..., 0], size)[..., np.newaxis],
                       _resized(self.covered, size))
+
+
+def _weighted(colour: Plane, weight: Plane) -> npt.NDArray[Any]:
+    """colour x weight per channel, exactly: in 16-bit integers for 8-bit values, else in floats."""
+    if colour.dtype == np.uint8:
+        return np.asarray(cv2.multiply(colour, cv2.merge([weight] * 3), dtype=cv2.CV_16U))
+    return np.multiply(colour, weight[..., np.newaxis], dtype=np.float32)
 
 
 def _size(shape: tuple[int, ...], *, by: float) -> tuple[int, int]:

@@ -20,12 +20,12 @@ clean cut-out) to 1 (looks wrong) between two limits measured on the benchmark
 
 Given the photo as the model saw it (every cut-out of the daemon and of `cutout process`):
 
-    unfounded  the share of the subject's outline along which the photo looks the same on
-               both sides: a true outline parts subject from backdrop, a cut through the
+    unfounded  the length of the subject's outline (in frame sides) along which the photo
+               looks the same on both sides: a true outline parts subject from backdrop, a cut through the
                subject or a blob of backdrop taken in runs through one of them. Each outline
                pixel's contrast (the photo's mean colour just inside against just outside) is
-               weighed against the outline's own typical contrast, so a low-contrast photo is
-               judged against itself
+               weighed against the outline's own typical contrast (never less than the
+               photo's own spread), so a low-contrast photo is judged against itself
 
 With `review.flip_pass` on, the model also runs on the mirrored image, and one more part joins:
 
@@ -61,7 +61,7 @@ LIMITS: dict[str, tuple[float, float]] = {
     "borders": (2.0, 3.5),
     "area": (0.0, 1.0),
     "pieces": (0.25, 0.6),
-    "unfounded": (0.1, 0.5),
+    "unfounded": (0.2, 0.6),
 }
 """Each part's value where it starts to count (0) and where it is certain (1)."""
 FLIP_LIMITS = (0.03, 0.15)
@@ -73,6 +73,8 @@ AREA_PLAUSIBLE = (0.01, 0.85)
 FOUNDED = 0.25
 """An outline pixel is founded when the photo's edge there is at least this share of the
 outline's typical (upper quartile) edge strength."""
+SPREAD_FLOOR = 0.5
+"""The outline's typical contrast is taken as at least this share of the photo's own spread."""
 SIDES_REACH = 0.015
 """How far each side of the outline is looked at (a share of the matte's longer side): 16
 pixels at the model's 1088, wider than a motion-blurred edge is soft."""
@@ -140,27 +142,33 @@ def _unfounded(image: FloatArray, kept: np.ndarray, outline: np.ndarray) -> floa
     (the matte's longer side), a pixel counting when its contrast is under FOUNDED x the
     outline's upper-quartile contrast. A length, not a share: a cut across a head of hair is
     as wrong however long the strands' outline around it (0 for a flat photo)."""
-    along = _contrast_across(image, kept, at=outline.view(bool))
-    typical = float(np.quantile(along, 0.75)) if along.size else 0.0
+    along, spread = _contrast_across(image, kept, at=outline.view(bool))
+    typical = max(float(np.quantile(along, 0.75)), SPREAD_FLOOR * spread) if along.size else 0.0
     if not typical > 0:  # no outline, a flat photo (or one that is not a number)
         return 0.0
     return float(np.count_nonzero(along < FOUNDED * typical)) / float(max(kept.shape))
 
 
-def _contrast_across(image: FloatArray, kept: np.ndarray, *, at: np.ndarray) -> FloatArray:
+def _contrast_across(image: FloatArray, kept: np.ndarray, *, at: np.ndarray) -> tuple[FloatArray, float]:
     """At the pixels `at`, the largest difference over the channels between the photo's mean
     colour on the kept piece and off it, each within a box SIDES_REACH of the side wide:
     averaged, a texture on either side cancels out and a soft edge counts as much as a sharp
-    one. The box sums are linear, so off the piece is all of the box less on it."""
+    one. The box sums are linear, so off the piece is all of the box less on it. Also the
+    photo's own spread at that scale (the largest channel's deviation of the box means): a
+    floor for the outline's typical contrast, so that an outline wrong all the way round (a
+    piece wholly inside the subject, or wholly on the backdrop) is not its own yardstick."""
+    if image.ndim != 3 or image.shape[:2] != kept.shape:
+        raise ValueError(f"the photo ({image.shape}) must be H x W x channels at the matte's size {kept.shape}")
     reach = max(3, round(SIDES_REACH * max(kept.shape))) | 1
     size = (reach, reach)
     inside = kept.astype(np.float32)
     photo = np.ascontiguousarray(image, np.float32)
     share_on = cv2.blur(inside, size)[at][:, np.newaxis]
-    total = np.asarray(cv2.blur(photo, size), np.float32).reshape(*kept.shape, -1)[at]
+    means = np.asarray(cv2.blur(photo, size), np.float32).reshape(*kept.shape, -1)
     on = np.asarray(cv2.blur(photo * inside[..., np.newaxis], size), np.float32).reshape(*kept.shape, -1)[at]
-    difference = on / (share_on + EPS) - (total - on) / (1 - share_on + EPS)
-    return np.asarray(np.abs(difference).max(axis=1, initial=0.0), np.float32)
+    difference = on / (share_on + EPS) - (means[at] - on) / (1 - share_on + EPS)
+    spread = float(means[::4, ::4].std(axis=(0, 1)).max(initial=0.0))
+    return np.asarray(np.abs(difference).max(axis=1, initial=0.0), np.float32), spread
 
 
 def _largest_piece(subject: np.ndarray) -> np.ndarray:
