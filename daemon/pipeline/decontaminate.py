@@ -32,7 +32,9 @@ Choices, and why:
   at the partly transparent pixels: each gets the narrow pass's averages, sampled
   bilinearly, and its own photo and alpha in the correction term, which is what puts a
   single strand's detail back. The cost follows the length of the edge, not the size of
-  the photo; at 24 MP it measured 0.4 x the decode and encode floor (BENCHMARKS.md).
+  the photo; at 24 MP it measured 0.42-0.45 x the decode and encode floor (BENCHMARKS.md).
+  Thin strands on a large photo pay a little for the reduced narrow pass (3.8 levels
+  against 2.0 on 2-pixel strands at 2400 px, within the 8-level target).
 - **8 and 16 bits alike**: the work is in floats in [0, 1]; the result is rounded to the
   colour's own depth, and only the pixels whose quantised alpha is strictly between 0 and
   the maximum are written.
