@@ -21,8 +21,9 @@ clean cut-out) to 1 (looks wrong) between two limits measured on the benchmark
 Given the photo as the model saw it (every cut-out of the daemon and of `cutout process`):
 
     unfounded  the length of the subject's outline (in frame sides) along which the photo
-               looks the same on both sides: a true outline parts subject from backdrop, a cut through the
-               subject or a blob of backdrop taken in runs through one of them. Each outline
+               looks the same on both sides: a true outline parts subject from backdrop, a
+               cut through the subject or a blob of backdrop taken in runs through one of
+               them. Each outline
                pixel's contrast (the photo's mean colour just inside against just outside) is
                weighed against the outline's own typical contrast (never less than the
                photo's own spread), so a low-contrast photo is judged against itself
@@ -71,8 +72,8 @@ is a different subject. Chosen, not measured (see above)."""
 AREA_PLAUSIBLE = (0.01, 0.85)
 """The share of the frame a subject usually covers; `area` counts how far outside it is."""
 FOUNDED = 0.25
-"""An outline pixel is founded when the photo's edge there is at least this share of the
-outline's typical (upper quartile) edge strength."""
+"""An outline pixel is founded when the photo's contrast across it is at least this share of
+the outline's typical contrast (see `_unfounded`)."""
 SPREAD_FLOOR = 0.5
 """The outline's typical contrast is taken as at least this share of the photo's own spread."""
 SIDES_REACH = 0.015
@@ -100,14 +101,14 @@ def doubt(matte: FloatArray, *, image: FloatArray | None = None, mirrored: Float
     `image` (H, W, channels: the photo as the model saw it, at the matte's size, any scale
     per channel), and from the matte of the mirrored image mirrored back, when the flip pass ran."""
     subject = matte > 0.5
-    kept = _largest_piece(subject)
+    kept, second = _pieces(subject)
     outline = _outline(kept)
     raw = {
         "fog": _fog(matte, kept, outline),
         "unstable": 1.0 - _iou(matte > STABILITY[0], matte > STABILITY[1]),
         "borders": float(_sides_touched(subject)),
         "area": _area_outside(float(subject.mean())),
-        "pieces": _second_piece(subject),
+        "pieces": second,
     }
     if image is not None:
         raw["unfounded"] = _unfounded(image, kept, outline)
@@ -171,11 +172,19 @@ def _contrast_across(image: FloatArray, kept: np.ndarray, *, at: np.ndarray) -> 
     return np.asarray(np.abs(difference).max(axis=1, initial=0.0), np.float32), spread
 
 
-def _largest_piece(subject: np.ndarray) -> np.ndarray:
+def _pieces(subject: np.ndarray) -> tuple[np.ndarray, float]:
+    """The largest piece of the subject (the one the clean-up keeps), and the second largest's
+    area over its own: near 1, the clean-up had two subjects to choose from, and may have kept
+    the wrong one."""
     count, labels, stats, _ = cv2.connectedComponentsWithStats(subject.view(np.uint8), connectivity=8)
     if count <= 1:
-        return np.zeros_like(subject)
-    return np.asarray(labels == 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA])))
+        return np.zeros_like(subject), 0.0
+    areas = stats[1:, cv2.CC_STAT_AREA]
+    largest = int(np.argmax(areas))
+    kept = np.asarray(labels == 1 + largest)
+    if count <= 2:
+        return kept, 0.0
+    return kept, float(np.sort(areas)[-2] / areas[largest])
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -194,13 +203,3 @@ def _area_outside(share: float) -> float:
     if share < low:
         return (low - share) / low
     return (share - high) / (1 - high) if share > high else 0.0
-
-
-def _second_piece(subject: np.ndarray) -> float:
-    """The second largest piece's area over the largest's: near 1, the clean-up had two
-    subjects to choose from, and may have kept the wrong one."""
-    count, _, stats, _ = cv2.connectedComponentsWithStats(subject.view(np.uint8), connectivity=8)
-    if count <= 2:
-        return 0.0
-    areas = np.sort(stats[1:, cv2.CC_STAT_AREA])
-    return float(areas[-2] / areas[-1])
