@@ -61,7 +61,7 @@ def _one_job(worker: Worker, name: str, *, before_the_model: Callable[[], object
     """Offer `name`, claim it, let its decode end, then the model and the finish: the order
     of a worker whose model is the bottleneck (each image decoded before the model is free)."""
     _offer(worker, name)
-    worker.stages.top_up(worker._claim)
+    worker.stages.top_up()
     wait_until(lambda: worker.stages._ready[0].prepared.done(), what="the decode")
     before_the_model()
     assert worker.stages.infer_next()
@@ -98,7 +98,7 @@ def test_a_job_the_model_already_waits_for_costs_three_transactions_no_stage_mar
 
     monkeypatch.setattr(stages, "prepare", slow_prepare)
     _offer(worker, "a.png")
-    worker.stages.top_up(worker._claim)
+    worker.stages.top_up()
     task, model = worker.stages._ready[0], threading.Thread(target=worker.stages.infer_next)
     model.start()  # the model waits on the decode: the job goes from one stage into the next
     wait_until(task.awaited.is_set, what="the model waiting for the image")

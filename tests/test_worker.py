@@ -256,7 +256,7 @@ def test_closing_puts_prefetched_jobs_back_without_counting_them(
     for index in range(3):
         add(folders, queue, f"{index}.jpg")
     worker = make_worker(folders, queue, clock, in_flight=3)
-    worker.stages.top_up(worker._claim)  # claimed and decoding, none through the model yet
+    worker.stages.top_up()  # claimed and decoding, none through the model yet
     worker.close()
     assert queue.counts()["pending"] == 3
     job = queue.claim()
@@ -435,22 +435,65 @@ def test_a_job_whose_end_the_store_cannot_write_is_neither_charged_nor_stuck(fol
     queue.close()
 
 
+def test_a_slot_freed_during_a_forward_is_claimed_again_before_the_forward_ends(
+    folders: Folders, queue: JobQueue, clock: FakeClock
+) -> None:
+    """Small photos: the pool finishes one while the model works on the next; the freed slot
+    must take the next file now, not when the model thread is back (cores would idle)."""
+    import threading
+
+    from daemon.testing import wait_until
+
+    in_forward, gate = threading.Event(), threading.Event()
+
+    class SecondForwardWaits(BrightModel):
+        forwards = 0
+
+        def predict(self, batch: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+            self.forwards += 1
+            if self.forwards == 2:
+                in_forward.set()
+                gate.wait(10)
+            return super().predict(batch)
+
+    for name in ("a.jpg", "b.jpg", "c.jpg"):
+        add(folders, queue, name)
+    worker = make_worker(folders, queue, clock, model=SecondForwardWaits(), in_flight=2)
+    worker.stages.top_up()  # a and b: both slots
+    assert worker.stages.infer_next()  # a through the model; its finish goes to the pool
+    model = threading.Thread(target=worker.stages.infer_next)
+    model.start()  # b's forward, which waits
+    try:
+        assert in_forward.wait(10)
+        wait_until(lambda: (folders.output / "a.png").exists(), what="a's finish")
+        wait_until(lambda: bool(worker.stages._ready) and worker.stages._ready[0].prepared.done(),
+                   what="c claimed and decoded while b is in the model")
+        job = queue.get(P("c.jpg"))
+        assert job is not None and job.state == "running" and not gate.is_set()
+    finally:
+        gate.set()
+        model.join(10)
+    drain(worker, queue)
+    worker.close()
+    assert sorted(path.name for path in folders.output.iterdir()) == ["a.png", "b.png", "c.png"]
+
+
 def test_a_claim_that_fails_gives_its_slot_back() -> None:
     """The store away at a claim (a database restart): once it is back, every slot claims again."""
     from daemon.pipeline.source import ImageOptions
     from daemon.work.stages import Stages
 
-    stages: Stages[str] = Stages(model=BrightModel(), params=PipelineParams(), options=ImageOptions(), in_flight=1,
-                                 cpu_threads=1, on_done=lambda *a: None, on_failed=lambda *a: None)
     asked: list[int] = []
 
     def away() -> tuple[str, Path] | None:
         asked.append(1)
         raise RuntimeError("the store is away")
 
+    stages: Stages[str] = Stages(model=BrightModel(), params=PipelineParams(), options=ImageOptions(), in_flight=1,
+                                 cpu_threads=1, claim=away, on_done=lambda *a: None, on_failed=lambda *a: None)
     for _ in range(3):
         with pytest.raises(RuntimeError):
-            stages.top_up(away)
+            stages.top_up()
     assert len(asked) == 3  # each try had its slot
     stages.close()
 

@@ -120,12 +120,12 @@ def run_batch(
     with tqdm(total=len(plan), unit="img", disable=not progress, dynamic_ncols=True) as bar:
         recorder = _Recorder(output_dir=output_dir, plan=plan, report=report, bar=bar, doubtful_above=doubtful_above)
         stages: Stages[PurePosixPath] = Stages(
-            model=model, params=params, options=options, in_flight=in_flight,
-            cpu_threads=cpu_threads, on_done=recorder.done, on_failed=recorder.failed,
+            model=model, params=params, options=options, in_flight=in_flight, cpu_threads=cpu_threads,
+            claim=_claims(iter(sorted(plan)), input_dir=input_dir), on_done=recorder.done, on_failed=recorder.failed,
             recipes=routing.recipes_of, flip_pass=flip_pass,
         )
         try:
-            _drive(stages, todo=iter(sorted(plan)), input_dir=input_dir)
+            _drive(stages)
         except KeyboardInterrupt:  # Ctrl-C: what was in flight finished (Stages.close), the rest waits
             report.interrupted = len(plan) - report.total
     report.done.sort()
@@ -149,21 +149,26 @@ def refuse_overwrite(input_dir: Path, output_dir: Path, *, routing: Routing, rev
         )
 
 
-def _drive(stages: Stages[PurePosixPath], *, todo: Iterator[PurePosixPath], input_dir: Path) -> None:
-    """Claim from `todo` as slots free up; run the model; wait until every image is through."""
+def _claims(todo: Iterator[PurePosixPath], *, input_dir: Path) -> Callable[[], tuple[PurePosixPath, Path] | None]:
+    """The batch's next file each time a slot frees, None once all are claimed."""
 
     def claim() -> tuple[PurePosixPath, Path] | None:
         rel = next(todo, None)
         return None if rel is None else (rel, input_dir / rel)
 
+    return claim
+
+
+def _drive(stages: Stages[PurePosixPath]) -> None:
+    """Claim as slots free up; run the model; wait until every image is through."""
     try:
         while True:
-            stages.top_up(claim)
+            stages.top_up()
             if not stages.infer_next():
                 if stages.idle:
                     return
-                stages.finished.wait(0.05)
-                stages.finished.clear()
+                stages.wake.wait(0.05)
+                stages.wake.clear()
     finally:
         stages.close()
 

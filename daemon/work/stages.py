@@ -8,6 +8,12 @@ are between claim and `on_done` at once, so memory stays flat however deep the
 queue. `cutout watch` (worker.py) and `cutout process` (batch.py) both run their
 images through this, so they write the same bytes as `process_image()`.
 
+A slot that frees during a forward is filled at once: the pool thread whose
+finish freed it claims the next image, so a long forward never leaves the pool
+without work. It does so only while the last claim found work; once `claim`
+comes back empty, and whenever the model thread is free to, only the model
+thread's `top_up()` asks (an empty queue costs the store no claim per image).
+
 `on_stage(key, name)` is told when an image's bytes start being worked on
 (`decode`, `inference`, `finish`) and when it waits for the model (None): if the
 process dies, only the images inside a stage can have been the cause. A decoded
@@ -60,6 +66,7 @@ class Stages(Generic[K]):
         options: ImageOptions,
         in_flight: int,
         cpu_threads: int,
+        claim: Callable[[], tuple[K, Path] | None],
         on_done: Callable[[Task[K], Prepared, Cutout], None],
         on_failed: Callable[[Task[K], BaseException], None],
         on_stage: Callable[[K, str | None], None] = lambda key, stage: None,
@@ -67,8 +74,9 @@ class Stages(Generic[K]):
         params_of: Callable[[K], PipelineParams] | None = None,
         model_of: Callable[[K], MatteModel] | None = None,
         flip_pass: bool = False,
+        wake: threading.Event | None = None,
     ) -> None:
-        self.model, self.params, self.options = model, params, options
+        self.model, self.params, self.options, self.claim = model, params, options, claim
         self.params_of = params_of or (lambda key: params)
         """The pipeline's numbers for one image (a model chosen for it has its own input size)."""
         self.model_of = model_of or (lambda key: model)
@@ -76,8 +84,8 @@ class Stages(Generic[K]):
         """Also run the model on the mirrored image, for the doubt score (`review.flip_pass`)."""
         self.recipes = recipes or (lambda key: seed_recipes(options))
         self.on_done, self.on_failed, self.on_stage = on_done, on_failed, on_stage
-        self.finished = threading.Event()
-        """Set whenever a task completes: a slot is free again."""
+        self.wake = wake or threading.Event()
+        """Set whenever a slot frees, or a pool thread's claim gives the model work."""
         self._pool = ThreadPoolExecutor(max_workers=cpu_threads, thread_name_prefix="cutout-cpu")
         self._cpu_threads = cpu_threads
         self._pool_tasks = 0
@@ -85,16 +93,32 @@ class Stages(Generic[K]):
         self._slots = threading.BoundedSemaphore(in_flight)
         self._active = 0
         self._lock = threading.Lock()
+        self._claiming = threading.RLock()
+        """Held by whoever claims (the model thread, or a pool thread refilling): one at a time, so
+        `claim` sees a consistent `idle` and never runs twice at once. Reentrant: `claim` may ask `idle`."""
+        self._work_left = False
+        """Whether the last claim found work: then a freed slot is refilled by the pool thread."""
+        self._in_model = False
+        """Whether the model thread is in `infer_next`, waiting for a decode or in a forward: it
+        cannot top up then, so a slot freed meanwhile is refilled by the pool thread that freed it."""
+        self._closed = False
         self._ready: deque[Task[K]] = deque()
 
-    def top_up(self, claim: Callable[[], tuple[K, Path] | None]) -> None:
+    def top_up(self) -> None:
         """Start decoding claimed images while slots are free and `claim` has work."""
+        with self._claiming:
+            if not self._closed:
+                self._fill()
+
+    def _fill(self) -> None:
         while self._slots.acquire(blocking=False):
             try:
-                claimed = claim()
+                claimed = self.claim()
             except BaseException:  # the store away: the slot stays free for the next try
                 self._slots.release()
+                self._work_left = False
                 raise
+            self._work_left = claimed is not None
             if claimed is None:
                 self._slots.release()
                 return
@@ -136,6 +160,7 @@ class Stages(Generic[K]):
         if not self._ready:
             return False
         task = self._ready.popleft()
+        self._in_model = True
         try:
             task.awaited.set()
             prepared = task.prepared.result()
@@ -145,12 +170,16 @@ class Stages(Generic[K]):
                 matte = model.predict(prepared.batch)
             mirrored = self._mirrored(model, prepared.batch, timer=task.timer) if self.flip_pass else None
         except Exception as exc:
+            self._in_model = False
             try:
                 self.on_failed(task, exc)
             finally:
-                self._release()
+                self._release(refill=False)  # the model thread tops up itself, next
             return True
-        self._submit(self._finish, task, prepared, matte, mirrored)
+        self._in_model = False
+        # Released once the pool has counted the finish out, so a refill's claim sees the thread free.
+        self._submit(self._finish, task, prepared, matte, mirrored).add_done_callback(
+            lambda finished: self._release(refill=True))
         return True
 
     @staticmethod
@@ -169,27 +198,37 @@ class Stages(Generic[K]):
             self.on_done(task, prepared, cutout)
         except Exception as exc:  # on_failed decides: quarantine, retry, or report
             self.on_failed(task, exc)
-        finally:
-            self._release()
 
-    def _release(self) -> None:
-        with self._lock:
-            self._active -= 1
-        self._slots.release()
-        self.finished.set()
+    def _release(self, *, refill: bool) -> None:
+        """A task is over: its slot is free, and (`refill`) claimed again at once if work is left."""
+        with self._claiming:
+            with self._lock:
+                self._active -= 1
+            self._slots.release()
+            if refill and self._work_left and self._in_model and not self._closed:
+                self._refill()
+        self.wake.set()
+
+    def _refill(self) -> None:
+        try:
+            self._fill()
+        except Exception:  # the store away: said by the model thread's own top-up, which asks next
+            self._work_left = False
 
     @property
     def idle(self) -> bool:
-        """Nothing claimed, decoding, in the model or finishing."""
-        with self._lock:
+        """Nothing claimed, decoding, in the model or finishing (nor being claimed)."""
+        with self._claiming, self._lock:
             return self._active == 0
 
     def close(self) -> list[Task[K]]:
         """Hand back the claimed images the model has not seen; let the rest finish."""
-        handed_back = list(self._ready)
-        self._ready.clear()
+        with self._claiming:
+            self._closed = True
+            handed_back = list(self._ready)
+            self._ready.clear()
         for task in handed_back:
             task.prepared.cancel()
-            self._release()
+            self._release(refill=False)
         self._pool.shutdown(wait=True, cancel_futures=False)
         return handed_back

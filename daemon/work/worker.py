@@ -143,7 +143,7 @@ class Worker:
         """The daemon's model, and one a person chose for some files (`cutout review redo --model`)."""
         self.stages: Stages[_Claimed] = Stages(
             model=model, params=params, options=options, in_flight=in_flight, cpu_threads=cpu_threads,
-            on_done=self._done, on_failed=self._failed, on_stage=self._on_stage,
+            claim=self._claim, on_done=self._done, on_failed=self._failed, on_stage=self._on_stage, wake=self.wake,
             recipes=lambda claimed: routing.recipes_of(claimed.job.source, claimed.job.recipes),
             params_of=lambda claimed: self.models.params_for(claimed.job.model),
             model_of=lambda claimed: self.models.model_for(claimed.job.model), flip_pass=flip_pass,
@@ -153,7 +153,7 @@ class Worker:
     def run_once(self, *, idle_wait: float = 0.5) -> None:
         """Top up the prefetch, then run the model on the oldest prepared image."""
         self._record_the_unrecorded()
-        self.stages.top_up(self._claim)
+        self.stages.top_up()
         if not self.stages.infer_next():
             self.wake.wait(self._idle_wait(idle_wait))
             self.wake.clear()
