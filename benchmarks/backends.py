@@ -14,6 +14,13 @@ process of its own, the processes taking turns round by round: in one process, a
 threads slowed the eager forward that followed by up to 1.9 x (measured), which no daemon
 sees (it runs one backend).
 
+`openvino-int8` is `model.precision: int8`: the OpenVINO graph quantized by NNCF on the daemon's
+calibration photos (`daemon.pipeline.calibration`; the time it takes is printed). What INT8 costs
+in quality is measured on photos it was not calibrated on: BENCHMARK_PHOTOS of the benchmark's
+own 2 MP photos (`benchmarks.images.photo_like`), resized, padded and normalised as the daemon
+does, each backend's matte against eager PyTorch's (the mean and the 99.9th percentile of
+|matte - eager matte|, as the daemon's precision check measures them, over all the photos).
+
 Results are printed and written to benchmarks/results/backends.json. Nothing here is asserted.
 """
 
@@ -36,11 +43,15 @@ import torch
 
 from benchmarks.machine import REPO, machine_info
 from benchmarks.native_forward import RULE_ORDER, family_of, with_layout, write_rule_weights
-from daemon.pipeline.export import export_onnx, onnx_to_openvino
+from benchmarks.images import photo_like
+from daemon.pipeline.calibration import calibration_batches
+from daemon.pipeline.constants import PipelineParams
+from daemon.pipeline.export import export_onnx, onnx_to_openvino, quantized_openvino
 from daemon.pipeline.modelspec import Backbone
 from daemon.pipeline.native import NativeCheckpoint, load_native
-from daemon.pipeline.precision import probe_batch
-from daemon.pipeline.runtimes import Backend, logits_runner, runtime_version
+from daemon.pipeline.precision import difference, probe_batch
+from daemon.pipeline.preprocess import normalize, resize_and_pad
+from daemon.pipeline.runtimes import Backend, logits_runner, quantizer_module, runtime_version
 
 BACKBONES: tuple[Backbone, ...] = ("swin_v1_t", "swin_v1_l")
 Logits = Callable[[np.ndarray], np.ndarray]
@@ -74,48 +85,71 @@ def measure(backbone: Backbone, *, weights: Path, size: int, repeat: int, folder
     started = time.monotonic()
     onnx_to_openvino(onnx, out=folder / f"{backbone}-{size}.xml")
     convert_seconds = time.monotonic() - started
-    reference = eager(model)(probe_batch(size))
-    np.save(folder / "reference.npy", reference)
-    del model
+    started = time.monotonic()
+    quantized_openvino(folder / f"{backbone}-{size}.xml", out=folder / f"{backbone}-{size}-int8.xml",
+                       calibration=calibration_batches(size))
+    quantize_seconds = time.monotonic() - started
+    run = eager(model)
+    np.save(folder / "reference.npy", run(probe_batch(size)))
+    np.save(folder / "photos.npy", np.concatenate([run(batch).reshape(1, 1, size, size) for batch in benchmark_photos(size)]))
+    del model, run
     seconds: dict[str, list[float]] = {name: [] for name in BACKENDS}
     gaps: dict[str, float] = {}
-    for _ in range(repeat):
+    mattes: dict[str, dict[str, float]] = {}
+    for round_ in range(repeat):
         for name in BACKENDS:
-            child = _child(name, backbone=backbone, weights=weights, size=size, folder=folder)
+            child = _child(name, backbone=backbone, weights=weights, size=size, folder=folder, photos=round_ == 0)
             seconds[name].append(child["seconds"])
             gaps[name] = child["gap"]
+            if round_ == 0:
+                mattes[name] = {"mean": child["matte_mean"], "p999": child["matte_p999"],
+                                "logits_error_of_spread": child["logits_error_of_spread"]}
     medians = {name: statistics.median(values) for name, values in seconds.items()}
     return {"backbone": backbone, "size": size, "repeat": repeat, "export_seconds": round(export_seconds, 1),
-            "openvino_convert_seconds": round(convert_seconds, 1),
+            "openvino_convert_seconds": round(convert_seconds, 1), "int8_quantize_seconds": round(quantize_seconds, 1),
             "forward_seconds": {name: round(value, 3) for name, value in medians.items()},
             "x_eager": {name: round(value / medians["torch"], 2) for name, value in medians.items()},
-            "max_logit_gap": gaps}
+            "max_logit_gap": gaps, "matte_vs_eager_on_photos": mattes}
 
 
-BACKENDS = ("torch", "onnxruntime", "openvino")
+def benchmark_photos(size: int) -> list[np.ndarray]:
+    """BENCHMARK_PHOTOS of the benchmark's 2 MP photos as the model sees them (none calibrated INT8)."""
+    params = PipelineParams(target_size=size)
+    return [normalize(resize_and_pad(photo_like(2, seed=seed), params=params)[0], params=params)
+            for seed in range(100, 100 + BENCHMARK_PHOTOS)]
+
+
+def _sigmoid(logits: np.ndarray) -> np.ndarray:
+    return np.asarray(1.0 / (1.0 + np.exp(-logits.astype(np.float64))), np.float32)
+
+
+BACKENDS = ("torch", "onnxruntime", "openvino", "openvino-int8")
+BENCHMARK_PHOTOS = 4
 FORWARDS = 2
 """Timed forwards in each process after its warm-up (their median): a runtime's second call may
 still be settling its memory."""
 
 
-def _child(name: str, *, backbone: Backbone, weights: Path, size: int, folder: Path) -> dict[str, float]:
-    """One backend in a fresh process: a warm-up forward, then FORWARDS timed; its gap to eager."""
+def _child(name: str, *, backbone: Backbone, weights: Path, size: int, folder: Path, photos: bool) -> dict[str, float]:
+    """One backend in a fresh process: a warm-up forward, then FORWARDS timed; its gap to eager
+    (`photos`: and its mattes on the benchmark photos against eager's)."""
     found = subprocess.run(
         [sys.executable, "-m", "benchmarks.backends", "--child", name, "--backbones", backbone, "--size", str(size),
-         "--weights", str(weights), "--folder", str(folder)],
+         "--weights", str(weights), "--folder", str(folder), *(["--photos"] if photos else [])],
         capture_output=True, text=True, check=True, cwd=REPO,
     )
     result: dict[str, float] = json.loads(found.stdout.strip().splitlines()[-1])
     return result
 
 
-def child(name: str, *, backbone: Backbone, weights: Path, size: int, folder: Path) -> dict[str, float]:
+def child(name: str, *, backbone: Backbone, weights: Path, size: int, folder: Path, photos: bool) -> dict[str, float]:
     if name == "torch":
         run = eager(load_native(family_of(backbone), NativeCheckpoint(weights, RULE_ORDER)).eval())
     elif name == "onnxruntime":
         run = runtime_run(folder / f"{backbone}-{size}.onnx", backend="onnxruntime")
     else:
-        run = runtime_run(folder / f"{backbone}-{size}.xml", backend="openvino")
+        kind = "-int8" if name == "openvino-int8" else ""
+        run = runtime_run(folder / f"{backbone}-{size}{kind}.xml", backend="openvino")
     batch = probe_batch(size)
     logits = run(batch)  # the warm-up: first calls plan and allocate
     times = []
@@ -124,8 +158,17 @@ def child(name: str, *, backbone: Backbone, weights: Path, size: int, folder: Pa
         run(batch)
         times.append(time.perf_counter() - started)
     seconds = statistics.median(times)
-    gap = float(np.abs(logits - np.load(folder / "reference.npy")).max())
-    return {"seconds": seconds, "gap": gap}
+    gap = float(np.abs(logits.reshape(-1) - np.load(folder / "reference.npy").reshape(-1)).max())
+    if not photos:
+        return {"seconds": seconds, "gap": gap}
+    found = np.concatenate([run(batch).reshape(1, 1, size, size) for batch in benchmark_photos(size)])
+    reference = np.load(folder / "photos.npy")
+    mattes = difference(_sigmoid(reference), _sigmoid(found))
+    # The rule weights' logits are small (a spread of about 0.25), where the sigmoid is flat:
+    # the logits' own error, against their spread, says what the matte's hides.
+    relative = float(np.abs(found - reference).mean() / reference.std())
+    return {"seconds": seconds, "gap": gap, "matte_mean": mattes.mean, "matte_p999": mattes.p999,
+            "logits_error_of_spread": relative}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -137,16 +180,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--child", choices=BACKENDS, help=argparse.SUPPRESS)
     parser.add_argument("--weights", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--folder", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--photos", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
         print(json.dumps(child(args.child, backbone=args.backbones[0], weights=args.weights, size=args.size,
-                               folder=args.folder)))
+                               folder=args.folder, photos=args.photos)))
         return 0
     result: dict[str, Any] = {
         "schema": 1, "timestamp": datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ"),
         "machine": machine_info(torch.device("cpu")), "threads": torch.get_num_threads(),
         "versions": {"torch": torch.__version__, "onnxruntime": runtime_version("onnxruntime"),
-                     "openvino": runtime_version("openvino")},
+                     "openvino": runtime_version("openvino"), "nncf": quantizer_module().__version__},
         "rows": [],
     }
     with tempfile.TemporaryDirectory(prefix="backends-") as scratch:
@@ -157,9 +201,12 @@ def main(argv: list[str] | None = None) -> int:
             result["rows"].append(row)
             print(f"{backbone} at {args.size}: forward " + ", ".join(
                 f"{name} {row['forward_seconds'][name]:.2f} s ({row['x_eager'][name]:.2f} x eager, max logit gap "
-                f"{row['max_logit_gap'][name]:.1e})" for name in row["forward_seconds"])
-                + f"; export {row['export_seconds']} s, OpenVINO conversion {row['openvino_convert_seconds']} s",
-                flush=True)
+                f"{row['max_logit_gap'][name]:.1e}; matte on photos: mean {row['matte_vs_eager_on_photos'][name]['mean']:.4f}, "
+                f"99.9th percentile {row['matte_vs_eager_on_photos'][name]['p999']:.4f}, logits off by "
+                f"{row['matte_vs_eager_on_photos'][name]['logits_error_of_spread']:.3f} of their spread)"
+                for name in row["forward_seconds"])
+                + f"; export {row['export_seconds']} s, OpenVINO conversion {row['openvino_convert_seconds']} s, "
+                f"INT8 quantization {row['int8_quantize_seconds']} s", flush=True)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(result, indent=2) + "\n")
     return 0

@@ -45,7 +45,9 @@ from daemon.folders.routing import Route, Routing, route_problem, unknown_recipe
 from daemon.pipeline.constants import (
     ABOVE_0, AT_LEAST_0, DOUBTFUL, FRACTION, TARGET_SIZE, BitDepth, Bounds, ImageOptions, PipelineParams,
 )
-from daemon.pipeline.modelspec import DEFAULT_MODEL, FAMILY, DeviceName, ModelSpec, Precision, parse_model_spec
+from daemon.pipeline.modelspec import (
+    DEFAULT_MODEL, FAMILY, GPU_PRECISIONS, DeviceName, ModelSpec, Precision, parse_model_spec,
+)
 from daemon.pipeline.recipe import DEFAULT_RECIPE, Recipe, recipe_problem
 from daemon.pipeline.runtimes import BackendChoice
 
@@ -88,7 +90,8 @@ class ModelSettings:
     offline: bool = False
     precision: Precision = "float32"
     """float32 (the seed's); float16 or bfloat16 on a GPU (CUDA, MPS): faster, checked against
-    float32 on one image at start, refused on the CPU."""
+    float32 on one image at start, refused on the CPU; int8 with model.backend: openvino (the
+    export quantized once by NNCF, the `int8` extra), checked against float32 the same way."""
     compile: bool = False
     """torch.compile the model at start (slower start, faster images where the device supports it)."""
     backend: BackendChoice = "torch"
@@ -515,7 +518,7 @@ def validate(settings: Settings) -> Settings:
     _check_alerts(settings.alerts)
     _check_recipes(settings)
     _check_backend(settings.model)
-    if settings.model.precision != "float32" and settings.model.device == "cpu":
+    if settings.model.precision in GPU_PRECISIONS and settings.model.device == "cpu":
         raise ConfigError(
             f"model.precision: {settings.model.precision} needs a GPU (CUDA or Apple MPS); on the CPU it is slower "
             "than float32 and not supported: use float32"
@@ -530,15 +533,20 @@ def validate(settings: Settings) -> Settings:
 
 
 def _check_backend(model: ModelSettings) -> None:
-    """An inference runtime runs the exported float32 graph on the CPU: nothing else goes with it."""
+    """An inference runtime runs the exported float32 graph (OpenVINO: or its INT8 one) on the CPU:
+    nothing else goes with it."""
+    if model.precision == "int8" and model.backend != "openvino":
+        raise ConfigError("model.precision: int8 is OpenVINO's quantized export (on the CPU): set "
+                          "model.backend: openvino, or model.precision: float32")
     if model.backend in ("torch", "auto"):  # auto picks a runtime only where it can run
         return
     if model.device not in ("auto", "cpu"):
         raise ConfigError(f"model.backend: {model.backend} runs on the CPU, and model.device is {model.device}: "
                           "set model.device: cpu (or auto), or model.backend: torch")
-    if model.precision != "float32" or model.compile:
-        raise ConfigError(f"model.backend: {model.backend} runs the float32 export: model.precision: float32 and "
-                          "model.compile: false go with it")
+    if model.precision in GPU_PRECISIONS or model.compile:
+        quantized = " (or int8)" if model.backend == "openvino" else ""
+        raise ConfigError(f"model.backend: {model.backend} runs the float32 export: model.precision: float32"
+                          f"{quantized} and model.compile: false go with it")
 
 
 def _check_recipes(settings: Settings) -> None:

@@ -286,15 +286,19 @@ def _export_for_backend(args: argparse.Namespace, settings: Settings, ctx: Conte
     first start then has nothing to make."""
     from dataclasses import replace
 
+    from daemon.pipeline.modelspec import Precision
     from daemon.pipeline.runtimes import Backend
 
     if args.out is not None or args.input_res is not None:
         raise ConfigError(f"--format {args.format} goes into the state folder at pipeline.target_size "
                           "(where the daemon looks for it): leave out --out and --input-res")
     backend: Backend = "onnxruntime" if args.format == "onnx" else "openvino"
-    chosen = replace(settings, model=replace(settings.model, backend=backend, device="cpu"))
+    # model.precision: int8 is OpenVINO's quantized export; ONNX is always the float32 one.
+    precision: Precision = "int8" if backend == "openvino" and settings.model.precision == "int8" else "float32"
+    chosen = replace(settings, model=replace(settings.model, backend=backend, device="cpu", precision=precision))
     loaded = open_model(chosen, ctx=ctx, progress=sys.stderr.isatty())
-    print(f"{loaded.export} ({args.format}, {settings.pipeline.target_size}x{settings.pipeline.target_size}, "
+    quantized = ", INT8" if precision == "int8" else ""
+    print(f"{loaded.export} ({args.format}{quantized}, {settings.pipeline.target_size}x{settings.pipeline.target_size}, "
           f"checked against torch): model.backend: {backend} uses it")
     return EXIT_OK
 

@@ -25,7 +25,7 @@ from daemon.models.loading import device_and_backend, load_planned
 from daemon.models.torchvision_check import read_facts, verdict
 from daemon.pipeline.model import Accelerators, TorchAccelerators, choose_device
 from daemon.pipeline.modelspec import ModelSpec
-from daemon.pipeline.runtimes import EXTRAS, Backend, runtime_version
+from daemon.pipeline.runtimes import EXTRAS, QUANTIZER, Backend, quantizer_module, runtime_version
 from daemon.service import AgentStatus, Host, grant_target, manager_for
 from daemon.settings import QueueSettings, Settings
 from daemon.store.statedir import inspect_queue, queue_path
@@ -172,11 +172,17 @@ def check_backend(settings: Settings, *, store: ModelStore) -> Check:
         version = runtime_version(backend)
     except CutoutError as exc:
         return Check("backend", "FAIL", str(exc), f"pip install -e '.[{EXTRAS[backend][1]}]'")
+    quantized = ""
+    if settings.model.precision == "int8":
+        try:
+            quantized = f", INT8 (quantized by NNCF {getattr(quantizer_module(), '__version__', 'unknown')})"
+        except CutoutError as exc:
+            return Check("backend", "FAIL", str(exc), f"pip install -e '.[{QUANTIZER[1]}]'")
     exports = store.pin_file.parent / EXPORTS_DIR
     cached = sorted(path.name for path in exports.glob(f"*{SUFFIXES[backend]}")) if exports.is_dir() else []
     made = f"exports cached: {', '.join(cached)}" if cached else "no export yet: the first start makes it (minutes)"
-    return Check("backend", "ok", f"{backend} {version} on the CPU{chosen}; {made}; checked against torch at every "
-                 "start; its speed against torch on this machine: python -m benchmarks.backends")
+    return Check("backend", "ok", f"{backend} {version} on the CPU{quantized}{chosen}; {made}; checked against torch "
+                 "at every start; its speed against torch on this machine: python -m benchmarks.backends")
 
 
 def _resolved_backend(settings: Settings) -> tuple[Backend, str]:

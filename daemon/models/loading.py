@@ -16,7 +16,7 @@ from daemon.errors import ModelLoadError
 from daemon.models.backends import EXPORTS_DIR, with_backend
 from daemon.models.fetch import Downloader, LoadPlan, ModelStore, complete_pin, fetch_model, patch_order_for, plan_load
 from daemon.pipeline.model import DeviceChoice, LoadedModel, choose_device, load_model
-from daemon.pipeline.modelspec import WEIGHTS_FILE
+from daemon.pipeline.modelspec import GPU_PRECISIONS, WEIGHTS_FILE
 from daemon.pipeline.native import NativeCheckpoint
 from daemon.pipeline.precision import compiled, probe_batch, with_precision
 from daemon.pipeline.runtimes import Backend, resolve_backend
@@ -49,10 +49,11 @@ def _native_checkpoint(plan: LoadPlan, *, store: ModelStore | None) -> NativeChe
 
 
 def tuned(loaded: LoadedModel, *, model: ModelSettings) -> LoadedModel:
-    """`model.precision` and `model.compile` applied, each checked on a probe image against float32."""
-    if model.precision == "float32" and not model.compile:
+    """`model.precision` (float16, bfloat16) and `model.compile` applied, each checked on a probe
+    image against float32. int8 is the runtime's (`with_backend`): the eager model stays float32."""
+    if model.precision not in GPU_PRECISIONS and not model.compile:
         return loaded
-    if model.precision != "float32" and loaded.device.device.type == "cpu":
+    if model.precision in GPU_PRECISIONS and loaded.device.device.type == "cpu":
         raise ModelLoadError(
             f"model.precision: {model.precision} needs a GPU (CUDA or Apple MPS), and this model runs on the CPU "
             f"({loaded.device.reason}): use float32"
@@ -87,7 +88,7 @@ def open_model(
         log.info("model_backend_chosen", backend=backend, why=why)
     loaded = load_planned(plan, device=chosen, size=settings.pipeline.target_size, store=store)
     return with_backend(tuned(loaded, model=settings.model), backend=backend,
-                        exports=store.pin_file.parent / EXPORTS_DIR)
+                        exports=store.pin_file.parent / EXPORTS_DIR, int8=settings.model.precision == "int8")
 
 
 def device_and_backend(
@@ -99,5 +100,5 @@ def device_and_backend(
     runtime = model.backend in ("onnxruntime", "openvino")
     chosen = choose_device("cpu" if runtime else device or model.device)
     backend, why = resolve_backend(model.backend, device=chosen.device.type, machine=machine or platform.machine(),
-                                   tuned=model.precision != "float32" or model.compile)
+                                   tuned=model.precision in GPU_PRECISIONS or model.compile)
     return chosen, backend, why

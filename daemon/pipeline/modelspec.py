@@ -19,7 +19,9 @@ WEIGHTS_FILE = "model.safetensors"
 DeviceName = Literal["auto", "mps", "cuda", "cpu"]
 DEVICE_NAMES: tuple[DeviceName, ...] = ("auto", "mps", "cuda", "cpu")
 Backbone = Literal["swin_v1_l", "swin_v1_t"]
-Precision = Literal["float32", "float16", "bfloat16"]
+Precision = Literal["float32", "float16", "bfloat16", "int8"]
+GPU_PRECISIONS: tuple[Precision, ...] = ("float16", "bfloat16")
+"""Eager PyTorch's faster precisions, on a GPU; int8 is OpenVINO's quantized graph, on the CPU."""
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -19,7 +19,7 @@ from daemon.errors import ModelLoadError
 from daemon.pipeline.constants import IMAGENET_MEAN, IMAGENET_STD
 from daemon.pipeline.inference import TorchMatteModel
 from daemon.pipeline.matte import FloatArray
-from daemon.pipeline.modelspec import Precision
+from daemon.pipeline.modelspec import GPU_PRECISIONS, Precision
 
 DTYPES: dict[Precision, torch.dtype] = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -51,7 +51,11 @@ def probe_batch(size: int) -> FloatArray:
     rows, cols = np.mgrid[0:size, 0:size].astype(np.float32) / max(1, size - 1)
     disc = ((rows - 0.5) ** 2 + (cols - 0.45) ** 2 < 0.09).astype(np.float32)
     grey = 0.25 + 0.2 * cols + 0.6 * disc
-    rgb = np.stack([grey * 1.05, grey, grey * 0.9]).clip(0, 1)
+    return normalised(np.stack([grey * 1.05, grey, grey * 0.9]).clip(0, 1))
+
+
+def normalised(rgb: FloatArray) -> FloatArray:
+    """A (3, S, S) image in 0..1 as the model's input: ImageNet statistics, a batch of one."""
     mean = np.asarray(IMAGENET_MEAN, np.float32).reshape(3, 1, 1)
     std = np.asarray(IMAGENET_STD, np.float32).reshape(3, 1, 1)
     return ((rgb - mean) / std)[None].astype(np.float32)
@@ -65,8 +69,9 @@ def difference(reference: FloatArray, candidate: FloatArray) -> MatteDifference:
 def with_precision(
     model: TorchMatteModel, *, precision: Precision, reference: FloatArray, tolerance: Tolerance = Tolerance()
 ) -> TorchMatteModel:
-    """The model converted to `precision`, after its probe matte matched `reference` (float32's)."""
-    if precision == "float32":
+    """The model converted to `precision`, after its probe matte matched `reference` (float32's);
+    float32 and int8 (which the runtime quantizes, not the eager model): as it is."""
+    if precision not in GPU_PRECISIONS:
         return model
     faster = model.replaced(model.module.to(DTYPES[precision]), dtype=DTYPES[precision])
     found = difference(reference, faster.predict(probe_batch(model.size)))

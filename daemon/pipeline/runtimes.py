@@ -42,12 +42,26 @@ EXTRAS: dict[Backend, tuple[str, str]] = {
 def runtime_module(backend: Backend) -> Any:
     """The runtime's module, or a refusal that says how to install it."""
     module, extra = EXTRAS[backend]
+    return _imported(module, extra=extra, wanted_by=f"model.backend: {backend}", instead="model.backend: torch")
+
+
+QUANTIZER = ("nncf", "int8")
+"""model.precision: int8 -> (the module that quantizes, the extra that installs it)."""
+
+
+def quantizer_module() -> Any:
+    """NNCF, which quantizes the OpenVINO graph for `model.precision: int8`, or how to install it."""
+    module, extra = QUANTIZER
+    return _imported(module, extra=extra, wanted_by="model.precision: int8", instead="model.precision: float32")
+
+
+def _imported(module: str, *, extra: str, wanted_by: str, instead: str) -> Any:
     try:
         return importlib.import_module(module)
     except ImportError as exc:
         raise ModelLoadError(
-            f"model.backend: {backend} needs {module}, which is not installed: pip install -e '.[{extra}]' "
-            "(in the cutout checkout), or use model.backend: torch"
+            f"{wanted_by} needs {module}, which is not installed: pip install -e '.[{extra}]' "
+            f"(in the cutout checkout), or use {instead}"
         ) from exc
 
 
