@@ -272,23 +272,56 @@ def test_int8_quantization_puts_int8_operations_in_the_graph_and_keeps_its_outpu
     assert 0 < float(np.abs(found - eager).mean()) < 0.1 * spread  # quantized (not equal), and close
 
 
-def test_an_int8_export_is_keyed_apart_and_made_from_the_float32_one_which_it_leaves_as_it_found_it(
-    hf_model_dir: Path, tmp_path: Path
+def _conv_model(tmp_path: Path) -> LoadedModel:
+    """The two-convolution net as a TorchScript model: a model with weights for NNCF to quantize."""
+    import warnings
+
+    path = tmp_path / "convnet.torchscript"
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # torch 2.13 deprecates TorchScript, which we still read
+        torch.jit.save(torch.jit.script(_SmallConvNet().eval()), str(path))
+    return _loaded(str(path))
+
+
+def _ops(graph: Path) -> set[str]:
+    import openvino
+
+    return {op.get_type_name() for op in openvino.Core().read_model(str(graph)).get_ops()}
+
+
+def test_an_int8_export_is_quantized_keyed_apart_and_made_from_the_float32_one_which_it_leaves_as_it_found_it(
+    tmp_path: Path
 ) -> None:
-    loaded = _loaded(f"hf:{hf_model_dir}")
+    loaded = _conv_model(tmp_path)
     int8_key = export_key(loaded, backend="openvino", int8=True)
     assert "-int8-" in int8_key and int8_key != export_key(loaded, backend="openvino")
     alone = with_backend(loaded, backend="openvino", exports=tmp_path / "alone", int8=True)
-    assert alone.export is not None and alone.export.name == int8_key
+    assert alone.export is not None and alone.export.name == int8_key and "FakeQuantize" in _ops(alone.export)
     assert sorted(path.name for path in (tmp_path / "alone").iterdir()) == sorted(
         [int8_key, int8_key.replace(".xml", ".bin")])  # the float32 export it was made from: not kept
+    float32 = exported(loaded, backend="openvino", exports=tmp_path / "alone")
+    assert "FakeQuantize" not in _ops(float32) and alone.export.is_file()  # each kind keeps the other
     both = tmp_path / "both"
+    on_onnx = exported(loaded, backend="onnxruntime", exports=both)
     float32 = exported(loaded, backend="openvino", exports=both)
     quantized = exported(loaded, backend="openvino", exports=both, int8=True)
-    assert float32.is_file() and quantized.is_file()  # the float32 export was there: kept, and each kind keeps the other
-    assert exported(loaded, backend="openvino", exports=both) == float32 and quantized.is_file()
+    assert on_onnx.is_file() and float32.is_file() and quantized.is_file()  # another runtime's export stays
     newer = exported(dataclasses.replace(loaded, revision="e" * 40), backend="openvino", exports=both, int8=True)
     assert newer.is_file() and not quantized.exists() and not float32.exists()  # stale: both kinds go
+    assert on_onnx.is_file()
+
+
+def test_an_openvino_export_keeps_float32_weights_and_int8_is_refused_on_another_runtime(tmp_path: Path) -> None:
+    """Float16 weights (OpenVINO's default when it saves) put the logits 1e-3 off PyTorch's."""
+    from daemon.pipeline.calibration import calibration_batches
+    from daemon.pipeline.precision import probe_batch
+
+    loaded = _conv_model(tmp_path)
+    graph = exported(loaded, backend="openvino", exports=tmp_path)
+    assert 'element_type="f16"' not in graph.read_text() and 'element_type="f32"' in graph.read_text()
+    assert not any(np.array_equal(photo, probe_batch(SIZE)) for photo in calibration_batches(SIZE))
+    with pytest.raises(ModelLoadError, match="int8 is OpenVINO's quantized export, not onnxruntime's"):
+        with_backend(loaded, backend="onnxruntime", exports=tmp_path, int8=True)
 
 
 def test_an_int8_graph_whose_matte_differs_from_pytorchs_is_refused_with_the_numbers(
@@ -323,4 +356,4 @@ def test_int8_through_the_config_cuts_out_like_pytorch_and_model_export_and_doct
     assert [path.name for path in (tmp_path / "state" / EXPORTS_DIR).glob("*.xml")] == [made.name]  # used, not remade
     capsys.readouterr()
     main(["doctor", "--config", str(config)])
-    assert "on the CPU, INT8 (quantized by NNCF 3." in capsys.readouterr().out
+    assert "on the CPU, INT8 (quantized by NNCF " in (doctor := capsys.readouterr().out) and made.name in doctor

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -459,6 +460,13 @@ def test_a_slot_freed_during_a_forward_is_claimed_again_before_the_forward_ends(
     for name in ("a.jpg", "b.jpg", "c.jpg"):
         add(folders, queue, name)
     worker = make_worker(folders, queue, clock, model=SecondForwardWaits(), in_flight=2)
+    finished = worker.stages.on_done
+
+    def finish_during_the_forward(*args: Any) -> None:  # a's finish ends while b is in the model
+        assert in_forward.wait(10)
+        finished(*args)
+
+    worker.stages.on_done = finish_during_the_forward
     worker.stages.top_up()  # a and b: both slots
     assert worker.stages.infer_next()  # a through the model; its finish goes to the pool
     model = threading.Thread(target=worker.stages.infer_next)
@@ -476,6 +484,57 @@ def test_a_slot_freed_during_a_forward_is_claimed_again_before_the_forward_ends(
     drain(worker, queue)
     worker.close()
     assert sorted(path.name for path in folders.output.iterdir()) == ["a.png", "b.png", "c.png"]
+
+
+def test_a_file_that_cannot_be_looked_at_after_its_claim_goes_back_to_the_queue_uncounted(
+    folders: Folders, queue: JobQueue, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An I/O error while the claimed file is checked (a NAS gone read-error): the job is put back,
+    not left `running` with no one working on it until its lease runs out."""
+    add(folders, queue, "a.jpg")
+    worker = make_worker(folders, queue, clock)
+
+    def unreadable(claimed: object) -> None:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(worker, "_refusal", unreadable)
+    with pytest.raises(OSError):
+        worker.stages.top_up()
+    job = queue.get(P("a.jpg"))
+    assert job is not None and job.state == "pending" and job.attempts == 0
+    monkeypatch.undo()
+    drain(worker, queue)
+    worker.close()
+    assert (folders.output / "a.png").exists()
+
+
+def test_a_batch_whose_last_finish_frees_a_slot_after_the_top_up_still_does_every_file(tmp_path: Path) -> None:
+    """`cutout process`: the driver found no free slot, then every image in flight finished before
+    it looked again; the files not yet claimed are still done, none silently left out."""
+    from daemon.pipeline.source import ImageOptions
+    from daemon.work.batch import _claims, _drive
+    from daemon.work.stages import Stages
+
+    names = [f"{index}.png" for index in range(5)]
+    for name in names:
+        write_image(tmp_path / name, subject_image(120, 160, (30, 20, 130, 100)))
+    done: list[str] = []
+    stages: Stages[PurePosixPath] = Stages(
+        model=BrightModel(), params=PipelineParams(), options=ImageOptions(), in_flight=1, cpu_threads=1,
+        claim=_claims(iter(P(name) for name in names), input_dir=tmp_path),
+        on_done=lambda task, prepared, cutout: done.append(task.key.name), on_failed=lambda task, exc: None)
+    infer = stages.infer_next
+
+    def late_look() -> bool:  # the driver is slow to look again: the finish in flight ends meanwhile
+        ran = infer()
+        if not ran:
+            import time
+            time.sleep(0.2)
+        return ran
+
+    stages.infer_next = late_look  # type: ignore[method-assign]
+    _drive(stages)
+    assert sorted(done) == names
 
 
 def test_a_claim_that_fails_gives_its_slot_back() -> None:

@@ -295,7 +295,8 @@ def _export_for_backend(args: argparse.Namespace, settings: Settings, ctx: Conte
     backend: Backend = "onnxruntime" if args.format == "onnx" else "openvino"
     # model.precision: int8 is OpenVINO's quantized export; ONNX is always the float32 one.
     precision: Precision = "int8" if backend == "openvino" and settings.model.precision == "int8" else "float32"
-    chosen = replace(settings, model=replace(settings.model, backend=backend, device="cpu", precision=precision))
+    chosen = replace(settings, model=replace(settings.model, backend=backend, device="cpu", precision=precision,
+                                             compile=False))
     loaded = open_model(chosen, ctx=ctx, progress=sys.stderr.isatty())
     quantized = ", INT8" if precision == "int8" else ""
     print(f"{loaded.export} ({args.format}{quantized}, {settings.pipeline.target_size}x{settings.pipeline.target_size}, "

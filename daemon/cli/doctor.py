@@ -172,14 +172,15 @@ def check_backend(settings: Settings, *, store: ModelStore) -> Check:
         version = runtime_version(backend)
     except CutoutError as exc:
         return Check("backend", "FAIL", str(exc), f"pip install -e '.[{EXTRAS[backend][1]}]'")
-    quantized = ""
-    if settings.model.precision == "int8":
+    quantized, int8 = "", settings.model.precision == "int8"
+    if int8:
         try:
             quantized = f", INT8 (quantized by NNCF {getattr(quantizer_module(), '__version__', 'unknown')})"
         except CutoutError as exc:
             return Check("backend", "FAIL", str(exc), f"pip install -e '.[{QUANTIZER[1]}]'")
     exports = store.pin_file.parent / EXPORTS_DIR
-    cached = sorted(path.name for path in exports.glob(f"*{SUFFIXES[backend]}")) if exports.is_dir() else []
+    cached = sorted(path.name for path in exports.glob(f"*{SUFFIXES[backend]}")
+                    if ("-int8-" in path.name) == int8) if exports.is_dir() else []
     made = f"exports cached: {', '.join(cached)}" if cached else "no export yet: the first start makes it (minutes)"
     return Check("backend", "ok", f"{backend} {version} on the CPU{quantized}{chosen}; {made}; checked against torch "
                  "at every start; its speed against torch on this machine: python -m benchmarks.backends")

@@ -52,7 +52,8 @@ def export_key(loaded: LoadedModel, *, backend: Backend, int8: bool = False) -> 
     if backend == "openvino":
         made_from.append(IR_WEIGHTS)
     if int8:
-        made_from += ["int8", CALIBRATION_SET, str(getattr(quantizer_module(), "__version__", "unknown"))]
+        made_from += ["int8", CALIBRATION_SET, runtime_version("openvino"),
+                      str(getattr(quantizer_module(), "__version__", "unknown"))]
     digest = hashlib.sha256("\n".join(made_from).encode()).hexdigest()[:16]
     kind = "-int8" if int8 else ""
     return f"{_slug(loaded)}-{loaded.model.size}{kind}-{digest}{SUFFIXES[backend]}"
@@ -107,11 +108,12 @@ def _quantized(loaded: LoadedModel, *, out: Path, exports: Path) -> Path:
 
 
 def _forget_older(kept: Path) -> None:
-    """The other exports of the same model, size and kind (float32 or INT8): made for another
-    revision, order or torch."""
+    """The other exports of the same model, size, runtime and kind (float32 or INT8): made for
+    another revision, order or torch. Another runtime's export stays (a config may switch back)."""
     family = kept.stem.rsplit("-", 1)[0]
+    files = (".onnx",) if kept.suffix == ".onnx" else (".xml", ".bin")
     for old in kept.parent.glob(f"{family}-*"):
-        if old.stem.rsplit("-", 1)[0] == family and old.stem != kept.stem and old.suffix in (".onnx", ".xml", ".bin"):
+        if old.stem.rsplit("-", 1)[0] == family and old.stem != kept.stem and old.suffix in files:
             old.unlink(missing_ok=True)
 
 
@@ -123,6 +125,9 @@ def with_backend(
     if backend == "torch":
         return loaded
     runtime_module(backend)  # a missing extra is said before minutes of exporting
+    if int8 and backend != "openvino":
+        raise ModelLoadError(f"model.precision: int8 is OpenVINO's quantized export, not {backend}'s: "
+                             "set model.backend: openvino, or model.precision: float32")
     if int8:
         quantizer_module()
     if loaded.model.device.type != "cpu":

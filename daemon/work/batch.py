@@ -165,7 +165,7 @@ def _drive(stages: Stages[PurePosixPath]) -> None:
         while True:
             stages.top_up()
             if not stages.infer_next():
-                if stages.idle:
+                if stages.drained:
                     return
                 stages.wake.wait(0.05)
                 stages.wake.clear()

@@ -32,11 +32,14 @@ from pathlib import Path
 from typing import Generic, TypeVar
 
 import numpy as np
+import structlog
 
 from daemon.pipeline.constants import ImageOptions, PipelineParams
 from daemon.pipeline.matte import FloatArray, MatteModel
 from daemon.pipeline.pipeline import Cutout, Prepared, StageTimer, finish, prepare, seed_recipes
 from daemon.pipeline.recipe import Recipe
+
+log = structlog.get_logger("cutout.stages")
 
 K = TypeVar("K")
 T = TypeVar("T")
@@ -98,6 +101,8 @@ class Stages(Generic[K]):
         `claim` sees a consistent `idle` and never runs twice at once. Reentrant: `claim` may ask `idle`."""
         self._work_left = False
         """Whether the last claim found work: then a freed slot is refilled by the pool thread."""
+        self._none_left = False
+        """Whether the last claim that answered found no work (a claim that raised says nothing)."""
         self._in_model = False
         """Whether the model thread is in `infer_next`, waiting for a decode or in a forward: it
         cannot top up then, so a slot freed meanwhile is refilled by the pool thread that freed it."""
@@ -118,7 +123,7 @@ class Stages(Generic[K]):
                 self._slots.release()
                 self._work_left = False
                 raise
-            self._work_left = claimed is not None
+            self._work_left, self._none_left = claimed is not None, claimed is None
             if claimed is None:
                 self._slots.release()
                 return
@@ -201,25 +206,35 @@ class Stages(Generic[K]):
 
     def _release(self, *, refill: bool) -> None:
         """A task is over: its slot is free, and (`refill`) claimed again at once if work is left."""
-        with self._claiming:
-            with self._lock:
-                self._active -= 1
-            self._slots.release()
-            if refill and self._work_left and self._in_model and not self._closed:
-                self._refill()
-        self.wake.set()
+        try:
+            with self._claiming:
+                with self._lock:
+                    self._active -= 1
+                self._slots.release()
+                if refill and self._work_left and self._in_model and not self._closed:
+                    self._refill()
+        finally:
+            self.wake.set()
 
     def _refill(self) -> None:
         try:
             self._fill()
-        except Exception:  # the store away: said by the model thread's own top-up, which asks next
+        except Exception as exc:  # the store away: the model thread's own top-up asks next (and says why)
             self._work_left = False
+            log.warning("claim_failed", error=f"{type(exc).__name__}: {exc}", action="the model thread claims next")
 
     @property
     def idle(self) -> bool:
         """Nothing claimed, decoding, in the model or finishing (nor being claimed)."""
         with self._claiming, self._lock:
             return self._active == 0
+
+    @property
+    def drained(self) -> bool:
+        """Idle, and the last claim found no work: a batch is through (a slot that freed after a
+        top-up found none free is not the end: its file is claimed next)."""
+        with self._claiming:
+            return self.idle and self._none_left
 
     def close(self) -> list[Task[K]]:
         """Hand back the claimed images the model has not seen; let the rest finish."""

@@ -167,16 +167,27 @@ class Worker:
             return None
         # Claimed inside the decode stage when a thread starts it at once: one write less per job.
         while (job := self.queue.claim(suspect_ok=self.stages.idle, stage=self._first_stage())) is not None:
-            claimed = _Claimed(job, _fingerprint(self.folders, job, follow=self.follow_symlinks))
-            if job.suspect:  # inside a stage when the process died: it runs alone, to clear or convict it
-                self._alone = job.id
-                log.warning("suspect_runs_alone", path=display(job.source), crashes=job.crashes)
-            refusal = self._refusal(claimed)
+            claimed, refusal = self._judged_claim(job)
             if refusal is None:
                 self._hold(job)
                 return claimed, self.folders.input / job.source
             self._failed(Task(claimed, self.folders.input / job.source, StageTimer(), _NOT_RUN, threading.Event()), refusal)
         return None
+
+    def _judged_claim(self, job: Job) -> tuple[_Claimed, JobError | None]:
+        """The claimed job, its file's stat, and why it must not run (None: it may). A file that
+        cannot even be looked at (EIO) puts the job back, uncounted, before the error goes on: left
+        `running`, nothing would take it until its lease ran out."""
+        try:
+            claimed = _Claimed(job, _fingerprint(self.folders, job, follow=self.follow_symlinks))
+            refusal = self._refusal(claimed)
+        except Exception:
+            self.queue.release(job)
+            raise
+        if job.suspect:  # inside a stage when the process died: it runs alone, to clear or convict it
+            self._alone = job.id
+            log.warning("suspect_runs_alone", path=display(job.source), crashes=job.crashes)
+        return claimed, refusal
 
     def _first_stage(self) -> str | None:
         return "decode" if self.stages.decode_starts_now() else None
