@@ -32,7 +32,7 @@ Choices, and why:
   at the partly transparent pixels: each gets the narrow pass's averages, sampled
   bilinearly, and its own photo and alpha in the correction term, which is what puts a
   single strand's detail back. The cost follows the length of the edge, not the size of
-  the photo; at 24 MP it measured 0.42-0.45 x the decode and encode floor (BENCHMARKS.md).
+  the photo; at 24 MP it measured 0.40-0.41 x the decode and encode floor (BENCHMARKS.md).
   Thin strands on a large photo pay a little for the reduced narrow pass (3.8 levels
   against 2.0 on 2-pixel strands at 2400 px, within the 8-level target).
 - **8 and 16 bits alike**: the work is in floats in [0, 1]; the result is rounded to the
@@ -109,34 +109,38 @@ def _unit(values: Plane, top: float) -> Floats:
 
 class _Scene(NamedTuple):
     """The photo, its alpha and the photo weighted by alpha, area-reduced, in [0, 1]: the
-    reduction is linear, so <I a> kept beside <I> and <a> still tells subject from backdrop."""
+    reduction is linear, so <I a> kept beside <I> and <a> still tells subject from backdrop.
+    Alpha is spread over the three channels once, here: OpenCV's arithmetic wants it so, and
+    numpy's broadcasting of one channel took half as long again."""
 
     image: Floats
-    a: Floats  # (h, w, 1)
+    a: Floats  # (h, w, 3)
     covered: Floats
 
     @classmethod
     def reduced(cls, colour: Plane, alpha: Plane, *, top: float, by: float) -> _Scene:
         if by == 1:
-            image, a = _unit(colour, top), _unit(alpha, top)[..., np.newaxis]
+            image, a = _unit(colour, top), _spread(_unit(alpha, top))
             return cls(image, a, image * a)
         size = _size(alpha.shape, by=by)
         # <I a> from the full-resolution product: the product of the reductions, <I> <a>, is the
         # plain average again, which mixes a strand thinner than the reduction with its backdrop.
-        return cls(_resized(colour, size) / np.float32(top), (_resized(alpha, size) / np.float32(top))[..., np.newaxis],
-                   _resized(_weighted(colour, alpha), size) / np.float32(top * top))
+        return cls(_resized(colour, size) / np.float32(top), _spread(_resized(alpha, size) / np.float32(top)),
+                   _resized(_weighted(colour, alpha, top=top), size) / np.float32(top))
 
     def smaller(self, *, by: float) -> _Scene:
         size = _size(self.a.shape[:2], by=by)
-        return _Scene(_resized(self.image, size), _resized(self.a[..., 0], size)[..., np.newaxis],
-                      _resized(self.covered, size))
+        return _Scene(_resized(self.image, size), _resized(self.a, size), _resized(self.covered, size))
 
 
-def _weighted(colour: Plane, weight: Plane) -> npt.NDArray[Any]:
-    """colour x weight per channel, exactly: in 16-bit integers for 8-bit values, else in floats."""
-    if colour.dtype == np.uint8:
-        return np.asarray(cv2.multiply(colour, cv2.merge([weight] * 3), dtype=cv2.CV_16U))
-    return np.multiply(colour, weight[..., np.newaxis], dtype=np.float32)
+def _spread(plane: Floats) -> Floats:
+    return np.asarray(cv2.merge([plane] * 3), np.float32)
+
+
+def _weighted(colour: Plane, weight: Plane, *, top: float) -> Plane:
+    """colour x weight / top per channel, rounded to the colour's own levels: half a level at most
+    per pixel, which the reduction averages away, for half the bytes of an exact product."""
+    return np.asarray(cv2.multiply(colour, cv2.merge([weight] * 3), scale=1 / top), colour.dtype)
 
 
 def _size(shape: tuple[int, ...], *, by: float) -> tuple[int, int]:
@@ -172,13 +176,11 @@ def _coarse_passes(fine: _Scene) -> tuple[Floats, Floats]:
 
 def _averages(scene: _Scene, subject: Floats, backdrop: Floats, *, box: float = NARROW) -> tuple[Floats, Floats]:
     """The box averages of subject and backdrop, each weighted by its share of the pixel:
-    F_avg = <F a> / <a>, B_avg = <B (1 - a)> / <1 - a>. In OpenCV's arithmetic, with alpha
-    spread over the three channels: numpy's broadcasting took half as long again."""
+    F_avg = <F a> / <a>, B_avg = <B (1 - a)> / <1 - a>. In OpenCV's arithmetic."""
     size = (max(1, round(box)), max(1, round(box)))
-    a = cv2.merge([scene.a] * 3)
-    mean_a = cv2.merge([cv2.blur(scene.a, size)] * 3)
-    subject_avg = cv2.divide(cv2.blur(cv2.multiply(subject, a), size), cv2.add(mean_a, _every(float(EPS))))
-    backdrop_avg = cv2.divide(cv2.blur(cv2.multiply(backdrop, cv2.subtract(_every(1), a)), size),
+    mean_a = cv2.blur(scene.a, size)
+    subject_avg = cv2.divide(cv2.blur(cv2.multiply(subject, scene.a), size), cv2.add(mean_a, _every(float(EPS))))
+    backdrop_avg = cv2.divide(cv2.blur(cv2.multiply(backdrop, cv2.subtract(_every(1), scene.a)), size),
                               cv2.subtract(_every(1 + float(EPS)), mean_a))
     return np.asarray(subject_avg, np.float32), np.asarray(backdrop_avg, np.float32)
 
