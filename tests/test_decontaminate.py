@@ -115,6 +115,46 @@ def test_thin_strands_on_a_photo_over_the_reference_size_keep_their_own_colour()
     assert seed > 30 and ours <= 5.0, (seed, ours)
 
 
+@pytest.mark.parametrize(("scale", "tile"), [(1, 64), (7, 64), (1, 2), (7, 2), (0, 2)])
+def test_the_narrow_pass_taken_only_in_the_tiles_the_edge_reads_gives_the_same_bytes_as_over_the_whole_scene(
+    scale: int, tile: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its averages are taken tile by tile where the edge's samples fall: a tile left out, or a
+    box cut short at a tile's side, would change some edge pixel's colour. At 1 the scene is
+    under the reference size (no reduction); at 7 it is reduced first, and its rim runs off
+    two sides of the frame (the tiles cut at the scene's edge). Tiles of 2 put a tile's side
+    next to nearly every sample; at 0, one-pixel lines on a 2400-pixel photo put the band's
+    own side there too (the samples' next pixels, outside the band, must be in)."""
+    import daemon.pipeline.decontaminate as module
+
+    monkeypatch.setattr(module, "TILE", tile)
+    if scale == 0:
+        subject, alpha = _lines()
+    else:
+        size = (W * scale, H * scale)
+        subject = cv2.resize(_subject(), size, interpolation=cv2.INTER_LINEAR)
+        alpha = np.clip(cv2.resize(_alpha(), size, interpolation=cv2.INTER_LINEAR), 0, 1)
+    if scale > 1:
+        subject, alpha = subject[size[1] // 3 :, size[0] // 4 :], alpha[size[1] // 3 :, size[0] // 4 :]
+    photo, alpha8 = _photo(subject, alpha), np.rint(alpha * 255).astype(np.uint8)
+    tiled = decontaminated(photo, alpha8)
+    monkeypatch.setattr(module, "_narrow_averages", lambda fine, subject, backdrop, near: module._averages(
+        fine.a, subject, backdrop))
+    assert np.array_equal(tiled, decontaminated(photo, alpha8))
+    assert not np.array_equal(tiled, photo)
+
+
+def _lines() -> tuple[Floats, Floats]:
+    """Three hundred one-pixel, anti-aliased lines over a 2400 x 1800 frame, and a graded subject colour."""
+    rows, cols = np.mgrid[0:1800, 0:2400].astype(np.float32)
+    subject = np.stack([150 + cols * 0.03, 80 + rows * 0.02, 50 + 0 * rows], -1)
+    canvas, rng = np.zeros(rows.shape, np.uint8), np.random.default_rng(0)
+    for _ in range(300):
+        x, y = (int(v) for v in rng.integers(0, (2400, 1800)))
+        cv2.line(canvas, (x, y), (x + int(rng.integers(-200, 200)), y + int(rng.integers(-200, 200))), 255, 1, cv2.LINE_AA)
+    return subject, canvas / 255.0
+
+
 def test_opaque_and_fully_transparent_pixels_keep_their_bytes_at_8_and_16_bits() -> None:
     subject, alpha = _subject(), _alpha()
     photo = _photo(subject, alpha)
