@@ -155,6 +155,39 @@ def _lines() -> tuple[Floats, Floats]:
     return subject, canvas / 255.0
 
 
+@pytest.mark.parametrize("depth", [8, 16])
+def test_a_faint_uniform_haze_on_a_photo_over_the_reference_size_keeps_its_colour(depth: int) -> None:
+    """Nothing tells subject from backdrop in a uniform haze, so its colour is the estimate (3
+    levels off at alpha 1/255, from the averages' guard against dividing by 0). The product
+    colour x alpha rounded to 8-bit levels made it (0, 251, 0) there."""
+    top = 2 ** depth - 1
+    colour = np.empty((1600, 3200, 3), np.uint16 if depth == 16 else np.uint8)
+    colour[...] = np.array([40, 177, 69]) * (top // 255)
+    for level in (1, 2, 12):
+        alpha = np.full(colour.shape[:2], level * (top // 255), colour.dtype)
+        out = decontaminated(colour, alpha)
+        assert int(np.abs(out.astype(np.int64) - colour).max()) <= 4 * (top // 255), (level, out[800, 1600])
+
+
+@pytest.mark.parametrize("shape", [(1, 800_000), (2, 40_000), (6000, 12)])
+def test_a_lone_edge_pixel_in_a_crop_reduced_far_along_one_side_is_still_sampled_where_it_was_averaged(
+    shape: tuple[int, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A sliver of a crop (a thin line's box) is reduced hundreds of times along its length: a
+    lone edge pixel must still mark its tile, or its sample reads zeros."""
+    import daemon.pipeline.decontaminate as module
+
+    colour = np.empty((*shape, 3), np.uint8)
+    colour[...] = (127, 51, 0)
+    alpha = np.full(shape, 255, np.uint8)
+    alpha.flat[alpha.size // 2] = 127
+    alpha.flat[alpha.size // 2 + 1234] = 85
+    tiled = decontaminated(colour, alpha)
+    monkeypatch.setattr(module, "_narrow_averages", lambda fine, subject, backdrop, near: module._averages(
+        fine.a, subject, backdrop))
+    assert np.array_equal(tiled, decontaminated(colour, alpha))
+
+
 def test_opaque_and_fully_transparent_pixels_keep_their_bytes_at_8_and_16_bits() -> None:
     subject, alpha = _subject(), _alpha()
     photo = _photo(subject, alpha)

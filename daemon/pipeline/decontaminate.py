@@ -32,7 +32,7 @@ Choices, and why:
   the last step is at full resolution, and only at the partly transparent pixels: each
   gets the narrow pass's averages, sampled bilinearly, and its own photo and alpha in the
   correction term, which is what puts a single strand's detail back. The cost follows the
-  length of the edge, not the size of the photo; at 24 MP it measured 0.37-0.38 x the
+  length of the edge, not the size of the photo; at 24 MP it measured 0.38-0.42 x the
   decode and encode floor (BENCHMARKS.md).
   Thin strands on a large photo pay a little for the reduced narrow pass (3.8 levels
   against 2.0 on 2-pixel strands at 2400 px, within the 8-level target).
@@ -132,8 +132,9 @@ class _Scene(NamedTuple):
         size = _size(alpha.shape, by=by)
         # <I a> from the full-resolution product: the product of the reductions, <I> <a>, is the
         # plain average again, which mixes a strand thinner than the reduction with its backdrop.
+        weighted, full = _weighted(colour, alpha, top=top)
         return cls(_resized(colour, size, scale=1 / top), _spread(_resized(alpha, size, scale=1 / top)),
-                   _resized(_weighted(colour, alpha, top=top), size, scale=1 / top))
+                   _resized(weighted, size, scale=1 / full))
 
     def smaller(self, *, by: float) -> _Scene:
         size = _size(self.a.shape[:2], by=by)
@@ -144,10 +145,15 @@ def _spread(plane: Floats) -> Floats:
     return np.asarray(cv2.merge([plane] * 3), np.float32)
 
 
-def _weighted(colour: Plane, weight: Plane, *, top: float) -> Plane:
-    """colour x weight / top per channel, rounded to the colour's own levels: half a level at most
-    per pixel, which the reduction averages away, for half the bytes of an exact product."""
-    return np.asarray(cv2.multiply(colour, cv2.merge([weight] * 3), scale=1 / top), colour.dtype)
+def _weighted(colour: Plane, weight: Plane, *, top: float) -> tuple[Plane, float]:
+    """colour x weight per channel in 16 bits, and its value where both are full: exact for 8-bit
+    colours (OpenCV's fast integer product), within half a level for 16-bit ones (scaled back).
+    Never in 8-bit levels: at alpha 1/255 a faint haze's product is under one of them, and a
+    uniform error is not averaged away by the reduction (its colour came out (0, 251, 0))."""
+    spread = cv2.merge([weight] * 3)
+    if colour.dtype == np.uint8:
+        return np.asarray(cv2.multiply(colour, spread, dtype=cv2.CV_16U), np.uint16), top * top
+    return np.asarray(cv2.multiply(colour, spread, scale=1 / top), np.uint16), top
 
 
 def _size(shape: tuple[int, ...], *, by: float) -> tuple[int, int]:
@@ -194,8 +200,9 @@ def _averages(a: Floats, subject: Floats, backdrop: Floats, *, box: float = NARR
 
 
 def _narrow_averages(fine: _Scene, subject: Floats, backdrop: Floats, *, near: npt.NDArray[np.bool_]) -> tuple[Floats, Floats]:
-    """The narrow pass's averages in every tile holding a pixel of `near`, exactly as over the
-    whole scene; zero elsewhere, where no sample reads them."""
+    """The narrow pass's averages in every tile holding a pixel of `near`, as over the whole scene
+    (to the last bit but one: the box filter's running sums start at the tile); zero elsewhere,
+    where no sample reads them."""
     found = (np.zeros_like(subject), np.zeros_like(backdrop))
     height, width = near.shape
     for rows, cols in _tiles(near):
@@ -230,8 +237,8 @@ def _near(band: Plane, *, shape: tuple[int, ...]) -> npt.NDArray[np.bool_]:
     size = (shape[1], shape[0])
     while band.shape[1] // 2 >= size[0] and band.shape[0] // 2 >= size[1]:
         band = _any(cv2.resize(band, (band.shape[1] // 2, band.shape[0] // 2), interpolation=cv2.INTER_AREA))
-    if (band.shape[1], band.shape[0]) != size:
-        band = _any(cv2.resize(band, size, interpolation=cv2.INTER_AREA))
+    if (band.shape[1], band.shape[0]) != size:  # in floats: a lone pixel over a long reduction must not round to 0
+        band = _any(cv2.resize(band.astype(np.float32), size, interpolation=cv2.INTER_AREA))
     grown: npt.NDArray[np.bool_] = cv2.dilate(band, np.ones((3, 3), np.uint8)) != 0
     return grown
 
