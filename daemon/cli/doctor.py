@@ -25,7 +25,7 @@ from daemon.models.loading import device_and_backend, load_planned
 from daemon.models.torchvision_check import read_facts, verdict
 from daemon.pipeline.model import Accelerators, TorchAccelerators, choose_device
 from daemon.pipeline.modelspec import ModelSpec
-from daemon.pipeline.runtimes import EXTRAS, QUANTIZER, Backend, quantizer_module, runtime_version
+from daemon.pipeline.runtimes import EXTRAS, QUANTIZER, Backend, quantizer_version, runtime_version
 from daemon.service import AgentStatus, Host, grant_target, manager_for
 from daemon.settings import QueueSettings, Settings
 from daemon.store.statedir import inspect_queue, queue_path
@@ -175,7 +175,7 @@ def check_backend(settings: Settings, *, store: ModelStore) -> Check:
     quantized, int8 = "", settings.model.precision == "int8"
     if int8:
         try:
-            quantized = f", INT8 (quantized by NNCF {getattr(quantizer_module(), '__version__', 'unknown')})"
+            quantized = f", INT8 (quantized by NNCF {quantizer_version()})"
         except CutoutError as exc:
             return Check("backend", "FAIL", str(exc), f"pip install -e '.[{QUANTIZER[1]}]'")
     exports = store.pin_file.parent / EXPORTS_DIR

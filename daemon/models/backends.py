@@ -30,7 +30,9 @@ from daemon.pipeline.calibration import CALIBRATION_PHOTOS, CALIBRATION_SET, cal
 from daemon.pipeline.export import export_onnx, onnx_to_openvino, quantized_openvino
 from daemon.pipeline.model import LoadedModel
 from daemon.pipeline.precision import Tolerance, difference, probe_batch
-from daemon.pipeline.runtimes import Backend, RuntimeMatteModel, quantizer_module, runtime_module, runtime_version
+from daemon.pipeline.runtimes import (
+    Backend, RuntimeMatteModel, quantizer_module, quantizer_version, runtime_module, runtime_version,
+)
 
 log = structlog.get_logger("cutout.model")
 
@@ -52,8 +54,7 @@ def export_key(loaded: LoadedModel, *, backend: Backend, int8: bool = False) -> 
     if backend == "openvino":
         made_from.append(IR_WEIGHTS)
     if int8:
-        made_from += ["int8", CALIBRATION_SET, runtime_version("openvino"),
-                      str(getattr(quantizer_module(), "__version__", "unknown"))]
+        made_from += ["int8", CALIBRATION_SET, runtime_version("openvino"), quantizer_version()]
     digest = hashlib.sha256("\n".join(made_from).encode()).hexdigest()[:16]
     kind = "-int8" if int8 else ""
     return f"{_slug(loaded)}-{loaded.model.size}{kind}-{digest}{SUFFIXES[backend]}"

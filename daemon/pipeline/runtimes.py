@@ -87,7 +87,15 @@ def resolve_backend(
 
 
 def runtime_version(backend: Backend) -> str:
-    return str(getattr(runtime_module(backend), "__version__", "unknown"))
+    return _version(runtime_module(backend))
+
+
+def quantizer_version() -> str:
+    return _version(quantizer_module())
+
+
+def _version(module: Any) -> str:
+    return str(getattr(module, "__version__", "unknown"))
 
 
 class RuntimeMatteModel:
