@@ -96,6 +96,33 @@ def test_a_fog_of_uncertainty_over_the_subject_is_doubtful() -> None:
     assert found.score > DOUBTFUL and found.parts["fog"] == max(found.parts.values())
 
 
+def test_a_fog_over_a_hairy_subject_is_not_diluted_by_its_long_outline() -> None:
+    """Unsure patches inside a head of hair: the strands make the outline many times longer,
+    but the share of the subject in doubt is what counts."""
+    rng = np.random.default_rng(2)
+    hairy = _subject()
+    for _ in range(300):
+        x, y = rng.uniform(150, 360), rng.uniform(100, 200)
+        cv2.line(hairy, (int(x), int(y)), (int(x + rng.uniform(-90, 90)), int(y - rng.uniform(40, 95))), 1.0, 1)
+    clean = doubt(hairy)
+    fogged = hairy.copy()
+    for centre in ((230, 330), (290, 380), (250, 260)):
+        cv2.circle(fogged, centre, 28, 0.6, -1)
+    assert clean.score < CLEAR and doubt(fogged).parts["fog"] > DOUBTFUL, (clean.parts, doubt(fogged).parts)
+
+
+def test_a_cut_through_a_small_subject_counts_in_its_own_widths() -> None:
+    """A quarter-size subject with a third cut off: the chord is short against the frame but
+    long against the subject, and that is what the cut-out loses."""
+    small = np.asarray(cv2.resize(_subject(), (SIDE // 4, SIDE // 4), interpolation=cv2.INTER_AREA), np.float32)
+    whole = np.zeros((SIDE, SIDE), np.float32)
+    whole[200:200 + SIDE // 4, 200:200 + SIDE // 4] = small
+    cut = whole.copy()
+    cut[:, 200 + 75:] = 0.0
+    found = doubt(cut, image=_photo(whole))
+    assert found.parts["unfounded"] > DOUBTFUL and doubt(whole, image=_photo(whole)).score < CLEAR, found.parts
+
+
 def test_an_empty_matte_and_a_full_frame_are_doubtful_by_their_area() -> None:
     empty = np.full((SIDE, SIDE), 0.02, np.float32)
     full = np.full((SIDE, SIDE), 0.99, np.float32)
@@ -111,11 +138,24 @@ def test_the_backdrop_taken_for_the_subject_runs_along_the_borders() -> None:
 
 def test_two_subjects_of_a_size_are_doubtful_one_with_a_crumb_is_not() -> None:
     twin = _subject().copy()
-    cv2.circle(twin, (100, 100), 90, 1.0, -1)  # a second object, apart, half the subject's size
+    twin[:, :SIDE // 2] = twin[:, ::-1][:, :SIDE // 2]  # mirrored: the left half a subject of its own
+    twin[:, SIDE // 2 - 60:SIDE // 2 + 60] = 0.0
     crumb = _subject().copy()
     cv2.circle(crumb, (60, 60), 8, 1.0, -1)
-    assert doubt(twin).parts["pieces"] > 0.0 and doubt(twin).score > doubt(crumb).score
+    assert doubt(twin).parts["pieces"] > DOUBTFUL and doubt(twin).score > DOUBTFUL
     assert doubt(crumb).score < CLEAR
+
+
+def test_a_dropped_piece_nearer_the_centre_than_the_kept_one_counts_in_full() -> None:
+    """The clean-up keeps the larger piece; when the smaller is the one in the middle of the
+    frame, it likely kept an intruder at the side. The other way round the doubt is halved."""
+    intruder_kept = np.zeros((SIDE, SIDE), np.float32)
+    cv2.circle(intruder_kept, (256, 256), 60, 1.0, -1)
+    cv2.circle(intruder_kept, (90, 90), 75, 1.0, -1)
+    subject_kept = np.zeros((SIDE, SIDE), np.float32)
+    cv2.circle(subject_kept, (256, 256), 75, 1.0, -1)
+    cv2.circle(subject_kept, (90, 90), 60, 1.0, -1)
+    assert doubt(intruder_kept).parts["pieces"] > DOUBTFUL > doubt(subject_kept).parts["pieces"] > 0.0
 
 
 def test_a_blurred_edge_far_wider_than_a_soft_one_is_doubtful() -> None:

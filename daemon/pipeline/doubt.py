@@ -7,21 +7,22 @@ probabilities, before the seed's clean-up) inside the image, at the model's reso
 clean cut-out) to 1 (looks wrong) between two limits measured on the benchmark
 (`python -m benchmarks.doubt`):
 
-    fog        unsure pixels (p < 0.9) inside the piece the clean-up keeps, away from its
-               outline, per pixel of outline and thousandth of the side: a clean matte, even a
-               soft one, is unsure only along its outline
+    fog        the share of the piece the clean-up keeps that is unsure (p < 0.9) away from
+               its outline: a clean matte, even a soft one, is unsure only along its outline
     unstable   1 - IoU of the masks at p > 0.25 and p > 0.75 (SAM's stability score): a
                matte whose shape depends on the threshold was not sure of it
     borders    the subject running along three or four sides of the frame: most often the
                background taken for the subject
     area       the subject covering almost none, or almost all, of the frame
     pieces     the second largest piece of the subject against the largest (the clean-up keeps
-               only the largest): two of a size, and it may have kept the wrong one
+               only the largest): two of a size, and it may have kept the wrong one. Halved
+               when the piece dropped lies farther from the frame's centre than the one kept
+               (subjects are framed near the centre: the clean-up most likely chose right)
 
 Given the photo as the model saw it (every cut-out of the daemon and of `cutout process`):
 
-    unfounded  the length of the subject's outline (in frame sides) along which the photo
-               looks the same on both sides: a true outline parts subject from backdrop, a
+    unfounded  the length of the subject's outline (in the subject's own widths) along which
+               the photo looks the same on both sides: a true outline parts subject from backdrop, a
                cut through the subject or a blob of backdrop taken in runs through one of
                them. Each outline
                pixel's contrast (the photo's mean colour just inside against just outside) is
@@ -57,12 +58,12 @@ the edge: 22 pixels at the model's 1088 (a motion-blurred edge is about that wid
 1 % flags a quarter of the clean soft subjects, 2 % none (BENCHMARKS.md)."""
 STABILITY = (0.25, 0.75)
 LIMITS: dict[str, tuple[float, float]] = {
-    "fog": (1.0, 8.0),
+    "fog": (0.02, 0.1),
     "unstable": (0.3, 0.6),
     "borders": (2.0, 3.5),
     "area": (0.0, 1.0),
     "pieces": (0.25, 0.6),
-    "unfounded": (0.2, 0.6),
+    "unfounded": (0.2, 1.2),
 }
 """Each part's value where it starts to count (0) and where it is certain (1)."""
 FLIP_LIMITS = (0.03, 0.15)
@@ -82,6 +83,10 @@ pixels at the model's 1088, wider than a motion-blurred edge is soft."""
 EPS = np.float32(1e-6)
 BORDER_SHARE = 0.5
 """A side counts as touched when the subject covers this share of it."""
+CENTRED_DISCOUNT = 0.5
+"""`pieces` is multiplied by this when the piece the clean-up dropped lies farther from the
+frame's centre than the one it kept. Halved, not dropped: two objects of a size still deserve a
+look (BENCHMARKS.md)."""
 
 
 @dataclass(frozen=True)
@@ -128,26 +133,27 @@ def _outline(kept: np.ndarray) -> np.ndarray:
 
 
 def _fog(matte: FloatArray, kept: np.ndarray, edge: np.ndarray) -> float:
-    """Unsure pixels inside the piece the clean-up keeps, away from its outline, per pixel of
-    outline: a clean matte, even a soft one, is unsure only along its outline (elsewhere the
-    clean-up drops whatever is unsure)."""
+    """The share of the kept piece that is unsure away from its outline: a clean matte, even a
+    soft one, is unsure only along its outline (elsewhere the clean-up drops whatever is unsure).
+    A share of the piece, not of the outline: a head of hair's long outline must not dilute a
+    fog over its face (a share is also the same at the model's 1088 and at 2048)."""
     away = cv2.distanceTransform(1 - edge, cv2.DIST_L2, 3) > FOG_REACH * max(matte.shape)
     unsure = (matte < UNSURE[1]) & kept & away
-    # An area over a length grows with the size: per thousandth of the side, the same matte
-    # scores the same at the model's 1088 and at 2048 (birefnet-hr).
-    return 1000.0 * int(unsure.sum()) / max(float(edge.sum()), 1.0) / float(max(matte.shape))
+    return int(unsure.sum()) / max(int(kept.sum()), 1)
 
 
 def _unfounded(image: FloatArray, kept: np.ndarray, outline: np.ndarray) -> float:
-    """The length of outline where the photo looks the same on both sides, in frame sides
-    (the matte's longer side), a pixel counting when its contrast is under FOUNDED x the
-    outline's upper-quartile contrast. A length, not a share: a cut across a head of hair is
-    as wrong however long the strands' outline around it (0 for a flat photo)."""
+    """The length of outline where the photo looks the same on both sides, in the kept piece's
+    own widths (the square root of its area), a pixel counting when its contrast is under
+    FOUNDED x the outline's upper-quartile contrast. A length, not a share of the outline: a
+    cut across a head of hair is as wrong however long the strands' outline around it. In the
+    subject's widths, not the frame's: the same chord cuts off more of a small subject (0 for
+    a flat photo)."""
     along, spread = _contrast_across(image, kept, at=outline.view(bool))
     typical = max(float(np.quantile(along, 0.75)), SPREAD_FLOOR * spread) if along.size else 0.0
     if not typical > 0:  # no outline, a flat photo (or one that is not a number)
         return 0.0
-    return float(np.count_nonzero(along < FOUNDED * typical)) / float(max(kept.shape))
+    return float(np.count_nonzero(along < FOUNDED * typical)) / max(float(np.sqrt(kept.sum())), 1.0)
 
 
 def _contrast_across(image: FloatArray, kept: np.ndarray, *, at: np.ndarray) -> tuple[FloatArray, float]:
@@ -175,16 +181,24 @@ def _contrast_across(image: FloatArray, kept: np.ndarray, *, at: np.ndarray) -> 
 def _pieces(subject: np.ndarray) -> tuple[np.ndarray, float]:
     """The largest piece of the subject (the one the clean-up keeps), and the second largest's
     area over its own: near 1, the clean-up had two subjects to choose from, and may have kept
-    the wrong one."""
-    count, labels, stats, _ = cv2.connectedComponentsWithStats(subject.view(np.uint8), connectivity=8)
+    the wrong one. Halved when the second lies farther from the frame's centre than the first
+    (the centre prior of saliency: a subject is framed near the middle, an intruder at the side)."""
+    count, labels, stats, centroids = cv2.connectedComponentsWithStats(subject.view(np.uint8), connectivity=8)
     if count <= 1:
         return np.zeros_like(subject), 0.0
-    areas = stats[1:, cv2.CC_STAT_AREA]
-    largest = int(np.argmax(areas))
-    kept = np.asarray(labels == 1 + largest)
+    by_area = 1 + np.argsort(stats[1:, cv2.CC_STAT_AREA])[::-1]
+    kept = np.asarray(labels == by_area[0])
     if count <= 2:
         return kept, 0.0
-    return kept, float(np.sort(areas)[-2] / areas[largest])
+    largest, second = by_area[:2]
+    ratio = float(stats[second, cv2.CC_STAT_AREA] / stats[largest, cv2.CC_STAT_AREA])
+    off_centre = [_off_centre(centroids[label], subject.shape) for label in (largest, second)]
+    return kept, ratio * (CENTRED_DISCOUNT if off_centre[1] > off_centre[0] else 1.0)
+
+
+def _off_centre(centroid: np.ndarray, shape: tuple[int, ...]) -> float:
+    """How far a point lies from the frame's centre, in frame sides along each axis."""
+    return float(np.hypot(centroid[0] / shape[1] - 0.5, centroid[1] / shape[0] - 0.5))
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> float:
