@@ -307,3 +307,25 @@ def test_the_sources_own_partial_transparency_keeps_its_colour() -> None:
     pixels = np.asarray(Image.open(io.BytesIO(output.data)))
     panel = pixels[100 - box.top : 140 - box.top, 60 - box.left : 180 - box.left]
     assert (panel[..., 3] == 128).all() and (panel[..., :3] == (40, 120, 220)).all()
+
+
+@pytest.mark.parametrize("shape", [(3001, 4501), (4000, 6000), (3, 3100)])
+def test_the_scene_reduced_strip_by_strip_is_the_scene_reduced_whole(shape: tuple[int, int],
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """The full-resolution pass runs a few rows at a time, odd sides padded: its result and the
+    edge's places must not depend on where the strips start."""
+    import daemon.pipeline.decontaminate as module
+
+    rng = np.random.default_rng(4)
+    colour = rng.integers(0, 256, (*shape, 3), dtype=np.uint8)
+    alpha = np.where(rng.random(shape) < 0.5, 255, rng.integers(0, 256, shape)).astype(np.uint8)
+    halvings = module._halvings(shape, size=module._size(shape, by=max(1.0, max(shape) / module.REFERENCE_SIDE)))
+    found = []
+    for strip in (6, 10**6):
+        monkeypatch.setattr(module, "STRIP", strip)
+        found.append((module._halved_in_strips(colour, alpha, halvings=halvings, top=255.0),
+                      module._edge(alpha, keep=None, top=255.0, halvings=halvings)))
+    (scene, edge), (whole_scene, whole_edge) = found
+    assert all(np.array_equal(a, b) for a, b in zip(scene[:3], whole_scene[:3]))
+    assert np.array_equal(edge[0], whole_edge[0]) and np.array_equal(edge[1], whole_edge[1])
+    assert np.array_equal(edge[0], np.flatnonzero((alpha > 0) & (alpha < 255)))

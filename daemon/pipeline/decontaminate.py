@@ -31,9 +31,11 @@ Choices, and why:
   quarter of it (their boxes are 4 to 22 pixels there: little finer survives them). Only
   the last step is at full resolution, and only at the partly transparent pixels: each
   gets the narrow pass's averages, sampled bilinearly, and its own photo and alpha in the
-  correction term, which is what puts a single strand's detail back. The cost follows the
-  length of the edge, not the size of the photo; at 24 MP it measured 0.38-0.42 x the
-  decode and encode floor (BENCHMARKS.md).
+  correction term, which is what puts a single strand's detail back. The one pass over the
+  whole photo (the reduction, the product colour x alpha, the edge's places) runs a strip
+  of rows at a time, in the cache. The rest of the cost follows the length of the edge, not
+  the size of the photo; at 24 MP it measured 0.31-0.39 x the decode and encode floor with a
+  4 % edge (BENCHMARKS.md).
   Thin strands on a large photo pay a little for the reduced narrow pass (3.8 levels
   against 2.0 on 2-pixel strands at 2400 px, within the 8-level target).
 - **8 and 16 bits alike**: the work is in floats in [0, 1]; the result is rounded to the
@@ -67,6 +69,8 @@ TILE = 64
 the edge's samples read: 18 % of them on the benchmark's 24 MP fur rim."""
 MARGIN = NARROW // 2 + 1
 """A tile's averages are taken over it grown by this much: each box then lies inside what was read."""
+STRIP = 256
+"""Full-resolution rows reduced at a time: a 24 MP strip and its product fit in the cache."""
 CHUNK = 16384
 """Edge pixels corrected per step: the step's temporaries stay in the cache (and, on a virtual
 machine, clear of page faults, which cost several times the arithmetic), and its row of
@@ -81,21 +85,20 @@ def decontaminated(colour: Plane, alpha: Plane, *, keep: npt.NDArray[np.bool_] |
     if alpha.dtype != colour.dtype:
         raise ValueError(f"alpha ({alpha.dtype}) and colour ({colour.dtype}) must have the same depth")
     top = float(np.iinfo(colour.dtype).max)
-    band: Plane = np.asarray(cv2.inRange(alpha, 1, top - 1), np.uint8)
-    edge = band != 0  # a boolean mask: numpy finds its places ten times faster
-    if keep is not None:
-        edge &= ~keep
-    places = np.flatnonzero(edge)
+    shape = (alpha.shape[0], alpha.shape[1])
+    size = _size(shape, by=max(1.0, max(shape) / REFERENCE_SIDE))
+    halvings = _halvings(shape, size=size)
+    places, band = _edge(alpha, keep=keep, top=top, halvings=halvings)
     if places.size == 0:
         return colour
-    fine = _Scene.reduced(colour, alpha, top=top, by=max(1.0, max(alpha.shape) / REFERENCE_SIDE))
+    fine = _Scene.reduced(colour, alpha, top=top, size=size, halvings=halvings)
     averages = _narrow_averages(fine, *_coarse_passes(fine), near=_near(band, shape=fine.a.shape[:2]))
     out = np.array(colour, order="C")
     pixels, opacity = _pixels(out), alpha.ravel()
     for start in range(0, places.size, CHUNK):
         here = places[start : start + CHUNK]
         found = _corrected(_unit(_values(pixels[here], colour.dtype), top), _unit(opacity[here], top)[:, np.newaxis],
-                           *_sampled(averages, at=here, full=alpha.shape))
+                           *_sampled(averages, at=here, width=alpha.shape[1], extent=fine.extent))
         pixels[here] = _pixels(np.rint(found * top).astype(colour.dtype))
     return out
 
@@ -118,27 +121,82 @@ class _Scene(NamedTuple):
     """The photo, its alpha and the photo weighted by alpha, area-reduced, in [0, 1]: the
     reduction is linear, so <I a> kept beside <I> and <a> still tells subject from backdrop.
     Alpha is spread over the three channels once, here: OpenCV's arithmetic wants it so, and
-    numpy's broadcasting of one channel took half as long again."""
+    numpy's broadcasting of one channel took half as long again. `extent` is the full-resolution
+    (height, width) the scene covers: the photo's, or a little more where its sides were padded
+    for the halvings (see `_halved_in_strips`)."""
 
     image: Floats
     a: Floats  # (h, w, 3)
     covered: Floats
+    extent: tuple[int, int]
 
     @classmethod
-    def reduced(cls, colour: Plane, alpha: Plane, *, top: float, by: float) -> _Scene:
-        if by == 1:
+    def reduced(cls, colour: Plane, alpha: Plane, *, top: float, size: tuple[int, int], halvings: int) -> _Scene:
+        shape = (alpha.shape[0], alpha.shape[1])
+        if size == (shape[1], shape[0]):
             image, a = _unit(colour, top), _spread(_unit(alpha, top))
-            return cls(image, a, image * a)
-        size = _size(alpha.shape, by=by)
+            return cls(image, a, image * a, shape)
         # <I a> from the full-resolution product: the product of the reductions, <I> <a>, is the
         # plain average again, which mixes a strand thinner than the reduction with its backdrop.
-        weighted, full = _weighted(colour, alpha, top=top)
-        return cls(_resized(colour, size, scale=1 / top), _spread(_resized(alpha, size, scale=1 / top)),
-                   _resized(weighted, size, scale=1 / full))
+        halved, opacity, weighted, full = _halved_in_strips(colour, alpha, halvings=halvings, top=top)
+        return cls(_resized(halved, size, scale=1 / top), _spread(_resized(opacity, size, scale=1 / top)),
+                   _resized(weighted, size, scale=1 / full), _extent(shape, halvings=halvings))
 
     def smaller(self, *, by: float) -> _Scene:
         size = _size(self.a.shape[:2], by=by)
-        return _Scene(_resized(self.image, size), _resized(self.a, size), _resized(self.covered, size))
+        return _Scene(_resized(self.image, size), _resized(self.a, size), _resized(self.covered, size), self.extent)
+
+
+def _halvings(shape: tuple[int, int], *, size: tuple[int, int]) -> int:
+    """How many times both sides can be halved and stay at least `size` (width, height)."""
+    count = 0
+    while shape[1] >> (count + 1) >= size[0] and shape[0] >> (count + 1) >= size[1]:
+        count += 1
+    return count
+
+
+def _extent(shape: tuple[int, int], *, halvings: int) -> tuple[int, int]:
+    """`shape` padded up to whole blocks of 2**halvings pixels."""
+    block = 1 << halvings
+    return -(-shape[0] // block) * block, -(-shape[1] // block) * block
+
+
+def _halved_in_strips(colour: Plane, alpha: Plane, *, halvings: int, top: float) -> tuple[Plane, Plane, Plane, float]:
+    """The colour, the alpha and their product (`_weighted`) area-halved `halvings` times, STRIP
+    rows at a time: each strip's product is made and all three are reduced while the strip is in
+    the cache. Whole, the product alone was 144 MB of fresh memory at 24 MP, and on a virtual
+    machine the page faults of fresh memory cost more than the arithmetic. A side that is not
+    whole blocks of 2**halvings is padded by repeating its last row or column, so every halving
+    is exact and a strip's halves are those of the whole."""
+    block = 1 << halvings
+    height, width = _extent((alpha.shape[0], alpha.shape[1]), halvings=halvings)
+    rows = max(block, STRIP // block * block)
+    reduced: list[Plane] = []
+    full = 0.0
+    for start in range(0, alpha.shape[0], rows):
+        strip = [_padded(plane[start : start + rows], rows=min(rows, height - start), cols=width)
+                 for plane in (colour, alpha)]
+        weighted, full = _weighted(strip[0], strip[1], top=top)
+        halves = [_halved(plane, times=halvings) for plane in (*strip, weighted)]
+        if not reduced:
+            reduced = [np.empty((height // block, *half.shape[1:]), half.dtype) for half in halves]
+        for whole, half in zip(reduced, halves):
+            whole[start // block : start // block + half.shape[0]] = half
+    return reduced[0], reduced[1], reduced[2], full
+
+
+def _padded(plane: Plane, *, rows: int, cols: int, border: int = cv2.BORDER_REPLICATE) -> Plane:
+    """`plane` grown to `rows` x `cols` at its bottom and right (the band's growth is no edge:
+    `cv2.BORDER_CONSTANT`, zeros)."""
+    if plane.shape[:2] == (rows, cols):
+        return plane
+    return np.asarray(cv2.copyMakeBorder(plane, 0, rows - plane.shape[0], 0, cols - plane.shape[1], border, value=0))
+
+
+def _halved(plane: Plane, *, times: int) -> Plane:
+    for _ in range(times):
+        plane = np.asarray(cv2.resize(plane, (plane.shape[1] // 2, plane.shape[0] // 2), interpolation=cv2.INTER_AREA))
+    return plane
 
 
 def _spread(plane: Floats) -> Floats:
@@ -230,10 +288,31 @@ def _grown(span: slice, *, limit: int) -> slice:
     return slice(max(0, span.start - MARGIN), min(limit, span.stop + MARGIN))
 
 
+def _edge(alpha: Plane, *, keep: npt.NDArray[np.bool_] | None, top: float, halvings: int) -> tuple[npt.NDArray[np.intp], Plane]:
+    """The flat places of the partly transparent pixels not in `keep`, and the band of them all
+    (255 there) over the scene's extent, halved `halvings` times keeping any pixel of it (see
+    `_near`): STRIP rows at a time, like the scene, so the band is never made whole."""
+    block = 1 << halvings
+    height, width = _extent((alpha.shape[0], alpha.shape[1]), halvings=halvings)
+    rows = max(block, STRIP // block * block)
+    places, halves = [], []
+    for start in range(0, alpha.shape[0], rows):
+        band = np.asarray(cv2.inRange(alpha[start : start + rows], 1, top - 1), np.uint8)
+        edge = band != 0  # a boolean mask: numpy finds its places ten times faster
+        if keep is not None:
+            edge &= ~keep[start : start + rows]
+        places.append(np.flatnonzero(edge) + start * alpha.shape[1])
+        band = _padded(band, rows=min(rows, height - start), cols=width, border=cv2.BORDER_CONSTANT)
+        for _ in range(halvings):
+            band = _any(cv2.resize(band, (band.shape[1] // 2, band.shape[0] // 2), interpolation=cv2.INTER_AREA))
+        halves.append(band)
+    return np.concatenate(places), np.concatenate(halves) if len(halves) > 1 else halves[0]
+
+
 def _near(band: Plane, *, shape: tuple[int, ...]) -> npt.NDArray[np.bool_]:
     """The pixels of the reduced scene (`shape`) that an edge pixel's bilinear sample reads: the
-    band (0 or 255 at full resolution) reduced keeping any pixel of it (a lone strand pixel
-    counts), then grown by one for the sample's next pixels."""
+    band (0 or 255 over the scene's extent, maybe already halved) reduced keeping any pixel of
+    it (a lone strand pixel counts), then grown by one for the sample's next pixels."""
     size = (shape[1], shape[0])
     while band.shape[1] // 2 >= size[0] and band.shape[0] // 2 >= size[1]:
         band = _any(cv2.resize(band, (band.shape[1] // 2, band.shape[0] // 2), interpolation=cv2.INTER_AREA))
@@ -266,12 +345,14 @@ def _corrected(image: Floats, a: Floats, subject_avg: Floats, backdrop_avg: Floa
     return np.clip(fused, 0.0, 1.0, out=fused)
 
 
-def _sampled(averages: tuple[Floats, Floats], *, at: npt.NDArray[np.intp], full: tuple[int, int]) -> tuple[Floats, Floats]:
-    """The subject and backdrop averages (reduced maps) sampled bilinearly at full-resolution
-    pixels given by their flat index, pixel centres aligned."""
-    rows, cols = np.divmod(at, full[1])
-    height, width = averages[0].shape[:2]
-    map_y, map_x = _placed(rows, scale=height / full[0]), _placed(cols, scale=width / full[1])
+def _sampled(averages: tuple[Floats, Floats], *, at: npt.NDArray[np.intp], width: int,
+             extent: tuple[int, int]) -> tuple[Floats, Floats]:
+    """The subject and backdrop averages (reduced maps covering `extent` at full resolution)
+    sampled bilinearly at full-resolution pixels given by their flat index in rows `width`
+    long, pixel centres aligned."""
+    rows, cols = np.divmod(at, width)
+    map_y = _placed(rows, scale=averages[0].shape[0] / extent[0])
+    map_x = _placed(cols, scale=averages[0].shape[1] / extent[1])
     # One map each: the arithmetic after it runs half again as fast on contiguous rows.
     subject, backdrop = (np.asarray(cv2.remap(plane, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE),
                                     np.float32).reshape(-1, 3) for plane in averages)
