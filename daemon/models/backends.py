@@ -79,6 +79,11 @@ def exported(loaded: LoadedModel, *, backend: Backend, exports: Path, int8: bool
         return path
     if int8:
         return _quantized(loaded, out=path, exports=exports)
+    return _made(loaded, backend=backend, path=path)
+
+
+def _made(loaded: LoadedModel, *, backend: Backend, path: Path) -> Path:
+    """The float32 export of `loaded` for `backend`, made now at `path` (its key)."""
     started = time.monotonic()
     onnx = path if backend == "onnxruntime" else path.with_suffix(".onnx")
     export_onnx(loaded.model.module, out=onnx, size=loaded.model.size)
@@ -93,9 +98,10 @@ def exported(loaded: LoadedModel, *, backend: Backend, exports: Path, int8: bool
 def _quantized(loaded: LoadedModel, *, out: Path, exports: Path) -> Path:
     """The INT8 graph, quantized from the float32 one (made for it, and let go after, unless
     it was there already: `model.backend: openvino` in float32 uses it too)."""
-    float32 = exports / export_key(loaded, backend="openvino")
-    kept = float32.is_file()
-    source = exported(loaded, backend="openvino", exports=exports)
+    source = exports / export_key(loaded, backend="openvino")
+    kept = source.is_file()
+    if not kept:
+        _made(loaded, backend="openvino", path=source)
     started = time.monotonic()
     log.info("model_quantizing", file=str(out), photos=CALIBRATION_PHOTOS, note="minutes, once")
     quantized_openvino(source, out=out, calibration=calibration_batches(loaded.model.size))

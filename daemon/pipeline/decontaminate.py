@@ -199,8 +199,10 @@ def _halved(plane: Plane, *, times: int) -> Plane:
     return plane
 
 
-def _spread(plane: Floats) -> Floats:
-    return np.asarray(cv2.merge([plane] * 3), np.float32)
+def _spread(plane: npt.NDArray[Any]) -> npt.NDArray[Any]:
+    """One channel repeated over three, in its own type: OpenCV's arithmetic wants the channels
+    to match."""
+    return np.asarray(cv2.merge([plane] * 3))
 
 
 def _weighted(colour: Plane, weight: Plane, *, top: float) -> tuple[Plane, float]:
@@ -208,7 +210,7 @@ def _weighted(colour: Plane, weight: Plane, *, top: float) -> tuple[Plane, float
     colours (OpenCV's fast integer product), within half a level for 16-bit ones (scaled back).
     Never in 8-bit levels: at alpha 1/255 a faint haze's product is under one of them, and a
     uniform error is not averaged away by the reduction (its colour came out (0, 251, 0))."""
-    spread = cv2.merge([weight] * 3)
+    spread = _spread(weight)
     if colour.dtype == np.uint8:
         return np.asarray(cv2.multiply(colour, spread, dtype=cv2.CV_16U), np.uint16), top * top
     return np.asarray(cv2.multiply(colour, spread, scale=1 / top), np.uint16), top

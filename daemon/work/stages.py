@@ -29,7 +29,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Generic, TypeVar
+from typing import Generic, Literal, TypeVar
 
 import numpy as np
 import structlog
@@ -99,10 +99,10 @@ class Stages(Generic[K]):
         self._claiming = threading.RLock()
         """Held by whoever claims (the model thread, or a pool thread refilling): one at a time, so
         `claim` sees a consistent `idle` and never runs twice at once. Reentrant: `claim` may ask `idle`."""
-        self._work_left = False
-        """Whether the last claim found work: then a freed slot is refilled by the pool thread."""
-        self._none_left = False
-        """Whether the last claim that answered found no work (a claim that raised says nothing)."""
+        self._last_claim: Literal["found", "empty", "unknown"] = "unknown"
+        """What the last claim that answered said: work `found` (a freed slot is then refilled by
+        the pool thread) or none left (`empty`: a batch may be through); `unknown` before any,
+        and once a claim raised after one that found work."""
         self._in_model = False
         """Whether the model thread is in `infer_next`, waiting for a decode or in a forward: it
         cannot top up then, so a slot freed meanwhile is refilled by the pool thread that freed it."""
@@ -121,13 +121,19 @@ class Stages(Generic[K]):
                 claimed = self.claim()
             except BaseException:  # the store away: the slot stays free for the next try
                 self._slots.release()
-                self._work_left = False
+                self._forget_found()
                 raise
-            self._work_left, self._none_left = claimed is not None, claimed is None
+            self._last_claim = "empty" if claimed is None else "found"
             if claimed is None:
                 self._slots.release()
                 return
             self._start(*claimed)
+
+    def _forget_found(self) -> None:
+        """A claim raised: it says nothing of the queue, but refilling on the strength of an older
+        `found` would call the failing store again from every freed slot."""
+        if self._last_claim == "found":
+            self._last_claim = "unknown"
 
     def decode_starts_now(self) -> bool:
         """Whether an image claimed now would start decoding at once (a pool thread is free)."""
@@ -211,7 +217,7 @@ class Stages(Generic[K]):
                 with self._lock:
                     self._active -= 1
                 self._slots.release()
-                if refill and self._work_left and self._in_model and not self._closed:
+                if refill and self._last_claim == "found" and self._in_model and not self._closed:
                     self._refill()
         finally:
             self.wake.set()
@@ -220,7 +226,7 @@ class Stages(Generic[K]):
         try:
             self._fill()
         except Exception as exc:  # the store away: the model thread's own top-up asks next (and says why)
-            self._work_left = False
+            self._forget_found()
             log.warning("claim_failed", error=f"{type(exc).__name__}: {exc}", action="the model thread claims next")
 
     @property
@@ -234,7 +240,7 @@ class Stages(Generic[K]):
         """Idle, and the last claim found no work: a batch is through (a slot that freed after a
         top-up found none free is not the end: its file is claimed next)."""
         with self._claiming:
-            return self.idle and self._none_left
+            return self.idle and self._last_claim == "empty"
 
     def close(self) -> list[Task[K]]:
         """Hand back the claimed images the model has not seen; let the rest finish."""

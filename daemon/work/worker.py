@@ -171,6 +171,9 @@ class Worker:
             if refusal is None:
                 self._hold(job)
                 return claimed, self.folders.input / job.source
+            # Quarantined here, under the stages' claim lock: a refusal is rare and quick (a rename
+            # and one store write), and handing it to the model thread instead would leave it
+            # claimed for up to a forward (seconds to minutes) with its reason unsaid.
             self._failed(Task(claimed, self.folders.input / job.source, StageTimer(), _NOT_RUN, threading.Event()), refusal)
         return None
 
