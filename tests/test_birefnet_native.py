@@ -135,6 +135,38 @@ def test_taps_taken_in_groups_give_the_same_numbers(monkeypatch: pytest.MonkeyPa
     torch.testing.assert_close(deform.deform_conv2d(image, offset, mask, weight, base), whole)
 
 
+@pytest.mark.parametrize("budget", [deform.SAMPLE_BUDGET, 16 * 144 * 2], ids=["all-taps", "two-taps-a-group"])
+def test_exported_the_decoder_attention_computes_the_same_and_moves_no_feature_map(
+    budget: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An export computes the deformable convolutions' products weights-first and the 1x1 fusions
+    as convolutions, so no Transpose copies a map: OpenVINO ran each such copy as a separate
+    step, a fifth of Swin-T's forward at 1024. What is left: the offsets' (dy, dx) -> (x, y)
+    layout and a weight's transpose (a constant)."""
+    import io
+    import warnings
+
+    import onnx
+    import onnxruntime
+
+    from daemon.pipeline.birefnet.aspp import ASPPDeformable
+
+    monkeypatch.setattr(deform, "SAMPLE_BUDGET", budget)
+    generator = torch.Generator().manual_seed(3)
+    module = ASPPDeformable(16).eval()
+    image = torch.randn(1, 16, 12, 12, generator=generator)
+    exported = io.BytesIO()
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the tracer's: sizes become constants, as in export_onnx
+        torch.onnx.export(module, (image,), exported, opset_version=17, dynamo=False, input_names=["image"])
+        expected = module(image).numpy()
+    session = onnxruntime.InferenceSession(exported.getvalue(), providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(session.run(None, {"image": image.numpy()})[0], expected, rtol=0, atol=1e-5)
+    graph = onnx.load_from_string(exported.getvalue()).graph
+    perms = {tuple(node.attribute[0].ints) for node in graph.node if node.op_type == "Transpose"}
+    assert perms <= {(0, 1, 3, 4, 2), (1, 0)}, perms
+
+
 # --- Window geometry ----------------------------------------------------------------------------
 @pytest.mark.parametrize(("height", "width", "window", "shift"), [(9, 5, 4, 2), (8, 8, 4, 0), (3, 2, 7, 3), (14, 7, 7, 3)])
 def test_a_window_layout_is_the_reference_pad_roll_and_partition(height: int, width: int, window: int, shift: int) -> None:

@@ -73,26 +73,37 @@ def deform_conv2d(
     kernel = weight.reshape(outputs, channels, taps)
     # grid_sample reads a channels-last float32 input about three times faster on the CPU.
     source = image.float().contiguous(memory_format=torch.channels_last)
+    pixels_first = not torch.jit.is_tracing()  # see _sampled_product
     step = taps_per_group(channels, taps, height * width)
-    result = _sampled_product(source, grid[:, :step], mask[:, :step], kernel[:, :, :step], image.dtype)
+    result = _sampled_product(source, grid[:, :step], mask[:, :step], kernel[:, :, :step], image.dtype,
+                              pixels_first=pixels_first)
     for start in range(step, taps, step):
         chunk = slice(start, start + step)
-        result.add_(_sampled_product(source, grid[:, chunk], mask[:, chunk], kernel[:, :, chunk], image.dtype))
-    return result.view(batch, height, width, outputs).permute(0, 3, 1, 2)
+        result.add_(_sampled_product(source, grid[:, chunk], mask[:, chunk], kernel[:, :, chunk], image.dtype,
+                                     pixels_first=pixels_first))
+    if pixels_first:
+        return result.view(batch, height, width, outputs).permute(0, 3, 1, 2)
+    return result.view(batch, outputs, height, width)
 
 
 def _sampled_product(
-    source: torch.Tensor, grid: torch.Tensor, mask: torch.Tensor, kernel: torch.Tensor, dtype: torch.dtype
+    source: torch.Tensor, grid: torch.Tensor, mask: torch.Tensor, kernel: torch.Tensor, dtype: torch.dtype, *,
+    pixels_first: bool,
 ) -> torch.Tensor:
     """One group of taps: sample, modulate (in place: a fresh tensor that size costs more to
-    allocate than to multiply), and multiply by those taps' weights. (B, H·W, out) result."""
+    allocate than to multiply), and multiply by those taps' weights: a (B, H·W, out) result
+    when `pixels_first` (eager: BLAS reads the columns transposed where they lie, and the result
+    is channels-last), else (B, out, H·W), the same product without a transpose (an export: the
+    graph's Transpose node would be a copy of every column, which OpenVINO's CPU plugin spent a
+    sixth of Swin-T's forward on at 1024)."""
     batch, channels, height, width = static_size(source)
     taps = static_size(grid)[1]
     flat_grid = grid.reshape(batch, taps * height, width, 2)
     sampled = F.grid_sample(source, flat_grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     modulated = sampled.to(dtype).view(batch, channels, taps, height, width).mul_(mask.unsqueeze(1))
     columns = modulated.view(batch, channels * taps, height * width)
-    return torch.matmul(columns.transpose(1, 2), kernel.reshape(kernel.shape[0], channels * taps).t())
+    weights = kernel.reshape(kernel.shape[0], channels * taps)
+    return torch.matmul(columns.transpose(1, 2), weights.t()) if pixels_first else torch.matmul(weights, columns)
 
 
 class DeformableConv2d(nn.Module):

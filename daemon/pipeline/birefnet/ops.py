@@ -35,6 +35,10 @@ def resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 def pointwise(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     """A 1x1 convolution as a matrix product over channels-last pixels: (B, C, H, W) and an
     (out, C) or (out, C, 1, 1) weight -> (B, out, H, W), channels-last in memory. It lets
-    one 1x1 convolution be applied in parts, to the pieces the reference concatenates first."""
+    one 1x1 convolution be applied in parts, to the pieces the reference concatenates first.
+    Traced for an export it is a 1x1 convolution again: the runtimes run one without moving
+    the map, where the two permutes would be two Transpose nodes, each a copy of it."""
+    if torch.jit.is_tracing():
+        return F.conv2d(x, weight.reshape(weight.shape[0], -1, 1, 1), bias)
     out: torch.Tensor = F.linear(x.permute(0, 2, 3, 1), weight.flatten(1), bias)
     return out.permute(0, 3, 1, 2)
