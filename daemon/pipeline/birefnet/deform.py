@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from daemon.pipeline.birefnet.ops import static_size
+from daemon.pipeline.birefnet.ops import exporting, static_size
 
 SAMPLE_BUDGET = 1 << 25
 """Most sampled values (channels x taps x pixels) held at once: 128 MiB in float32. A 7x7
@@ -73,7 +73,7 @@ def deform_conv2d(
     kernel = weight.reshape(outputs, channels, taps)
     # grid_sample reads a channels-last float32 input about three times faster on the CPU.
     source = image.float().contiguous(memory_format=torch.channels_last)
-    pixels_first = not torch.jit.is_tracing()  # see _sampled_product
+    pixels_first = not exporting()  # see _sampled_product
     step = taps_per_group(channels, taps, height * width)
     result = _sampled_product(source, grid[:, :step], mask[:, :step], kernel[:, :, :step], image.dtype,
                               pixels_first=pixels_first)

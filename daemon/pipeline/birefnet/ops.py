@@ -2,8 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
+
+_is_tracing: Callable[[], bool] = getattr(torch.jit, "is_tracing")  # untyped in torch's stubs
+
+
+def exporting() -> bool:
+    """Whether the model is being traced for an export (`torch.onnx.export`'s tracer): a few
+    operations then take the form the runtimes run best, with the same numbers."""
+    return bool(_is_tracing())
 
 
 def static_size(x: torch.Tensor) -> tuple[int, ...]:
@@ -38,7 +48,7 @@ def pointwise(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None =
     one 1x1 convolution be applied in parts, to the pieces the reference concatenates first.
     Traced for an export it is a 1x1 convolution again: the runtimes run one without moving
     the map, where the two permutes would be two Transpose nodes, each a copy of it."""
-    if torch.jit.is_tracing():
+    if exporting():
         return F.conv2d(x, weight.reshape(weight.shape[0], -1, 1, 1), bias)
     out: torch.Tensor = F.linear(x.permute(0, 2, 3, 1), weight.flatten(1), bias)
     return out.permute(0, 3, 1, 2)
