@@ -158,6 +158,19 @@ def test_a_dropped_piece_nearer_the_centre_than_the_kept_one_counts_in_full() ->
     assert doubt(intruder_kept).parts["pieces"] > DOUBTFUL > doubt(subject_kept).parts["pieces"] > 0.0
 
 
+def test_of_two_pieces_of_a_size_the_score_judges_the_one_the_clean_up_keeps() -> None:
+    """Equal areas: the clean-up keeps the first in raster order (here the one off-centre, so the
+    centred one it drops counts in full), and the score must read that same piece."""
+    from daemon.pipeline.postprocess import largest_component
+
+    tied = np.zeros((SIDE, SIDE), np.float32)
+    tied[40:140, 40:140] = 1.0
+    tied[206:306, 206:306] = 1.0
+    kept, _ = largest_component(tied, threshold=0.5)
+    assert kept[90, 90] == 1.0 and kept[256, 256] == 0.0  # the clean-up's choice, for the record
+    assert doubt(tied).parts["pieces"] == 1.0
+
+
 def test_a_blurred_edge_far_wider_than_a_soft_one_is_doubtful() -> None:
     found = doubt(np.asarray(cv2.GaussianBlur(_subject(), (0, 0), 30), np.float32))
     assert found.score > DOUBTFUL

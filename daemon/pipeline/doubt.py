@@ -186,7 +186,8 @@ def _pieces(subject: np.ndarray) -> tuple[np.ndarray, float]:
     count, labels, stats, centroids = cv2.connectedComponentsWithStats(subject.view(np.uint8), connectivity=8)
     if count <= 1:
         return np.zeros_like(subject), 0.0
-    by_area = 1 + np.argsort(stats[1:, cv2.CC_STAT_AREA])[::-1]
+    # Largest first, ties in label order: the clean-up's argmax keeps the first of equals.
+    by_area = 1 + np.argsort(-stats[1:, cv2.CC_STAT_AREA], kind="stable")
     kept = np.asarray(labels == by_area[0])
     if count <= 2:
         return kept, 0.0
@@ -197,8 +198,9 @@ def _pieces(subject: np.ndarray) -> tuple[np.ndarray, float]:
 
 
 def _off_centre(centroid: np.ndarray, shape: tuple[int, ...]) -> float:
-    """How far a point lies from the frame's centre, in frame sides along each axis."""
-    return float(np.hypot(centroid[0] / shape[1] - 0.5, centroid[1] / shape[0] - 0.5))
+    """How far a centroid (in pixel indices, OpenCV's) lies from the frame's centre, in frame
+    sides along each axis: pixel i spans [i, i + 1), so the centre is at index (side - 1) / 2."""
+    return float(np.hypot((centroid[0] + 0.5) / shape[1] - 0.5, (centroid[1] + 0.5) / shape[0] - 0.5))
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> float:

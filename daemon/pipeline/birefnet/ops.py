@@ -7,13 +7,14 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-_is_tracing: Callable[[], bool] = getattr(torch.jit, "is_tracing")  # untyped in torch's stubs
+_in_onnx_export: Callable[[], bool] = getattr(torch.onnx, "is_in_onnx_export")  # untyped in torch's stubs
 
 
 def exporting() -> bool:
-    """Whether the model is being traced for an export (`torch.onnx.export`'s tracer): a few
-    operations then take the form the runtimes run best, with the same numbers."""
-    return bool(_is_tracing())
+    """Whether the model is being traced for an ONNX export (ONNX Runtime's and OpenVINO's graph):
+    a few operations then take the form those runtimes run best, with the same numbers. A
+    TorchScript export keeps eager's forms, which torch's own kernels are tuned for."""
+    return bool(_in_onnx_export())
 
 
 def static_size(x: torch.Tensor) -> tuple[int, ...]:
@@ -46,7 +47,7 @@ def pointwise(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None =
     """A 1x1 convolution as a matrix product over channels-last pixels: (B, C, H, W) and an
     (out, C) or (out, C, 1, 1) weight -> (B, out, H, W), channels-last in memory. It lets
     one 1x1 convolution be applied in parts, to the pieces the reference concatenates first.
-    Traced for an export it is a 1x1 convolution again: the runtimes run one without moving
+    Traced for an ONNX export it is a 1x1 convolution again: the runtimes run one without moving
     the map, where the two permutes would be two Transpose nodes, each a copy of it."""
     if exporting():
         return F.conv2d(x, weight.reshape(weight.shape[0], -1, 1, 1), bias)
