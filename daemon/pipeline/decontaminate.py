@@ -46,6 +46,7 @@ Choices, and why:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
 import cv2
@@ -147,7 +148,7 @@ class _Scene(NamedTuple):
         return _Scene(_resized(self.image, size), _resized(self.a, size), _resized(self.covered, size), self.extent)
 
 
-def _halvings(shape: tuple[int, int], *, size: tuple[int, int]) -> int:
+def _halvings(shape: tuple[int, ...], *, size: tuple[int, int]) -> int:
     """How many times both sides can be halved and stay at least `size` (width, height)."""
     count = 0
     while shape[1] >> (count + 1) >= size[0] and shape[0] >> (count + 1) >= size[1]:
@@ -169,20 +170,28 @@ def _halved_in_strips(colour: Plane, alpha: Plane, *, halvings: int, top: float)
     whole blocks of 2**halvings is padded by repeating its last row or column, so every halving
     is exact and a strip's halves are those of the whole."""
     block = 1 << halvings
-    height, width = _extent((alpha.shape[0], alpha.shape[1]), halvings=halvings)
-    rows = max(block, STRIP // block * block)
     reduced: list[Plane] = []
     full = 0.0
-    for start in range(0, alpha.shape[0], rows):
-        strip = [_padded(plane[start : start + rows], rows=min(rows, height - start), cols=width)
-                 for plane in (colour, alpha)]
+    for rows, padded in _strips(alpha.shape, halvings=halvings):
+        strip = [_padded(plane[rows], rows=padded[0], cols=padded[1]) for plane in (colour, alpha)]
         weighted, full = _weighted(strip[0], strip[1], top=top)
         halves = [_halved(plane, times=halvings) for plane in (*strip, weighted)]
         if not reduced:
+            height = _extent((alpha.shape[0], alpha.shape[1]), halvings=halvings)[0]
             reduced = [np.empty((height // block, *half.shape[1:]), half.dtype) for half in halves]
         for whole, half in zip(reduced, halves):
-            whole[start // block : start // block + half.shape[0]] = half
+            whole[rows.start // block : rows.start // block + half.shape[0]] = half
     return reduced[0], reduced[1], reduced[2], full
+
+
+def _strips(shape: tuple[int, ...], *, halvings: int) -> Iterator[tuple[slice, tuple[int, int]]]:
+    """The full-resolution rows of each strip (STRIP rows, whole blocks of 2**halvings), and the
+    strip's (rows, columns) once padded to the extent: the last strip and every strip's width."""
+    block = 1 << halvings
+    height, width = _extent((shape[0], shape[1]), halvings=halvings)
+    rows = max(block, STRIP // block * block)
+    for start in range(0, shape[0], rows):
+        yield slice(start, start + rows), (min(rows, height - start), width)
 
 
 def _padded(plane: Plane, *, rows: int, cols: int, border: int = cv2.BORDER_REPLICATE) -> Plane:
@@ -193,9 +202,12 @@ def _padded(plane: Plane, *, rows: int, cols: int, border: int = cv2.BORDER_REPL
     return np.asarray(cv2.copyMakeBorder(plane, 0, rows - plane.shape[0], 0, cols - plane.shape[1], border, value=0))
 
 
-def _halved(plane: Plane, *, times: int) -> Plane:
+def _halved(plane: npt.NDArray[Any], *, times: int,
+            each: Callable[[npt.NDArray[Any]], npt.NDArray[Any]] = lambda halved: halved) -> npt.NDArray[Any]:
+    """`plane` area-halved `times` times, `each` applied after every halving."""
     for _ in range(times):
-        plane = np.asarray(cv2.resize(plane, (plane.shape[1] // 2, plane.shape[0] // 2), interpolation=cv2.INTER_AREA))
+        plane = each(np.asarray(cv2.resize(plane, (plane.shape[1] // 2, plane.shape[0] // 2),
+                                           interpolation=cv2.INTER_AREA)))
     return plane
 
 
@@ -224,8 +236,7 @@ def _size(shape: tuple[int, ...], *, by: float) -> tuple[int, int]:
 def _resized(values: npt.NDArray[Any], size: tuple[int, int], *, scale: float = 1.0) -> Floats:
     """Area-reduced to `size` (width, height), times `scale`, in floats: halved while it can be
     (OpenCV's fast path, several times faster on a 24 MP photo), then reduced the rest of the way."""
-    while values.shape[1] // 2 >= size[0] and values.shape[0] // 2 >= size[1]:
-        values = cv2.resize(values, (values.shape[1] // 2, values.shape[0] // 2), interpolation=cv2.INTER_AREA)
+    values = _halved(values, times=_halvings(values.shape, size=size))
     if (values.shape[1], values.shape[0]) != size:
         values = cv2.resize(values, size, interpolation=cv2.INTER_AREA)
     scaled: Floats = np.multiply(values, np.float32(scale), dtype=np.float32)
@@ -294,20 +305,15 @@ def _edge(alpha: Plane, *, keep: npt.NDArray[np.bool_] | None, top: float, halvi
     """The flat places of the partly transparent pixels not in `keep`, and the band of them all
     (255 there) over the scene's extent, halved `halvings` times keeping any pixel of it (see
     `_near`): STRIP rows at a time, like the scene, so the band is never made whole."""
-    block = 1 << halvings
-    height, width = _extent((alpha.shape[0], alpha.shape[1]), halvings=halvings)
-    rows = max(block, STRIP // block * block)
     places, halves = [], []
-    for start in range(0, alpha.shape[0], rows):
-        band = np.asarray(cv2.inRange(alpha[start : start + rows], 1, top - 1), np.uint8)
+    for rows, padded in _strips(alpha.shape, halvings=halvings):
+        band = np.asarray(cv2.inRange(alpha[rows], 1, top - 1), np.uint8)
         edge = band != 0  # a boolean mask: numpy finds its places ten times faster
         if keep is not None:
-            edge &= ~keep[start : start + rows]
-        places.append(np.flatnonzero(edge) + start * alpha.shape[1])
-        band = _padded(band, rows=min(rows, height - start), cols=width, border=cv2.BORDER_CONSTANT)
-        for _ in range(halvings):
-            band = _any(cv2.resize(band, (band.shape[1] // 2, band.shape[0] // 2), interpolation=cv2.INTER_AREA))
-        halves.append(band)
+            edge &= ~keep[rows]
+        places.append(np.flatnonzero(edge) + rows.start * alpha.shape[1])
+        band = _padded(band, rows=padded[0], cols=padded[1], border=cv2.BORDER_CONSTANT)
+        halves.append(_halved(band, times=halvings, each=_any))
     return np.concatenate(places), np.concatenate(halves) if len(halves) > 1 else halves[0]
 
 
@@ -316,8 +322,7 @@ def _near(band: Plane, *, shape: tuple[int, ...]) -> npt.NDArray[np.bool_]:
     band (0 or 255 over the scene's extent, maybe already halved) reduced keeping any pixel of
     it (a lone strand pixel counts), then grown by one for the sample's next pixels."""
     size = (shape[1], shape[0])
-    while band.shape[1] // 2 >= size[0] and band.shape[0] // 2 >= size[1]:
-        band = _any(cv2.resize(band, (band.shape[1] // 2, band.shape[0] // 2), interpolation=cv2.INTER_AREA))
+    band = _halved(band, times=_halvings(band.shape, size=size), each=_any)
     if (band.shape[1], band.shape[0]) != size:  # in floats: a lone pixel over a long reduction must not round to 0
         band = _any(cv2.resize(band.astype(np.float32), size, interpolation=cv2.INTER_AREA))
     grown: npt.NDArray[np.bool_] = cv2.dilate(band, np.ones((3, 3), np.uint8)) != 0
