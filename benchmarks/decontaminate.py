@@ -37,6 +37,7 @@ from PIL import Image, ImageDraw, ImageFont
 from daemon.pipeline.composite import encode_bgra
 from daemon.pipeline.constants import PipelineParams
 from daemon.pipeline.decontaminate import decontaminated
+from daemon.work.stages import one_opencv_thread_per_call
 
 Floats = npt.NDArray[np.float64]
 Bytes = npt.NDArray[np.uint8]
@@ -207,6 +208,7 @@ def timing_at_24mp(repeat: int = 3) -> list[str]:
 
 
 def _timed_scene(scene: Scene, *, repeat: int) -> list[str]:
+    one_opencv_thread_per_call()  # as in the daemon's stage pool, for the floor and for ours
     photo, alpha8 = scene.photo, scene.alpha8
     jpeg = cv2.imencode(".jpg", cv2.cvtColor(photo, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 92])[1]
     params = PipelineParams()

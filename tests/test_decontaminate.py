@@ -138,10 +138,16 @@ def test_the_narrow_pass_taken_only_in_the_tiles_the_edge_reads_gives_the_same_b
         subject, alpha = subject[size[1] // 3 :, size[0] // 4 :], alpha[size[1] // 3 :, size[0] // 4 :]
     photo, alpha8 = _photo(subject, alpha), np.rint(alpha * 255).astype(np.uint8)
     tiled = decontaminated(photo, alpha8)
-    monkeypatch.setattr(module, "_narrow_averages", lambda fine, subject, backdrop, near: module._averages(
-        fine.a, subject, backdrop))
+    _one_tile(monkeypatch)
     assert np.array_equal(tiled, decontaminated(photo, alpha8))
     assert not np.array_equal(tiled, photo)
+
+
+def _one_tile(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The narrow pass taken over the whole scene: one tile, every pixel of it."""
+    import daemon.pipeline.decontaminate as module
+
+    monkeypatch.setattr(module, "_tiles", lambda near: [(slice(0, near.shape[0]), slice(0, near.shape[1]))])
 
 
 def _lines() -> tuple[Floats, Floats]:
@@ -175,16 +181,13 @@ def test_a_lone_edge_pixel_in_a_crop_reduced_far_along_one_side_is_still_sampled
 ) -> None:
     """A sliver of a crop (a thin line's box) is reduced hundreds of times along its length: a
     lone edge pixel must still mark its tile, or its sample reads zeros."""
-    import daemon.pipeline.decontaminate as module
-
     colour = np.empty((*shape, 3), np.uint8)
     colour[...] = (127, 51, 0)
     alpha = np.full(shape, 255, np.uint8)
     alpha.flat[alpha.size // 2] = 127
     alpha.flat[alpha.size // 2 + 1234] = 85
     tiled = decontaminated(colour, alpha)
-    monkeypatch.setattr(module, "_narrow_averages", lambda fine, subject, backdrop, near: module._averages(
-        fine.a, subject, backdrop))
+    _one_tile(monkeypatch)
     assert np.array_equal(tiled, decontaminated(colour, alpha))
 
 

@@ -557,6 +557,26 @@ def test_a_claim_that_fails_gives_its_slot_back() -> None:
     stages.close()
 
 
+def test_opencv_runs_each_call_on_its_callers_thread_once_the_stage_pool_is_made() -> None:
+    """The pool gives each core an image: OpenCV's own threads on top of it would only
+    oversubscribe the cores (and spin while they wait)."""
+    import cv2
+
+    from daemon.pipeline.source import ImageOptions
+    from daemon.work.stages import Stages
+
+    before = cv2.getNumThreads()
+    cv2.setNumThreads(4)
+    try:
+        stages: Stages[str] = Stages(model=BrightModel(), params=PipelineParams(), options=ImageOptions(), in_flight=2,
+                                     cpu_threads=2, claim=lambda: None, on_done=lambda *a: None,
+                                     on_failed=lambda *a: None)
+        assert cv2.getNumThreads() == 1
+        stages.close()
+    finally:
+        cv2.setNumThreads(before)
+
+
 def test_a_slow_quarantine_move_holds_no_lock_the_watch_threads_rejections_wait_on(
     folders: Folders, queue: JobQueue, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:

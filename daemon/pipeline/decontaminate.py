@@ -34,8 +34,8 @@ Choices, and why:
   correction term, which is what puts a single strand's detail back. The one pass over the
   whole photo (the reduction, the product colour x alpha, the edge's places) runs a strip
   of rows at a time, in the cache. The rest of the cost follows the length of the edge, not
-  the size of the photo; at 24 MP it measured 0.31-0.39 x the decode and encode floor with a
-  4 % edge (BENCHMARKS.md).
+  the size of the photo; at 24 MP it measured 0.24 x the decode and encode floor with a 4 %
+  edge, 0.54-0.66 x with a 21 % one (BENCHMARKS.md).
   Thin strands on a large photo pay a little for the reduced narrow pass (3.8 levels
   against 2.0 on 2-pixel strands at 2400 px, within the 8-level target).
 - **8 and 16 bits alike**: the work is in floats in [0, 1]; the result is rounded to the
@@ -93,12 +93,13 @@ def decontaminated(colour: Plane, alpha: Plane, *, keep: npt.NDArray[np.bool_] |
     if places.size == 0:
         return colour
     fine = _Scene.reduced(colour, alpha, top=top, size=size, halvings=halvings)
-    averages = _narrow_averages(fine, *_coarse_passes(fine), near=_near(band, shape=fine.a.shape[:2]))
+    averages = _narrow_averages(fine, _coarse_passes(fine), near=_near(band, shape=fine.alpha.shape))
     out = np.array(colour, order="C")
     pixels, opacity = _pixels(out), alpha.ravel()
     for start in range(0, places.size, CHUNK):
         here = places[start : start + CHUNK]
-        found = _corrected(_unit(_values(pixels[here], colour.dtype), top), _unit(opacity[here], top)[:, np.newaxis],
+        found = _corrected(_scaled(_values(pixels[here], colour.dtype), 1 / top),
+                           _scaled(opacity[here], 1 / top)[:, np.newaxis],
                            *_sampled(averages, at=here, width=alpha.shape[1], extent=fine.extent))
         pixels[here] = _pixels(np.rint(found * top).astype(colour.dtype))
     return out
@@ -114,38 +115,51 @@ def _values(pixels: npt.NDArray[np.void], dtype: np.dtype[Any]) -> Plane:
     return pixels.view(dtype).reshape(-1, 3)
 
 
-def _unit(values: Plane, top: float) -> Floats:
-    return np.multiply(values, np.float32(1 / top), dtype=np.float32)
+def _scaled(values: npt.NDArray[Any], scale: float) -> Floats:
+    """`values` times `scale`, in floats: levels to [0, 1]."""
+    scaled: Floats = np.multiply(values, np.float32(scale), dtype=np.float32)
+    return scaled
 
 
 class _Scene(NamedTuple):
-    """The photo, its alpha and the photo weighted by alpha, area-reduced, in [0, 1]: the
-    reduction is linear, so <I a> kept beside <I> and <a> still tells subject from backdrop.
-    Alpha is spread over the three channels once, here: OpenCV's arithmetic wants it so, and
-    numpy's broadcasting of one channel took half as long again. `extent` is the full-resolution
-    (height, width) the scene covers: the photo's, or a little more where its sides were padded
-    for the halvings (see `_halved_in_strips`)."""
+    """The photo, its alpha and the photo weighted by alpha (`_weighted`), area-reduced, kept in
+    the integer levels the reductions ran in; `scales` brings each to [0, 1]. Only what the
+    coarse passes and the edge's tiles read is ever made float: at a 24 MP photo's 1500 x 1000
+    the three planes in floats were 54 MB of fresh memory, whose page faults cost more than
+    their arithmetic. The reduction is linear, so <I a> kept beside <I> and <a> still tells
+    subject from backdrop. `extent` is the full-resolution (height, width) the scene covers:
+    the photo's, or a little more where its sides were padded for the halvings (see
+    `_halved_in_strips`)."""
 
-    image: Floats
-    a: Floats  # (h, w, 3)
-    covered: Floats
+    image: Plane
+    alpha: Plane
+    covered: Plane
+    scales: tuple[float, float, float]
     extent: tuple[int, int]
 
     @classmethod
     def reduced(cls, colour: Plane, alpha: Plane, *, top: float, size: tuple[int, int], halvings: int) -> _Scene:
         shape = (alpha.shape[0], alpha.shape[1])
         if size == (shape[1], shape[0]):
-            image, a = _unit(colour, top), _spread(_unit(alpha, top))
-            return cls(image, a, image * a, shape)
+            covered, full = _weighted(colour, alpha, top=top)
+            return cls(colour, alpha, covered, (1 / top, 1 / top, 1 / full), shape)
         # <I a> from the full-resolution product: the product of the reductions, <I> <a>, is the
         # plain average again, which mixes a strand thinner than the reduction with its backdrop.
         halved, opacity, weighted, full = _halved_in_strips(colour, alpha, halvings=halvings, top=top)
-        return cls(_resized(halved, size, scale=1 / top), _spread(_resized(opacity, size, scale=1 / top)),
-                   _resized(weighted, size, scale=1 / full), _extent(shape, halvings=halvings))
+        return cls(_reduced(halved, size), _reduced(opacity, size), _reduced(weighted, size),
+                   (1 / top, 1 / top, 1 / full), _extent(shape, halvings=halvings))
 
-    def smaller(self, *, by: float) -> _Scene:
-        size = _size(self.a.shape[:2], by=by)
-        return _Scene(_resized(self.image, size), _resized(self.a, size), _resized(self.covered, size), self.extent)
+    def smaller(self, *, by: float) -> tuple[Floats, Floats, Floats]:
+        """The photo, its alpha over three channels and their product, reduced `by` times further,
+        in [0, 1]."""
+        size = _size(self.alpha.shape, by=by)
+        image, alpha, covered = (_scaled(_reduced(plane, size), scale)
+                                 for plane, scale in zip((self.image, self.alpha, self.covered), self.scales))
+        return image, _spread(alpha), covered
+
+    def alpha_at(self, rows: slice, cols: slice) -> Floats:
+        """The alpha in [0, 1] over three channels, in one part of the scene."""
+        return _spread(_scaled(self.alpha[rows, cols], self.scales[1]))
 
 
 def _halvings(shape: tuple[int, ...], *, size: tuple[int, int]) -> int:
@@ -233,30 +247,26 @@ def _size(shape: tuple[int, ...], *, by: float) -> tuple[int, int]:
     return max(1, math.ceil(shape[1] / by)), max(1, math.ceil(shape[0] / by))
 
 
-def _resized(values: npt.NDArray[Any], size: tuple[int, int], *, scale: float = 1.0) -> Floats:
-    """Area-reduced to `size` (width, height), times `scale`, in floats: halved while it can be
-    (OpenCV's fast path, several times faster on a 24 MP photo), then reduced the rest of the way."""
+def _reduced(values: Plane, size: tuple[int, int]) -> Plane:
+    """Area-reduced to `size` (width, height) in its own levels: halved while it can be (OpenCV's
+    fast path, several times faster on a 24 MP photo), then reduced the rest of the way."""
     values = _halved(values, times=_halvings(values.shape, size=size))
     if (values.shape[1], values.shape[0]) != size:
-        values = cv2.resize(values, size, interpolation=cv2.INTER_AREA)
-    scaled: Floats = np.multiply(values, np.float32(scale), dtype=np.float32)
-    return scaled
+        values = np.asarray(cv2.resize(values, size, interpolation=cv2.INTER_AREA))
+    return values
 
 
 def _coarse_passes(fine: _Scene) -> tuple[Floats, Floats]:
-    """The cascade at 1/LOW_RES of `fine`, its subject and backdrop estimates brought back to
-    `fine`'s size (bilinear, pixel centres aligned)."""
-    coarse = fine.smaller(by=LOW_RES)
+    """The cascade at 1/LOW_RES of `fine`: its subject and backdrop estimates, at that size."""
+    image, a, covered = fine.smaller(by=LOW_RES)
     # Starting points weighted by coverage, so a strand thinner than the reduction still gives
     # its own colour (the plain reduction mixes it with the backdrop around it).
-    subject = coarse.covered / (coarse.a + EPS)
-    backdrop = (coarse.image - coarse.covered) / (1 - coarse.a + EPS)  # <I (1 - a)> = <I> - <I a>
+    subject = covered / (a + EPS)
+    backdrop = (image - covered) / (1 - a + EPS)  # <I (1 - a)> = <I> - <I a>
     for box in CASCADE:
-        subject_avg, backdrop = _averages(coarse.a, subject, backdrop, box=box / LOW_RES)
-        subject = _corrected(coarse.image, coarse.a, subject_avg, backdrop)
-    size = (fine.a.shape[1], fine.a.shape[0])
-    return (np.asarray(cv2.resize(subject, size, interpolation=cv2.INTER_LINEAR), np.float32),
-            np.asarray(cv2.resize(backdrop, size, interpolation=cv2.INTER_LINEAR), np.float32))
+        subject_avg, backdrop = _averages(a, subject, backdrop, box=box / LOW_RES)
+        subject = _corrected(image, a, subject_avg, backdrop)
+    return subject, backdrop
 
 
 def _averages(a: Floats, subject: Floats, backdrop: Floats, *, box: float = NARROW) -> tuple[Floats, Floats]:
@@ -270,20 +280,37 @@ def _averages(a: Floats, subject: Floats, backdrop: Floats, *, box: float = NARR
     return np.asarray(subject_avg, np.float32), np.asarray(backdrop_avg, np.float32)
 
 
-def _narrow_averages(fine: _Scene, subject: Floats, backdrop: Floats, *, near: npt.NDArray[np.bool_]) -> tuple[Floats, Floats]:
-    """The narrow pass's averages in every tile holding a pixel of `near`, as over the whole scene
-    (to the last bit but one: the box filter's running sums start at the tile); zero elsewhere,
-    where no sample reads them."""
-    found = (np.zeros_like(subject), np.zeros_like(backdrop))
+def _narrow_averages(fine: _Scene, coarse: tuple[Floats, Floats], *, near: npt.NDArray[np.bool_]) -> tuple[Floats, Floats]:
+    """The narrow pass's averages in every tile holding a pixel of `near`, from the `coarse`
+    estimates brought up to `fine`'s size (bilinear, pixel centres aligned) in that tile only;
+    as over the whole scene (to the last bit but one: the box filter's running sums start at
+    the tile), and zero elsewhere, where no sample reads them."""
     height, width = near.shape
+    found = (np.zeros((height, width, 3), np.float32), np.zeros((height, width, 3), np.float32))
     for rows, cols in _tiles(near):
         grown = _grown(rows, limit=height), _grown(cols, limit=width)
-        averages = _averages(fine.a[grown], subject[grown], backdrop[grown])
+        averages = _averages(fine.alpha_at(*grown), *(_upsampled(plane, rows=grown[0], cols=grown[1], shape=near.shape)
+                                                      for plane in coarse))
         inner = (slice(rows.start - grown[0].start, rows.stop - grown[0].start),
                  slice(cols.start - grown[1].start, cols.stop - grown[1].start))
         for whole, part in zip(found, averages):
             whole[rows, cols] = part[inner]
     return found
+
+
+def _upsampled(plane: Floats, *, rows: slice, cols: slice, shape: tuple[int, ...]) -> Floats:
+    """The part (`rows`, `cols`) of `plane` enlarged to `shape`, bilinear, pixel centres aligned:
+    the same values in any part as over the whole."""
+    map_y = _placed(np.arange(rows.start, rows.stop), scale=plane.shape[0] / shape[0]).reshape(-1, 1)
+    map_x = _placed(np.arange(cols.start, cols.stop), scale=plane.shape[1] / shape[1])
+    grid = np.broadcast_shapes(map_y.shape, map_x.shape)
+    return _remapped(plane, map_x=np.broadcast_to(map_x, grid), map_y=np.broadcast_to(map_y, grid))
+
+
+def _remapped(plane: Floats, *, map_x: Floats, map_y: Floats) -> Floats:
+    """`plane` sampled bilinearly at (`map_x`, `map_y`), its border repeated."""
+    return np.asarray(cv2.remap(plane, np.ascontiguousarray(map_x), np.ascontiguousarray(map_y), cv2.INTER_LINEAR,
+                                borderMode=cv2.BORDER_REPLICATE), np.float32)
 
 
 def _tiles(near: npt.NDArray[np.bool_]) -> list[tuple[slice, slice]]:
@@ -361,8 +388,7 @@ def _sampled(averages: tuple[Floats, Floats], *, at: npt.NDArray[np.intp], width
     map_y = _placed(rows, scale=averages[0].shape[0] / extent[0])
     map_x = _placed(cols, scale=averages[0].shape[1] / extent[1])
     # One map each: the arithmetic after it runs half again as fast on contiguous rows.
-    subject, backdrop = (np.asarray(cv2.remap(plane, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE),
-                                    np.float32).reshape(-1, 3) for plane in averages)
+    subject, backdrop = (_remapped(plane, map_x=map_x, map_y=map_y).reshape(-1, 3) for plane in averages)
     return subject, backdrop
 
 
