@@ -14,6 +14,7 @@ definition (einops itself; the legacy loop).
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -165,6 +166,36 @@ def test_exported_the_decoder_attention_computes_the_same_and_moves_no_feature_m
     graph = onnx.load_from_string(exported.getvalue()).graph
     perms = {tuple(node.attribute[0].ints) for node in graph.node if node.op_type == "Transpose"}
     assert perms <= {(0, 1, 3, 4, 2), (1, 0)}, perms
+
+
+def test_exported_for_openvino_each_deformable_convolution_is_openvinos_own_with_the_same_numbers(
+    tmp_path: Path,
+) -> None:
+    """`export_openvino` writes each deformable convolution as one DeformConv node and OpenVINO
+    runs it as its own DeformableConvolution (no GridSample left): the same numbers as eager,
+    with offsets of several pixels, so taps fall past the borders and partly outside them."""
+    import openvino
+
+    from daemon.pipeline.birefnet.aspp import ASPPDeformable
+    from daemon.pipeline.export import export_openvino
+    from daemon.pipeline.runtimes import logits_runner
+
+    torch.manual_seed(5)
+    module = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 1), ASPPDeformable(16)).eval()
+    deformables = [layer for layer in module.modules() if isinstance(layer, deform.DeformableConv2d)]
+    image = torch.randn(1, 3, 20, 20)
+    with torch.no_grad():
+        for layer in deformables:
+            layer.offset_conv.weight.mul_(40)
+        offsets = torch.cat([layer.offset_conv(module[0](image)).flatten() for layer in deformables])
+        expected = module(image).numpy()
+    assert float(offsets.abs().max()) > 3  # taps well past a 20-pixel map's borders
+    ir = export_openvino(module, out=tmp_path / "aspp.xml", size=20)
+    kinds = [op.get_type_name() for op in openvino.Core().read_model(str(ir)).get_ordered_ops()]
+    assert kinds.count("DeformableConvolution") == len(deformables) and "GridSample" not in kinds
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["aspp.bin", "aspp.xml"]
+    found = np.asarray(logits_runner(ir, backend="openvino")(image.numpy())).reshape(expected.shape)
+    np.testing.assert_allclose(found, expected, rtol=0, atol=1e-5 * max(1.0, float(np.abs(expected).max())))
 
 
 # --- Window geometry ----------------------------------------------------------------------------
@@ -364,14 +395,14 @@ def test_the_exported_model_gives_its_orders_golden_logits_on_onnx_runtime_and_o
     both backbones and both patch orders: each runtime's logits are within 1e-4 of eager float32's
     and of the golden fixture's (OpenVINO's only since its export keeps float32 weights: with
     float16 ones they were 1e-3 off). Exporting Swin-L takes half a minute per order: slow."""
-    from daemon.pipeline.export import export_onnx, onnx_to_openvino
+    from daemon.pipeline.export import export_onnx, export_openvino
     from daemon.pipeline.runtimes import logits_runner
 
     backbone, models = golden_models
     image = golden_input(256)
     for order, model in models.items():
         graph = export_onnx(model, out=tmp_path / f"{backbone}-{order}.onnx", size=256)
-        ir = onnx_to_openvino(graph, out=graph.with_suffix(".xml"))
+        ir = export_openvino(model, out=tmp_path / f"{backbone}-{order}.xml", size=256)
         with torch.inference_mode():
             eager = model(image).numpy()
         golden = np.load(GOLDEN / backbone / GOLDEN_LOGITS[order])

@@ -27,7 +27,7 @@ import torch
 
 from daemon.errors import ModelLoadError
 from daemon.pipeline.calibration import CALIBRATION_PHOTOS, CALIBRATION_SET, calibration_batches
-from daemon.pipeline.export import export_onnx, onnx_to_openvino, quantized_openvino
+from daemon.pipeline.export import export_onnx, export_openvino, quantized_openvino
 from daemon.pipeline.model import LoadedModel
 from daemon.pipeline.precision import Tolerance, difference, probe_batch
 from daemon.pipeline.runtimes import (
@@ -41,9 +41,10 @@ EXPORTS_DIR = "exports"
 SUFFIXES: dict[Backend, str] = {"onnxruntime": ".onnx", "openvino": ".xml"}
 
 
-IR_WEIGHTS = "ir-float32-weights"
-"""OpenVINO's export stores float32 weights (it stored float16 before, 1e-3 off PyTorch's logits):
-in its key, so an export of the older kind is never used."""
+IR_FORM = "ir-float32-weights;deformable-convolution-nodes"
+"""What OpenVINO's export is made of, in its key, so an export of an older kind is never used:
+float32 weights (it stored float16 before, 1e-3 off PyTorch's logits), and OpenVINO's own
+deformable convolutions (it had their GridSample form before, slower)."""
 
 
 def export_key(loaded: LoadedModel, *, backend: Backend, int8: bool = False) -> str:
@@ -52,7 +53,7 @@ def export_key(loaded: LoadedModel, *, backend: Backend, int8: bool = False) -> 
     made_from = [str(loaded.spec), loaded.revision or _local_identity(loaded), str(loaded.model.size),
                  loaded.patch_order or "-", torch.__version__, backend]
     if backend == "openvino":
-        made_from.append(IR_WEIGHTS)
+        made_from.append(IR_FORM)
     if int8:
         made_from += ["int8", CALIBRATION_SET, runtime_version("openvino"), quantizer_version()]
     digest = hashlib.sha256("\n".join(made_from).encode()).hexdigest()[:16]
@@ -85,11 +86,10 @@ def exported(loaded: LoadedModel, *, backend: Backend, exports: Path, int8: bool
 def _made(loaded: LoadedModel, *, backend: Backend, path: Path) -> Path:
     """The float32 export of `loaded` for `backend`, made now at `path` (its key)."""
     started = time.monotonic()
-    onnx = path if backend == "onnxruntime" else path.with_suffix(".onnx")
-    export_onnx(loaded.model.module, out=onnx, size=loaded.model.size)
     if backend == "openvino":
-        onnx_to_openvino(onnx, out=path)
-        onnx.unlink()
+        export_openvino(loaded.model.module, out=path, size=loaded.model.size)
+    else:
+        export_onnx(loaded.model.module, out=path, size=loaded.model.size)
     log.info("model_exported", backend=backend, file=str(path), seconds=round(time.monotonic() - started, 1))
     _forget_older(path)
     return path

@@ -10,11 +10,14 @@ taps when one product would not fit SAMPLE_BUDGET).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from daemon.pipeline.birefnet.ops import exporting, static_size
+from daemon.pipeline.birefnet.ops import exporting, exporting_deformable_nodes, static_size
 
 SAMPLE_BUDGET = 1 << 25
 """Most sampled values (channels x taps x pixels) held at once: 128 MiB in float32. A 7x7
@@ -106,6 +109,34 @@ def _sampled_product(
     return torch.matmul(columns.transpose(1, 2), weights.t()) if pixels_first else torch.matmul(weights, columns)
 
 
+class DeformConvNode(torch.autograd.Function):
+    """`deform_conv2d`, written to an ONNX export as one DeformConv node (opset 19, whose
+    definition is torchvision's, which this module follows) instead of the GridSample, the
+    modulation and the MatMul it is made of: OpenVINO's own kernel samples and multiplies in one
+    pass, where the GridSample form wrote every sampled column out first (822 MB for the 7x7
+    branch of Swin-T's first decoder block at 1024)."""
+
+    @staticmethod
+    def forward(ctx: Any, image: torch.Tensor, weight: torch.Tensor, offset: torch.Tensor, mask: torch.Tensor,
+                padding: int) -> torch.Tensor:
+        height, width = static_size(image)[-2:]
+        base = base_grid(static_size(weight)[-1], padding, height, width, image.device)
+        return deform_conv2d(image, offset, mask, weight, base)
+
+    @staticmethod
+    def symbolic(graph: Any, image: Any, weight: Any, offset: Any, mask: Any, padding: int) -> Any:
+        outputs, _, kernel, _ = weight.type().sizes()
+        no_bias = graph.op("Constant", value_t=torch.zeros(outputs))
+        node = graph.op("DeformConv", image, weight, offset, no_bias, mask, kernel_shape_i=[kernel, kernel],
+                        pads_i=[padding] * 4, strides_i=[1, 1], dilations_i=[1, 1], group_i=1, offset_group_i=1)
+        batch, _, height, width = image.type().sizes()
+        node.setType(image.type().with_sizes([batch, outputs, height, width]))
+        return node
+
+
+_as_one_node: Callable[..., torch.Tensor] = getattr(DeformConvNode, "apply")  # untyped in torch's stubs
+
+
 class DeformableConv2d(nn.Module):
     """BiRefNet's deformable convolution: offsets and a 2·sigmoid modulation mask predicted by
     two plain convolutions from the same input, then a modulated deformable convolution with
@@ -124,6 +155,8 @@ class DeformableConv2d(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         offset: torch.Tensor = self.offset_conv(x)
         mask = 2.0 * torch.sigmoid(self.modulator_conv(x))
+        if exporting_deformable_nodes():
+            return _as_one_node(x, self.regular_conv.weight, offset, mask, self.padding)
         return deform_conv2d(x, offset, mask, self.regular_conv.weight, self._base_grid(x))
 
     def _base_grid(self, x: torch.Tensor) -> torch.Tensor:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 
 import torch
 import torch.nn.functional as F
@@ -15,6 +17,25 @@ def exporting() -> bool:
     a few operations then take the form those runtimes run best, with the same numbers. A
     TorchScript export keeps eager's forms, which torch's own kernels are tuned for."""
     return bool(_in_onnx_export())
+
+
+_deformable_nodes: ContextVar[bool] = ContextVar("deformable_nodes", default=False)
+
+
+@contextmanager
+def deformable_nodes() -> Iterator[None]:
+    """Within it, an ONNX export writes each deformable convolution as one DeformConv node
+    (OpenVINO's graph, which has a kernel of its own for it) instead of what it is made of."""
+    token = _deformable_nodes.set(True)
+    try:
+        yield
+    finally:
+        _deformable_nodes.reset(token)
+
+
+def exporting_deformable_nodes() -> bool:
+    """Whether an ONNX export inside `deformable_nodes()` is tracing the model."""
+    return exporting() and _deformable_nodes.get()
 
 
 def static_size(x: torch.Tensor) -> tuple[int, ...]:
