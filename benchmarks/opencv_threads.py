@@ -8,8 +8,8 @@ thread on its own image. OpenCV also splits many of its calls over a pool of its
 runs the heavy CPU stages of a 24 MP cut-out (JPEG decode, `decontaminate`, PNG encode) on a
 pool of 1 and of 2 threads, with OpenCV's threads at their default and at one, the four
 settings taking turns in every round, and prints wall and CPU milliseconds per image (the
-median over rounds). `daemon.work.stages.one_opencv_thread_per_call()` is what the daemon
-chose from it.
+median over rounds). `daemon.work.stages.opencv_threads()` is what the daemon chose from it:
+the cores its pool leaves OpenCV, one beside the default pool of a thread per core.
 """
 
 from __future__ import annotations

@@ -143,6 +143,27 @@ def test_the_narrow_pass_taken_only_in_the_tiles_the_edge_reads_gives_the_same_b
     assert not np.array_equal(tiled, photo)
 
 
+@pytest.mark.parametrize(("small", "large"), [((7, 5), (29, 19)), ((1, 9), (4, 40)), ((6, 1), (25, 3)), ((1, 1), (5, 7))])
+def test_the_coarse_estimates_brought_up_in_a_part_are_those_of_the_whole_bilinear_at_pixel_centres(
+    small: tuple[int, int], large: tuple[int, int]
+) -> None:
+    """The narrow pass enlarges the coarse estimates only in the tiles it needs: each part must be
+    the same part of cv2.resize's bilinear enlargement of the whole, whatever its offset."""
+    import daemon.pipeline.decontaminate as module
+
+    rng = np.random.default_rng(6)
+    planes = (rng.random((*small, 3), dtype=np.float32), rng.random((*small, 3), dtype=np.float32))
+    whole = module._upsampled(planes, rows=slice(0, large[0]), cols=slice(0, large[1]), shape=large)
+    for plane, enlarged in zip(planes, whole):
+        resized = cv2.resize(plane, (large[1], large[0]), interpolation=cv2.INTER_LINEAR).reshape(enlarged.shape)
+        np.testing.assert_allclose(enlarged, resized, rtol=0, atol=1e-5)
+    for _ in range(20):
+        top, left = (int(rng.integers(0, side)) for side in large)
+        rows, cols = slice(top, int(rng.integers(top + 1, large[0] + 1))), slice(left, int(rng.integers(left + 1, large[1] + 1)))
+        for part, enlarged in zip(module._upsampled(planes, rows=rows, cols=cols, shape=large), whole):
+            assert np.array_equal(part, enlarged[rows, cols])
+
+
 def _one_tile(monkeypatch: pytest.MonkeyPatch) -> None:
     """The narrow pass taken over the whole scene: one tile, every pixel of it."""
     import daemon.pipeline.decontaminate as module

@@ -557,19 +557,23 @@ def test_a_claim_that_fails_gives_its_slot_back() -> None:
     stages.close()
 
 
-def test_opencv_runs_each_call_on_its_callers_thread_once_the_stage_pool_is_made() -> None:
-    """The pool gives each core an image: OpenCV's own threads on top of it would only
-    oversubscribe the cores (and spin while they wait)."""
+def test_opencv_gets_the_cores_the_stage_pool_leaves_it() -> None:
+    """The pool gives each of its threads an image: with one per core, OpenCV's own threads on top
+    would only oversubscribe the cores (and spin while they wait); a pool of fewer leaves it some."""
+    import os
+
     import cv2
 
     from daemon.pipeline.source import ImageOptions
-    from daemon.work.stages import Stages
+    from daemon.work.stages import Stages, opencv_threads
 
+    assert [opencv_threads(pool_threads=pool, cores=8) for pool in (8, 16, 3, 1, 0)] == [1, 1, 2, 8, 8]
+    assert opencv_threads(pool_threads=2, cores=None) == 1
     before = cv2.getNumThreads()
     cv2.setNumThreads(4)
     try:
         stages: Stages[str] = Stages(model=BrightModel(), params=PipelineParams(), options=ImageOptions(), in_flight=2,
-                                     cpu_threads=2, claim=lambda: None, on_done=lambda *a: None,
+                                     cpu_threads=os.cpu_count() or 1, claim=lambda: None, on_done=lambda *a: None,
                                      on_failed=lambda *a: None)
         assert cv2.getNumThreads() == 1
         stages.close()

@@ -38,9 +38,9 @@ Choices, and why:
   edge, 0.54-0.66 x with a 21 % one (BENCHMARKS.md).
   Thin strands on a large photo pay a little for the reduced narrow pass (3.8 levels
   against 2.0 on 2-pixel strands at 2400 px, within the 8-level target).
-- **8 and 16 bits alike**: the work is in floats in [0, 1]; the result is rounded to the
-  colour's own depth, and only the pixels whose quantised alpha is strictly between 0 and
-  the maximum are written.
+- **8 and 16 bits alike**: the reductions run in integer levels (16 bits for the coarse
+  passes), the estimates in floats in [0, 1]; the result is rounded to the colour's own depth,
+  and only the pixels whose quantised alpha is strictly between 0 and the maximum are written.
 """
 
 from __future__ import annotations
@@ -146,15 +146,17 @@ class _Scene(NamedTuple):
         # <I a> from the full-resolution product: the product of the reductions, <I> <a>, is the
         # plain average again, which mixes a strand thinner than the reduction with its backdrop.
         halved, opacity, weighted, full = _halved_in_strips(colour, alpha, halvings=halvings, top=top)
-        return cls(_reduced(halved, size), _reduced(opacity, size), _reduced(weighted, size),
+        return cls(_area_reduced(halved, size), _area_reduced(opacity, size), _area_reduced(weighted, size),
                    (1 / top, 1 / top, 1 / full), _extent(shape, halvings=halvings))
 
     def smaller(self, *, by: float) -> tuple[Floats, Floats, Floats]:
         """The photo, its alpha over three channels and their product, reduced `by` times further,
-        in [0, 1]."""
+        in [0, 1]. In 16 bits: 8-bit levels rounded at every halving put the coverage-weighted
+        colour <I a> / <a> of a faint haze (alpha of a few levels) off by up to 200 levels."""
         size = _size(self.alpha.shape, by=by)
-        image, alpha, covered = (_scaled(_reduced(plane, size), scale)
-                                 for plane, scale in zip((self.image, self.alpha, self.covered), self.scales))
+        image, alpha, covered = (_scaled(_area_reduced(wide, size), scale)
+                                 for wide, scale in (_widened(plane, scale) for plane, scale
+                                                     in zip((self.image, self.alpha, self.covered), self.scales)))
         return image, _spread(alpha), covered
 
     def alpha_at(self, rows: slice, cols: slice) -> Floats:
@@ -247,7 +249,14 @@ def _size(shape: tuple[int, ...], *, by: float) -> tuple[int, int]:
     return max(1, math.ceil(shape[1] / by)), max(1, math.ceil(shape[0] / by))
 
 
-def _reduced(values: Plane, size: tuple[int, int]) -> Plane:
+def _widened(plane: Plane, scale: float) -> tuple[Plane, float]:
+    """An 8-bit plane in 16 bits (x 257, the scale to [0, 1] with it); a wider one as it is."""
+    if plane.dtype != np.uint8:
+        return plane, scale
+    return np.multiply(plane, np.uint16(257), dtype=np.uint16), scale / 257
+
+
+def _area_reduced(values: Plane, size: tuple[int, int]) -> Plane:
     """Area-reduced to `size` (width, height) in its own levels: halved while it can be (OpenCV's
     fast path, several times faster on a 24 MP photo), then reduced the rest of the way."""
     values = _halved(values, times=_halvings(values.shape, size=size))
@@ -289,8 +298,7 @@ def _narrow_averages(fine: _Scene, coarse: tuple[Floats, Floats], *, near: npt.N
     found = (np.zeros((height, width, 3), np.float32), np.zeros((height, width, 3), np.float32))
     for rows, cols in _tiles(near):
         grown = _grown(rows, limit=height), _grown(cols, limit=width)
-        averages = _averages(fine.alpha_at(*grown), *(_upsampled(plane, rows=grown[0], cols=grown[1], shape=near.shape)
-                                                      for plane in coarse))
+        averages = _averages(fine.alpha_at(*grown), *_upsampled(coarse, rows=grown[0], cols=grown[1], shape=near.shape))
         inner = (slice(rows.start - grown[0].start, rows.stop - grown[0].start),
                  slice(cols.start - grown[1].start, cols.stop - grown[1].start))
         for whole, part in zip(found, averages):
@@ -298,19 +306,22 @@ def _narrow_averages(fine: _Scene, coarse: tuple[Floats, Floats], *, near: npt.N
     return found
 
 
-def _upsampled(plane: Floats, *, rows: slice, cols: slice, shape: tuple[int, ...]) -> Floats:
-    """The part (`rows`, `cols`) of `plane` enlarged to `shape`, bilinear, pixel centres aligned:
-    the same values in any part as over the whole."""
-    map_y = _placed(np.arange(rows.start, rows.stop), scale=plane.shape[0] / shape[0]).reshape(-1, 1)
-    map_x = _placed(np.arange(cols.start, cols.stop), scale=plane.shape[1] / shape[1])
+def _upsampled(planes: tuple[Floats, Floats], *, rows: slice, cols: slice,
+               shape: tuple[int, ...]) -> tuple[Floats, Floats]:
+    """The part (`rows`, `cols`) of each of `planes` enlarged to `shape`, bilinear, pixel centres
+    aligned (as cv2.resize): the same values in any part as over the whole."""
+    height, width = planes[0].shape[:2]
+    map_y = _placed(np.arange(rows.start, rows.stop), scale=height / shape[0]).reshape(-1, 1)
+    map_x = _placed(np.arange(cols.start, cols.stop), scale=width / shape[1])
     grid = np.broadcast_shapes(map_y.shape, map_x.shape)
-    return _remapped(plane, map_x=np.broadcast_to(map_x, grid), map_y=np.broadcast_to(map_y, grid))
+    map_x, map_y = np.ascontiguousarray(np.broadcast_to(map_x, grid)), np.ascontiguousarray(np.broadcast_to(map_y, grid))
+    first, second = (_remapped(plane, map_x=map_x, map_y=map_y) for plane in planes)
+    return first, second
 
 
 def _remapped(plane: Floats, *, map_x: Floats, map_y: Floats) -> Floats:
     """`plane` sampled bilinearly at (`map_x`, `map_y`), its border repeated."""
-    return np.asarray(cv2.remap(plane, np.ascontiguousarray(map_x), np.ascontiguousarray(map_y), cv2.INTER_LINEAR,
-                                borderMode=cv2.BORDER_REPLICATE), np.float32)
+    return np.asarray(cv2.remap(plane, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE), np.float32)
 
 
 def _tiles(near: npt.NDArray[np.bool_]) -> list[tuple[slice, slice]]:

@@ -23,6 +23,7 @@ without a None in between.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -58,13 +59,14 @@ class Task(Generic[K]):
     """Set when the model thread waits for this image's decode: it will not wait once decoded."""
 
 
-def one_opencv_thread_per_call() -> None:
-    """Every OpenCV call runs on the thread that makes it, for the whole process. The stage pool
-    already gives each core an image, so OpenCV's own threads only oversubscribe the cores, and
-    they spin while they wait. On the 2-core VM, a 24 MP decode, decontaminate and encode took
-    956 ms of wall time per image with OpenCV's threads against 681 without, one image at a
-    time, and 437 against 377 two at a time (BENCHMARKS.md)."""
-    cv2.setNumThreads(1)
+def opencv_threads(*, pool_threads: int, cores: int | None) -> int:
+    """OpenCV's threads per call beside a stage pool of `pool_threads`: the cores the pool leaves
+    it, at least one. The pool gives each of its threads an image, so with a thread per core (the
+    default) OpenCV's own threads only oversubscribe the cores, and they spin while they wait. On
+    the 2-core VM a 24 MP decode, decontaminate and encode took 1013 ms of wall time per image
+    with OpenCV's two threads against 840 with one, one image at a time, and 467 against 446 two
+    at a time (BENCHMARKS.md, `benchmarks/opencv_threads.py`)."""
+    return max(1, (cores or 1) // max(1, pool_threads))
 
 
 class Stages(Generic[K]):
@@ -99,7 +101,7 @@ class Stages(Generic[K]):
         self.on_done, self.on_failed, self.on_stage = on_done, on_failed, on_stage
         self.wake = wake or threading.Event()
         """Set whenever a slot frees, or a pool thread's claim gives the model work."""
-        one_opencv_thread_per_call()
+        cv2.setNumThreads(opencv_threads(pool_threads=cpu_threads, cores=os.cpu_count()))  # for the whole process
         self._pool = ThreadPoolExecutor(max_workers=cpu_threads, thread_name_prefix="cutout-cpu")
         self._cpu_threads = cpu_threads
         self._pool_tasks = 0
