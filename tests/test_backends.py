@@ -90,6 +90,29 @@ def test_an_export_is_keyed_by_model_revision_size_and_patch_order_and_a_stale_o
     assert newer != old and newer.is_file() and not old.exists()  # the stale export is gone, never used
 
 
+def test_an_openvino_export_is_keyed_by_its_form_and_a_killed_exports_temp_files_go(
+    hf_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A new form of OpenVINO's graph (its deformable convolutions) is a new key, float32 and INT8
+    alike, so an export of the older form is never used; ONNX Runtime's key does not move. The
+    hidden temp files an export killed midway left (one of them the size of the model) go with
+    the next export of that model."""
+    import daemon.models.backends as backends
+
+    loaded = _loaded(f"hf:{hf_model_dir}")
+    kinds: list[tuple[Backend, bool]] = [("openvino", False), ("openvino", True), ("onnxruntime", False)]
+    before = [export_key(loaded, backend=backend, int8=int8) for backend, int8 in kinds]
+    monkeypatch.setattr(backends, "IR_FORM", "another form of the graph")
+    after = [export_key(loaded, backend=backend, int8=int8) for backend, int8 in kinds]
+    assert before[0] != after[0] and before[1] != after[1] and before[2] == after[2]
+    key = Path(before[2])
+    left = [tmp_path / f".{key.stem}-killed.onnx", tmp_path / f".{key.stem}-killed.xml"]
+    for path in left:
+        path.write_bytes(b"half an export")
+    made = exported(loaded, backend="onnxruntime", exports=tmp_path)
+    assert made.is_file() and not any(path.exists() for path in left)
+
+
 def test_a_runtime_whose_matte_differs_from_pytorchs_is_refused_with_the_numbers(
     hf_model_dir: Path, tmp_path: Path
 ) -> None:

@@ -44,7 +44,8 @@ SUFFIXES: dict[Backend, str] = {"onnxruntime": ".onnx", "openvino": ".xml"}
 IR_FORM = "ir-float32-weights;deformable-convolution-nodes"
 """What OpenVINO's export is made of, in its key, so an export of an older kind is never used:
 float32 weights (it stored float16 before, 1e-3 off PyTorch's logits), and OpenVINO's own
-deformable convolutions (it had their GridSample form before, slower)."""
+deformable convolutions for the built-in model (it had their GridSample form before, slower;
+a TorchScript model keeps the form it was traced in)."""
 
 
 def export_key(loaded: LoadedModel, *, backend: Backend, int8: bool = False) -> str:
@@ -122,6 +123,8 @@ def _forget_older(kept: Path) -> None:
     for old in kept.parent.glob(f"{family}-*"):
         if old.stem.rsplit("-", 1)[0] == family and old.stem != kept.stem and old.suffix in files:
             old.unlink(missing_ok=True)
+    for unfinished in kept.parent.glob(f".{family}-*"):  # a killed export's temp files: one of them is model-sized
+        unfinished.unlink(missing_ok=True)
 
 
 def with_backend(

@@ -6,7 +6,7 @@
     onnx_to_openvino(onnx_file, out=...)        OpenVINO's IR of an ONNX file
     quantized_openvino(ir_file, out=..., calibration=[batch, ...])   that IR in INT8 (NNCF)
 
-Both write under a temp name and rename, so a file that exists is whole. The size is baked
+Each writes under a temp name and renames, so a file that exists is whole. The size is baked
 in: the pipeline pads every image to one square (`pipeline.target_size`), so one shape is all
 the graph ever sees, and a runtime can plan its memory once.
 """
@@ -18,7 +18,7 @@ import os
 import tempfile
 import warnings
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +45,8 @@ def export_onnx(module: torch.nn.Module, *, out: Path, size: int, deformable_as_
     # traced graph cannot be traced again inside a wrapper: it goes as it is.
     wrapper = ready if isinstance(ready, torch.jit.ScriptModule) else LogitsOnly(ready).eval()
     example = torch.zeros(1, 3, size, size, dtype=torch.float32)
-    with _written(out) as temp, torch.no_grad(), warnings.catch_warnings(), _deformable(deformable_as_nodes):
+    with _written(out) as temp, torch.no_grad(), warnings.catch_warnings(), \
+            (deformable_nodes() if deformable_as_nodes else nullcontext()):
         # The tracer warns that Python values become constants: they are, at the one fixed size.
         warnings.simplefilter("ignore")
         torch.onnx.export(wrapper, (example,), str(temp), dynamo=False,
@@ -62,7 +63,8 @@ def export_openvino(module: torch.nn.Module, *, out: Path, size: int) -> Path:
     convolutions OpenVINO's own DeformableConvolution: it samples and multiplies in one pass,
     where the GridSample form wrote every sampled column out first and read it back for the
     product (0.61 s against about 1.3 s for the 7x7 branch of Swin-T's first decoder block at
-    1024; BENCHMARKS.md). The ONNX file it goes through, under a temp name beside `out`, is removed."""
+    1024; BENCHMARKS.md). The ONNX file it goes through, under a temp name beside `out`, is removed.
+    A TorchScript model goes as it is traced already, with whatever form it has."""
     onnx = _temp_beside(out, suffix=".onnx")
     try:
         return onnx_to_openvino(export_onnx(module, out=onnx, size=size, deformable_as_nodes=True), out=out)
@@ -79,18 +81,23 @@ def onnx_to_openvino(onnx_file: Path, *, out: Path) -> Path:
 
 
 def _deformable_convolution(node: Any) -> list[Any]:
-    """ONNX's DeformConv (image, weight, offset, bias, mask) as OpenVINO's DeformableConvolution
-    with its mask, plus the bias. `bilinear_interpolation_pad`: a tap less than a pixel outside
-    the map still reads its border pixels, weighted against zeros beyond, as torchvision's (and
-    grid_sample's) zero padding does."""
+    """ONNX's DeformConv (image, weight, offset, optional bias and mask) as OpenVINO's
+    DeformableConvolution, plus the bias; missing attributes take the ONNX defaults.
+    `bilinear_interpolation_pad`: a tap less than a pixel outside the map still reads its border
+    pixels, weighted against zeros beyond, as torchvision's (and grid_sample's) zero padding does."""
     opset = importlib.import_module("openvino.opset8")
-    image, weight, offset, bias, mask = (node.get_input(index) for index in range(5))
-    pads = node.get_attribute("pads")
+    inputs = [node.get_input(index) for index in range(node.get_input_size())]
+    image, weight, offset = inputs[:3]
+    spatial = len(weight.get_partial_shape()) - 2
+    pads = node.get_attribute("pads", [0] * 2 * spatial)
     convolved = opset.deformable_convolution(
-        image, offset, weight, node.get_attribute("strides"), pads[: len(pads) // 2], pads[len(pads) // 2 :],
-        node.get_attribute("dilations"), mask=mask, group=node.get_attribute("group"),
-        deformable_group=node.get_attribute("offset_group"), bilinear_interpolation_pad=True)
-    return [opset.add(convolved, opset.unsqueeze(bias, [0, 2, 3])).output(0)]
+        image, offset, weight, node.get_attribute("strides", [1] * spatial), pads[:spatial], pads[spatial:],
+        node.get_attribute("dilations", [1] * spatial), mask=inputs[4] if len(inputs) > 4 else None,
+        group=node.get_attribute("group", 1), deformable_group=node.get_attribute("offset_group", 1),
+        bilinear_interpolation_pad=True)
+    if len(inputs) < 4:
+        return [convolved.output(0)]
+    return [opset.add(convolved, opset.unsqueeze(inputs[3], [0, 2, 3])).output(0)]
 
 
 def quantized_openvino(ir_file: Path, *, out: Path, calibration: Sequence[FloatArray]) -> Path:
@@ -113,15 +120,6 @@ def _saved_ir(graph: Any, *, out: Path) -> Path:
         openvino.save_model(graph, str(temp), compress_to_fp16=False)
         os.replace(temp.with_suffix(".bin"), out.with_suffix(".bin"))  # the weights first: the .xml names them
     return out
-
-
-@contextmanager
-def _deformable(as_nodes: bool) -> Iterator[None]:
-    if not as_nodes:
-        yield
-        return
-    with deformable_nodes():
-        yield
 
 
 @contextmanager

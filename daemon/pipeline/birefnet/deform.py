@@ -125,6 +125,8 @@ class DeformConvNode(torch.autograd.Function):
 
     @staticmethod
     def symbolic(graph: Any, image: Any, weight: Any, offset: Any, mask: Any, padding: int) -> Any:
+        # As `deform_conv2d`: stride 1, a square kernel, the same padding on every side, and the
+        # output the input's size.
         outputs, _, kernel, _ = weight.type().sizes()
         no_bias = graph.op("Constant", value_t=torch.zeros(outputs))
         node = graph.op("DeformConv", image, weight, offset, no_bias, mask, kernel_shape_i=[kernel, kernel],
