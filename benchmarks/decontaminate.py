@@ -38,7 +38,7 @@ from PIL import Image, ImageDraw, ImageFont
 from daemon.pipeline.composite import encode_bgra
 from daemon.pipeline.constants import PipelineParams
 from daemon.pipeline.decontaminate import decontaminated
-from daemon.work.stages import opencv_threads
+from daemon.work.stages import share_cores_with_opencv
 
 Floats = npt.NDArray[np.float64]
 Bytes = npt.NDArray[np.uint8]
@@ -210,7 +210,7 @@ def timing_at_24mp(repeat: int = 3) -> list[str]:
 
 def _timed_scene(scene: Scene, *, repeat: int) -> list[str]:
     # As beside the daemon's default stage pool (a thread per core), for the floor and for ours.
-    cv2.setNumThreads(opencv_threads(pool_threads=os.cpu_count() or 1, cores=os.cpu_count()))
+    share_cores_with_opencv(pool_threads=os.cpu_count() or 1)
     photo, alpha8 = scene.photo, scene.alpha8
     jpeg = cv2.imencode(".jpg", cv2.cvtColor(photo, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 92])[1]
     params = PipelineParams()

@@ -21,7 +21,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import cv2
 import torch
 
 from benchmarks import endtoend, report, stages
@@ -29,7 +28,7 @@ from benchmarks.images import SIZES_MP, GeneratedImage, ensure_image
 from benchmarks.machine import REPO, RESULTS, WORK, cpu_snapshot, load_average, machine_info, others_share, usable_cpus, wait_until_idle
 from benchmarks.standin import COST_KINDS, build_standin
 from daemon.pipeline import PipelineParams, StageTimer, choose_device, load_model, parse_model_spec, prepare
-from daemon.work.stages import opencv_threads
+from daemon.work.stages import share_cores_with_opencv
 
 MARKDOWN = REPO / "BENCHMARKS.md"
 SEED = 1
@@ -259,7 +258,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     info = machine_info(device.device)
     params = PipelineParams()
     # The stages timed in this process run as beside the daemon's default pool (a thread per core).
-    cv2.setNumThreads(opencv_threads(pool_threads=os.cpu_count() or 1, cores=os.cpu_count()))
+    share_cores_with_opencv(pool_threads=os.cpu_count() or 1)
     spec, label = model_spec(args, device.device)
     progress(f"model {label} on {info['device']}")
     model = load_model(parse_model_spec(spec), device=device, size=params.target_size).model

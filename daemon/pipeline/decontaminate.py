@@ -154,9 +154,8 @@ class _Scene(NamedTuple):
         in [0, 1]. In 16 bits: 8-bit levels rounded at every halving put the coverage-weighted
         colour <I a> / <a> of a faint haze (alpha of a few levels) off by up to 200 levels."""
         size = _size(self.alpha.shape, by=by)
-        image, alpha, covered = (_scaled(_area_reduced(wide, size), scale)
-                                 for wide, scale in (_widened(plane, scale) for plane, scale
-                                                     in zip((self.image, self.alpha, self.covered), self.scales)))
+        wide = [_widened(plane, scale) for plane, scale in zip((self.image, self.alpha, self.covered), self.scales)]
+        image, alpha, covered = (_scaled(_area_reduced(plane, size), scale) for plane, scale in wide)
         return image, _spread(alpha), covered
 
     def alpha_at(self, rows: slice, cols: slice) -> Floats:
@@ -313,8 +312,7 @@ def _upsampled(planes: tuple[Floats, Floats], *, rows: slice, cols: slice,
     height, width = planes[0].shape[:2]
     map_y = _placed(np.arange(rows.start, rows.stop), scale=height / shape[0]).reshape(-1, 1)
     map_x = _placed(np.arange(cols.start, cols.stop), scale=width / shape[1])
-    grid = np.broadcast_shapes(map_y.shape, map_x.shape)
-    map_x, map_y = np.ascontiguousarray(np.broadcast_to(map_x, grid)), np.ascontiguousarray(np.broadcast_to(map_y, grid))
+    map_x, map_y = (np.ascontiguousarray(grid) for grid in np.broadcast_arrays(map_x, map_y))
     first, second = (_remapped(plane, map_x=map_x, map_y=map_y) for plane in planes)
     return first, second
 

@@ -97,7 +97,7 @@ def _deformable_convolution(node: Any) -> list[Any]:
         bilinear_interpolation_pad=True)
     if len(inputs) < 4:
         return [convolved.output(0)]
-    return [opset.add(convolved, opset.unsqueeze(inputs[3], [0, 2, 3])).output(0)]
+    return [opset.add(convolved, opset.unsqueeze(inputs[3], [0, *range(2, 2 + spatial)])).output(0)]
 
 
 def quantized_openvino(ir_file: Path, *, out: Path, calibration: Sequence[FloatArray]) -> Path:

@@ -31,7 +31,9 @@ BACKEND_CHOICES: tuple[BackendChoice, ...] = ("auto", *BACKENDS)
 AUTO_OPENVINO_MACHINES = frozenset({"x86_64", "amd64"})
 """Where `auto` picks OpenVINO: x86-64 CPUs, where it was measured faster than eager PyTorch
 (BENCHMARKS.md: 1.1-1.5 x the photos per hour, 0.64-0.84 x the forward time, two backbones,
-three runs; 0.67-0.71 x since the export copies no feature map). Nowhere else was a runtime measured faster: there `auto` is eager PyTorch."""
+three runs; 0.51-0.54 x for Swin-T and 0.59-0.67 x for Swin-L since the export uses OpenVINO's
+own deformable convolution). Nowhere else was a runtime measured faster: there `auto` is
+eager PyTorch."""
 EXTRAS: dict[Backend, tuple[str, str]] = {
     "onnxruntime": ("onnxruntime", "onnx"),
     "openvino": ("openvino", "openvino"),

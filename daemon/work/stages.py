@@ -69,6 +69,12 @@ def opencv_threads(*, pool_threads: int, cores: int | None) -> int:
     return max(1, (cores or 1) // max(1, pool_threads))
 
 
+def share_cores_with_opencv(*, pool_threads: int) -> None:
+    """OpenCV's threads, for the whole process, set for a stage pool of `pool_threads` on this
+    machine's cores (`opencv_threads`)."""
+    cv2.setNumThreads(opencv_threads(pool_threads=pool_threads, cores=os.cpu_count()))
+
+
 class Stages(Generic[K]):
     """The stage pipeline. Exactly one of `on_done` / `on_failed` runs per task (on a pool
     thread, or the caller's for a failure before the model); `on_failed` must not raise."""
@@ -101,7 +107,7 @@ class Stages(Generic[K]):
         self.on_done, self.on_failed, self.on_stage = on_done, on_failed, on_stage
         self.wake = wake or threading.Event()
         """Set whenever a slot frees, or a pool thread's claim gives the model work."""
-        cv2.setNumThreads(opencv_threads(pool_threads=cpu_threads, cores=os.cpu_count()))  # for the whole process
+        share_cores_with_opencv(pool_threads=cpu_threads)
         self._pool = ThreadPoolExecutor(max_workers=cpu_threads, thread_name_prefix="cutout-cpu")
         self._cpu_threads = cpu_threads
         self._pool_tasks = 0
